@@ -1,0 +1,205 @@
+#!/usr/bin/env node
+// The `gatehouse` command line (CONTRACT.md). Every flag of the contract is parsed from the start;
+// unknown flags are errors with the usage text.
+import { readFileSync, realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { loadConfig } from './config/pipeline.js';
+import { formatProblem, type Problem } from './config/types.js';
+import { resolve } from './controlplane/resolve.js';
+import { ConfigError, Gateway, type RunOptions } from './gateway.js';
+import { createLogger, LOG_LEVELS, type LogLevel } from './telemetry/log.js';
+
+export const USAGE = `Usage:
+  gatehouse run --config <file|dir> [--config ...]   (or --xds-address host:port)
+                [--bind 0.0.0.0] [--admin-port 15000] [--admin-bind 127.0.0.1] [--xds-port 15010]
+                [--labels istio=ingressgateway] [--namespace istio-system] [--mesh-config <file>]
+                [--workers N] [--log-level info]
+  gatehouse validate <file|dir>... [--labels k=v,...] [--namespace ns] [--mesh-config <file>]
+  gatehouse proxy-status --xds-address host:port
+  gatehouse version
+`;
+
+class UsageError extends Error {}
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+function parsePort(name: string, v: string | undefined, def: number): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UsageError(`--${name} must be a port number 0-65535, got "${v}"`);
+  return n;
+}
+
+/** `a=b,c=d` (also repeated flags) → labels. */
+export function parseLabels(values: readonly string[]): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const v of values) {
+    for (const part of v.split(',')) {
+      if (!part.trim()) continue;
+      const i = part.indexOf('=');
+      if (i <= 0) throw new UsageError(`--labels takes key=value pairs separated by commas, got "${part}"`);
+      labels[part.slice(0, i).trim()] = part.slice(i + 1).trim();
+    }
+  }
+  return labels;
+}
+
+const RUN_OPTIONS = {
+  config: { type: 'string', multiple: true },
+  'xds-address': { type: 'string' },
+  bind: { type: 'string' },
+  'admin-port': { type: 'string' },
+  'admin-bind': { type: 'string' },
+  'xds-port': { type: 'string' },
+  labels: { type: 'string', multiple: true },
+  namespace: { type: 'string' },
+  'mesh-config': { type: 'string' },
+  workers: { type: 'string' },
+  'log-level': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case 'run':
+        return await run(rest);
+      case 'validate':
+        return validateCommand(rest);
+      case 'proxy-status':
+        return proxyStatus(rest);
+      case 'version':
+      case '--version':
+        process.stdout.write(`gatehouse ${version()}\n`);
+        return 0;
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        process.stdout.write(USAGE);
+        return command === undefined ? 2 : 0;
+      default:
+        throw new UsageError(`unknown command "${command}"`);
+    }
+  } catch (e) {
+    if (e instanceof UsageError || (e as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      process.stderr.write(`gatehouse: ${(e as Error).message}\n\n${USAGE}`);
+      return 2;
+    }
+    throw e;
+  }
+}
+
+async function run(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: RUN_OPTIONS, allowPositionals: false, strict: true });
+  if (values.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const level = (values['log-level'] ?? 'info') as LogLevel;
+  if (!LOG_LEVELS.includes(level)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
+  const log = createLogger(level);
+  const configPaths = values.config ?? [];
+  if (configPaths.length === 0 && !values['xds-address']) throw new UsageError('run needs --config <file|dir> (or --xds-address host:port)');
+  if (values['xds-address'] !== undefined) {
+    if (configPaths.length > 0) throw new UsageError('--config and --xds-address exclude each other');
+    log.error({ xdsAddress: values['xds-address'] }, '--xds-address (data-plane-only replica) is not active yet in this version');
+    return 1;
+  }
+  const workers = values.workers === undefined ? undefined : Number(values.workers);
+  if (workers !== undefined && (!Number.isInteger(workers) || workers < 1)) throw new UsageError('--workers must be a positive integer');
+  const opts: RunOptions = {
+    configPaths,
+    bind: values.bind ?? '0.0.0.0',
+    adminPort: parsePort('admin-port', values['admin-port'], 15000),
+    adminBind: values['admin-bind'] ?? '127.0.0.1',
+    xdsPort: parsePort('xds-port', values['xds-port'], 15010),
+    labels: parseLabels(values.labels ?? []),
+    namespace: values.namespace ?? 'istio-system',
+    meshConfigFile: values['mesh-config'],
+  };
+  if (opts.xdsPort !== 0) log.info({ xdsPort: opts.xdsPort }, '--xds-port: the xDS control plane is not active yet in this version; nothing listens on it');
+  if (workers !== undefined && workers !== 1) log.info({ workers }, '--workers: multi-worker mode is not active yet in this version; running 1 worker');
+
+  const gateway = new Gateway(opts, log);
+  try {
+    await gateway.start();
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      for (const p of e.problems) process.stderr.write(`${formatProblem(p)}\n`);
+      log.fatal({ problems: e.problems.length }, 'invalid configuration at start-up; not starting');
+    } else {
+      log.fatal({ err: e }, `cannot start: ${(e as Error).message}`);
+    }
+    await gateway.stop(0);
+    return 1;
+  }
+  process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception (kept serving)'));
+  return await new Promise<number>((resolveExit) => {
+    const stop = (signal: string): void => {
+      log.info({ signal }, 'shutting down');
+      gateway.stop().then(
+        () => resolveExit(0),
+        (err: unknown) => {
+          log.error({ err }, 'error while stopping');
+          resolveExit(1);
+        },
+      );
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+function validateCommand(args: string[]): number {
+  const { values, positionals } = parseArgs({
+    args,
+    options: { labels: { type: 'string', multiple: true }, namespace: { type: 'string' }, 'mesh-config': { type: 'string' } },
+    allowPositionals: true,
+    strict: true,
+  });
+  if (positionals.length === 0) throw new UsageError('validate needs at least one file or folder');
+  const labels = parseLabels(values.labels ?? []);
+  const namespace = values.namespace ?? 'istio-system';
+  const result = loadConfig({ paths: positionals, meshConfigFile: values['mesh-config'], gatewayNamespace: namespace, labels });
+  const problems: Problem[] = [...result.problems];
+  if (result.config) {
+    // Translation warnings: what the gateway cannot honour. Without --labels, every Gateway counts.
+    const s = resolve(result.config.resources, { labels, namespace, bind: '0.0.0.0', mesh: result.config.mesh, allGateways: values.labels === undefined });
+    problems.push(...s.warnings);
+  }
+  for (const p of problems) {
+    process.stdout.write(`${p.severity === 'warning' ? formatProblem({ ...p, message: `warning: ${p.message}` }) : formatProblem(p)}\n`);
+  }
+  return problems.some((p) => p.severity === 'error') ? 1 : 0;
+}
+
+function proxyStatus(args: string[]): number {
+  const { values } = parseArgs({ args, options: { 'xds-address': { type: 'string' } }, strict: true });
+  if (!values['xds-address']) throw new UsageError('proxy-status needs --xds-address host:port');
+  process.stderr.write('gatehouse: proxy-status needs the xDS control plane, which is not active yet in this version\n');
+  return 1;
+}
+
+// Run when executed (bin or `node dist/cli.js`), not when imported by tests.
+function invokedDirectly(): boolean {
+  try {
+    return process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url);
+  } catch {
+    return false;
+  }
+}
+if (invokedDirectly()) {
+  main(process.argv.slice(2)).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      process.stderr.write(`gatehouse: ${(err as Error)?.stack ?? err}\n`);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,199 @@
+// Reads YAML files and folders into resources that remember their file and line.
+import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { LineCounter, parseAllDocuments, isMap, isSeq, isScalar, isPair, type Document, type Node } from 'yaml';
+import type { FieldPath, ObjectMeta, Problem, Resource, SourceRef } from './types.js';
+
+export interface LoadResult {
+  resources: Resource[];
+  problems: Problem[];
+  /** Files that were read, as named in problems. */
+  files: string[];
+}
+
+const YAML_FILE = /\.ya?ml$/i;
+
+/** Lists the YAML files under each path (recursively for folders), named as the user would read them. */
+export function listConfigFiles(paths: readonly string[]): { files: string[]; problems: Problem[] } {
+  const files: string[] = [];
+  const problems: Problem[] = [];
+  const walk = (dir: string): void => {
+    let entries: string[];
+    try {
+      entries = readdirSync(dir).sort();
+    } catch (e) {
+      problems.push(ioProblem(dir, e));
+      return;
+    }
+    for (const name of entries) {
+      // Kubernetes ConfigMap mounts keep old generations in `..2026_...` folders and a `..data` link.
+      if (name.startsWith('.')) continue;
+      const full = join(dir, name);
+      let st;
+      try {
+        st = statSync(full);
+      } catch {
+        continue; // a dangling link, or removed while we looked
+      }
+      if (st.isDirectory()) walk(full);
+      else if (YAML_FILE.test(name)) files.push(full);
+    }
+  };
+  for (const p of paths) {
+    let st;
+    try {
+      st = statSync(p);
+    } catch (e) {
+      problems.push(ioProblem(p, e));
+      continue;
+    }
+    if (st.isDirectory()) walk(p);
+    else files.push(p);
+  }
+  return { files, problems };
+}
+
+function ioProblem(file: string, e: unknown): Problem {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  const message = code === 'ENOENT' ? 'no such file or directory' : `cannot read: ${(e as Error)?.message ?? String(e)}`;
+  return { file, line: 0, resource: '', path: '', message, severity: 'error' };
+}
+
+export function loadPaths(paths: readonly string[]): LoadResult {
+  const { files, problems } = listConfigFiles(paths);
+  const resources: Resource[] = [];
+  for (const file of files) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      problems.push(ioProblem(file, e));
+      continue;
+    }
+    const r = parseYamlText(text, file);
+    resources.push(...r.resources);
+    problems.push(...r.problems);
+  }
+  return { resources, problems, files };
+}
+
+/** Parses one multi-document YAML text. Documents that are empty or a `List` are handled like kubectl. */
+export function parseYamlText(text: string, file: string): { resources: Resource[]; problems: Problem[] } {
+  const lineCounter = new LineCounter();
+  const docs = parseAllDocuments(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const resources: Resource[] = [];
+  const problems: Problem[] = [];
+  const lineAt = (offset: number): number => lineCounter.linePos(offset).line;
+  const docList = Array.isArray(docs) ? docs : [];
+  if (!Array.isArray(docs)) {
+    // An empty stream (only comments) parses to an EmptyStream.
+    return { resources, problems };
+  }
+  for (const doc of docList) {
+    if (doc.errors.length > 0) {
+      for (const err of doc.errors) {
+        problems.push({ file, line: lineAt(err.pos[0]), resource: 'yaml', path: '', message: err.message.split('\n')[0] ?? err.message, severity: 'error' });
+      }
+      continue;
+    }
+    if (doc.contents === null) continue;
+    let value: unknown;
+    try {
+      value = doc.toJS({ maxAliasCount: 100 });
+    } catch (e) {
+      problems.push({ file, line: lineAt(doc.contents.range?.[0] ?? 0), resource: 'yaml', path: '', message: (e as Error).message, severity: 'error' });
+      continue;
+    }
+    if (value === null || value === undefined) continue;
+    const docLine = lineAt(doc.contents.range?.[0] ?? 0);
+    if (typeof value !== 'object' || Array.isArray(value)) {
+      problems.push({ file, line: docLine, resource: 'yaml', path: '', message: 'a document must be a mapping with apiVersion, kind and metadata', severity: 'error' });
+      continue;
+    }
+    const obj = value as Record<string, unknown>;
+    if (obj.kind === 'List' && Array.isArray(obj.items)) {
+      obj.items.forEach((item, i) => {
+        const r = toResource(item, file, doc, lineAt, ['items', i], problems);
+        if (r) resources.push(r);
+      });
+      continue;
+    }
+    const r = toResource(obj, file, doc, lineAt, [], problems);
+    if (r) resources.push(r);
+  }
+  return { resources, problems };
+}
+
+function toResource(
+  value: unknown,
+  file: string,
+  doc: Document,
+  lineAt: (offset: number) => number,
+  base: FieldPath,
+  problems: Problem[],
+): Resource | undefined {
+  const lineOf = (path: FieldPath): number => {
+    const full = [...base, ...path];
+    for (let n = full.length; n >= 0; n--) {
+      const node = nodeAt(doc, full.slice(0, n));
+      if (node?.range) return lineAt(node.range[0]);
+    }
+    return 1;
+  };
+  const source: SourceRef = { file, line: lineOf([]), lineOf };
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    problems.push({ file, line: source.line, resource: 'yaml', path: '', message: 'a document must be a mapping with apiVersion, kind and metadata', severity: 'error' });
+    return undefined;
+  }
+  const obj = value as Record<string, unknown>;
+  const meta = (obj.metadata ?? {}) as Record<string, unknown>;
+  const kind = typeof obj.kind === 'string' ? obj.kind : '';
+  const name = typeof meta.name === 'string' ? meta.name : '';
+  const namespace = typeof meta.namespace === 'string' && meta.namespace !== '' ? meta.namespace : 'default';
+  const id = `${kind || '?'}/${namespace}/${name || '?'}`;
+  const fail = (path: FieldPath, message: string): undefined => {
+    problems.push({ file, line: lineOf(path), resource: id, path: path.join('.'), message, severity: 'error' });
+    return undefined;
+  };
+  if (typeof obj.apiVersion !== 'string' || obj.apiVersion === '') return fail(['apiVersion'], 'apiVersion is required');
+  if (!kind) return fail(['kind'], 'kind is required');
+  if (typeof obj.metadata !== 'object' || obj.metadata === null || Array.isArray(obj.metadata)) return fail(['metadata'], 'metadata is required');
+  if (!name) return fail(['metadata', 'name'], 'metadata.name is required');
+  if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(name) || name.length > 253) {
+    return fail(['metadata', 'name'], `invalid name "${name}": must be a lowercase RFC 1123 name`);
+  }
+  if (!/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(namespace) || namespace.length > 63) {
+    return fail(['metadata', 'namespace'], `invalid namespace "${namespace}": must be a lowercase RFC 1123 label`);
+  }
+  const metadata: ObjectMeta = { name, namespace };
+  if (isStringMap(meta.labels)) metadata.labels = meta.labels;
+  if (isStringMap(meta.annotations)) metadata.annotations = meta.annotations;
+  const isK8sCore = obj.apiVersion === 'v1' && (kind === 'Secret' || kind === 'ConfigMap');
+  const spec = isK8sCore ? obj : obj.spec === undefined || obj.spec === null ? {} : obj.spec;
+  return { apiVersion: obj.apiVersion, kind, metadata, spec, source };
+}
+
+function isStringMap(v: unknown): v is Record<string, string> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && Object.values(v).every((x) => typeof x === 'string');
+}
+
+function nodeAt(doc: Document, path: FieldPath): Node | undefined {
+  let node: unknown = doc.contents;
+  for (let i = 0; i < path.length; i++) {
+    const seg = path[i];
+    if (isMap(node)) {
+      const pair = node.items.find((p) => isPair(p) && isScalar(p.key) && String(p.key.value) === String(seg));
+      if (!pair) return undefined;
+      // Point at the key of the field itself (whatever its value: a block mapping or list starts on
+      // the next line), so the line is the one the user reads the field name on.
+      const last = i === path.length - 1;
+      node = last && isScalar(pair.key) ? pair.key : (pair.value ?? pair.key);
+      if (isScalar(pair.value) && isScalar(pair.key)) node = pair.key;
+    } else if (isSeq(node) && typeof seg === 'number') {
+      node = node.items[seg];
+    } else {
+      return undefined;
+    }
+  }
+  return node as Node | undefined;
+}

@@ -1,0 +1,796 @@
+// Schemas of the Istio and Kubernetes documents Gatehouse reads, written for Gatehouse (field lists
+// follow the interfaces in types.ts; semantics follow Istio's own validation). One line per field.
+// Rules that need only the object they sit on live here; rules that need other resources live in
+// validate-refs.ts.
+import { isIP } from 'node:net';
+import { isValidHostPattern } from './hosts.js';
+import {
+  any, asArr, asObj, asStr, atMostOne, bool, duration, exactlyOne, has, ignored, int, intOneOf, isObj, list, looseObj, map,
+  nonEmptyStr, num, obj, oneOf, port, quote, refine, regex, req, setKeys, str, base64,
+  type ObjectRule,
+} from './schema.js';
+
+// ---- enums -------------------------------------------------------------------------------------
+
+export const PROTOCOLS = ['HTTP', 'HTTPS', 'GRPC', 'GRPC-WEB', 'HTTP2', 'MONGO', 'TCP', 'TLS'] as const;
+const SERVER_TLS_MODES = ['PASSTHROUGH', 'SIMPLE', 'MUTUAL', 'AUTO_PASSTHROUGH', 'ISTIO_MUTUAL', 'OPTIONAL_MUTUAL'];
+const TLS_VERSIONS = ['TLS_AUTO', 'TLSV1_0', 'TLSV1_1', 'TLSV1_2', 'TLSV1_3'];
+const LB_SIMPLE = ['ROUND_ROBIN', 'LEAST_REQUEST', 'RANDOM', 'PASSTHROUGH', 'LEAST_CONN', 'UNSPECIFIED'];
+const GRPC_CODES = [
+  'OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND', 'ALREADY_EXISTS', 'PERMISSION_DENIED',
+  'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION', 'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE',
+  'DATA_LOSS', 'UNAUTHENTICATED',
+];
+const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH'];
+const RETRY_ON = new Set([
+  '5xx', 'gateway-error', 'reset', 'reset-before-request', 'connect-failure', 'envoy-ratelimited', 'retriable-4xx',
+  'refused-stream', 'retriable-status-codes', 'retriable-headers', 'http3-post-connect-failure',
+  'cancelled', 'deadline-exceeded', 'internal', 'resource-exhausted', 'unavailable',
+]);
+const WHEN_KEYS = new Set([
+  'source.ip', 'remote.ip', 'source.namespace', 'source.principal', 'request.auth.principal', 'request.auth.audiences',
+  'request.auth.presenter', 'destination.ip', 'destination.port', 'connection.sni',
+]);
+const WHEN_KEY_PREFIXES = ['request.headers[', 'request.auth.claims[', 'experimental.envoy.filters.'];
+
+/** Protocols whose servers share one plaintext HTTP listener, a TLS (SNI) listener, or a raw TCP one. */
+export function listenerClass(protocol: string): 'http' | 'tls' | 'tcp' {
+  const p = protocol.toUpperCase();
+  if (p === 'HTTPS' || p === 'TLS') return 'tls';
+  if (p === 'TCP' || p === 'MONGO') return 'tcp';
+  return 'http';
+}
+
+// ---- string checks -------------------------------------------------------------------------------
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+export const isDnsLabel = (s: string): boolean => s.length <= 63 && DNS_LABEL.test(s);
+const HEADER_NAME = /^:?[!#$%&'*+\-.^_`|~0-9a-zA-Z]+$/;
+
+const dnsLabel = (what: string) => (s: string): string | undefined =>
+  isDnsLabel(s) ? undefined : `invalid ${what} ${quote(s)}: must be a lowercase RFC 1123 label`;
+
+function hostProblem(h: string, opts: { star?: boolean } = {}): string | undefined {
+  if (h === '*' && !opts.star) return `host "*" is not allowed here: name a service or a domain`;
+  if (!isValidHostPattern(h)) return `invalid host ${quote(h)}: must be a DNS name, optionally with a leading "*." wildcard`;
+  return undefined;
+}
+
+/** Gateway server hosts and Sidecar egress hosts: `[namespace/]dnsName`. */
+function nsHostProblem(h: string, opts: { nsRequired: boolean; allowNone: boolean }): string | undefined {
+  const i = h.indexOf('/');
+  if (i < 0 && opts.nsRequired) return `invalid host ${quote(h)}: must be namespace/dnsName, e.g. "*/example.com" or "./*"`;
+  const ns = i < 0 ? '*' : h.slice(0, i);
+  const name = i < 0 ? h : h.slice(i + 1);
+  if (!(ns === '*' || ns === '.' || (ns === '~' && opts.allowNone) || isDnsLabel(ns))) {
+    return `invalid namespace ${quote(ns)} in host ${quote(h)}: must be "*", "."${opts.allowNone ? ', "~"' : ''} or a namespace name`;
+  }
+  if (!isValidHostPattern(name)) {
+    return `invalid host ${quote(h)}: must be [namespace/]dnsName, e.g. "example.com", "*.example.com" or "prod/*"`;
+  }
+  return undefined;
+}
+
+function isCidr(s: string): boolean {
+  const i = s.indexOf('/');
+  if (i < 0) return isIP(s) !== 0;
+  const ip = s.slice(0, i);
+  const bits = s.slice(i + 1);
+  const v = isIP(ip);
+  if (v === 0 || !/^\d{1,3}$/.test(bits)) return false;
+  return Number(bits) <= (v === 4 ? 32 : 128);
+}
+const ipOrCidr = (s: string): string | undefined => (isCidr(s) ? undefined : `invalid address ${quote(s)}: must be an IP address or CIDR`);
+
+function headerNameProblem(s: string): string | undefined {
+  return HEADER_NAME.test(s) ? undefined : `invalid header name ${quote(s)}`;
+}
+/** Header names in a match: Istio requires lowercase (Envoy sees lowercase names). */
+function matchHeaderNameProblem(s: string): string | undefined {
+  if (s !== s.toLowerCase()) return `header name ${quote(s)} must be lowercase`;
+  return headerNameProblem(s);
+}
+
+function gatewayRefProblem(s: string): string | undefined {
+  if (s === 'mesh') return undefined;
+  const parts = s.split('/');
+  if (parts.length > 2) return `invalid gateway ${quote(s)}: must be "mesh", "name" or "namespace/name"`;
+  const [ns, name] = parts.length === 2 ? [parts[0]!, parts[1]!] : ['.', parts[0]!];
+  if (!(ns === '.' || isDnsLabel(ns)) || !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(name)) {
+    return `invalid gateway ${quote(s)}: must be "mesh", "name" or "namespace/name"`;
+  }
+  return undefined;
+}
+
+function retryOnProblem(s: string): string | undefined {
+  for (const raw of s.split(',')) {
+    const p = raw.trim();
+    if (RETRY_ON.has(p)) continue;
+    if (/^\d+$/.test(p) && Number(p) >= 100 && Number(p) <= 599) continue;
+    return `invalid retryOn policy ${quote(p)}: use Envoy retry conditions such as 5xx, gateway-error, connect-failure, refused-stream, or status codes`;
+  }
+  return undefined;
+}
+
+function whenKeyProblem(k: string): string | undefined {
+  if (WHEN_KEYS.has(k)) return undefined;
+  if (WHEN_KEY_PREFIXES.some((p) => k.startsWith(p)) && (k.startsWith('experimental.') || /\]$/.test(k))) return undefined;
+  return `unknown condition key ${quote(k)}: use e.g. request.headers[<name>], source.ip, remote.ip, source.namespace, request.auth.claims[<claim>]`;
+}
+
+function urlProblem(s: string): string | undefined {
+  try {
+    const u = new URL(s);
+    if (u.protocol === 'http:' || u.protocol === 'https:') return undefined;
+  } catch {
+    // fall through
+  }
+  return `invalid URL ${quote(s)}: must be an http:// or https:// URL`;
+}
+
+function jsonProblem(s: string): string | undefined {
+  try {
+    JSON.parse(s);
+    return undefined;
+  } catch {
+    return 'must be a JSON Web Key Set (JSON)';
+  }
+}
+
+function isPrime(n: number): boolean {
+  if (n < 2) return false;
+  for (let d = 2; d * d <= n; d++) if (n % d === 0) return false;
+  return true;
+}
+
+function portKeyProblem(k: string): string | undefined {
+  return /^\d+$/.test(k) && Number(k) >= 1 && Number(k) <= 65535 ? undefined : `invalid port ${quote(k)}: keys must be port numbers 1-65535`;
+}
+
+/** A Kubernetes ConfigMap/Secret key. */
+function configKeyProblem(k: string): string | undefined {
+  return /^[-._a-zA-Z0-9]+$/.test(k) && k.length <= 253 ? undefined : `invalid key ${quote(k)}: use letters, digits, "-", "_" and "."`;
+}
+
+// ---- common pieces -----------------------------------------------------------------------------
+
+const labels = map(str());
+const exportTo = refine(
+  list(str((e) => (e === '.' || e === '*' || e === '~' || isDnsLabel(e) ? undefined : `invalid exportTo ${quote(e)}: must be ".", "*", "~" or a namespace name`)), { unique: true }),
+  (v, path, out) => {
+    const a = asArr(v);
+    for (const special of ['*', '~']) {
+      if (a.length > 1 && a.includes(special)) out.error([...path, a.indexOf(special)], `${quote(special)} cannot be combined with other exportTo values`);
+    }
+  },
+);
+const presenceMatch = obj({ exact: str(), prefix: str(), regex: regex() }, atMostOne('exact', 'prefix', 'regex'));
+const stringMatch = obj({ exact: str(), prefix: str(), regex: regex() }, exactlyOne('exact', 'prefix', 'regex'));
+const headerMatches = map(presenceMatch, matchHeaderNameProblem);
+const percent = obj({ value: num(0, 100) });
+const portSelector = obj({ number: port() });
+const destination = obj({ host: req(str((h) => hostProblem(h))), subset: str(dnsLabel('subset name')), port: portSelector });
+const headerOps = obj({ set: map(str(), headerNameProblem), add: map(str(), headerNameProblem), remove: list(str(headerNameProblem)) });
+const headers = obj({ request: headerOps, response: headerOps });
+const selector = obj({ matchLabels: labels });
+const targetRef = obj({ group: str(), kind: req(nonEmptyStr()), name: req(nonEmptyStr()), namespace: str() });
+const gatewayRefs = list(str(gatewayRefProblem));
+const cidrs = list(str(ipOrCidr));
+
+/** With more than one destination, the weights (missing = 0) must add up to 100. */
+function weightsSumTo100(key: string): ObjectRule {
+  return (o, path, out) => {
+    const routes = asArr(o[key]);
+    if (routes.length < 2) return;
+    let sum = 0;
+    for (const r of routes) {
+      const w = asObj(r).weight;
+      if (w === undefined || w === null) continue;
+      if (typeof w !== 'number' || !Number.isInteger(w)) return; // already reported
+      sum += w;
+    }
+    if (sum === 100) return;
+    const last = routes.length - 1;
+    const lastPath = has(asObj(routes[last]), 'weight') ? [...path, key, last, 'weight'] : [...path, key, last];
+    out.error(lastPath, `weights sum to ${sum}, must sum to 100`);
+  };
+}
+
+// ---- VirtualService ------------------------------------------------------------------------------
+
+const httpMatch = obj({
+  name: str(),
+  uri: stringMatch,
+  scheme: stringMatch,
+  method: stringMatch,
+  authority: stringMatch,
+  headers: headerMatches,
+  withoutHeaders: headerMatches,
+  queryParams: map(presenceMatch),
+  ignoreUriCase: bool(),
+  port: port(),
+  gateways: gatewayRefs,
+  sourceLabels: labels,
+  sourceNamespace: str(),
+  statPrefix: str(),
+});
+
+const redirect = obj(
+  {
+    uri: str(),
+    authority: str(),
+    port: port(),
+    derivePort: oneOf(['FROM_PROTOCOL_DEFAULT', 'FROM_REQUEST_PORT']),
+    scheme: str(),
+    redirectCode: intOneOf([301, 302, 303, 307, 308]),
+  },
+  atMostOne('port', 'derivePort'),
+  (o, path, out) => {
+    if (!['uri', 'authority', 'port', 'derivePort', 'scheme'].some((k) => has(o, k))) out.error(path, 'must set at least one of uri, authority, scheme, port, derivePort');
+  },
+);
+
+const directResponse = obj({
+  status: req(int(200, 599)),
+  body: obj({ string: str(), bytes: base64() }, atMostOne('string', 'bytes')),
+});
+
+const rewrite = obj(
+  { uri: str(), authority: str(), uriRegexRewrite: obj({ match: req(regex()), rewrite: req(str()) }) },
+  atMostOne('uri', 'uriRegexRewrite'),
+  (o, path, out) => {
+    if (!['uri', 'authority', 'uriRegexRewrite'].some((k) => has(o, k))) out.error(path, 'must set at least one of uri, authority, uriRegexRewrite');
+  },
+);
+
+const retries = obj({
+  attempts: int(0),
+  perTryTimeout: duration({ min: 1 }),
+  retryOn: str(retryOnProblem),
+  retryRemoteLocalities: bool(),
+  retryIgnorePreviousHosts: bool(),
+  backoff: duration({ min: 1 }),
+});
+
+const fault = obj(
+  {
+    delay: obj({ fixedDelay: req(duration({ min: 1 })), percentage: percent, percent: int(0, 100) }, atMostOne('percentage', 'percent')),
+    abort: obj(
+      { httpStatus: int(200, 599), grpcStatus: oneOf(GRPC_CODES), http2Error: str(), percentage: percent },
+      exactlyOne('httpStatus', 'grpcStatus', 'http2Error'),
+    ),
+  },
+  (o, path, out) => void (!has(o, 'delay') && !has(o, 'abort') && out.error(path, 'must set delay, abort or both')),
+);
+
+const corsPolicy = obj({
+  allowOrigins: list(stringMatch),
+  allowOrigin: list(str()),
+  allowMethods: list(oneOf(HTTP_METHODS)),
+  allowHeaders: list(str()),
+  exposeHeaders: list(str()),
+  maxAge: duration(),
+  allowCredentials: bool(),
+  unmatchedPreflights: oneOf(['UNSPECIFIED', 'FORWARD', 'IGNORE']),
+});
+
+const ROUTE_ACTIONS = ['route', 'redirect', 'directResponse', 'delegate'];
+const oneRouteAction: ObjectRule = (o, path, out) => {
+  const set = setKeys(o, ROUTE_ACTIONS).filter((k) => !(Array.isArray(o[k]) && o[k].length === 0));
+  if (set.length === 0) out.error(path, `must set one of ${ROUTE_ACTIONS.join(', ')}`);
+  else if (set.length > 1) out.error([...path, set[1]!], `set only one of ${ROUTE_ACTIONS.join(', ')} (found ${set.join(' and ')})`);
+  if (has(o, 'redirect')) {
+    for (const k of ['rewrite', 'fault']) if (has(o, k)) out.error([...path, k], `${k} cannot be used with redirect`);
+  }
+};
+
+const httpRoute = obj(
+  {
+    name: str(),
+    match: list(httpMatch),
+    route: list(obj({ destination: req(destination), weight: int(0, 100), headers })),
+    redirect,
+    directResponse,
+    delegate: obj({ name: req(nonEmptyStr()), namespace: str() }),
+    rewrite,
+    timeout: duration(),
+    retries,
+    fault,
+    mirror: destination,
+    mirrors: list(obj({ destination: req(destination), percentage: percent })),
+    mirrorPercentage: percent,
+    mirrorPercent: int(0, 100),
+    corsPolicy,
+    headers,
+  },
+  oneRouteAction,
+  weightsSumTo100('route'),
+  atMostOne('mirror', 'mirrors'),
+  atMostOne('mirrorPercentage', 'mirrorPercent'),
+);
+
+const l4MatchFields = { destinationSubnets: cidrs, port: port(), sourceLabels: labels, gateways: gatewayRefs, sourceNamespace: str() };
+const routeDestinations = list(obj({ destination: req(destination), weight: int(0, 100) }), { nonEmpty: true });
+const tlsRoute = obj(
+  {
+    match: req(list(obj({ ...l4MatchFields, sniHosts: req(list(str((h) => hostProblem(h, { star: true })), { nonEmpty: true })) }), { nonEmpty: true })),
+    route: req(routeDestinations),
+  },
+  weightsSumTo100('route'),
+);
+const tcpRoute = obj({ match: list(obj(l4MatchFields)), route: req(routeDestinations) }, weightsSumTo100('route'));
+
+export const bindsMesh = (gateways: unknown): boolean => {
+  const g = asArr(gateways);
+  return g.length === 0 || g.includes('mesh');
+};
+
+const virtualServiceRules: ObjectRule = (o, path, out) => {
+  const hosts = asArr(o.hosts);
+  const delegate = hosts.length === 0;
+  if (delegate) {
+    // Istio: a VirtualService without hosts is a delegate; it may only be reached from another one.
+    if (asArr(o.gateways).length > 0) out.error(path, 'missing required field "hosts" (only a delegate VirtualService, which has no gateways, may omit it)');
+    for (const k of ['tls', 'tcp']) if (asArr(o[k]).length > 0) out.error([...path, k], `a delegate VirtualService (no hosts) cannot have ${k} routes`);
+    asArr(o.http).forEach((r, i) => {
+      if (has(asObj(r), 'delegate')) out.error([...path, 'http', i, 'delegate'], 'a delegate VirtualService cannot delegate again (one level only)');
+    });
+  }
+  if (!['http', 'tls', 'tcp'].some((k) => asArr(o[k]).length > 0)) out.error(path, 'must have at least one of http, tls, tcp routes');
+  const mesh = bindsMesh(o.gateways);
+  hosts.forEach((h, i) => {
+    if (h === '*' && mesh) out.error([...path, 'hosts', i], 'host "*" is not allowed for a VirtualService bound to the mesh (list its gateways)');
+  });
+  // sniHosts must be covered by the VirtualService's hosts.
+  const hostStrs = hosts.filter((h): h is string => typeof h === 'string').map((h) => h.toLowerCase());
+  asArr(o.tls).forEach((t, i) => {
+    asArr(asObj(t).match).forEach((m, j) => {
+      asArr(asObj(m).sniHosts).forEach((s, k) => {
+        if (typeof s !== 'string' || hostStrs.length === 0) return;
+        const sni = s.toLowerCase();
+        const covered = hostStrs.some((h) => h === sni || h === '*' || (h.startsWith('*.') && (sni.startsWith('*.') ? sni.slice(1).endsWith(h.slice(1)) : sni.endsWith(h.slice(1)))));
+        if (!covered) out.error([...path, 'tls', i, 'match', j, 'sniHosts', k], `sni host ${quote(s)} is not covered by the VirtualService hosts`);
+      });
+    });
+  });
+  // Istio applies sourceLabels/sourceNamespace only when the VirtualService is bound to the mesh.
+  if (!mesh) {
+    for (const kind of ['http', 'tls', 'tcp']) {
+      asArr(o[kind]).forEach((r, i) => {
+        asArr(asObj(r).match).forEach((m, j) => {
+          for (const k of ['sourceLabels', 'sourceNamespace']) {
+            if (has(asObj(m), k)) out.warn([...path, kind, i, 'match', j, k], `${k} applies to sidecars only (this VirtualService is not bound to mesh); ignored`);
+          }
+        });
+      });
+    }
+  }
+};
+
+export const virtualServiceSpec = obj(
+  { hosts: list(str((h) => hostProblem(h, { star: true }))), gateways: gatewayRefs, http: list(httpRoute), tls: list(tlsRoute), tcp: list(tcpRoute), exportTo },
+  virtualServiceRules,
+);
+
+// ---- Gateway -------------------------------------------------------------------------------------
+
+const serverTlsRules: ObjectRule = (o, path, out) => {
+  const mode = asStr(o.mode) ?? 'PASSTHROUGH';
+  const at = has(o, 'mode') ? [...path, 'mode'] : path;
+  const certFields = ['serverCertificate', 'privateKey', 'caCertificates', 'credentialName', 'credentialNames'];
+  if (mode === 'ISTIO_MUTUAL') {
+    for (const k of certFields) if (has(o, k)) out.error([...path, k], `${k} cannot be set with mode ISTIO_MUTUAL (it uses the workload certificate)`);
+    return;
+  }
+  if (mode === 'PASSTHROUGH' || mode === 'AUTO_PASSTHROUGH') {
+    for (const k of certFields) if (has(o, k)) out.warn([...path, k], `mode ${mode} does not terminate TLS; ${k} is ignored`);
+    return;
+  }
+  const sources = [has(o, 'serverCertificate') || has(o, 'privateKey'), has(o, 'credentialName'), asArr(o.credentialNames).length > 0].filter(Boolean).length;
+  if (sources > 1) out.error(at, 'set only one of credentialName, credentialNames, serverCertificate/privateKey');
+  if (has(o, 'credentialName') || asArr(o.credentialNames).length > 0) return;
+  if (!has(o, 'serverCertificate')) out.error(at, `mode ${mode} needs serverCertificate and privateKey, or credentialName`);
+  else if (!has(o, 'privateKey')) out.error(at, `mode ${mode} needs privateKey (with serverCertificate), or credentialName`);
+  if ((mode === 'MUTUAL' || mode === 'OPTIONAL_MUTUAL') && !has(o, 'caCertificates')) out.error(at, `mode ${mode} needs caCertificates, or credentialName`);
+};
+
+const serverTls = obj(
+  {
+    httpsRedirect: bool(),
+    mode: oneOf(SERVER_TLS_MODES),
+    serverCertificate: nonEmptyStr(),
+    privateKey: nonEmptyStr(),
+    caCertificates: nonEmptyStr(),
+    caCrl: str(),
+    credentialName: nonEmptyStr(),
+    credentialNames: list(nonEmptyStr(), { unique: true }),
+    subjectAltNames: list(str()),
+    verifyCertificateSpki: list(str()),
+    verifyCertificateHash: list(str()),
+    minProtocolVersion: oneOf(TLS_VERSIONS),
+    maxProtocolVersion: oneOf(TLS_VERSIONS),
+    cipherSuites: list(str()),
+  },
+  serverTlsRules,
+);
+
+const serverRules: ObjectRule = (o, path, out) => {
+  const protocol = asStr(asObj(o.port).protocol);
+  if (!protocol || !(PROTOCOLS as readonly string[]).includes(protocol.toUpperCase())) return;
+  const p = protocol.toUpperCase();
+  const tls = o.tls;
+  if ((p === 'HTTPS' || p === 'TLS') && !has(o, 'tls')) {
+    out.error([...path, 'port', 'protocol'], `protocol ${p} needs tls settings (mode SIMPLE, MUTUAL, PASSTHROUGH, ...)`);
+  } else if (p !== 'HTTPS' && p !== 'TLS' && isObj(tls)) {
+    const onlyRedirect = Object.keys(tls).every((k) => k === 'httpsRedirect' || (k === 'mode' && tls.mode === 'PASSTHROUGH'));
+    if (listenerClass(p) === 'http' && !onlyRedirect) out.error([...path, 'tls'], `a plaintext ${p} server can only have tls.httpsRedirect; use protocol HTTPS to terminate TLS`);
+    else if (listenerClass(p) !== 'http') out.error([...path, 'tls'], `protocol ${p} cannot have tls settings; use protocol TLS or HTTPS`);
+  }
+};
+
+const server = obj(
+  {
+    port: req(
+      obj({
+        number: req(port()),
+        protocol: req(oneOf(PROTOCOLS, true)),
+        name: req(nonEmptyStr()),
+        targetPort: { check: (_v, path, out) => out.error(path, 'targetPort has no effect on Gateways; remove it') },
+      }),
+    ),
+    bind: str((s) => (isIP(s) || s.startsWith('unix://') ? undefined : `invalid bind ${quote(s)}: must be an IP address or unix:// path`)),
+    hosts: req(list(str((h) => nsHostProblem(h, { nsRequired: false, allowNone: false })), { nonEmpty: true })),
+    tls: serverTls,
+    defaultEndpoint: ignored(str(), 'defaultEndpoint is not implemented for gateways; ignored'),
+    name: str(),
+  },
+  serverRules,
+);
+
+export const gatewaySpec = obj(
+  { servers: req(list(server, { nonEmpty: true })), selector: labels },
+  (o, path, out) => {
+    const names = new Map<string, number>();
+    asArr(o.servers).forEach((s, i) => {
+      const n = asStr(asObj(s).name);
+      if (!n) return;
+      if (names.has(n)) out.error([...path, 'servers', i, 'name'], `duplicate server name ${quote(n)} (also servers[${names.get(n)!}])`);
+      else names.set(n, i);
+    });
+  },
+);
+
+// ---- DestinationRule -----------------------------------------------------------------------------
+
+const consistentHash = obj(
+  {
+    httpHeaderName: nonEmptyStr(),
+    httpCookie: obj({ name: req(nonEmptyStr()), path: str(), ttl: duration() }),
+    useSourceIp: bool(),
+    httpQueryParameterName: nonEmptyStr(),
+    ringHash: obj({ minimumRingSize: int(0) }),
+    maglev: obj({ tableSize: refine(int(1), (v, path, out) => void (!isPrime(v as number) && out.error(path, `table size ${v as number} is not prime: use a prime such as 65537`))) }),
+    minimumRingSize: int(0),
+  },
+  exactlyOne('httpHeaderName', 'httpCookie', 'useSourceIp', 'httpQueryParameterName'),
+  atMostOne('ringHash', 'maglev', 'minimumRingSize'),
+);
+
+const loadBalancer = obj(
+  {
+    simple: oneOf(LB_SIMPLE),
+    consistentHash,
+    localityLbSetting: obj(
+      {
+        enabled: bool(),
+        distribute: list(obj({ from: str(), to: map(int(1, 100)) })),
+        failover: list(obj({ from: str(), to: str() })),
+        failoverPriority: list(str()),
+      },
+      atMostOne('distribute', 'failover'),
+    ),
+    warmupDurationSecs: duration(),
+  },
+  atMostOne('simple', 'consistentHash'),
+);
+
+const connectionPool = obj({
+  tcp: obj({
+    maxConnections: int(0),
+    connectTimeout: duration({ min: 1 }),
+    tcpKeepalive: obj({ probes: int(0), time: duration(), interval: duration() }),
+    maxConnectionDuration: duration(),
+    idleTimeout: duration(),
+  }),
+  http: obj({
+    http1MaxPendingRequests: int(0),
+    http2MaxRequests: int(0),
+    maxRequestsPerConnection: int(0),
+    maxRetries: int(0),
+    idleTimeout: duration(),
+    h2UpgradePolicy: oneOf(['DEFAULT', 'DO_NOT_UPGRADE', 'UPGRADE']),
+    useClientProtocol: bool(),
+    maxConcurrentStreams: int(0),
+  }),
+});
+
+const outlierDetection = obj({
+  splitExternalLocalOriginErrors: bool(),
+  consecutiveLocalOriginFailures: int(0),
+  consecutiveGatewayErrors: int(0),
+  consecutive5xxErrors: int(0),
+  consecutiveErrors: int(0),
+  interval: duration({ min: 1 }),
+  baseEjectionTime: duration({ min: 1 }),
+  maxEjectionPercent: int(0, 100),
+  minHealthPercent: int(0, 100),
+});
+
+const clientTls = obj(
+  {
+    mode: oneOf(['DISABLE', 'SIMPLE', 'MUTUAL', 'ISTIO_MUTUAL']),
+    clientCertificate: nonEmptyStr(),
+    privateKey: nonEmptyStr(),
+    caCertificates: nonEmptyStr(),
+    caCrl: str(),
+    credentialName: nonEmptyStr(),
+    subjectAltNames: list(str()),
+    sni: str(),
+    insecureSkipVerify: bool(),
+  },
+  (o, path, out) => {
+    const at = has(o, 'mode') ? [...path, 'mode'] : path;
+    if (o.mode === 'MUTUAL' && !has(o, 'credentialName')) {
+      if (!has(o, 'clientCertificate') || !has(o, 'privateKey')) out.error(at, 'mode MUTUAL needs clientCertificate and privateKey, or credentialName');
+    }
+    if (o.mode === 'ISTIO_MUTUAL') {
+      for (const k of ['clientCertificate', 'privateKey', 'caCertificates', 'credentialName']) {
+        if (has(o, k)) out.error([...path, k], `${k} cannot be set with mode ISTIO_MUTUAL (it uses the workload certificate)`);
+      }
+    }
+  },
+);
+
+const trafficPolicyFields = {
+  loadBalancer,
+  connectionPool,
+  outlierDetection,
+  tls: clientTls,
+  tunnel: obj({ protocol: oneOf(['CONNECT', 'POST']), targetHost: req(nonEmptyStr()), targetPort: req(port()) }),
+  proxyProtocol: obj({ version: oneOf(['V1', 'V2']) }),
+};
+
+const trafficPolicy = obj(
+  { ...trafficPolicyFields, portLevelSettings: list(obj({ port: req(obj({ number: req(port()) })), ...trafficPolicyFields })) },
+  (o, path, out) => {
+    const seen = new Set<number>();
+    asArr(o.portLevelSettings).forEach((s, i) => {
+      const n = asObj(asObj(s).port).number;
+      if (typeof n !== 'number') return;
+      if (seen.has(n)) out.error([...path, 'portLevelSettings', i, 'port', 'number'], `duplicate port ${n} in portLevelSettings`);
+      seen.add(n);
+    });
+  },
+);
+
+export const destinationRuleSpec = obj(
+  {
+    host: req(str((h) => hostProblem(h, { star: true }))),
+    trafficPolicy,
+    subsets: list(obj({ name: req(str(dnsLabel('subset name'))), labels, trafficPolicy })),
+    exportTo,
+    workloadSelector: obj({ matchLabels: labels }),
+  },
+  (o, path, out) => {
+    const seen = new Set<string>();
+    asArr(o.subsets).forEach((s, i) => {
+      const n = asStr(asObj(s).name);
+      if (n === undefined) return;
+      if (seen.has(n)) out.error([...path, 'subsets', i, 'name'], `duplicate subset name ${quote(n)}`);
+      seen.add(n);
+    });
+  },
+);
+
+// ---- ServiceEntry / WorkloadEntry ---------------------------------------------------------------
+
+const workloadAddress = (s: string): string | undefined =>
+  isIP(s) || s.startsWith('unix://') || (isValidHostPattern(s) && !s.startsWith('*'))
+    ? undefined
+    : `invalid address ${quote(s)}: must be an IP address, a DNS name or unix:// path`;
+
+const addressUnlessNetwork: ObjectRule = (o, path, out) => {
+  if (!has(o, 'address') && !has(o, 'network')) out.error(path, 'missing required field "address" (only an entry with a network may omit it)');
+};
+
+const workloadEntryFields = {
+  address: str(workloadAddress),
+  ports: map(port(), dnsLabel('port name')),
+  labels,
+  network: str(),
+  locality: str(),
+  weight: int(0, 4294967295),
+  serviceAccount: str(),
+};
+
+export const workloadEntrySpec = obj(workloadEntryFields, addressUnlessNetwork);
+
+const serviceEntryRules: ObjectRule = (o, path, out) => {
+  const resolution = asStr(o.resolution) ?? 'NONE';
+  const endpoints = asArr(o.endpoints);
+  const hasSelector = has(o, 'workloadSelector');
+  // Ports: unique names and numbers; the names are what endpoints' `ports` refer to.
+  const names = new Set<string>();
+  const numbers = new Set<number>();
+  asArr(o.ports).forEach((p, i) => {
+    const { name, number } = asObj(p);
+    if (typeof name === 'string') {
+      if (names.has(name)) out.error([...path, 'ports', i, 'name'], `duplicate port name ${quote(name)}`);
+      names.add(name);
+    }
+    if (typeof number === 'number') {
+      if (numbers.has(number)) out.error([...path, 'ports', i, 'number'], `duplicate port ${number}`);
+      numbers.add(number);
+    }
+  });
+  if (endpoints.length > 0 && hasSelector) out.error([...path, 'workloadSelector'], 'set only one of endpoints, workloadSelector');
+  if (resolution === 'NONE' && endpoints.length > 0) out.error([...path, 'endpoints'], 'endpoints are not allowed with resolution NONE; use STATIC or DNS');
+  if (resolution === 'STATIC' && endpoints.length === 0 && !hasSelector) {
+    out.error(has(o, 'resolution') ? [...path, 'resolution'] : path, 'resolution STATIC needs endpoints or a workloadSelector');
+  }
+  if (resolution === 'DNS_ROUND_ROBIN' && endpoints.length > 1) out.error([...path, 'endpoints'], 'resolution DNS_ROUND_ROBIN allows at most one endpoint');
+  if ((resolution === 'DNS' || resolution === 'DNS_ROUND_ROBIN') && endpoints.length === 0) {
+    asArr(o.hosts).forEach((h, i) => {
+      if (typeof h === 'string' && h.startsWith('*')) {
+        out.error([...path, 'hosts', i], `wildcard host ${quote(h)} cannot be resolved by DNS: use resolution NONE, or list endpoints`);
+      }
+    });
+  }
+  asArr(o.addresses).forEach((a, i) => {
+    if (typeof a === 'string' && a.includes('/') && resolution !== 'NONE' && resolution !== 'STATIC') {
+      out.error([...path, 'addresses', i], `CIDR addresses need resolution NONE or STATIC, not ${resolution}`);
+    }
+  });
+  endpoints.forEach((e, i) => {
+    const ep = asObj(e);
+    const addr = asStr(ep.address);
+    if (resolution === 'STATIC' && addr !== undefined && !isIP(addr) && !addr.startsWith('unix://')) {
+      out.error([...path, 'endpoints', i, 'address'], `address ${quote(addr)} must be an IP address with resolution STATIC`);
+    }
+    for (const name of Object.keys(asObj(ep.ports))) {
+      if (!names.has(name)) {
+        const known = [...names].join(', ') || 'none';
+        out.error([...path, 'endpoints', i, 'ports', name], `port ${quote(name)} is not a port name of this ServiceEntry (ports: ${known})`);
+      }
+    }
+  });
+};
+
+export const serviceEntrySpec = obj(
+  {
+    hosts: req(list(str((h) => hostProblem(h)), { nonEmpty: true })),
+    addresses: cidrs,
+    ports: list(obj({ number: req(port()), protocol: oneOf(PROTOCOLS, true), name: req(str(dnsLabel('port name'))), targetPort: port() })),
+    location: oneOf(['MESH_EXTERNAL', 'MESH_INTERNAL']),
+    resolution: oneOf(['NONE', 'STATIC', 'DNS', 'DNS_ROUND_ROBIN']),
+    endpoints: list(obj(workloadEntryFields, addressUnlessNetwork)),
+    workloadSelector: obj({ labels }),
+    exportTo,
+    subjectAltNames: list(str()),
+  },
+  serviceEntryRules,
+);
+
+// ---- Sidecar ---------------------------------------------------------------------------------------
+
+export const sidecarSpec = obj({
+  workloadSelector: obj({ labels }),
+  ingress: list(map(any())),
+  egress: list(
+    obj({
+      port: obj({ number: port(), protocol: oneOf(PROTOCOLS, true), name: str(), targetPort: port() }),
+      bind: str(),
+      captureMode: oneOf(['DEFAULT', 'IPTABLES', 'NONE']),
+      hosts: req(list(str((h) => nsHostProblem(h, { nsRequired: true, allowNone: true })), { nonEmpty: true })),
+    }),
+  ),
+  outboundTrafficPolicy: obj({ mode: oneOf(['ALLOW_ANY', 'REGISTRY_ONLY']), egressProxy: destination }),
+});
+
+// ---- security.istio.io -------------------------------------------------------------------------
+
+const mtlsMode = obj({ mode: oneOf(['UNSET', 'DISABLE', 'PERMISSIVE', 'STRICT']) });
+
+export const peerAuthenticationSpec = obj(
+  { selector, mtls: mtlsMode, portLevelMtls: map(mtlsMode, portKeyProblem) },
+  (o, path, out) => void (has(o, 'portLevelMtls') && !has(o, 'selector') && out.error([...path, 'portLevelMtls'], 'portLevelMtls needs a selector')),
+);
+
+const jwtRule = obj({
+  issuer: req(nonEmptyStr()),
+  audiences: list(str()),
+  jwksUri: str(urlProblem),
+  jwks: str(jsonProblem),
+  fromHeaders: list(obj({ name: req(nonEmptyStr()), prefix: str() })),
+  fromParams: list(str()),
+  fromCookies: list(str()),
+  outputPayloadToHeader: str(),
+  outputClaimToHeaders: list(obj({ header: req(nonEmptyStr()), claim: req(nonEmptyStr()) })),
+  forwardOriginalToken: bool(),
+  timeout: duration(),
+});
+
+const workloadTarget = atMostOne('selector', 'targetRef', 'targetRefs');
+
+export const requestAuthenticationSpec = obj({ selector, targetRef, targetRefs: list(targetRef), jwtRules: list(jwtRule) }, workloadTarget);
+
+const strings = list(str());
+const nonEmptyBlock = (what: string): ObjectRule => (o, path, out) => {
+  if (Object.keys(o).length === 0) out.error(path, `${what} must not be empty`);
+};
+const source = obj(
+  {
+    principals: strings, notPrincipals: strings, requestPrincipals: strings, notRequestPrincipals: strings,
+    namespaces: strings, notNamespaces: strings, ipBlocks: cidrs, notIpBlocks: cidrs, remoteIpBlocks: cidrs, notRemoteIpBlocks: cidrs,
+  },
+  nonEmptyBlock('source'),
+);
+const portStrings = list(str((s) => (/^\d+$/.test(s) && Number(s) >= 1 && Number(s) <= 65535 ? undefined : `invalid port ${quote(s)}: must be a port number`)));
+const operation = obj(
+  { hosts: strings, notHosts: strings, ports: portStrings, notPorts: portStrings, methods: strings, notMethods: strings, paths: strings, notPaths: strings },
+  nonEmptyBlock('operation'),
+);
+const condition = obj(
+  { key: req(str(whenKeyProblem)), values: strings, notValues: strings },
+  (o, path, out) => void (!has(o, 'values') && !has(o, 'notValues') && out.error(path, 'must set values, notValues or both')),
+);
+
+export const authorizationPolicySpec = obj(
+  {
+    selector,
+    targetRef,
+    targetRefs: list(targetRef),
+    action: oneOf(['ALLOW', 'DENY', 'AUDIT', 'CUSTOM']),
+    provider: obj({ name: req(nonEmptyStr()) }),
+    rules: list(obj({ from: list(obj({ source: req(source) })), to: list(obj({ operation: req(operation) })), when: list(condition) })),
+  },
+  workloadTarget,
+  (o, path, out) => {
+    if (o.action === 'CUSTOM' && !has(o, 'provider')) out.error([...path, 'action'], 'action CUSTOM needs a provider');
+    if (has(o, 'provider') && o.action !== 'CUSTOM') out.error([...path, 'provider'], 'provider is only used with action CUSTOM');
+  },
+);
+
+// ---- Kubernetes v1 Secret / ConfigMap (paths from the document root) ----------------------------
+
+const k8sEnvelope = { apiVersion: str(), kind: str(), metadata: any(), immutable: bool() };
+
+export const secretDocument = obj(
+  { ...k8sEnvelope, type: str(), data: map(base64(), configKeyProblem), stringData: map(str(), configKeyProblem) },
+  (o, path, out) => {
+    if (o.type !== 'kubernetes.io/tls') return;
+    for (const key of ['tls.crt', 'tls.key']) {
+      if (!Object.hasOwn(asObj(o.data), key) && !Object.hasOwn(asObj(o.stringData), key)) {
+        out.error(has(o, 'data') ? [...path, 'data'] : [...path, 'type'], `a kubernetes.io/tls secret needs ${quote(key)} in data or stringData`);
+      }
+    }
+  },
+);
+
+export const configMapDocument = obj({ ...k8sEnvelope, data: map(str(), configKeyProblem), binaryData: map(base64(), configKeyProblem) });
+
+/** The parts of MeshConfig (ConfigMap `istio`, key `mesh`) Gatehouse reads; other fields are left alone. */
+export const meshConfigSchema = looseObj({
+  rootNamespace: str(dnsLabel('namespace')),
+  trustDomain: str(),
+  outboundTrafficPolicy: looseObj({ mode: oneOf(['ALLOW_ANY', 'REGISTRY_ONLY']) }),
+  accessLogFile: str(),
+  accessLogEncoding: oneOf(['TEXT', 'JSON']),
+  accessLogFormat: str(),
+  defaultConfig: looseObj({
+    tracing: looseObj({ sampling: num(0, 100) }),
+    gatewayTopology: looseObj({ numTrustedProxies: int(0) }),
+  }),
+  extensionProviders: list(map(any())),
+});
+

@@ -1,0 +1,407 @@
+// The configuration model: Istio/Kubernetes resources as read from YAML, each one knowing where it
+// came from so that every problem can be reported as `<file>:<line>: <kind>/<ns>/<name>: <path>: <msg>`.
+
+export type FieldPath = ReadonlyArray<string | number>;
+
+export interface ObjectMeta {
+  name: string;
+  namespace: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+}
+
+/** Where a resource came from, and a way to find the line of any field inside it. */
+export interface SourceRef {
+  file: string;
+  /** 1-based line of the document start (the `apiVersion`/`kind` line). */
+  line: number;
+  /** Line of the node at `path` (relative to the resource root), or of its nearest existing ancestor. */
+  lineOf(path: FieldPath): number;
+}
+
+export interface Resource<S = unknown> {
+  apiVersion: string;
+  kind: string;
+  metadata: ObjectMeta;
+  /** `spec` for Istio kinds; for Secret/ConfigMap the whole document (data, stringData, type). */
+  spec: S;
+  source: SourceRef;
+}
+
+export interface Problem {
+  file: string;
+  line: number;
+  /** `Kind/namespace/name`, or `yaml` for a syntax error, or '' when it is about no resource. */
+  resource: string;
+  /** Field path written like `spec.http[0].route[1].weight`; empty for syntax errors. */
+  path: string;
+  message: string;
+  severity: 'error' | 'warning';
+}
+
+export function formatProblem(p: Problem): string {
+  if (p.resource === 'yaml') return `${p.file}:${p.line}: yaml: ${p.message}`;
+  const parts = [`${p.file}:${p.line}`];
+  if (p.resource) parts.push(p.resource);
+  if (p.path) parts.push(p.path);
+  parts.push(p.message);
+  return parts.join(': ');
+}
+
+export function formatPath(path: FieldPath): string {
+  let out = '';
+  for (const seg of path) {
+    if (typeof seg === 'number') out += `[${seg}]`;
+    else out += out ? `.${seg}` : seg;
+  }
+  return out;
+}
+
+export function resourceId(r: Pick<Resource, 'kind' | 'metadata'>): string {
+  return `${r.kind}/${r.metadata.namespace}/${r.metadata.name}`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// networking.istio.io specs (the fields Gatehouse reads; unknown fields are rejected by validation)
+
+export interface StringMatch {
+  exact?: string;
+  prefix?: string;
+  regex?: string;
+}
+
+export interface PortSelector {
+  number?: number;
+}
+
+export interface Destination {
+  host: string;
+  subset?: string;
+  port?: PortSelector;
+}
+
+export interface HeaderOperations {
+  set?: Record<string, string>;
+  add?: Record<string, string>;
+  remove?: string[];
+}
+
+export interface Headers {
+  request?: HeaderOperations;
+  response?: HeaderOperations;
+}
+
+export interface HTTPRouteDestination {
+  destination: Destination;
+  weight?: number;
+  headers?: Headers;
+}
+
+export interface HTTPMatchRequest {
+  name?: string;
+  uri?: StringMatch;
+  scheme?: StringMatch;
+  method?: StringMatch;
+  authority?: StringMatch;
+  headers?: Record<string, StringMatch>;
+  port?: number;
+  sourceLabels?: Record<string, string>;
+  gateways?: string[];
+  queryParams?: Record<string, StringMatch>;
+  ignoreUriCase?: boolean;
+  withoutHeaders?: Record<string, StringMatch>;
+  sourceNamespace?: string;
+  statPrefix?: string;
+}
+
+export interface HTTPRedirect {
+  uri?: string;
+  authority?: string;
+  port?: number;
+  derivePort?: 'FROM_PROTOCOL_DEFAULT' | 'FROM_REQUEST_PORT';
+  scheme?: string;
+  redirectCode?: number;
+}
+
+export interface HTTPDirectResponse {
+  status: number;
+  body?: { string?: string; bytes?: string };
+}
+
+export interface HTTPRewrite {
+  uri?: string;
+  authority?: string;
+  uriRegexRewrite?: { match: string; rewrite: string };
+}
+
+export interface HTTPRetry {
+  attempts?: number;
+  perTryTimeout?: string;
+  retryOn?: string;
+  retryRemoteLocalities?: boolean;
+  retryIgnorePreviousHosts?: boolean;
+  backoff?: string;
+}
+
+export interface Percent {
+  value?: number;
+}
+
+export interface HTTPFaultInjection {
+  delay?: { fixedDelay?: string; percentage?: Percent; percent?: number };
+  abort?: { httpStatus?: number; grpcStatus?: string; http2Error?: string; percentage?: Percent };
+}
+
+export interface CorsPolicy {
+  allowOrigins?: StringMatch[];
+  allowOrigin?: string[];
+  allowMethods?: string[];
+  allowHeaders?: string[];
+  exposeHeaders?: string[];
+  maxAge?: string;
+  allowCredentials?: boolean;
+  unmatchedPreflights?: 'UNSPECIFIED' | 'FORWARD' | 'IGNORE';
+}
+
+export interface HTTPMirrorPolicy {
+  destination: Destination;
+  percentage?: Percent;
+}
+
+export interface HTTPRoute {
+  name?: string;
+  match?: HTTPMatchRequest[];
+  route?: HTTPRouteDestination[];
+  redirect?: HTTPRedirect;
+  directResponse?: HTTPDirectResponse;
+  delegate?: { name?: string; namespace?: string };
+  rewrite?: HTTPRewrite;
+  timeout?: string;
+  retries?: HTTPRetry;
+  fault?: HTTPFaultInjection;
+  mirror?: Destination;
+  mirrors?: HTTPMirrorPolicy[];
+  mirrorPercentage?: Percent;
+  mirrorPercent?: number;
+  corsPolicy?: CorsPolicy;
+  headers?: Headers;
+}
+
+export interface L4MatchAttributes {
+  destinationSubnets?: string[];
+  port?: number;
+  sourceLabels?: Record<string, string>;
+  gateways?: string[];
+  sourceNamespace?: string;
+}
+
+export interface RouteDestination {
+  destination: Destination;
+  weight?: number;
+}
+
+export interface TLSRoute {
+  match: Array<L4MatchAttributes & { sniHosts: string[] }>;
+  route?: RouteDestination[];
+}
+
+export interface TCPRoute {
+  match?: L4MatchAttributes[];
+  route?: RouteDestination[];
+}
+
+export interface VirtualServiceSpec {
+  hosts?: string[];
+  gateways?: string[];
+  http?: HTTPRoute[];
+  tls?: TLSRoute[];
+  tcp?: TCPRoute[];
+  exportTo?: string[];
+}
+
+export type ServerProtocol = 'HTTP' | 'HTTPS' | 'GRPC' | 'GRPC-WEB' | 'HTTP2' | 'MONGO' | 'TCP' | 'TLS';
+
+export interface ServerTLSSettings {
+  httpsRedirect?: boolean;
+  mode?: 'PASSTHROUGH' | 'SIMPLE' | 'MUTUAL' | 'AUTO_PASSTHROUGH' | 'ISTIO_MUTUAL' | 'OPTIONAL_MUTUAL';
+  serverCertificate?: string;
+  privateKey?: string;
+  caCertificates?: string;
+  caCrl?: string;
+  credentialName?: string;
+  credentialNames?: string[];
+  subjectAltNames?: string[];
+  verifyCertificateSpki?: string[];
+  verifyCertificateHash?: string[];
+  minProtocolVersion?: string;
+  maxProtocolVersion?: string;
+  cipherSuites?: string[];
+}
+
+export interface GatewayServer {
+  port: { number: number; protocol: string; name?: string; targetPort?: number };
+  bind?: string;
+  hosts: string[];
+  tls?: ServerTLSSettings;
+  defaultEndpoint?: string;
+  name?: string;
+}
+
+export interface GatewaySpec {
+  servers?: GatewayServer[];
+  selector?: Record<string, string>;
+}
+
+export interface LoadBalancerSettings {
+  simple?: 'UNSPECIFIED' | 'LEAST_CONN' | 'RANDOM' | 'PASSTHROUGH' | 'ROUND_ROBIN' | 'LEAST_REQUEST';
+  consistentHash?: {
+    httpHeaderName?: string;
+    httpCookie?: { name: string; path?: string; ttl?: string };
+    useSourceIp?: boolean;
+    httpQueryParameterName?: string;
+    ringHash?: { minimumRingSize?: number };
+    maglev?: { tableSize?: number };
+    minimumRingSize?: number;
+  };
+  localityLbSetting?: unknown;
+  warmupDurationSecs?: string;
+}
+
+export interface ConnectionPoolSettings {
+  tcp?: {
+    maxConnections?: number;
+    connectTimeout?: string;
+    tcpKeepalive?: { probes?: number; time?: string; interval?: string };
+    maxConnectionDuration?: string;
+    idleTimeout?: string;
+  };
+  http?: {
+    http1MaxPendingRequests?: number;
+    http2MaxRequests?: number;
+    maxRequestsPerConnection?: number;
+    maxRetries?: number;
+    idleTimeout?: string;
+    h2UpgradePolicy?: 'DEFAULT' | 'DO_NOT_UPGRADE' | 'UPGRADE';
+    useClientProtocol?: boolean;
+    maxConcurrentStreams?: number;
+  };
+}
+
+export interface OutlierDetection {
+  splitExternalLocalOriginErrors?: boolean;
+  consecutiveLocalOriginFailures?: number;
+  consecutiveGatewayErrors?: number;
+  consecutive5xxErrors?: number;
+  consecutiveErrors?: number;
+  interval?: string;
+  baseEjectionTime?: string;
+  maxEjectionPercent?: number;
+  minHealthPercent?: number;
+}
+
+export interface ClientTLSSettings {
+  mode?: 'DISABLE' | 'SIMPLE' | 'MUTUAL' | 'ISTIO_MUTUAL';
+  clientCertificate?: string;
+  privateKey?: string;
+  caCertificates?: string;
+  caCrl?: string;
+  credentialName?: string;
+  subjectAltNames?: string[];
+  sni?: string;
+  insecureSkipVerify?: boolean;
+}
+
+export interface TrafficPolicy {
+  loadBalancer?: LoadBalancerSettings;
+  connectionPool?: ConnectionPoolSettings;
+  outlierDetection?: OutlierDetection;
+  tls?: ClientTLSSettings;
+  portLevelSettings?: Array<Omit<TrafficPolicy, 'portLevelSettings'> & { port?: PortSelector }>;
+  tunnel?: unknown;
+  proxyProtocol?: unknown;
+}
+
+export interface Subset {
+  name: string;
+  labels?: Record<string, string>;
+  trafficPolicy?: TrafficPolicy;
+}
+
+export interface DestinationRuleSpec {
+  host: string;
+  trafficPolicy?: TrafficPolicy;
+  subsets?: Subset[];
+  exportTo?: string[];
+  workloadSelector?: { matchLabels?: Record<string, string> };
+}
+
+export interface ServicePort {
+  number: number;
+  protocol?: string;
+  name: string;
+  targetPort?: number;
+}
+
+export interface WorkloadEntrySpec {
+  address?: string;
+  ports?: Record<string, number>;
+  labels?: Record<string, string>;
+  network?: string;
+  locality?: string;
+  weight?: number;
+  serviceAccount?: string;
+}
+
+export interface ServiceEntrySpec {
+  hosts: string[];
+  addresses?: string[];
+  ports?: ServicePort[];
+  location?: 'MESH_EXTERNAL' | 'MESH_INTERNAL';
+  resolution?: 'NONE' | 'STATIC' | 'DNS' | 'DNS_ROUND_ROBIN';
+  endpoints?: WorkloadEntrySpec[];
+  workloadSelector?: { labels?: Record<string, string> };
+  exportTo?: string[];
+  subjectAltNames?: string[];
+}
+
+export interface SidecarSpec {
+  workloadSelector?: { labels?: Record<string, string> };
+  ingress?: unknown[];
+  egress?: Array<{ port?: unknown; bind?: string; captureMode?: string; hosts: string[] }>;
+  outboundTrafficPolicy?: { mode?: 'ALLOW_ANY' | 'REGISTRY_ONLY'; egressProxy?: Destination };
+}
+
+/** The parts of Istio's MeshConfig that Gatehouse reads (`--mesh-config`, or ConfigMap `istio`). */
+export interface MeshConfig {
+  rootNamespace: string;
+  outboundTrafficPolicy: { mode: 'ALLOW_ANY' | 'REGISTRY_ONLY' };
+  accessLogFile: string;
+  accessLogEncoding: 'TEXT' | 'JSON';
+  accessLogFormat: string;
+  defaultConfig: { tracing?: { sampling?: number }; gatewayTopology?: { numTrustedProxies?: number } };
+  extensionProviders: unknown[];
+  trustDomain: string;
+}
+
+export const DEFAULT_MESH_CONFIG: MeshConfig = Object.freeze({
+  rootNamespace: 'istio-system',
+  outboundTrafficPolicy: { mode: 'ALLOW_ANY' },
+  accessLogFile: '',
+  accessLogEncoding: 'TEXT',
+  accessLogFormat: '',
+  defaultConfig: {},
+  extensionProviders: [],
+  trustDomain: 'cluster.local',
+}) as MeshConfig;
+
+/** Kinds Gatehouse understands, by `kind` (the API group is checked separately). */
+export const NETWORKING_KINDS = ['Gateway', 'VirtualService', 'DestinationRule', 'ServiceEntry', 'WorkloadEntry', 'Sidecar'] as const;
+export const SECURITY_KINDS = ['PeerAuthentication', 'RequestAuthentication', 'AuthorizationPolicy'] as const;
+
+/** Everything read from the config sources, validated. Immutable once built. */
+export interface ConfigSet {
+  resources: readonly Resource[];
+  mesh: MeshConfig;
+  /** Content hash of the resources (sorted), used to skip no-op reloads. */
+  hash: string;
+}

@@ -1,0 +1,638 @@
+// Istio resources → xDS-shaped Snapshot. The ONLY place in Gatehouse that interprets Istio
+// semantics: gateway selection, VirtualService binding and merge order, host completion, cluster
+// naming, DestinationRule policy merging, ServiceEntry/WorkloadEntry endpoints, Istio's defaults.
+// Pure: same resources and options in, equal snapshot (and hash) out.
+import { createHash } from 'node:crypto';
+import { completeHost, hostMatches, serviceNameAndNamespace } from '../config/hosts.js';
+import { parseDurationMs } from '../config/duration.js';
+import type {
+  DestinationRuleSpec,
+  GatewayServer,
+  GatewaySpec,
+  HTTPMatchRequest,
+  HTTPRoute,
+  HeaderOperations,
+  MeshConfig,
+  Problem,
+  Resource,
+  ServiceEntrySpec,
+  StringMatch,
+  TrafficPolicy,
+  VirtualServiceSpec,
+  WorkloadEntrySpec,
+} from '../config/types.js';
+import { formatPath, resourceId } from '../config/types.js';
+import {
+  clusterName,
+  durationFromMs,
+  ZERO_DURATION,
+  type Cluster,
+  type ClusterLoadAssignment,
+  type HashPolicy,
+  type HeaderMatcher,
+  type HeaderValueOption,
+  type LbEndpoint,
+  type LbPolicy,
+  type Listener,
+  type ListenerProtocol,
+  type QueryParameterMatcher,
+  type RedirectAction,
+  type RetryPolicy,
+  type Route,
+  type RouteAction,
+  type RouteConfiguration,
+  type RouteMatch,
+  type Snapshot,
+  type StringMatcher,
+  type VirtualHost,
+  type WeightedCluster,
+} from './snapshot.js';
+
+export interface ResolveOptions {
+  /** `--labels`: this gateway's workload labels. */
+  labels: Readonly<Record<string, string>>;
+  /** `--namespace`: the gateway's own namespace. */
+  namespace: string;
+  /** `--bind`: address the Gateway listeners bind to. */
+  bind: string;
+  mesh: MeshConfig;
+  /** `gatehouse validate` without --labels: translate every Gateway, whatever its selector. */
+  allGateways?: boolean;
+}
+
+const MAX_U32 = 4294967295;
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+const DEFAULT_IDLE_TIMEOUT_MS = 3_600_000;
+/** Istio's default retry policy (pilot retry.go): 2 retries on connection-level failures, other hosts preferred. */
+export const DEFAULT_RETRY_ON = 'connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes';
+
+interface ServiceInfo {
+  host: string;
+  namespace: string;
+  se: Resource<ServiceEntrySpec>;
+  ports: Array<{ number: number; name: string; protocol: string; targetPort?: number }>;
+  endpoints: Array<WorkloadEntrySpec & { workload: string; workloadNamespace: string }>;
+}
+
+export function resolve(resources: readonly Resource[], opts: ResolveOptions): Snapshot {
+  const warnings: Problem[] = [];
+  const byKind = (kind: string): Resource[] => resources.filter((r) => r.kind === kind);
+  const gateways = byKind('Gateway') as Array<Resource<GatewaySpec>>;
+  const virtualServices = byKind('VirtualService') as Array<Resource<VirtualServiceSpec>>;
+  const destinationRules = byKind('DestinationRule') as Array<Resource<DestinationRuleSpec>>;
+  const serviceEntries = byKind('ServiceEntry') as Array<Resource<ServiceEntrySpec>>;
+  const workloadEntries = byKind('WorkloadEntry') as Array<Resource<WorkloadEntrySpec>>;
+
+  const warn = (r: Resource, path: Array<string | number>, message: string): void => {
+    warnings.push({ file: r.source.file, line: r.source.lineOf(path), resource: resourceId(r), path: formatPath(path), message, severity: 'warning' });
+  };
+
+  // ---- Registry: services from ServiceEntries (standalone mode has no Kubernetes Services) ----
+  const services = new Map<string, ServiceInfo>();
+  for (const se of serviceEntries) {
+    const ns = se.metadata.namespace;
+    const ports = (se.spec.ports ?? []).map((p) => ({ number: p.number, name: p.name, protocol: (p.protocol ?? 'TCP').toUpperCase(), ...(p.targetPort !== undefined ? { targetPort: p.targetPort } : {}) }));
+    const endpoints: ServiceInfo['endpoints'] = [];
+    (se.spec.endpoints ?? []).forEach((ep, i) => endpoints.push({ ...ep, workload: `${se.metadata.name}-${i}`, workloadNamespace: ns }));
+    const selector = se.spec.workloadSelector?.labels;
+    if (selector) {
+      for (const we of workloadEntries) {
+        if (we.metadata.namespace !== ns) continue;
+        const labels = { ...(we.metadata.labels ?? {}), ...(we.spec.labels ?? {}) };
+        if (labelsMatch(selector, labels)) endpoints.push({ ...we.spec, labels, workload: we.metadata.name, workloadNamespace: ns });
+      }
+    }
+    for (const rawHost of se.spec.hosts ?? []) {
+      const host = completeHost(rawHost, ns);
+      if (services.has(host)) continue; // first definition wins, as in Istio (oldest first)
+      services.set(host, { host, namespace: ns, se, ports, endpoints });
+    }
+  }
+
+  // ---- DestinationRules by host (exportTo-visible to the gateway's namespace) ----
+  const drByHost = new Map<string, Resource<DestinationRuleSpec>>();
+  for (const dr of destinationRules) {
+    if (!exportedTo(dr.spec.exportTo, dr.metadata.namespace, opts.namespace)) continue;
+    const host = completeHost(dr.spec.host, dr.metadata.namespace);
+    const prev = drByHost.get(host);
+    // A rule in the gateway's own namespace wins over one elsewhere (Istio's lookup order).
+    if (!prev || (dr.metadata.namespace === opts.namespace && prev.metadata.namespace !== opts.namespace)) drByHost.set(host, dr);
+  }
+  const drForHost = (host: string): Resource<DestinationRuleSpec> | undefined => {
+    const exact = drByHost.get(host);
+    if (exact) return exact;
+    let best: Resource<DestinationRuleSpec> | undefined;
+    let bestLen = -1;
+    for (const [pattern, dr] of drByHost) {
+      if (pattern.includes('*') && hostMatches(pattern, host) && pattern.length > bestLen) {
+        best = dr;
+        bestLen = pattern.length;
+      }
+    }
+    return best;
+  };
+
+  // ---- Gateways that select this workload ----
+  const mine = opts.allGateways ? gateways : gateways.filter((g) => labelsMatch(g.spec.selector ?? {}, opts.labels));
+  interface BoundServer {
+    gw: Resource<GatewaySpec>;
+    server: GatewayServer;
+    index: number;
+    protocol: ListenerProtocol;
+  }
+  const byPort = new Map<number, BoundServer[]>();
+  for (const gw of mine) {
+    (gw.spec.servers ?? []).forEach((server, index) => {
+      const protocol = listenerProtocol(server);
+      const list = byPort.get(server.port.number) ?? [];
+      list.push({ gw, server, index, protocol });
+      byPort.set(server.port.number, list);
+    });
+  }
+
+  const listeners: Listener[] = [];
+  const routes = new Map<string, RouteConfiguration>();
+  const usedClusters = new Set<string>();
+
+  for (const [port, servers] of [...byPort].sort((a, b) => a[0] - b[0])) {
+    const first = servers[0]!;
+    const protocol = first.protocol;
+    const kept = servers.filter((s) => {
+      if (s.protocol === protocol) return true;
+      warn(s.gw, ['spec', 'servers', s.index, 'port', 'protocol'], `port ${port} is already served as ${protocol} by ${resourceId(first.gw)}; this server is ignored`);
+      return false;
+    });
+    const routeName = `http.${port}`;
+    const listener: Listener = {
+      name: `${opts.bind}_${port}`,
+      address: { socket_address: { address: opts.bind, port_value: port, protocol: 'TCP' } },
+      filter_chains: [],
+      traffic_direction: 'OUTBOUND',
+      metadata: { filter_metadata: { istio: { protocol, servers: kept.map((s) => `${resourceId(s.gw)}#${s.server.name ?? s.index}`) } } },
+    };
+    if (protocol === 'HTTP' || protocol === 'HTTP2' || protocol === 'GRPC') {
+      listener.filter_chains.push({
+        filters: [{ name: 'envoy.filters.network.http_connection_manager', typed_config: httpConnectionManager(routeName, opts.mesh) }],
+      });
+      routes.set(routeName, buildRouteConfiguration(routeName, port, kept));
+    }
+    listeners.push(listener);
+  }
+
+  function buildRouteConfiguration(name: string, port: number, servers: BoundServer[]): RouteConfiguration {
+    // Virtual hosts keyed by host name; routes from every VirtualService bound to a server of this
+    // port that declares the host, in config order (Istio: creation order).
+    const vhosts = new Map<string, VirtualHost>();
+    const getVhost = (host: string): VirtualHost => {
+      let vh = vhosts.get(host);
+      if (!vh) {
+        vh = { name: `${host}:${port}`, domains: host === '*' ? ['*'] : [host, `${host}:*`], routes: [], include_request_attempt_count: true };
+        vhosts.set(host, vh);
+      }
+      return vh;
+    };
+    const redirectHosts = new Set<string>();
+    for (const vs of virtualServices) {
+      const vsNs = vs.metadata.namespace;
+      if (!exportedTo(vs.spec.exportTo, vsNs, opts.namespace) && !servers.some((s) => exportedTo(vs.spec.exportTo, vsNs, s.gw.metadata.namespace))) continue;
+      const boundGateways = (vs.spec.gateways ?? []).map((g) => gatewayRef(g, vsNs));
+      // Servers of this port whose Gateway the VS binds to.
+      const bound = servers.filter((s) => boundGateways.includes(`${s.gw.metadata.namespace}/${s.gw.metadata.name}`));
+      if (bound.length === 0) continue;
+      const vsHosts = (vs.spec.hosts ?? []).map((h) => completeHost(h, vsNs));
+      const hosts = new Set<string>();
+      for (const s of bound) {
+        for (const sh of s.server.hosts) {
+          const { ns, host: serverHost } = splitServerHost(sh, s.gw.metadata.namespace);
+          if (ns !== '*' && ns !== vsNs) continue;
+          for (const vh of vsHosts) {
+            // The virtual host is the more specific of the two names (Istio intersects them).
+            if (hostMatches(serverHost, vh)) hosts.add(vh);
+            else if (hostMatches(vh, serverHost)) hosts.add(serverHost);
+          }
+          if (s.server.tls?.httpsRedirect) for (const h of hosts) redirectHosts.add(h);
+        }
+      }
+      if (hosts.size === 0) continue;
+      const gwNames = bound.map((s) => `${s.gw.metadata.namespace}/${s.gw.metadata.name}`);
+      const built = buildHttpRoutes(vs, port, gwNames);
+      for (const h of hosts) getVhost(h).routes.push(...built);
+    }
+    // httpsRedirect servers: every route of those hosts becomes a 301 to https (Envoy's require_tls).
+    for (const h of redirectHosts) {
+      const vh = vhosts.get(h);
+      if (!vh) continue;
+      vh.routes = [
+        {
+          name: 'https_redirect',
+          match: { prefix: '/', case_sensitive: true, headers: [], query_parameters: [] },
+          redirect: { scheme_redirect: 'https', port_redirect: 443, response_code: 'MOVED_PERMANENTLY' },
+          metadata: { filter_metadata: { istio: { config: '' } } },
+        },
+      ];
+    }
+    // Most specific first does not matter for lookup (the data plane indexes by exact/suffix), but a
+    // stable order keeps the hash and config_dump stable.
+    const virtual_hosts = [...vhosts.values()].sort((a, b) => a.name.localeCompare(b.name));
+    return { name, virtual_hosts, validate_clusters: false };
+  }
+
+  function buildHttpRoutes(vs: Resource<VirtualServiceSpec>, port: number, gwNames: string[]): Route[] {
+    const out: Route[] = [];
+    const vsNs = vs.metadata.namespace;
+    const config = `/apis/networking.istio.io/v1/namespaces/${vsNs}/virtual-service/${vs.metadata.name}`;
+    (vs.spec.http ?? []).forEach((http, i) => {
+      const base = ['spec', 'http', i];
+      for (const unsupported of ['fault', 'mirror', 'mirrors', 'corsPolicy', 'delegate'] as const) {
+        if (http[unsupported] !== undefined) warn(vs, [...base, unsupported], `${unsupported} is not implemented by Gatehouse yet; ignored`);
+      }
+      if (http.delegate) return;
+      const name = http.name ?? `${vs.metadata.name}.${i}`;
+      const matches = http.match && http.match.length > 0 ? http.match : [undefined];
+      matches.forEach((m, j) => {
+        if (m?.gateways && !m.gateways.some((g) => gwNames.includes(gatewayRef(g, vsNs)))) return;
+        if (m?.port !== undefined && m.port !== port) return;
+        if (m?.sourceLabels || m?.sourceNamespace) warn(vs, [...base, 'match', j], 'sourceLabels/sourceNamespace apply to sidecars only; a gateway ignores this match condition');
+        const route: Route = {
+          name,
+          match: routeMatch(m),
+          metadata: { filter_metadata: { istio: { config } } },
+          decorator: { operation: `${vs.metadata.name}.${vsNs}.svc.cluster.local:${port}/*` },
+        };
+        const action = routeAction(vs, http, base);
+        if ('redirect' in action) route.redirect = action.redirect;
+        else if ('direct_response' in action) route.direct_response = action.direct_response;
+        else route.route = action.route;
+        addHeaderOps(route, http.headers?.request, 'request');
+        addHeaderOps(route, http.headers?.response, 'response');
+        out.push(route);
+      });
+    });
+    return out;
+  }
+
+  function routeAction(
+    vs: Resource<VirtualServiceSpec>,
+    http: HTTPRoute,
+    base: Array<string | number>,
+  ): { route: RouteAction } | { redirect: RedirectAction } | { direct_response: Required<Route>['direct_response'] } {
+    if (http.redirect) {
+      const r = http.redirect;
+      const redirect: RedirectAction = { response_code: redirectCode(r.redirectCode ?? 301) };
+      if (r.uri !== undefined) redirect.path_redirect = r.uri;
+      if (r.authority !== undefined) redirect.host_redirect = r.authority;
+      if (r.scheme !== undefined) redirect.scheme_redirect = r.scheme;
+      if (r.port !== undefined) redirect.port_redirect = r.port;
+      if (r.derivePort === 'FROM_REQUEST_PORT') warn(vs, [...base, 'redirect', 'derivePort'], 'derivePort FROM_REQUEST_PORT is not implemented yet; the request port is kept as is');
+      return { redirect };
+    }
+    if (http.directResponse) {
+      const d = http.directResponse;
+      const dr: Required<Route>['direct_response'] = { status: d.status };
+      if (d.body?.string !== undefined) dr.body = { inline_string: d.body.string };
+      else if (d.body?.bytes !== undefined) dr.body = { inline_bytes: d.body.bytes };
+      return { direct_response: dr };
+    }
+    const vsNs = vs.metadata.namespace;
+    const dests = (http.route ?? []).map((d, k) => {
+      const host = completeHost(d.destination.host, vsNs);
+      const port = destinationPort(host, d.destination.port?.number);
+      if (port === undefined) warn(vs, [...base, 'route', k, 'destination', 'port'], `destination ${host} has several ports or none known; set destination.port.number`);
+      const name = clusterName(port ?? 80, d.destination.subset ?? '', host);
+      usedClusters.add(name);
+      const weight = (http.route ?? []).length === 1 ? 100 : (d.weight ?? 0);
+      const wc: WeightedCluster = { name, weight };
+      addHeaderOps(wc, d.headers?.request, 'request');
+      addHeaderOps(wc, d.headers?.response, 'response');
+      return wc;
+    });
+    const positive = dests.filter((d) => d.weight > 0);
+    const action: RouteAction = { cluster_not_found_response_code: 'SERVICE_UNAVAILABLE', timeout: ZERO_DURATION };
+    const onlyOne = positive.length === 1 && !hasHeaderOps(positive[0]!);
+    if (onlyOne) action.cluster = positive[0]!.name;
+    else action.weighted_clusters = { clusters: positive, total_weight: positive.reduce((a, d) => a + d.weight, 0) };
+    if (http.timeout !== undefined) action.timeout = durationFromMs(parseDurationMs(http.timeout) ?? 0);
+    const retry = retryPolicy(http);
+    if (retry) action.retry_policy = retry;
+    if (http.rewrite?.uri !== undefined) action.prefix_rewrite = http.rewrite.uri;
+    if (http.rewrite?.uriRegexRewrite) action.regex_rewrite = { pattern: { regex: http.rewrite.uriRegexRewrite.match }, substitution: http.rewrite.uriRegexRewrite.rewrite };
+    if (http.rewrite?.authority !== undefined) action.host_rewrite_literal = http.rewrite.authority;
+    return { route: action };
+  }
+
+  function destinationPort(host: string, explicit: number | undefined): number | undefined {
+    if (explicit !== undefined) return explicit;
+    const svc = services.get(host);
+    if (svc && svc.ports.length === 1) return svc.ports[0]!.number;
+    return undefined;
+  }
+
+  // ---- Clusters and endpoints ----
+  const clusters = new Map<string, Cluster>();
+  const endpoints = new Map<string, ClusterLoadAssignment>();
+  for (const svc of [...services.values()].sort((a, b) => a.host.localeCompare(b.host))) {
+    const dr = drForHost(svc.host);
+    const { name: shortName, namespace: svcNs } = serviceNameAndNamespace(svc.host, svc.namespace);
+    for (const port of svc.ports) {
+      const subsets: Array<{ name: string; labels: Record<string, string>; policy: TrafficPolicy | undefined }> = [
+        { name: '', labels: {}, policy: dr?.spec.trafficPolicy },
+      ];
+      for (const s of dr?.spec.subsets ?? []) subsets.push({ name: s.name, labels: s.labels ?? {}, policy: mergePolicy(dr?.spec.trafficPolicy, s.trafficPolicy) });
+      for (const subset of subsets) {
+        const name = clusterName(port.number, subset.name, svc.host);
+        const policy = portPolicy(subset.policy, port.number);
+        clusters.set(name, buildCluster(name, svc, port.number, subset.name, shortName, svcNs, policy, dr ? `${dr.metadata.namespace}/${dr.metadata.name}` : ''));
+        endpoints.set(name, buildLoadAssignment(name, svc, port, subset.labels));
+      }
+    }
+  }
+
+  function buildCluster(name: string, svc: ServiceInfo, port: number, subset: string, shortName: string, svcNs: string, policy: TrafficPolicy | undefined, drName: string): Cluster {
+    const resolution = svc.se.spec.resolution ?? 'NONE';
+    const type: Cluster['type'] = resolution === 'STATIC' ? 'EDS' : resolution === 'DNS' ? 'STRICT_DNS' : resolution === 'DNS_ROUND_ROBIN' ? 'LOGICAL_DNS' : 'ORIGINAL_DST';
+    const lb = policy?.loadBalancer;
+    let lb_policy: LbPolicy = 'ROUND_ROBIN';
+    let hash_policy: HashPolicy[] | undefined;
+    if (lb?.simple === 'LEAST_REQUEST' || lb?.simple === 'LEAST_CONN') lb_policy = 'LEAST_REQUEST';
+    else if (lb?.simple === 'RANDOM') lb_policy = 'RANDOM';
+    else if (lb?.simple === 'PASSTHROUGH') lb_policy = 'CLUSTER_PROVIDED';
+    else if (lb?.consistentHash) {
+      const ch = lb.consistentHash;
+      lb_policy = ch.maglev ? 'MAGLEV' : 'RING_HASH';
+      if (ch.httpHeaderName) hash_policy = [{ header: { header_name: ch.httpHeaderName.toLowerCase() } }];
+      else if (ch.httpCookie) {
+        const ttlMs = ch.httpCookie.ttl ? parseDurationMs(ch.httpCookie.ttl) : undefined;
+        hash_policy = [{ cookie: { name: ch.httpCookie.name, ...(ch.httpCookie.path ? { path: ch.httpCookie.path } : {}), ...(ttlMs !== undefined ? { ttl: durationFromMs(ttlMs) } : {}) } }];
+      } else if (ch.useSourceIp) hash_policy = [{ connection_properties: { source_ip: true } }];
+      else if (ch.httpQueryParameterName) hash_policy = [{ query_parameter: { name: ch.httpQueryParameterName } }];
+    }
+    const tcp = policy?.connectionPool?.tcp;
+    const http = policy?.connectionPool?.http;
+    const cluster: Cluster = {
+      name,
+      type,
+      connect_timeout: durationFromMs(tcp?.connectTimeout ? (parseDurationMs(tcp.connectTimeout) ?? DEFAULT_CONNECT_TIMEOUT_MS) : DEFAULT_CONNECT_TIMEOUT_MS),
+      lb_policy,
+      circuit_breakers: {
+        thresholds: [
+          {
+            max_connections: tcp?.maxConnections ?? MAX_U32,
+            max_pending_requests: http?.http1MaxPendingRequests ?? MAX_U32,
+            max_requests: http?.http2MaxRequests ?? MAX_U32,
+            max_retries: http?.maxRetries ?? MAX_U32,
+          },
+        ],
+      },
+      common_http_protocol_options: {
+        idle_timeout: durationFromMs(http?.idleTimeout ? (parseDurationMs(http.idleTimeout) ?? DEFAULT_IDLE_TIMEOUT_MS) : DEFAULT_IDLE_TIMEOUT_MS),
+        max_requests_per_connection: http?.maxRequestsPerConnection ?? 0,
+      },
+      metadata: {
+        filter_metadata: {
+          istio: { host: svc.host, name: shortName, namespace: svcNs, port, subset, kind: 'service', destination_rule: drName, ...(hash_policy ? { hash_policy } : {}) },
+        },
+      },
+    };
+    if (type === 'EDS') cluster.eds_cluster_config = { service_name: name, eds_config: { ads: {}, resource_api_version: 'V3' } };
+    if (lb_policy === 'RING_HASH') cluster.ring_hash_lb_config = { minimum_ring_size: lb?.consistentHash?.ringHash?.minimumRingSize ?? lb?.consistentHash?.minimumRingSize ?? 1024 };
+    if (lb_policy === 'MAGLEV') cluster.maglev_lb_config = { table_size: lb?.consistentHash?.maglev?.tableSize ?? 65537 };
+    const od = policy?.outlierDetection;
+    if (od) {
+      cluster.outlier_detection = {
+        consecutive_5xx: od.consecutive5xxErrors ?? od.consecutiveErrors ?? 5,
+        consecutive_gateway_failure: od.consecutiveGatewayErrors ?? 0,
+        enforcing_consecutive_5xx: (od.consecutive5xxErrors ?? 5) > 0 ? 100 : 0,
+        enforcing_consecutive_gateway_failure: (od.consecutiveGatewayErrors ?? 0) > 0 ? 100 : 0,
+        interval: durationFromMs(od.interval ? (parseDurationMs(od.interval) ?? 10_000) : 10_000),
+        base_ejection_time: durationFromMs(od.baseEjectionTime ? (parseDurationMs(od.baseEjectionTime) ?? 30_000) : 30_000),
+        max_ejection_percent: od.maxEjectionPercent ?? 10,
+        split_external_local_origin_errors: od.splitExternalLocalOriginErrors ?? false,
+        consecutive_local_origin_failure: od.consecutiveLocalOriginFailures ?? 5,
+      };
+      cluster.metadata.filter_metadata.istio.min_health_percent = od.minHealthPercent ?? 0;
+    }
+    const tls = policy?.tls;
+    if (tls && (tls.mode === 'SIMPLE' || tls.mode === 'MUTUAL')) {
+      cluster.transport_socket = {
+        name: 'envoy.transport_sockets.tls',
+        typed_config: {
+          ...(tls.sni ? { sni: tls.sni } : {}),
+          common_tls_context: {
+            ...(tls.mode === 'MUTUAL' && tls.clientCertificate && tls.privateKey
+              ? { tls_certificates: [{ certificate_chain: { filename: tls.clientCertificate }, private_key: { filename: tls.privateKey } }] }
+              : {}),
+            validation_context: {
+              ...(tls.caCertificates ? { trusted_ca: { filename: tls.caCertificates } } : {}),
+              ...(tls.subjectAltNames ? { match_subject_alt_names: tls.subjectAltNames.map((exact) => ({ exact })) } : {}),
+            },
+          },
+          ...(tls.insecureSkipVerify ? { insecure_skip_verify: true } : {}),
+        },
+      };
+    }
+    return cluster;
+  }
+
+  function buildLoadAssignment(name: string, svc: ServiceInfo, port: ServiceInfo['ports'][number], subsetLabels: Record<string, string>): ClusterLoadAssignment {
+    const byLocality = new Map<string, LbEndpoint[]>();
+    const resolution = svc.se.spec.resolution ?? 'NONE';
+    const eps = svc.endpoints.length > 0 || resolution !== 'DNS' ? svc.endpoints : [{ address: svc.host, workload: svc.host, workloadNamespace: svc.namespace }];
+    for (const ep of eps) {
+      const labels = ep.labels ?? {};
+      if (!labelsMatch(subsetLabels, labels)) continue;
+      if (!ep.address) continue;
+      const epPort = ep.ports?.[port.name] ?? port.targetPort ?? port.number;
+      const locality = ep.locality ?? '';
+      const list = byLocality.get(locality) ?? [];
+      list.push({
+        endpoint: { address: { socket_address: { address: ep.address, port_value: epPort } } },
+        health_status: 'HEALTHY',
+        load_balancing_weight: ep.weight ?? 1,
+        metadata: { filter_metadata: { istio: { labels, workload: ep.workload, namespace: ep.workloadNamespace } } },
+      });
+      byLocality.set(locality, list);
+    }
+    return {
+      cluster_name: name,
+      endpoints: [...byLocality].map(([locality, lb_endpoints]) => {
+        const [region = '', zone = '', sub_zone = ''] = locality.split('/');
+        return { locality: { region, zone, sub_zone }, lb_endpoints, load_balancing_weight: lb_endpoints.reduce((a, e) => a + e.load_balancing_weight, 0), priority: 0 };
+      }),
+    };
+  }
+
+  const body = { listeners, routes: [...routes.values()], clusters: [...clusters.values()], endpoints: [...endpoints.values()], mesh: opts.mesh };
+  const hash = createHash('sha256').update(JSON.stringify(body)).digest('hex').slice(0, 16);
+  return deepFreeze({ version: hash, hash, listeners, routes, clusters, endpoints, mesh: opts.mesh, warnings });
+}
+
+// ---- Pure helpers ---------------------------------------------------------------------------
+
+function labelsMatch(selector: Readonly<Record<string, string>>, labels: Readonly<Record<string, string>>): boolean {
+  for (const k in selector) if (labels[k] !== selector[k]) return false;
+  return true;
+}
+
+/** Whether a resource in `ns` with `exportTo` is visible from namespace `to`. */
+export function exportedTo(exportTo: readonly string[] | undefined, ns: string, to: string): boolean {
+  if (!exportTo || exportTo.length === 0) return true;
+  return exportTo.some((e) => e === '*' || (e === '.' && ns === to) || e === to);
+}
+
+function gatewayRef(ref: string, defaultNs: string): string {
+  if (ref === 'mesh') return 'mesh';
+  const i = ref.indexOf('/');
+  if (i >= 0) return ref;
+  // `name.namespace` is the deprecated FQDN-ish form Istio still accepts.
+  const dot = ref.indexOf('.');
+  if (dot > 0) return `${ref.slice(dot + 1).split('.')[0]}/${ref.slice(0, dot)}`;
+  return `${defaultNs}/${ref}`;
+}
+
+function splitServerHost(h: string, gwNs: string): { ns: string; host: string } {
+  const i = h.indexOf('/');
+  if (i < 0) return { ns: '*', host: h.toLowerCase() };
+  const ns = h.slice(0, i);
+  return { ns: ns === '.' ? gwNs : ns, host: h.slice(i + 1).toLowerCase() };
+}
+
+function listenerProtocol(server: GatewayServer): ListenerProtocol {
+  const p = server.port.protocol.toUpperCase();
+  if (p === 'HTTPS') return 'HTTPS';
+  if (p === 'HTTP2') return 'HTTP2';
+  if (p === 'GRPC' || p === 'GRPC-WEB') return 'GRPC';
+  if (p === 'TCP' || p === 'MONGO') return 'TCP';
+  if (p === 'TLS') return 'TLS';
+  return 'HTTP';
+}
+
+function httpConnectionManager(routeName: string, mesh: MeshConfig): Listener['filter_chains'][number]['filters'][number]['typed_config'] {
+  return {
+    '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+    stat_prefix: 'outbound_0.0.0.0_' + routeName.slice(5),
+    rds: { route_config_name: routeName, config_source: { ads: {}, resource_api_version: 'V3' } },
+    http_filters: [{ name: 'envoy.filters.http.router' }],
+    use_remote_address: true,
+    xff_num_trusted_hops: mesh.defaultConfig.gatewayTopology?.numTrustedProxies ?? 0,
+    server_name: 'istio-envoy',
+    normalize_path: true,
+    http_protocol_options: { accept_http_10: false },
+    max_request_headers_kb: 60,
+  };
+}
+
+function stringMatcher(m: StringMatch, ignoreCase = false): StringMatcher | undefined {
+  if (m.exact !== undefined) return { exact: m.exact, ...(ignoreCase ? { ignore_case: true } : {}) };
+  if (m.prefix !== undefined) return { prefix: m.prefix, ...(ignoreCase ? { ignore_case: true } : {}) };
+  if (m.regex !== undefined) return { safe_regex: { regex: m.regex } };
+  return undefined;
+}
+
+function routeMatch(m: HTTPMatchRequest | undefined): RouteMatch {
+  const match: RouteMatch = { case_sensitive: !m?.ignoreUriCase, headers: [], query_parameters: [] };
+  const uri = m?.uri;
+  if (uri?.exact !== undefined) match.path = uri.exact;
+  else if (uri?.regex !== undefined) match.safe_regex = { regex: uri.regex };
+  else match.prefix = uri?.prefix ?? '/';
+  const header = (name: string, sm: StringMatch, invert: boolean): HeaderMatcher => {
+    const string_match = stringMatcher(sm);
+    // `{}` (or an empty exact, as Istio reads it for headers) means "present".
+    const hm: HeaderMatcher = string_match && !(sm.exact === '' && Object.keys(sm).length === 1) ? { name, string_match } : { name, present_match: true };
+    if (invert) hm.invert_match = true;
+    return hm;
+  };
+  for (const [name, sm] of Object.entries(m?.headers ?? {})) match.headers.push(header(name.toLowerCase(), sm, false));
+  for (const [name, sm] of Object.entries(m?.withoutHeaders ?? {})) match.headers.push(header(name.toLowerCase(), sm, true));
+  if (m?.method) match.headers.push(header(':method', m.method, false));
+  if (m?.authority) match.headers.push(header(':authority', m.authority, false));
+  if (m?.scheme) match.headers.push(header(':scheme', m.scheme, false));
+  for (const [name, sm] of Object.entries(m?.queryParams ?? {})) {
+    const string_match = stringMatcher(sm);
+    const q: QueryParameterMatcher = string_match && !(sm.exact === '' && Object.keys(sm).length === 1) ? { name, string_match } : { name, present_match: true };
+    match.query_parameters.push(q);
+  }
+  return match;
+}
+
+function redirectCode(code: number): RedirectAction['response_code'] {
+  switch (code) {
+    case 302:
+      return 'FOUND';
+    case 303:
+      return 'SEE_OTHER';
+    case 307:
+      return 'TEMPORARY_REDIRECT';
+    case 308:
+      return 'PERMANENT_REDIRECT';
+    default:
+      return 'MOVED_PERMANENTLY';
+  }
+}
+
+function retryPolicy(http: HTTPRoute): RetryPolicy | undefined {
+  const r = http.retries;
+  if (r && r.attempts === 0) return undefined;
+  const policy: RetryPolicy = {
+    retry_on: DEFAULT_RETRY_ON,
+    num_retries: 2,
+    retry_host_predicate: [{ name: 'envoy.retry_host_predicates.previous_hosts' }],
+    host_selection_retry_max_attempts: 5,
+  };
+  if (!r) return policy;
+  if (r.attempts !== undefined) policy.num_retries = r.attempts;
+  if (r.retryOn !== undefined) {
+    const parts = r.retryOn.split(',').map((s) => s.trim()).filter(Boolean);
+    const codes = parts.filter((p) => /^\d+$/.test(p)).map(Number);
+    const conds = parts.filter((p) => !/^\d+$/.test(p));
+    if (codes.length > 0) {
+      if (!conds.includes('retriable-status-codes')) conds.push('retriable-status-codes');
+      policy.retriable_status_codes = codes;
+    }
+    policy.retry_on = conds.join(',');
+  }
+  if (r.perTryTimeout !== undefined) policy.per_try_timeout = durationFromMs(parseDurationMs(r.perTryTimeout) ?? 0);
+  if (r.retryIgnorePreviousHosts === false) delete policy.retry_host_predicate;
+  return policy;
+}
+
+function addHeaderOps(target: Route | WeightedCluster, ops: HeaderOperations | undefined, dir: 'request' | 'response'): void {
+  if (!ops) return;
+  const add: HeaderValueOption[] = [];
+  for (const [key, value] of Object.entries(ops.set ?? {})) add.push({ header: { key: key.toLowerCase(), value }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' });
+  for (const [key, value] of Object.entries(ops.add ?? {})) add.push({ header: { key: key.toLowerCase(), value }, append_action: 'APPEND_IF_EXISTS_OR_ADD' });
+  if (add.length > 0) target[`${dir}_headers_to_add`] = add;
+  if (ops.remove && ops.remove.length > 0) target[`${dir}_headers_to_remove`] = ops.remove.map((h) => h.toLowerCase());
+}
+
+function hasHeaderOps(w: WeightedCluster): boolean {
+  return !!(w.request_headers_to_add || w.request_headers_to_remove || w.response_headers_to_add || w.response_headers_to_remove);
+}
+
+/** Istio: a subset's policy overrides the rule's policy field by field (each top-level setting whole). */
+function mergePolicy(base: TrafficPolicy | undefined, over: TrafficPolicy | undefined): TrafficPolicy | undefined {
+  if (!over) return base;
+  if (!base) return over;
+  const merged: TrafficPolicy = { ...base };
+  for (const k of ['loadBalancer', 'connectionPool', 'outlierDetection', 'tls', 'tunnel', 'proxyProtocol'] as const) {
+    if (over[k] !== undefined) (merged as Record<string, unknown>)[k] = over[k];
+  }
+  if (over.portLevelSettings) merged.portLevelSettings = over.portLevelSettings;
+  return merged;
+}
+
+/** Istio: a matching portLevelSettings entry replaces each setting it specifies. */
+function portPolicy(policy: TrafficPolicy | undefined, port: number): TrafficPolicy | undefined {
+  const pl = policy?.portLevelSettings?.find((p) => p.port?.number === port);
+  if (!pl) return policy;
+  const { port: _port, ...rest } = pl;
+  return mergePolicy(policy, rest);
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object' && !Object.isFrozen(o)) {
+    if (o instanceof Map) for (const v of o.values()) deepFreeze(v);
+    else for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}

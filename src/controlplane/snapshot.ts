@@ -1,0 +1,301 @@
+// The resolved configuration: xDS-shaped, immutable, versioned. Field names are Envoy's proto field
+// names (snake_case) on purpose: `/config_dump` and the xDS encoder serialise these objects as they
+// are, and the local data plane compiles the very same objects. Istio-only facts ride in
+// `metadata.filter_metadata.istio`, as istiod does it.
+import type { MeshConfig, Problem } from '../config/types.js';
+
+export interface Duration {
+  seconds: number;
+  nanos: number;
+}
+
+export interface IstioMetadata {
+  filter_metadata: { istio: Record<string, unknown> };
+}
+
+// ---- Listeners ------------------------------------------------------------------------------
+
+export type ListenerProtocol = 'HTTP' | 'HTTPS' | 'HTTP2' | 'GRPC' | 'TCP' | 'TLS';
+
+export interface SocketAddress {
+  socket_address: { address: string; port_value: number; protocol?: 'TCP' };
+}
+
+export interface HttpConnectionManager {
+  '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
+  stat_prefix: string;
+  rds: { route_config_name: string; config_source: { ads: Record<string, never>; resource_api_version: 'V3' } };
+  http_filters: Array<{ name: string }>;
+  use_remote_address: boolean;
+  xff_num_trusted_hops: number;
+  server_name: string;
+  normalize_path: boolean;
+  /** Envoy's `http_protocol_options.accept_http_10`: Istio turns it on only with ISTIO_META_HTTP10. */
+  http_protocol_options: { accept_http_10: boolean };
+  max_request_headers_kb: number;
+}
+
+export interface NetworkFilter {
+  name: 'envoy.filters.network.http_connection_manager';
+  typed_config: HttpConnectionManager;
+}
+
+export interface FilterChain {
+  name?: string;
+  filter_chain_match?: { server_names?: string[] };
+  filters: NetworkFilter[];
+}
+
+export interface Listener {
+  /** `0.0.0.0_8080`, as Envoy names gateway listeners. */
+  name: string;
+  address: SocketAddress;
+  filter_chains: FilterChain[];
+  traffic_direction: 'OUTBOUND';
+  /** Istio facts: the protocol of the Gateway servers, which Gateway servers made it. */
+  metadata: IstioMetadata & { filter_metadata: { istio: { protocol: ListenerProtocol; servers: string[] } } };
+}
+
+// ---- Routes ---------------------------------------------------------------------------------
+
+export interface StringMatcher {
+  exact?: string;
+  prefix?: string;
+  safe_regex?: { regex: string };
+  ignore_case?: boolean;
+}
+
+export interface HeaderMatcher {
+  name: string;
+  string_match?: StringMatcher;
+  present_match?: boolean;
+  invert_match?: boolean;
+}
+
+export interface QueryParameterMatcher {
+  name: string;
+  string_match?: StringMatcher;
+  present_match?: boolean;
+}
+
+export interface RouteMatch {
+  prefix?: string;
+  path?: string;
+  safe_regex?: { regex: string };
+  case_sensitive: boolean;
+  headers: HeaderMatcher[];
+  query_parameters: QueryParameterMatcher[];
+}
+
+export interface HeaderValueOption {
+  header: { key: string; value: string };
+  /** Envoy's append_action: `APPEND_IF_EXISTS_OR_ADD` for Istio `add`, `OVERWRITE_IF_EXISTS_OR_ADD` for `set`. */
+  append_action: 'APPEND_IF_EXISTS_OR_ADD' | 'OVERWRITE_IF_EXISTS_OR_ADD';
+}
+
+export interface WeightedCluster {
+  name: string;
+  weight: number;
+  request_headers_to_add?: HeaderValueOption[];
+  request_headers_to_remove?: string[];
+  response_headers_to_add?: HeaderValueOption[];
+  response_headers_to_remove?: string[];
+}
+
+export interface RetryPolicy {
+  retry_on: string;
+  num_retries: number;
+  per_try_timeout?: Duration;
+  retriable_status_codes?: number[];
+  retry_host_predicate?: Array<{ name: 'envoy.retry_host_predicates.previous_hosts' }>;
+  host_selection_retry_max_attempts?: number;
+}
+
+export interface RouteAction {
+  cluster?: string;
+  weighted_clusters?: { clusters: WeightedCluster[]; total_weight: number };
+  /** Istio sets SERVICE_UNAVAILABLE: a route to a missing cluster answers 503 NC. */
+  cluster_not_found_response_code: 'SERVICE_UNAVAILABLE';
+  /** Zero means no timeout (Istio's default). */
+  timeout: Duration;
+  retry_policy?: RetryPolicy;
+  prefix_rewrite?: string;
+  regex_rewrite?: { pattern: { regex: string }; substitution: string };
+  host_rewrite_literal?: string;
+  max_stream_duration?: { max_stream_duration?: Duration; grpc_timeout_header_max?: Duration };
+}
+
+export interface RedirectAction {
+  scheme_redirect?: string;
+  host_redirect?: string;
+  port_redirect?: number;
+  path_redirect?: string;
+  prefix_rewrite?: string;
+  response_code: 'MOVED_PERMANENTLY' | 'FOUND' | 'SEE_OTHER' | 'TEMPORARY_REDIRECT' | 'PERMANENT_REDIRECT';
+}
+
+export interface DirectResponseAction {
+  status: number;
+  body?: { inline_string?: string; inline_bytes?: string };
+}
+
+export interface Route {
+  /** The Istio HTTPRoute name (or `<vs>.<index>` when unnamed), as Envoy's ROUTE_NAME. */
+  name: string;
+  match: RouteMatch;
+  route?: RouteAction;
+  redirect?: RedirectAction;
+  direct_response?: DirectResponseAction;
+  request_headers_to_add?: HeaderValueOption[];
+  request_headers_to_remove?: string[];
+  response_headers_to_add?: HeaderValueOption[];
+  response_headers_to_remove?: string[];
+  decorator?: { operation: string };
+  metadata: IstioMetadata & { filter_metadata: { istio: { config: string } } };
+}
+
+export interface VirtualHost {
+  /** `<host>:<port>`, as Istio names gateway virtual hosts. */
+  name: string;
+  domains: string[];
+  routes: Route[];
+  include_request_attempt_count: boolean;
+}
+
+export interface RouteConfiguration {
+  /** `http.<port>` for the plain-HTTP servers of one port. */
+  name: string;
+  virtual_hosts: VirtualHost[];
+  validate_clusters: boolean;
+}
+
+// ---- Clusters and endpoints -----------------------------------------------------------------
+
+export type LbPolicy = 'ROUND_ROBIN' | 'LEAST_REQUEST' | 'RANDOM' | 'RING_HASH' | 'MAGLEV' | 'CLUSTER_PROVIDED';
+
+export interface CircuitBreakerThresholds {
+  max_connections: number;
+  max_pending_requests: number;
+  max_requests: number;
+  max_retries: number;
+}
+
+export interface OutlierDetectionConfig {
+  consecutive_5xx: number;
+  consecutive_gateway_failure: number;
+  enforcing_consecutive_5xx: number;
+  enforcing_consecutive_gateway_failure: number;
+  interval: Duration;
+  base_ejection_time: Duration;
+  max_ejection_percent: number;
+  /** Istio's minHealthPercent becomes Envoy's panic threshold on the cluster. */
+  split_external_local_origin_errors: boolean;
+  consecutive_local_origin_failure: number;
+}
+
+export interface HashPolicy {
+  header?: { header_name: string };
+  cookie?: { name: string; path?: string; ttl?: Duration };
+  connection_properties?: { source_ip: boolean };
+  query_parameter?: { name: string };
+}
+
+export interface UpstreamTlsContext {
+  sni?: string;
+  common_tls_context: {
+    tls_certificates?: Array<{ certificate_chain: { filename: string }; private_key: { filename: string } }>;
+    validation_context?: { trusted_ca?: { filename: string }; match_subject_alt_names?: Array<{ exact: string }> };
+  };
+  /** Gatehouse: `insecureSkipVerify` from the DestinationRule. */
+  insecure_skip_verify?: boolean;
+}
+
+export interface ClusterIstioMetadata {
+  /** FQDN of the service this cluster belongs to. */
+  host: string;
+  /** Short name and namespace, for destination_service_name / _namespace. */
+  name: string;
+  namespace: string;
+  port: number;
+  subset: string;
+  /** `registry` when from a ServiceEntry, `blackhole` / `passthrough` for the special clusters. */
+  kind: 'service' | 'blackhole' | 'passthrough';
+  /** DestinationRule providing the policy, as `namespace/name`, or '' when none. */
+  destination_rule: string;
+  /** HTTP `hash_policy` of the consistent-hash load balancer, applied by the router. */
+  hash_policy?: HashPolicy[];
+  /** minHealthPercent of outlier detection. */
+  min_health_percent?: number;
+}
+
+export interface Cluster {
+  /** `outbound|<port>|<subset>|<host>` */
+  name: string;
+  type: 'EDS' | 'STRICT_DNS' | 'LOGICAL_DNS' | 'ORIGINAL_DST' | 'STATIC';
+  eds_cluster_config?: { service_name: string; eds_config: { ads: Record<string, never>; resource_api_version: 'V3' } };
+  connect_timeout: Duration;
+  lb_policy: LbPolicy;
+  ring_hash_lb_config?: { minimum_ring_size: number };
+  maglev_lb_config?: { table_size: number };
+  circuit_breakers: { thresholds: CircuitBreakerThresholds[] };
+  outlier_detection?: OutlierDetectionConfig;
+  common_http_protocol_options: { idle_timeout: Duration; max_requests_per_connection: number };
+  transport_socket?: { name: 'envoy.transport_sockets.tls'; typed_config: UpstreamTlsContext };
+  metadata: { filter_metadata: { istio: ClusterIstioMetadata } };
+}
+
+export interface LbEndpoint {
+  endpoint: { address: SocketAddress };
+  health_status: 'HEALTHY' | 'UNKNOWN';
+  load_balancing_weight: number;
+  /** Istio facts about the workload behind the endpoint (labels, workload name, namespace). */
+  metadata: { filter_metadata: { istio: { labels: Record<string, string>; workload: string; namespace: string } } };
+}
+
+export interface LocalityLbEndpoints {
+  locality: { region: string; zone: string; sub_zone: string };
+  lb_endpoints: LbEndpoint[];
+  load_balancing_weight: number;
+  priority: number;
+}
+
+export interface ClusterLoadAssignment {
+  cluster_name: string;
+  endpoints: LocalityLbEndpoints[];
+}
+
+// ---- Snapshot -------------------------------------------------------------------------------
+
+export interface Snapshot {
+  /** Monotonic per process, plus the content hash, e.g. `3-5f1e0c2a`. */
+  readonly version: string;
+  /** Content hash of the resolved config: identical config, identical hash. */
+  readonly hash: string;
+  readonly listeners: readonly Listener[];
+  readonly routes: ReadonlyMap<string, RouteConfiguration>;
+  readonly clusters: ReadonlyMap<string, Cluster>;
+  readonly endpoints: ReadonlyMap<string, ClusterLoadAssignment>;
+  readonly mesh: MeshConfig;
+  /** Things the translation could not honour (reported by `validate` and logged), never silently dropped. */
+  readonly warnings: readonly Problem[];
+}
+
+export const ZERO_DURATION: Duration = Object.freeze({ seconds: 0, nanos: 0 });
+
+export function durationFromMs(ms: number): Duration {
+  const seconds = Math.floor(ms / 1000);
+  return { seconds, nanos: Math.round((ms - seconds * 1000) * 1e6) };
+}
+
+export function durationToMs(d: Duration | undefined): number {
+  if (!d) return 0;
+  return d.seconds * 1000 + d.nanos / 1e6;
+}
+
+/** Cluster name as Istio builds it: `outbound|<port>|<subset>|<host>`. */
+export function clusterName(port: number, subset: string, host: string): string {
+  return `outbound|${port}|${subset}|${host}`;
+}
+
+export const BLACKHOLE_CLUSTER = 'BlackHoleCluster';
+export const PASSTHROUGH_CLUSTER = 'PassthroughCluster';

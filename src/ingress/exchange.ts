@@ -1,0 +1,575 @@
+// One request through the gateway: route action, upstream attempts (with Istio's retry policy),
+// streaming in both directions with backpressure, Istio's local replies and response flags, and
+// the metrics record at the end. Engine-agnostic: it talks to the client through a ResponseSink.
+import { Readable } from 'node:stream';
+import type { Dispatcher } from 'undici';
+import { applyHeaderOps, pickCluster, type CompiledRoute, type ForwardAction, type HeaderOps } from '../routing/route-table.js';
+import type { RequestHead } from '../routing/request.js';
+import type { ClusterManager, ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manager.js';
+import type { IstioMetrics } from '../telemetry/metrics.js';
+import type { AccessLog } from '../telemetry/access-log.js';
+import type { HeaderValue, ResponseSink } from './sink.js';
+
+export interface DataPlaneContext {
+  readonly clusters: ClusterManager;
+  readonly metrics: IstioMetrics;
+  readonly accessLog: AccessLog | null;
+}
+
+/** Bodies up to this size are kept so the request can be retried; larger ones stream and are not retried. */
+const RETRY_BUFFER_LIMIT = 64 * 1024;
+const RETRY_BACKOFF_BASE_MS = 25;
+const RETRY_BACKOFF_MAX_MS = 250;
+
+// Response headers that describe the upstream connection, not the response: never forwarded.
+// Checked by length first so that most names are never turned into strings.
+const HOP_BY_HOP_RESPONSE = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'date', 'server', 'upgrade', 'proxy-connection', 'trailer', 'te']);
+const HOP_LENGTHS = new Uint8Array(32);
+for (const n of HOP_BY_HOP_RESPONSE) HOP_LENGTHS[n.length] = 1;
+
+const SERVER = 'istio-envoy';
+const EMPTY = Buffer.alloc(0);
+
+/** Envoy's local reply bodies, so clients and tests see what they would see from Istio. */
+export const LOCAL_REPLY = {
+  noRoute: { status: 404, flags: 'NR', body: '' },
+  noCluster: { status: 503, flags: 'NC', body: '' },
+  noHealthyUpstream: { status: 503, flags: 'UH', body: 'no healthy upstream' },
+  upstreamTimeout: { status: 504, flags: 'UT', body: 'upstream request timeout' },
+} as const;
+
+const enum Phase {
+  /** Waiting for the first request body chunk before dispatching. */
+  AwaitingBody,
+  /** An upstream attempt is in flight (or a retry is scheduled). */
+  Upstream,
+  /** Upstream response headers accepted: the response belongs to the client now. */
+  Responding,
+  /** Finished, one way or another. */
+  Done,
+}
+
+export class Exchange {
+  readonly sink: ResponseSink;
+  readonly ctx: DataPlaneContext;
+  readonly head: RequestHead;
+  readonly startedAt: number;
+  readonly route: CompiledRoute | undefined;
+  phase: Phase = Phase.Upstream;
+  /** Final response code and flags, for metrics and logs. */
+  code = 0;
+  flags = '';
+  requestBytes = 0;
+  responseBytes = 0;
+
+  #action: ForwardAction | null = null;
+  #cluster: ClusterRuntime | undefined;
+  #upstreamPath = '';
+  #upstreamHeaders: string[] = [];
+  #attemptCountIndex = -1;
+  #responseOps: HeaderOps | null = null;
+  #clusterResponseOps: HeaderOps | null = null;
+  /** Request body: a Buffer when whole (replayable), a stream while streaming, null when none. */
+  #body: Buffer | Readable | null = null;
+  #bodyChunks: Buffer[] | null = null;
+  #bodyPaused = false;
+  #bodyComplete = false;
+  #attempt: Attempt | null = null;
+  #attempts = 0;
+  #tried: Set<UpstreamEndpoint> | null = null;
+  #routeTimer: NodeJS.Timeout | null = null;
+  #retryTimer: NodeJS.Timeout | null = null;
+  #upstreamStartedAt = 0;
+  #endpoint: UpstreamEndpoint | undefined;
+  // Response head, written together with the first body bytes (one send).
+  #respStatus = 0;
+  #respHeaders: HeaderValue[] | null = null;
+  #respLength = -1;
+  #respNoBody = false;
+  #resumeUpstream: (() => void) | null = null;
+
+  constructor(sink: ResponseSink, ctx: DataPlaneContext, head: RequestHead, route: CompiledRoute | undefined) {
+    this.sink = sink;
+    this.ctx = ctx;
+    this.head = head;
+    this.route = route;
+    this.startedAt = performance.now();
+  }
+
+  // ---- Entry points used by the engine ----
+
+  /**
+   * Runs the route action. `hasBody`: the request has a body that will arrive via `requestData`.
+   * `upstreamHeaders` is the filtered header list to forward, to which the proxy headers are added.
+   */
+  begin(hasBody: boolean, upstreamHeaders: string[]): void {
+    const route = this.route;
+    if (!route) return this.localReply(LOCAL_REPLY.noRoute.status, LOCAL_REPLY.noRoute.flags, LOCAL_REPLY.noRoute.body);
+    const action = route.action;
+    if (action.kind === 'direct') return this.localReply(action.status, '', action.body ?? EMPTY, route.response);
+    if (action.kind === 'redirect') return this.#redirect(action);
+    this.#action = action;
+    const picked = pickCluster(action, Math.random());
+    const cluster = picked ? this.ctx.clusters.get(picked.name) : undefined;
+    if (!picked || !cluster) return this.localReply(LOCAL_REPLY.noCluster.status, LOCAL_REPLY.noCluster.flags, LOCAL_REPLY.noCluster.body);
+    this.#cluster = cluster;
+    this.#responseOps = route.response;
+    this.#clusterResponseOps = picked.request || picked.response ? picked.response : null;
+
+    let headers = upstreamHeaders;
+    if (action.hostRewrite !== null) headers.push('host', action.hostRewrite);
+    else headers.push('host', this.head.authority);
+    if (route.request) headers = applyHeaderOps(headers, route.request);
+    if (picked.request) headers = applyHeaderOps(headers, picked.request);
+    headers.push('x-envoy-attempt-count', '1');
+    this.#attemptCountIndex = headers.length - 1;
+    this.#upstreamHeaders = headers;
+    const path = action.rewritePath ? action.rewritePath(this.head.path) : this.head.path;
+    this.#upstreamPath = this.head.query ? `${path}?${this.head.query}` : path;
+
+    if (action.timeoutMs > 0) this.#routeTimer = setTimeout(onRouteTimeout, action.timeoutMs, this);
+    if (hasBody) {
+      this.phase = Phase.AwaitingBody;
+      return;
+    }
+    this.#dispatch();
+  }
+
+  /** A chunk of the request body (a copy the exchange may keep). */
+  requestData(chunk: Buffer, isLast: boolean): void {
+    this.requestBytes += chunk.length;
+    if (this.phase === Phase.Done) return;
+    if (this.phase === Phase.AwaitingBody) {
+      this.phase = Phase.Upstream;
+      if (isLast) {
+        this.#body = chunk;
+      } else {
+        const stream = new Readable({ read: () => this.#resumeBody(), highWaterMark: 64 * 1024 });
+        stream.on('error', () => undefined);
+        this.#body = stream;
+        this.#bodyChunks = [chunk];
+        stream.push(chunk);
+      }
+      this.#dispatch();
+      return;
+    }
+    const body = this.#body;
+    if (!(body instanceof Readable) || body.destroyed) return;
+    if (this.#bodyChunks) {
+      this.#bodyChunks.push(chunk);
+      if (this.requestBytes > RETRY_BUFFER_LIMIT) this.#bodyChunks = null;
+    }
+    if (!body.push(chunk) && !isLast && !this.#bodyPaused) {
+      this.#bodyPaused = true;
+      this.sink.pauseRequestBody();
+    }
+    if (isLast) {
+      this.#bodyComplete = true;
+      body.push(null);
+    }
+  }
+
+  /** The client went away. */
+  downstreamAborted(): void {
+    if (this.phase === Phase.Done) return;
+    this.#cancelUpstream();
+    this.flags = this.flags ? `${this.flags},DC` : 'DC';
+    this.#finish(this.phase === Phase.Responding ? this.#respStatus : 0);
+  }
+
+  // ---- Local replies ----
+
+  localReply(status: number, flags: string, body: string | Buffer, ops: HeaderOps | null = null, extra: readonly string[] = []): void {
+    if (this.phase === Phase.Done) return;
+    this.#cancelUpstream();
+    this.flags = flags;
+    const buf = typeof body === 'string' ? Buffer.from(body) : body;
+    let headers: string[] = ['server', SERVER];
+    if (buf.length > 0) headers.push('content-type', 'text/plain');
+    for (let i = 0; i < extra.length; i++) headers.push(extra[i]!);
+    if (ops) headers = applyHeaderOps(headers, ops);
+    const sink = this.sink;
+    if (!sink.closed) {
+      const head = this.head.method === 'HEAD';
+      sink.batch(() => {
+        sink.start(status, headers, buf.length, head);
+        sink.end(head ? undefined : buf);
+      });
+      this.responseBytes = head ? 0 : buf.length;
+    }
+    this.#finish(status);
+  }
+
+  #redirect(r: Extract<CompiledRoute['action'], { kind: 'redirect' }>): void {
+    const scheme = r.scheme ?? this.head.scheme;
+    let host = r.host ?? this.head.authority;
+    if (r.port !== null) {
+      host = stripPort(host);
+      const defaultPort = scheme === 'https' ? 443 : scheme === 'http' ? 80 : -1;
+      if (r.port !== defaultPort) host = `${host}:${r.port}`;
+    } else if (r.scheme !== null && r.scheme !== this.head.scheme) {
+      host = stripPort(host);
+    }
+    let path = r.path ?? this.head.path;
+    if (r.path === null || !r.path.includes('?')) path = this.head.query ? `${path}?${this.head.query}` : path;
+    this.localReply(r.status, '', '', this.route?.response ?? null, ['location', `${scheme}://${host}${path}`]);
+  }
+
+  // ---- Upstream attempts ----
+
+  #dispatch(): void {
+    if (this.phase === Phase.Done) return;
+    const cluster = this.#cluster!;
+    const ep = cluster.pick(this.#tried ?? undefined);
+    if (!ep) return this.localReply(LOCAL_REPLY.noHealthyUpstream.status, LOCAL_REPLY.noHealthyUpstream.flags, LOCAL_REPLY.noHealthyUpstream.body);
+    this.#attempts++;
+    this.#endpoint = ep;
+    this.#upstreamHeaders[this.#attemptCountIndex] = String(this.#attempts);
+    const attempt = new Attempt(this, ep);
+    this.#attempt = attempt;
+    ep.active++;
+    const retry = this.#action!.retry;
+    if (retry && retry.perTryTimeoutMs > 0) attempt.timer = setTimeout(onPerTryTimeout, retry.perTryTimeoutMs, attempt);
+    this.#upstreamStartedAt = performance.now();
+    const opts: Dispatcher.DispatchOptions = {
+      path: this.#upstreamPath,
+      method: this.head.method as Dispatcher.HttpMethod,
+      headers: this.#upstreamHeaders,
+      body: this.#bodyForAttempt(),
+    };
+    try {
+      ep.pool.dispatch(opts, attempt);
+    } catch (err) {
+      attempt.onError(err as Error);
+    }
+  }
+
+  #bodyForAttempt(): Buffer | Readable | null {
+    const body = this.#body;
+    if (body === null || Buffer.isBuffer(body)) return body;
+    if (this.#attempts === 1) return body;
+    // A retry of a streamed body: only possible while every chunk was kept and the body is complete.
+    return Buffer.concat(this.#bodyChunks ?? []);
+  }
+
+  /** A request can be sent again when its body is whole in memory (bounded by RETRY_BUFFER_LIMIT). */
+  #replayable(): boolean {
+    const body = this.#body;
+    if (body === null || Buffer.isBuffer(body)) return true;
+    return this.#bodyChunks !== null && this.#bodyComplete;
+  }
+
+  #resumeBody(): void {
+    if (this.#bodyPaused && !this.sink.closed) {
+      this.#bodyPaused = false;
+      this.sink.resumeRequestBody();
+    }
+  }
+
+  /** Cleans up the current attempt (exactly once per attempt). */
+  #release(attempt: Attempt): void {
+    if (attempt.released) return;
+    attempt.released = true;
+    attempt.endpoint.active--;
+    if (attempt.timer) {
+      clearTimeout(attempt.timer);
+      attempt.timer = null;
+    }
+    if (this.#attempt === attempt) this.#attempt = null;
+  }
+
+  #cancelUpstream(): void {
+    const attempt = this.#attempt;
+    if (attempt) {
+      attempt.cancelled = true;
+      this.#release(attempt);
+      attempt.abort?.(new Error('request cancelled by the gateway'));
+    }
+    if (this.#retryTimer) {
+      clearTimeout(this.#retryTimer);
+      this.#retryTimer = null;
+    }
+    const body = this.#body;
+    if (body instanceof Readable && !body.destroyed) body.destroy();
+  }
+
+  /** Whether a failed attempt may be retried, and if so schedules it. */
+  #maybeRetry(kind: 'connect' | 'reset' | 'timeout' | 'status', status = 0): boolean {
+    const retry = this.#action?.retry;
+    if (!retry || this.#attempts > retry.numRetries) return false;
+    const on = retry.on;
+    let ok: boolean;
+    switch (kind) {
+      case 'connect':
+        ok = on.connectFailure;
+        break;
+      case 'reset':
+        ok = on.reset;
+        break;
+      case 'timeout':
+        ok = on.fiveXX || on.gatewayError;
+        break;
+      case 'status':
+        ok =
+          on.statusCodes.has(status) ||
+          (on.fiveXX && status >= 500) ||
+          (on.gatewayError && (status === 502 || status === 503 || status === 504)) ||
+          (on.retriable4xx && status === 409);
+        break;
+    }
+    if (!ok || !this.#replayable()) return false;
+    if (retry.avoidPreviousHosts && this.#endpoint) (this.#tried ??= new Set()).add(this.#endpoint);
+    const cap = Math.min(RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_BASE_MS * (2 ** this.#attempts - 1));
+    this.#retryTimer = setTimeout(onRetryTimer, Math.random() * cap, this);
+    this.phase = Phase.Upstream;
+    return true;
+  }
+
+  retryNow(): void {
+    this.#retryTimer = null;
+    this.#dispatch();
+  }
+
+  upstreamHeaders(attempt: Attempt, status: number, raw: Buffer[], resume: () => void): boolean {
+    if (status < 200) return true; // 1xx: undici handles them; nothing to forward
+    if (this.#action!.retry && this.#maybeRetryStatus(attempt, status)) return false;
+    this.phase = Phase.Responding;
+    this.#resumeUpstream = resume;
+    if (attempt.timer) {
+      clearTimeout(attempt.timer);
+      attempt.timer = null;
+    }
+    let length = -1;
+    const out: HeaderValue[] = [];
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!;
+      if (name.length < 32 && HOP_LENGTHS[name.length] === 1) {
+        const lower = name.toString('latin1').toLowerCase();
+        if (HOP_BY_HOP_RESPONSE.has(lower)) {
+          if (lower === 'content-length') length = Number(raw[i + 1]!.toString('latin1'));
+          continue;
+        }
+      }
+      out.push(name, raw[i + 1]!);
+    }
+    let headers: HeaderValue[] = out;
+    if (this.#responseOps || this.#clusterResponseOps) {
+      // Slow path: header edits need names as strings.
+      let strs = headers.map((h) => (typeof h === 'string' ? h : h.toString('latin1')));
+      for (let i = 0; i < strs.length; i += 2) strs[i] = strs[i]!.toLowerCase();
+      if (this.#clusterResponseOps) strs = applyHeaderOps(strs, this.#clusterResponseOps);
+      if (this.#responseOps) strs = applyHeaderOps(strs, this.#responseOps);
+      headers = strs;
+    }
+    headers.push('x-envoy-upstream-service-time', String(Math.round(performance.now() - this.#upstreamStartedAt)), 'server', SERVER);
+    const noBody = this.head.method === 'HEAD' || status === 204 || status === 304;
+    if (!Number.isFinite(length) || length < 0) length = noBody && status !== 200 ? 0 : -1;
+    this.#respStatus = status;
+    this.#respHeaders = headers;
+    this.#respLength = length;
+    this.#respNoBody = noBody;
+    return true;
+  }
+
+  #maybeRetryStatus(attempt: Attempt, status: number): boolean {
+    if (!this.#maybeRetry('status', status)) return false;
+    attempt.cancelled = true;
+    this.#release(attempt);
+    attempt.abort?.(new Error('retrying'));
+    return true;
+  }
+
+  #flushHead(): void {
+    const headers = this.#respHeaders;
+    if (headers === null) return;
+    this.#respHeaders = null;
+    this.sink.start(this.#respStatus, headers, this.#respLength, this.#respNoBody);
+  }
+
+  upstreamData(chunk: Buffer): boolean {
+    const sink = this.sink;
+    if (sink.closed) return false;
+    if (this.#respNoBody) return true;
+    this.responseBytes += chunk.length;
+    let ok = true;
+    if (this.#respHeaders !== null) {
+      sink.batch(() => {
+        this.#flushHead();
+        ok = sink.write(chunk);
+      });
+    } else {
+      ok = writeCorked(sink, chunk);
+    }
+    if (!ok) {
+      sink.onDrain(() => this.#resumeUpstream?.());
+      return false;
+    }
+    return true;
+  }
+
+  upstreamComplete(attempt: Attempt): void {
+    this.#release(attempt);
+    const sink = this.sink;
+    if (!sink.closed) {
+      sink.batch(() => {
+        this.#flushHead();
+        sink.end();
+      });
+    }
+    this.#finish(this.#respStatus);
+  }
+
+  upstreamError(attempt: Attempt, err: Error & { code?: string }): void {
+    this.#release(attempt);
+    if (this.phase === Phase.Done) return;
+    if (this.phase === Phase.Responding) {
+      // The response has begun: it cannot turn into an error reply any more.
+      this.flags = 'UC';
+      this.sink.reset();
+      this.#finish(this.#respStatus);
+      return;
+    }
+    const connect = isConnectFailure(err);
+    if (this.#maybeRetry(connect ? 'connect' : 'reset')) return;
+    if (connect) {
+      const reason = err.code === 'UND_ERR_CONNECT_TIMEOUT' ? 'connection timeout' : `delayed connect error: ${err.code ?? err.message}`;
+      this.localReply(503, this.#attempts > 1 ? 'UF,URX' : 'UF', `upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: ${reason}`);
+    } else {
+      this.localReply(503, this.#attempts > 1 ? 'UC,URX' : 'UC', 'upstream connect error or disconnect/reset before headers. reset reason: connection termination');
+    }
+  }
+
+  perTryTimeout(attempt: Attempt): void {
+    attempt.timer = null;
+    if (this.phase !== Phase.Upstream || attempt.released) return;
+    attempt.cancelled = true;
+    this.#release(attempt);
+    attempt.abort?.(new Error('per-try timeout'));
+    if (this.#maybeRetry('timeout')) return;
+    this.localReply(LOCAL_REPLY.upstreamTimeout.status, LOCAL_REPLY.upstreamTimeout.flags, LOCAL_REPLY.upstreamTimeout.body);
+  }
+
+  routeTimeout(): void {
+    this.#routeTimer = null;
+    if (this.phase === Phase.Done) return;
+    if (this.phase === Phase.Responding) {
+      this.#cancelUpstream();
+      this.flags = 'UT';
+      this.sink.reset();
+      this.#finish(this.#respStatus);
+      return;
+    }
+    this.localReply(LOCAL_REPLY.upstreamTimeout.status, LOCAL_REPLY.upstreamTimeout.flags, LOCAL_REPLY.upstreamTimeout.body);
+  }
+
+  #finish(code: number): void {
+    if (this.phase === Phase.Done) return;
+    this.phase = Phase.Done;
+    this.code = code;
+    if (this.#routeTimer) {
+      clearTimeout(this.#routeTimer);
+      this.#routeTimer = null;
+    }
+    if (this.#retryTimer) {
+      clearTimeout(this.#retryTimer);
+      this.#retryTimer = null;
+    }
+    if (this.#bodyPaused && !this.sink.closed) {
+      this.#bodyPaused = false;
+      this.sink.resumeRequestBody();
+    }
+    const cluster = this.#cluster;
+    const ep = this.#endpoint;
+    const durationMs = performance.now() - this.startedAt;
+    this.ctx.metrics
+      .handle(ep ?? cluster, { service: cluster?.meta, endpoint: ep }, 'http', code, this.flags)
+      .record({ durationMs, requestBytes: this.requestBytes, responseBytes: this.responseBytes });
+    this.ctx.accessLog?.log(this, durationMs);
+    this.sink.finished();
+  }
+
+  /** For access logs. */
+  get upstreamHost(): string {
+    return this.#endpoint?.hostPort ?? '';
+  }
+  get upstreamCluster(): string {
+    return this.#cluster?.name ?? '';
+  }
+}
+
+function writeCorked(sink: ResponseSink, chunk: Buffer): boolean {
+  let ok = true;
+  sink.batch(() => {
+    ok = sink.write(chunk);
+  });
+  return ok;
+}
+
+function stripPort(authority: string): string {
+  if (authority.startsWith('[')) {
+    const end = authority.indexOf(']');
+    return end > 0 ? authority.slice(0, end + 1) : authority;
+  }
+  const i = authority.lastIndexOf(':');
+  return i >= 0 ? authority.slice(0, i) : authority;
+}
+
+const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'EADDRNOTAVAIL', 'ETIMEDOUT']);
+
+function isConnectFailure(err: Error & { code?: string }): boolean {
+  return err.code !== undefined && CONNECT_ERRORS.has(err.code);
+}
+
+function onRouteTimeout(ex: Exchange): void {
+  ex.routeTimeout();
+}
+
+function onRetryTimer(ex: Exchange): void {
+  ex.retryNow();
+}
+
+function onPerTryTimeout(attempt: Attempt): void {
+  attempt.exchange.perTryTimeout(attempt);
+}
+
+/** undici's (legacy) dispatch handler for one upstream attempt; stale callbacks of a cancelled attempt are ignored. */
+export class Attempt implements Dispatcher.DispatchHandler {
+  readonly exchange: Exchange;
+  readonly endpoint: UpstreamEndpoint;
+  abort: ((err?: Error) => void) | null = null;
+  timer: NodeJS.Timeout | null = null;
+  cancelled = false;
+  released = false;
+
+  constructor(exchange: Exchange, endpoint: UpstreamEndpoint) {
+    this.exchange = exchange;
+    this.endpoint = endpoint;
+  }
+
+  onConnect(abort: (err?: Error) => void): void {
+    if (this.cancelled) abort(new Error('request cancelled by the gateway'));
+    else this.abort = abort;
+  }
+
+  onHeaders(statusCode: number, headers: Buffer[], resume: () => void): boolean {
+    if (this.cancelled) return false;
+    return this.exchange.upstreamHeaders(this, statusCode, headers, resume);
+  }
+
+  onData(chunk: Buffer): boolean {
+    if (this.cancelled) return false;
+    return this.exchange.upstreamData(chunk);
+  }
+
+  onComplete(): void {
+    if (this.cancelled) return;
+    this.cancelled = true;
+    this.exchange.upstreamComplete(this);
+  }
+
+  onError(err: Error): void {
+    if (this.cancelled) return;
+    this.cancelled = true;
+    this.exchange.upstreamError(this, err);
+  }
+}

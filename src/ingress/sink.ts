@@ -1,0 +1,31 @@
+// The downstream side of one request, as the request lifecycle sees it. Each engine (uWS for
+// HTTP/1.1, node:http2 later) implements it; the lifecycle in exchange.ts is written once against it.
+
+export type HeaderValue = string | Buffer;
+
+export interface ResponseSink {
+  /** The client's address (IPv4 without the `::ffff:` prefix). */
+  readonly remoteAddress: string;
+  /** True once the response is finished or the client has gone: nothing more may be written. */
+  readonly closed: boolean;
+  /**
+   * Starts the response. `length` is the body length (-1 when unknown: chunked); `noBody` for HEAD,
+   * 204 and 304 responses, where `length` is only reported.
+   */
+  start(status: number, headers: readonly HeaderValue[], length: number, noBody: boolean): void;
+  /** Writes a body chunk; false when the client is slow: wait for `onDrain` before writing more. */
+  write(chunk: Buffer): boolean;
+  /** Called once when the data written so far has been handed to the socket. */
+  onDrain(cb: () => void): void;
+  /** Finishes the response, with an optional last chunk. */
+  end(chunk?: Buffer): void;
+  /** Resets the client's connection: used when a started response cannot be completed. */
+  reset(): void;
+  /** Runs `fn` with writes coalesced into one send (uWS cork). */
+  batch(fn: () => void): void;
+  /** Flow control for the request body. Calls are paired: resume only after pause. */
+  pauseRequestBody(): void;
+  resumeRequestBody(): void;
+  /** Called once by the lifecycle when the request is over (answered, reset or abandoned). */
+  finished(): void;
+}

@@ -1,0 +1,383 @@
+// HTTP/1.1 Gateway listeners on uWebSockets.js. This file is the only place that touches uWS
+// request/response objects. The rules uWS imposes are kept by construction:
+// - every handler registers `onAborted` as its very first statement (UwsSink's constructor), so no
+//   path can return without responding or having registered it (which would abort the process);
+// - the request is read synchronously, before anything can await;
+// - nothing touches `res` after it was ended or aborted (`closed`), and pause/resume are paired;
+// - writes from upstream callbacks are corked (one send per response start).
+import { randomUUID } from 'node:crypto';
+import uWS from 'uWebSockets.js';
+import type { RouteTable } from '../routing/route-table.js';
+import type { RequestHead } from '../routing/request.js';
+import { Exchange, type DataPlaneContext } from './exchange.js';
+import type { HeaderValue, ResponseSink } from './sink.js';
+import { statusLine } from './status.js';
+
+/** Envoy's default `max_request_headers_kb` (60 KiB): beyond it, 431. */
+export const MAX_REQUEST_HEADERS_BYTES = 60 * 1024;
+/** Longest request target (path and query) accepted: beyond it, 414 (nginx's default buffer). */
+export const MAX_URL_BYTES = 8 * 1024;
+
+// Request headers that belong to the client connection, not the request; never forwarded.
+// `x-forwarded-proto` and `x-envoy-*` are replaced by the gateway (Envoy's edge sanitizing).
+const DROPPED_REQUEST_HEADERS = new Set(['host', 'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'upgrade', 'expect', 'x-forwarded-proto', 'http2-settings']);
+
+const EMPTY = Buffer.alloc(0);
+
+export class UwsSink implements ResponseSink {
+  readonly #res: uWS.HttpResponse;
+  readonly #listener: UwsHttpListener;
+  exchange: Exchange | null = null;
+  closed = false;
+  remoteAddress = '';
+  #length = -1;
+  #noBody = false;
+  #pending: Buffer | null = null;
+  #pendingOffset = 0;
+  #drain: (() => void) | null = null;
+  #paused = false;
+  #finished = false;
+
+  constructor(res: uWS.HttpResponse, listener: UwsHttpListener) {
+    // First, always: uWS aborts the process if a handler returns without this or a response.
+    res.onAborted(() => this.#aborted());
+    this.#res = res;
+    this.#listener = listener;
+    listener.inflight++;
+  }
+
+  #aborted(): void {
+    this.closed = true;
+    const ex = this.exchange;
+    this.exchange = null;
+    if (ex) ex.downstreamAborted();
+    else this.finished();
+  }
+
+  start(status: number, headers: readonly HeaderValue[], length: number, noBody: boolean): void {
+    if (this.closed) return;
+    const res = this.#res;
+    res.writeStatus(statusLine(status));
+    for (let i = 0; i < headers.length; i += 2) res.writeHeader(headers[i]!, headers[i + 1]!);
+    this.#length = length;
+    this.#noBody = noBody;
+  }
+
+  write(chunk: Buffer): boolean {
+    if (this.closed) return false;
+    const res = this.#res;
+    if (this.#length >= 0) {
+      const offset = res.getWriteOffset();
+      const [ok, done] = res.tryEnd(chunk, this.#length);
+      if (done) {
+        this.closed = true;
+        return true;
+      }
+      if (!ok) {
+        this.#pending = chunk;
+        this.#pendingOffset = offset;
+        res.onWritable((off) => this.#writable(off));
+        return false;
+      }
+      return true;
+    }
+    if (res.write(chunk)) return true;
+    res.onWritable(() => {
+      this.#fireDrain();
+      return true;
+    });
+    return false;
+  }
+
+  #writable(offset: number): boolean {
+    const chunk = this.#pending;
+    if (this.closed || chunk === null) return true;
+    const [ok, done] = this.#res.tryEnd(chunk.subarray(offset - this.#pendingOffset), this.#length);
+    if (done) this.closed = true;
+    if (ok || done) {
+      this.#pending = null;
+      this.#fireDrain();
+      return true;
+    }
+    return false;
+  }
+
+  #fireDrain(): void {
+    const cb = this.#drain;
+    this.#drain = null;
+    cb?.();
+  }
+
+  onDrain(cb: () => void): void {
+    this.#drain = cb;
+  }
+
+  end(chunk?: Buffer): void {
+    if (this.closed) return;
+    const res = this.#res;
+    if (this.#noBody) {
+      this.closed = true;
+      if (this.#length > 0) res.endWithoutBody(this.#length);
+      else res.endWithoutBody();
+      return;
+    }
+    if (this.#length >= 0) {
+      if (this.#pending !== null) return; // finishes in #writable once the client reads
+      const body = chunk ?? EMPTY;
+      if (res.getWriteOffset() + body.length < this.#length) {
+        // The upstream sent less than it announced: the client must not take this as complete.
+        this.reset();
+        return;
+      }
+      if (body.length === 0 && this.#length === 0) {
+        this.closed = true;
+        res.end();
+        return;
+      }
+      this.write(body);
+      return;
+    }
+    this.closed = true;
+    if (chunk) res.end(chunk);
+    else res.end();
+  }
+
+  reset(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.exchange = null; // closing fires onAborted; the lifecycle already knows
+    this.#res.close();
+  }
+
+  batch(fn: () => void): void {
+    if (this.closed) fn();
+    else this.#res.cork(fn);
+  }
+
+  pauseRequestBody(): void {
+    if (this.closed || this.#paused) return;
+    this.#paused = true;
+    this.#res.pause();
+  }
+
+  resumeRequestBody(): void {
+    if (this.closed || !this.#paused) return;
+    this.#paused = false;
+    this.#res.resume();
+  }
+
+  finished(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    // A paused connection would never read its next keep-alive request.
+    if (this.#paused && !this.closed) {
+      this.#paused = false;
+      this.#res.resume();
+    }
+    this.exchange = null;
+    this.#listener.requestDone();
+  }
+
+  /** A request body chunk; uWS reuses the memory after this call, so it is copied. */
+  data(ab: ArrayBuffer, isLast: boolean): void {
+    const ex = this.exchange;
+    if (ex === null) return;
+    ex.requestData(Buffer.copyBytesFrom(new Uint8Array(ab)), isLast);
+  }
+
+  /** Last resort when the handler threw: answer 500 if nothing was sent yet. */
+  fail(err: unknown): void {
+    this.#listener.onError(err);
+    const ex = this.exchange;
+    if (ex) {
+      ex.localReply(500, 'DPE', 'internal error');
+      return;
+    }
+    if (this.closed) return;
+    this.batch(() => {
+      this.start(500, ['server', 'istio-envoy'], 0, false);
+      this.end();
+    });
+    this.finished();
+  }
+}
+
+export interface ListenerOptions {
+  bind: string;
+  port: number;
+  /** The listener's RDS name (`http.<port>`), to find its table in each snapshot. */
+  routeName: string;
+  scheme: 'http' | 'https';
+}
+
+export class UwsHttpListener {
+  readonly bind: string;
+  readonly port: number;
+  readonly routeName: string;
+  readonly scheme: 'http' | 'https';
+  /** Swapped on every config version; requests in flight keep the table they matched with. */
+  table: RouteTable | undefined;
+  ctx: DataPlaneContext;
+  inflight = 0;
+  onError: (err: unknown) => void = () => undefined;
+  #app: uWS.TemplatedApp;
+  #socket: uWS.us_listen_socket | null = null;
+  #idle: (() => void) | null = null;
+
+  constructor(opts: ListenerOptions, ctx: DataPlaneContext, table: RouteTable | undefined) {
+    this.bind = opts.bind;
+    this.port = opts.port;
+    this.routeName = opts.routeName;
+    this.scheme = opts.scheme;
+    this.ctx = ctx;
+    this.table = table;
+    this.#app = uWS.App();
+    this.#app.any('/*', (res, req) => {
+      const sink = new UwsSink(res, this);
+      try {
+        this.#serve(sink, res, req);
+      } catch (err) {
+        sink.fail(err);
+      }
+    });
+  }
+
+  listen(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      // Exclusive: a stale process on the port must make this fail, not silently share it (SO_REUSEPORT).
+      const cb = (token: uWS.us_listen_socket | false): void => {
+        if (token) {
+          this.#socket = token;
+          resolve();
+        } else reject(new Error(`cannot listen on ${this.bind}:${this.port}: address in use or not available`));
+      };
+      (this.#app as unknown as { listen(h: string, p: number, o: number, cb: (t: uWS.us_listen_socket | false) => void): void }).listen(
+        this.bind,
+        this.port,
+        (uWS as unknown as { LIBUS_LISTEN_EXCLUSIVE_PORT: number }).LIBUS_LISTEN_EXCLUSIVE_PORT,
+        cb,
+      );
+    });
+  }
+
+  get listening(): boolean {
+    return this.#socket !== null;
+  }
+
+  requestDone(): void {
+    this.inflight--;
+    if (this.inflight === 0 && this.#idle) this.#idle();
+  }
+
+  /** Stops accepting, lets requests in flight finish (up to `drainMs`), then closes every connection. */
+  async close(drainMs: number): Promise<void> {
+    if (this.#socket) {
+      uWS.us_listen_socket_close(this.#socket);
+      this.#socket = null;
+    }
+    if (this.inflight > 0 && drainMs > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, drainMs);
+        this.#idle = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    this.#idle = null;
+    this.#app.close();
+  }
+
+  #serve(sink: UwsSink, res: uWS.HttpResponse, req: uWS.HttpRequest): void {
+    const method = req.getCaseSensitiveMethod();
+    const path = req.getUrl();
+    const query = req.getQuery() ?? '';
+    sink.remoteAddress = remoteAddress(res);
+
+    // Headers, as forwarded: the connection's own headers dropped, the proxy's added.
+    const headers: string[] = [];
+    let host = '';
+    let xff = '';
+    let requestId = '';
+    let hasBody = false;
+    let size = 0;
+    let connectionTokens = '';
+    req.forEach((k, v) => {
+      size += k.length + v.length + 4;
+      if (DROPPED_REQUEST_HEADERS.has(k)) {
+        if (k === 'host') host = v;
+        else if (k === 'transfer-encoding') hasBody = true;
+        else if (k === 'connection') connectionTokens = v;
+        return;
+      }
+      if (k.charCodeAt(0) === 120 /* x */) {
+        if (k === 'x-forwarded-for') {
+          xff = v;
+          return;
+        }
+        if (k === 'x-request-id') requestId = v;
+        else if (k.startsWith('x-envoy-')) return;
+      } else if (k === 'content-length') {
+        if (v !== '0') hasBody = true;
+      }
+      headers.push(k, v);
+    });
+    const ip = sink.remoteAddress;
+    headers.push('x-forwarded-for', xff ? `${xff}, ${ip}` : ip, 'x-forwarded-proto', this.scheme, 'x-envoy-external-address', ip);
+    if (!requestId) headers.push('x-request-id', randomUUID());
+    if (connectionTokens) removeConnectionTokens(headers, connectionTokens);
+
+    const head: RequestHead = { method, path, query, host: hostOnly(host), authority: host, scheme: this.scheme, headers };
+    if (size > MAX_REQUEST_HEADERS_BYTES) {
+      const ex = (sink.exchange = new Exchange(sink, this.ctx, head, undefined));
+      return ex.localReply(431, 'DPE', 'Request Header Fields Too Large');
+    }
+    if (path.length + query.length > MAX_URL_BYTES) {
+      const ex = (sink.exchange = new Exchange(sink, this.ctx, head, undefined));
+      return ex.localReply(414, 'DPE', 'URI Too Long');
+    }
+    if (!host || !validAuthority(host)) {
+      const ex = (sink.exchange = new Exchange(sink, this.ctx, head, undefined));
+      return ex.localReply(400, 'DPE', 'Bad Request');
+    }
+    const match = this.table?.match(head);
+    const ex = (sink.exchange = new Exchange(sink, this.ctx, head, match?.route));
+    if (hasBody && match && match.route.action.kind === 'forward') res.onData((ab, isLast) => sink.data(ab, isLast));
+    ex.begin(hasBody && match !== undefined && match.route.action.kind === 'forward', headers);
+  }
+}
+
+function remoteAddress(res: uWS.HttpResponse): string {
+  const text = Buffer.from(res.getRemoteAddressAsText()).toString('latin1');
+  return text.startsWith('::ffff:') ? text.slice(7) : text;
+}
+
+/** Host without port, lower-cased; IPv6 literals keep their brackets. */
+export function hostOnly(authority: string): string {
+  let h = authority;
+  if (h.startsWith('[')) {
+    const end = h.indexOf(']');
+    h = end > 0 ? h.slice(0, end + 1) : h;
+  } else {
+    const i = h.indexOf(':');
+    if (i >= 0) h = h.slice(0, i);
+  }
+  // Hosts are case-insensitive; most clients already send lower case.
+  for (let i = 0; i < h.length; i++) {
+    const c = h.charCodeAt(i);
+    if (c >= 65 && c <= 90) return h.toLowerCase();
+  }
+  return h;
+}
+
+const AUTHORITY = /^(?:\[[0-9a-fA-F:.]+\]|[^\s/?#@[\]:]+)(?::\d{1,5})?$/;
+
+function validAuthority(host: string): boolean {
+  return AUTHORITY.test(host);
+}
+
+function removeConnectionTokens(headers: string[], tokens: string): void {
+  const names = new Set(tokens.toLowerCase().split(',').map((t) => t.trim()).filter((t) => t && t !== 'close' && t !== 'keep-alive'));
+  if (names.size === 0) return;
+  for (let i = headers.length - 2; i >= 0; i -= 2) if (names.has(headers[i]!)) headers.splice(i, 2);
+}

@@ -1,0 +1,319 @@
+// A RouteConfiguration compiled once per config version into lookups the hot path only reads:
+// virtual hosts indexed by exact name and wildcard suffix, routes as ordered precompiled predicates
+// (first match wins), weighted clusters as cumulative arrays, header edits as flat lists.
+import { fullMatchRegExp, searchRegExp } from '../config/regex.js';
+import { durationToMs, type HeaderMatcher, type HeaderValueOption, type QueryParameterMatcher, type Route, type RouteConfiguration, type VirtualHost } from '../controlplane/snapshot.js';
+import { headerValue, queryParam, type RequestHead } from './request.js';
+import { compileStringMatcher, type StringPredicate } from './string-matcher.js';
+
+export interface HeaderOps {
+  /** [name, value] pairs that replace any existing value. */
+  set: ReadonlyArray<readonly [string, string]>;
+  /** [name, value] pairs appended. */
+  add: ReadonlyArray<readonly [string, string]>;
+  remove: readonly string[];
+}
+
+export interface RetryConditions {
+  connectFailure: boolean;
+  reset: boolean;
+  refusedStream: boolean;
+  fiveXX: boolean;
+  gatewayError: boolean;
+  retriable4xx: boolean;
+  statusCodes: ReadonlySet<number>;
+}
+
+export interface CompiledRetry {
+  numRetries: number;
+  perTryTimeoutMs: number;
+  on: RetryConditions;
+  /** Prefer hosts not tried yet (Envoy's previous_hosts predicate). */
+  avoidPreviousHosts: boolean;
+}
+
+export interface CompiledCluster {
+  name: string;
+  /** Cumulative weight upper bound (exclusive) for the weighted pick. */
+  upTo: number;
+  request: HeaderOps | null;
+  response: HeaderOps | null;
+}
+
+export interface ForwardAction {
+  kind: 'forward';
+  clusters: readonly CompiledCluster[];
+  totalWeight: number;
+  timeoutMs: number;
+  retry: CompiledRetry | null;
+  rewritePath: ((path: string) => string) | null;
+  hostRewrite: string | null;
+}
+
+export interface RedirectResponse {
+  kind: 'redirect';
+  status: number;
+  scheme: string | null;
+  host: string | null;
+  port: number | null;
+  path: string | null;
+}
+
+export interface DirectResponse {
+  kind: 'direct';
+  status: number;
+  body: Buffer | null;
+}
+
+export type RouteActionCompiled = ForwardAction | RedirectResponse | DirectResponse;
+
+export interface CompiledRoute {
+  name: string;
+  /** `/apis/networking.istio.io/...` of the VirtualService, for logs. */
+  config: string;
+  matches: (head: RequestHead) => boolean;
+  action: RouteActionCompiled;
+  request: HeaderOps | null;
+  response: HeaderOps | null;
+}
+
+export interface CompiledVirtualHost {
+  name: string;
+  routes: readonly CompiledRoute[];
+}
+
+export interface RouteMatchResult {
+  vhost: CompiledVirtualHost;
+  route: CompiledRoute;
+}
+
+export class RouteTable {
+  readonly name: string;
+  readonly #exact = new Map<string, CompiledVirtualHost>();
+  /** `*.example.com` domains as [".example.com", vhost], longest suffix first. */
+  readonly #suffix: Array<readonly [string, CompiledVirtualHost]> = [];
+  /** `example.*` domains as ["example.", vhost], longest prefix first. */
+  readonly #prefix: Array<readonly [string, CompiledVirtualHost]> = [];
+  #any: CompiledVirtualHost | undefined;
+
+  constructor(rc: RouteConfiguration) {
+    this.name = rc.name;
+    for (const vh of rc.virtual_hosts) {
+      const compiled = compileVirtualHost(vh);
+      for (const raw of vh.domains) {
+        const d = raw.toLowerCase();
+        if (d === '*') {
+          this.#any ??= compiled;
+        } else if (d.endsWith(':*')) {
+          continue; // the port is stripped before lookup, so `host:*` is `host`
+        } else if (d.startsWith('*')) {
+          this.#suffix.push([d.slice(1), compiled]);
+        } else if (d.endsWith('*')) {
+          this.#prefix.push([d.slice(0, -1), compiled]);
+        } else if (!this.#exact.has(d)) {
+          this.#exact.set(d, compiled);
+        }
+      }
+    }
+    this.#suffix.sort((a, b) => b[0].length - a[0].length);
+    this.#prefix.sort((a, b) => b[0].length - a[0].length);
+  }
+
+  /** Envoy's order: exact domain, longest suffix wildcard, longest prefix wildcard, then `*`. */
+  findVirtualHost(host: string): CompiledVirtualHost | undefined {
+    const exact = this.#exact.get(host);
+    if (exact) return exact;
+    for (const [suffix, vh] of this.#suffix) if (host.length > suffix.length && host.endsWith(suffix)) return vh;
+    for (const [prefix, vh] of this.#prefix) if (host.length > prefix.length && host.startsWith(prefix)) return vh;
+    return this.#any;
+  }
+
+  match(head: RequestHead): RouteMatchResult | undefined {
+    const vhost = this.findVirtualHost(head.host);
+    if (!vhost) return undefined;
+    const routes = vhost.routes;
+    for (let i = 0; i < routes.length; i++) {
+      const route = routes[i]!;
+      if (route.matches(head)) return { vhost, route };
+    }
+    return undefined;
+  }
+}
+
+function compileVirtualHost(vh: VirtualHost): CompiledVirtualHost {
+  return { name: vh.name, routes: vh.routes.map(compileRoute) };
+}
+
+export function compileRoute(r: Route): CompiledRoute {
+  return {
+    name: r.name,
+    config: r.metadata.filter_metadata.istio.config,
+    matches: compileMatch(r),
+    action: compileAction(r),
+    request: compileHeaderOps(r.request_headers_to_add, r.request_headers_to_remove),
+    response: compileHeaderOps(r.response_headers_to_add, r.response_headers_to_remove),
+  };
+}
+
+function compileMatch(r: Route): (head: RequestHead) => boolean {
+  const m = r.match;
+  let path: (p: string) => boolean;
+  if (m.path !== undefined) {
+    const want = m.case_sensitive ? m.path : m.path.toLowerCase();
+    path = m.case_sensitive ? (p) => p === want : (p) => p.toLowerCase() === want;
+  } else if (m.safe_regex) {
+    const re = fullMatchRegExp(m.safe_regex.regex);
+    path = (p) => re.test(p);
+  } else {
+    const want = m.case_sensitive ? (m.prefix ?? '/') : (m.prefix ?? '/').toLowerCase();
+    path = want === '/' ? (p) => p.startsWith('/') : m.case_sensitive ? (p) => p.startsWith(want) : (p) => p.toLowerCase().startsWith(want);
+  }
+  const headers = m.headers.map(compileHeaderMatcher);
+  const params = m.query_parameters.map(compileQueryMatcher);
+  if (headers.length === 0 && params.length === 0) return (head) => path(head.path);
+  return (head) => {
+    if (!path(head.path)) return false;
+    for (let i = 0; i < headers.length; i++) if (!headers[i]!(head)) return false;
+    for (let i = 0; i < params.length; i++) if (!params[i]!(head)) return false;
+    return true;
+  };
+}
+
+function compileHeaderMatcher(h: HeaderMatcher): (head: RequestHead) => boolean {
+  const name = h.name;
+  const invert = h.invert_match === true;
+  const test: StringPredicate | null = h.string_match ? compileStringMatcher(h.string_match) : null;
+  // Envoy: an absent header never matches a value matcher; invert_match flips the whole result.
+  return (head) => {
+    const v = headerValue(head, name);
+    const ok = v !== undefined && (test === null || test(v));
+    return ok !== invert;
+  };
+}
+
+function compileQueryMatcher(q: QueryParameterMatcher): (head: RequestHead) => boolean {
+  const name = q.name;
+  const test: StringPredicate | null = q.string_match ? compileStringMatcher(q.string_match) : null;
+  return (head) => {
+    const v = queryParam(head.query, name);
+    return v !== undefined && (test === null || test(v));
+  };
+}
+
+const REDIRECT_STATUS: Record<string, number> = {
+  MOVED_PERMANENTLY: 301,
+  FOUND: 302,
+  SEE_OTHER: 303,
+  TEMPORARY_REDIRECT: 307,
+  PERMANENT_REDIRECT: 308,
+};
+
+function compileAction(r: Route): RouteActionCompiled {
+  if (r.redirect) {
+    const rd = r.redirect;
+    return {
+      kind: 'redirect',
+      status: REDIRECT_STATUS[rd.response_code] ?? 301,
+      scheme: rd.scheme_redirect ?? null,
+      host: rd.host_redirect ?? null,
+      port: rd.port_redirect ?? null,
+      path: rd.path_redirect ?? null,
+    };
+  }
+  if (r.direct_response) {
+    const d = r.direct_response;
+    const body = d.body?.inline_string !== undefined ? Buffer.from(d.body.inline_string) : d.body?.inline_bytes !== undefined ? Buffer.from(d.body.inline_bytes, 'base64') : null;
+    return { kind: 'direct', status: d.status, body };
+  }
+  const a = r.route!;
+  const entries = a.weighted_clusters ? a.weighted_clusters.clusters : [{ name: a.cluster ?? '', weight: 1 }];
+  let acc = 0;
+  const clusters: CompiledCluster[] = entries.map((c) => {
+    acc += c.weight;
+    const w = c as { request_headers_to_add?: HeaderValueOption[]; request_headers_to_remove?: string[]; response_headers_to_add?: HeaderValueOption[]; response_headers_to_remove?: string[] };
+    return {
+      name: c.name,
+      upTo: acc,
+      request: compileHeaderOps(w.request_headers_to_add, w.request_headers_to_remove),
+      response: compileHeaderOps(w.response_headers_to_add, w.response_headers_to_remove),
+    };
+  });
+  return {
+    kind: 'forward',
+    clusters,
+    totalWeight: acc,
+    timeoutMs: durationToMs(a.timeout),
+    retry: a.retry_policy ? compileRetry(a.retry_policy.retry_on, a.retry_policy.num_retries, durationToMs(a.retry_policy.per_try_timeout), a.retry_policy.retriable_status_codes ?? [], !!a.retry_policy.retry_host_predicate?.length) : null,
+    rewritePath: compileRewrite(r),
+    hostRewrite: a.host_rewrite_literal ?? null,
+  };
+}
+
+export function compileRetry(retryOn: string, numRetries: number, perTryTimeoutMs: number, codes: readonly number[], avoidPreviousHosts: boolean): CompiledRetry {
+  const set = new Set(retryOn.split(',').map((s) => s.trim()));
+  return {
+    numRetries,
+    perTryTimeoutMs,
+    avoidPreviousHosts,
+    on: {
+      // `reset` covers connect failures too in Envoy; `5xx` covers connect failures and resets.
+      connectFailure: set.has('connect-failure') || set.has('reset') || set.has('5xx') || set.has('gateway-error'),
+      reset: set.has('reset') || set.has('5xx'),
+      refusedStream: set.has('refused-stream'),
+      fiveXX: set.has('5xx'),
+      gatewayError: set.has('gateway-error'),
+      retriable4xx: set.has('retriable-4xx'),
+      statusCodes: new Set(set.has('retriable-status-codes') ? codes : []),
+    },
+  };
+}
+
+function compileRewrite(r: Route): ((path: string) => string) | null {
+  const a = r.route!;
+  if (a.regex_rewrite) {
+    const re = searchRegExp(a.regex_rewrite.pattern.regex);
+    // Envoy substitutions use `\1`; JavaScript uses `$1`. Escape literal `$` first.
+    const sub = a.regex_rewrite.substitution.replace(/\$/g, '$$$$').replace(/\\(\d)/g, '$$$1');
+    return (p) => p.replace(re, sub);
+  }
+  if (a.prefix_rewrite === undefined) return null;
+  const to = a.prefix_rewrite;
+  const m = r.match;
+  if (m.prefix !== undefined) {
+    const n = m.prefix.length;
+    return (p) => to + p.slice(n);
+  }
+  // Exact or regex matches: the whole path is replaced.
+  return () => to;
+}
+
+function compileHeaderOps(add: HeaderValueOption[] | undefined, remove: string[] | undefined): HeaderOps | null {
+  if (!add?.length && !remove?.length) return null;
+  const set: Array<[string, string]> = [];
+  const append: Array<[string, string]> = [];
+  for (const o of add ?? []) (o.append_action === 'OVERWRITE_IF_EXISTS_OR_ADD' ? set : append).push([o.header.key, o.header.value]);
+  return { set, add: append, remove: remove ?? [] };
+}
+
+/** Applies header edits to a flat [name, value, ...] array in place order: remove, set, add. */
+export function applyHeaderOps(headers: string[], ops: HeaderOps): string[] {
+  let out = headers;
+  const drop = new Set<string>(ops.remove);
+  for (const [k] of ops.set) drop.add(k);
+  if (drop.size > 0) {
+    out = [];
+    for (let i = 0; i < headers.length; i += 2) if (!drop.has(headers[i]!)) out.push(headers[i]!, headers[i + 1]!);
+  }
+  for (const [k, v] of ops.set) out.push(k, v);
+  for (const [k, v] of ops.add) out.push(k, v);
+  return out;
+}
+
+/** Picks a cluster of a forward action by weight; `r` in [0, 1). */
+export function pickCluster(action: ForwardAction, r: number): CompiledCluster {
+  const cs = action.clusters;
+  if (cs.length === 1) return cs[0]!;
+  const x = r * action.totalWeight;
+  for (let i = 0; i < cs.length; i++) if (x < cs[i]!.upTo) return cs[i]!;
+  return cs[cs.length - 1]!;
+}
