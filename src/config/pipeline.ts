@@ -31,8 +31,8 @@ export function loadConfig(opts: PipelineOptions): PipelineResult {
   const loaded = loadPaths(opts.paths);
   problems.push(...loaded.problems);
   const fromCm = meshFromResources(mesh, loaded.resources);
+  // Problems in the `istio` ConfigMap are reported by validate(), with lines inside `data.mesh`.
   mesh = fromCm.mesh;
-  problems.push(...fromCm.problems);
   const v = validate(loaded.resources, { gatewayNamespace: opts.gatewayNamespace, labels: { ...opts.labels }, rootNamespace: mesh.rootNamespace });
   problems.push(...v.problems);
   problems.sort((a, b) => (a.file === b.file ? a.line - b.line : a.file < b.file ? -1 : 1));

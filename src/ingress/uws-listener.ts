@@ -342,7 +342,8 @@ export class UwsHttpListener {
     }
     const match = this.table?.match(head);
     const ex = (sink.exchange = new Exchange(sink, this.ctx, head, match?.route));
-    if (hasBody && match && match.route.action.kind === 'forward') res.onData((ab, isLast) => sink.data(ab, isLast));
+    // Always consume a body, even one answered locally: unread, it would stall the keep-alive connection.
+    if (hasBody) res.onData((ab, isLast) => sink.data(ab, isLast));
     ex.begin(hasBody && match !== undefined && match.route.action.kind === 'forward', headers);
   }
 }

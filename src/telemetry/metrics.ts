@@ -1,7 +1,9 @@
-// Istio's standard metrics, as a gateway reports them (reporter="source"), on prom-client.
-// Label children are resolved once per (destination, response code, flags) and cached, so a
-// request costs a Map lookup and four increments, never a label object.
-import { Counter, Histogram, Registry, collectDefaultMetrics, type LabelValues } from 'prom-client';
+// Istio's standard metrics, as a gateway reports them (reporter="source"), served through
+// prom-client's registry. The hot path never touches prom-client: each (destination, code, flags)
+// gets one handle with plain counters and bucket arrays, resolved once and cached; the registry
+// reads them at scrape time. prom-client's own label children hash 25 labels per observation,
+// which measured ~30 us/request here.
+import { Registry, collectDefaultMetrics, type Metric as PromMetric } from 'prom-client';
 
 /** Envoy's default histogram buckets, which Istio uses for durations (ms) and sizes (bytes). */
 export const ENVOY_BUCKETS = [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000];
@@ -59,25 +61,107 @@ export interface GatewayIdentity {
 
 const UNKNOWN = 'unknown';
 
+type Labels = Record<IstioLabel, string>;
+
+/** One label set's accumulators. */
+class Series {
+  readonly labels: Labels;
+  requests = 0;
+  readonly duration = new HistogramData();
+  readonly requestBytes = new HistogramData();
+  readonly responseBytes = new HistogramData();
+  constructor(labels: Labels) {
+    this.labels = labels;
+  }
+  record(o: RequestObservation): void {
+    this.requests++;
+    this.duration.observe(o.durationMs);
+    this.requestBytes.observe(o.requestBytes);
+    this.responseBytes.observe(o.responseBytes);
+  }
+}
+
+class HistogramData {
+  readonly counts = new Float64Array(ENVOY_BUCKETS.length);
+  sum = 0;
+  count = 0;
+  observe(v: number): void {
+    this.sum += v;
+    this.count++;
+    const b = ENVOY_BUCKETS;
+    for (let i = 0; i < b.length; i++) {
+      if (v <= b[i]!) {
+        this.counts[i]!++;
+        return;
+      }
+    }
+  }
+}
+
+interface MetricValue {
+  value: number;
+  labels: Record<string, string | number>;
+  metricName?: string;
+}
+
+/** A metric prom-client's Registry can print and aggregate, backed by the series' accumulators. */
+class SeriesMetric {
+  readonly name: string;
+  readonly help: string;
+  readonly type: 'counter' | 'histogram';
+  readonly aggregator = 'sum' as const;
+  readonly #series: Series[];
+  readonly #pick: ((s: Series) => HistogramData) | null;
+
+  constructor(name: string, help: string, series: Series[], pick: ((s: Series) => HistogramData) | null) {
+    this.name = name;
+    this.help = help;
+    this.type = pick ? 'histogram' : 'counter';
+    this.#series = series;
+    this.#pick = pick;
+  }
+
+  get(): { name: string; help: string; type: string; aggregator: string; values: MetricValue[] } {
+    const values: MetricValue[] = [];
+    const pick = this.#pick;
+    for (const s of this.#series) {
+      if (!pick) {
+        values.push({ value: s.requests, labels: s.labels });
+        continue;
+      }
+      const h = pick(s);
+      let acc = 0;
+      for (let i = 0; i < ENVOY_BUCKETS.length; i++) {
+        acc += h.counts[i]!;
+        values.push({ value: acc, labels: { ...s.labels, le: ENVOY_BUCKETS[i]! }, metricName: `${this.name}_bucket` });
+      }
+      values.push({ value: h.count, labels: { ...s.labels, le: '+Inf' }, metricName: `${this.name}_bucket` });
+      values.push({ value: h.sum, labels: s.labels, metricName: `${this.name}_sum` });
+      values.push({ value: h.count, labels: s.labels, metricName: `${this.name}_count` });
+    }
+    return { name: this.name, help: this.help, type: this.type, aggregator: this.aggregator, values };
+  }
+}
+
 export class IstioMetrics {
   readonly registry: Registry;
-  readonly #requests: Counter<IstioLabel>;
-  readonly #duration: Histogram<IstioLabel>;
-  readonly #requestBytes: Histogram<IstioLabel>;
-  readonly #responseBytes: Histogram<IstioLabel>;
-  readonly #source: Partial<Record<IstioLabel, string>>;
-  /** Per destination object (endpoint or service), handles by `code|flags|protocol`. */
+  readonly #series: Series[] = [];
+  /** Series by label set, so that equal label sets from different cache keys share one. */
+  readonly #byLabels = new Map<string, Series>();
+  readonly #source: Omit<Labels, Exclude<IstioLabel, `source_${string}` | 'reporter' | 'connection_security_policy' | 'grpc_response_status'>>;
+  /** Per destination object (endpoint or cluster), series by `code|flags|protocol`. */
   readonly #handles = new WeakMap<object, Map<string, RequestStatsHandle>>();
   readonly #noDestination = {};
 
   constructor(identity: GatewayIdentity, registry = new Registry()) {
     this.registry = registry;
     collectDefaultMetrics({ register: registry });
-    const labelNames = ISTIO_LABELS as unknown as IstioLabel[];
-    this.#requests = new Counter({ name: 'istio_requests_total', help: 'Total requests handled by the gateway, by Istio labels', labelNames, registers: [registry] });
-    this.#duration = new Histogram({ name: 'istio_request_duration_milliseconds', help: 'Request duration in milliseconds', labelNames, buckets: ENVOY_BUCKETS, registers: [registry] });
-    this.#requestBytes = new Histogram({ name: 'istio_request_bytes', help: 'HTTP request body sizes', labelNames, buckets: ENVOY_BUCKETS, registers: [registry] });
-    this.#responseBytes = new Histogram({ name: 'istio_response_bytes', help: 'HTTP response body sizes', labelNames, buckets: ENVOY_BUCKETS, registers: [registry] });
+    const s = this.#series;
+    const add = (m: SeriesMetric): void => registry.registerMetric(m as unknown as PromMetric<string>);
+    add(new SeriesMetric('istio_requests_total', 'Total requests handled by the gateway, by Istio labels', s, null));
+    add(new SeriesMetric('istio_request_duration_milliseconds', 'Request duration in milliseconds', s, (x) => x.duration));
+    add(new SeriesMetric('istio_request_bytes', 'HTTP request body sizes', s, (x) => x.requestBytes));
+    add(new SeriesMetric('istio_response_bytes', 'HTTP response body sizes', s, (x) => x.responseBytes));
     const l = identity.labels;
     const workload = l['app'] ?? l['service.istio.io/canonical-name'] ?? 'gatehouse';
     this.#source = {
@@ -109,17 +193,28 @@ export class IstioMetrics {
     const ck = `${code}|${flags}|${protocol}`;
     let h = byCode.get(ck);
     if (!h) {
-      h = this.#makeHandle(dest, protocol, code, flags);
+      h = this.#seriesFor(this.#labels(dest, protocol, code, flags));
       byCode.set(ck, h);
     }
     return h;
   }
 
-  #makeHandle(dest: DestinationInfo, protocol: string, code: number, flags: string): RequestStatsHandle {
+  #seriesFor(labels: Labels): Series {
+    const key = ISTIO_LABELS.map((n) => labels[n]).join('\u0000');
+    let s = this.#byLabels.get(key);
+    if (!s) {
+      s = new Series(labels);
+      this.#byLabels.set(key, s);
+      this.#series.push(s);
+    }
+    return s;
+  }
+
+  #labels(dest: DestinationInfo, protocol: string, code: number, flags: string): Labels {
     const ep = dest.endpoint;
     const svc = dest.service;
     const el = ep?.labels ?? {};
-    const labels: LabelValues<IstioLabel> = {
+    return {
       ...this.#source,
       destination_workload: ep?.workload ?? UNKNOWN,
       destination_workload_namespace: ep?.namespace ?? UNKNOWN,
@@ -130,23 +225,11 @@ export class IstioMetrics {
       destination_service_name: svc?.name ?? UNKNOWN,
       destination_service_namespace: svc?.namespace ?? UNKNOWN,
       destination_cluster: ep ? 'Kubernetes' : UNKNOWN,
-      destination_canonical_service: el['service.istio.io/canonical-name'] ?? el['app'] ?? (ep?.workload ?? UNKNOWN),
+      destination_canonical_service: el['service.istio.io/canonical-name'] ?? el['app'] ?? ep?.workload ?? UNKNOWN,
       destination_canonical_revision: el['service.istio.io/canonical-revision'] ?? el['version'] ?? (ep ? 'latest' : UNKNOWN),
       request_protocol: protocol,
       response_code: String(code),
       response_flags: flags || '-',
-    };
-    const requests = this.#requests.labels(labels);
-    const duration = this.#duration.labels(labels);
-    const reqBytes = this.#requestBytes.labels(labels);
-    const respBytes = this.#responseBytes.labels(labels);
-    return {
-      record(o: RequestObservation): void {
-        requests.inc();
-        duration.observe(o.durationMs);
-        reqBytes.observe(o.requestBytes);
-        respBytes.observe(o.responseBytes);
-      },
     };
   }
 }

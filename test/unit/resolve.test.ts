@@ -1,0 +1,191 @@
+import { describe, expect, it } from 'vitest';
+import { parseYamlText } from '../../src/config/load.js';
+import { DEFAULT_MESH_CONFIG } from '../../src/config/types.js';
+import { resolve, type ResolveOptions } from '../../src/controlplane/resolve.js';
+import type { Snapshot } from '../../src/controlplane/snapshot.js';
+
+const OPTS: ResolveOptions = { labels: { istio: 'ingressgateway' }, namespace: 'istio-system', bind: '0.0.0.0', mesh: DEFAULT_MESH_CONFIG };
+
+function snap(yaml: string, opts: Partial<ResolveOptions> = {}): Snapshot {
+  const { resources, problems } = parseYamlText(yaml, 'cfg.yaml');
+  expect(problems).toEqual([]);
+  return resolve(resources, { ...OPTS, ...opts });
+}
+
+const BOOKINFO = `
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: bookinfo-gateway, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ["*.example.com", "bookinfo.local"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [bookinfo.local]
+  gateways: [bookinfo-gateway]
+  http:
+  - name: jason
+    match:
+    - headers: {end-user: {exact: jason}}
+    - queryParams: {user: {exact: jason}}
+    route:
+    - destination: {host: reviews, subset: v2}
+  - route:
+    - destination: {host: reviews, subset: v1}
+      weight: 75
+    - destination: {host: reviews, subset: v3}
+      weight: 25
+    timeout: 1.5s
+    retries: {attempts: 3, perTryTimeout: 300ms, retryOn: "5xx,503"}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  trafficPolicy:
+    connectionPool: {tcp: {connectTimeout: 250ms}}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+  - name: v2
+    labels: {version: v2}
+    trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}
+  - name: v3
+    labels: {version: v3}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  endpoints:
+  - {address: 10.0.0.1, ports: {http: 9081}, labels: {app: reviews, version: v1}}
+  - {address: 10.0.0.2, labels: {app: reviews, version: v2}}
+  - {address: 10.0.0.3, ports: {http: 9083}, labels: {app: reviews, version: v3}, locality: us/east/a}
+`;
+
+describe('resolve: Istio resources to an xDS-shaped snapshot', () => {
+  it('builds one listener per Gateway port, named as Envoy names gateway listeners', () => {
+    const s = snap(BOOKINFO);
+    expect(s.listeners.map((l) => l.name)).toEqual(['0.0.0.0_8080']);
+    expect(s.listeners[0]!.filter_chains[0]!.filters[0]!.typed_config.rds.route_config_name).toBe('http.8080');
+  });
+
+  it('selects Gateways by --labels: a selector that does not match yields no listener', () => {
+    expect(snap(BOOKINFO, { labels: { istio: 'egressgateway' } }).listeners).toEqual([]);
+    expect(snap(BOOKINFO, { labels: {} }).listeners).toEqual([]);
+  });
+
+  it('names clusters outbound|<port>|<subset>|<fqdn>, completing short hosts in the resource namespace', () => {
+    const s = snap(BOOKINFO);
+    expect([...s.clusters.keys()]).toEqual([
+      'outbound|9080||reviews.default.svc.cluster.local',
+      'outbound|9080|v1|reviews.default.svc.cluster.local',
+      'outbound|9080|v2|reviews.default.svc.cluster.local',
+      'outbound|9080|v3|reviews.default.svc.cluster.local',
+    ]);
+  });
+
+  it('selects subset endpoints by label, with the port from the endpoint ports map or the service port', () => {
+    const s = snap(BOOKINFO);
+    const eps = (name: string): string[] =>
+      s.endpoints.get(name)!.endpoints.flatMap((l) => l.lb_endpoints.map((e) => `${e.endpoint.address.socket_address.address}:${e.endpoint.address.socket_address.port_value}`));
+    expect(eps('outbound|9080||reviews.default.svc.cluster.local')).toEqual(['10.0.0.1:9081', '10.0.0.2:9080', '10.0.0.3:9083']);
+    expect(eps('outbound|9080|v2|reviews.default.svc.cluster.local')).toEqual(['10.0.0.2:9080']);
+    const v3 = s.endpoints.get('outbound|9080|v3|reviews.default.svc.cluster.local')!.endpoints[0]!;
+    expect(v3.locality).toEqual({ region: 'us', zone: 'east', sub_zone: 'a' });
+    expect(v3.load_balancing_weight).toBe(1);
+  });
+
+  it('merges subset traffic policy over the rule-level one (connect timeout inherited, LB overridden)', () => {
+    const s = snap(BOOKINFO);
+    const v1 = s.clusters.get('outbound|9080|v1|reviews.default.svc.cluster.local')!;
+    const v2 = s.clusters.get('outbound|9080|v2|reviews.default.svc.cluster.local')!;
+    expect(v1.lb_policy).toBe('ROUND_ROBIN');
+    expect(v2.lb_policy).toBe('LEAST_REQUEST');
+    expect(v2.connect_timeout).toEqual({ seconds: 0, nanos: 250_000_000 });
+    // Istio's defaults: no circuit-breaker limits (2^32-1), 1h idle timeout.
+    expect(v1.circuit_breakers.thresholds[0]!.max_pending_requests).toBe(4294967295);
+    expect(v1.common_http_protocol_options.idle_timeout).toEqual({ seconds: 3600, nanos: 0 });
+  });
+
+  it('makes a virtual host per VirtualService host with port-agnostic domains, and a route per match entry', () => {
+    const s = snap(BOOKINFO);
+    const rc = s.routes.get('http.8080')!;
+    expect(rc.virtual_hosts.map((v) => [v.name, v.domains])).toEqual([['bookinfo.local:8080', ['bookinfo.local', 'bookinfo.local:*']]]);
+    const routes = rc.virtual_hosts[0]!.routes;
+    expect(routes.map((r) => r.name)).toEqual(['jason', 'jason', 'reviews.1']);
+    expect(routes[0]!.match.headers).toEqual([{ name: 'end-user', string_match: { exact: 'jason' } }]);
+    expect(routes[1]!.match.query_parameters).toEqual([{ name: 'user', string_match: { exact: 'jason' } }]);
+    expect(routes[0]!.route!.cluster).toBe('outbound|9080|v2|reviews.default.svc.cluster.local');
+  });
+
+  it('translates weights, timeout and retries (numeric retryOn codes become retriable status codes)', () => {
+    const route = snap(BOOKINFO).routes.get('http.8080')!.virtual_hosts[0]!.routes[2]!;
+    expect(route.route!.weighted_clusters).toEqual({
+      clusters: [
+        { name: 'outbound|9080|v1|reviews.default.svc.cluster.local', weight: 75 },
+        { name: 'outbound|9080|v3|reviews.default.svc.cluster.local', weight: 25 },
+      ],
+      total_weight: 100,
+    });
+    expect(route.route!.timeout).toEqual({ seconds: 1, nanos: 500_000_000 });
+    expect(route.route!.retry_policy).toMatchObject({ num_retries: 3, retry_on: '5xx,retriable-status-codes', retriable_status_codes: [503], per_try_timeout: { seconds: 0, nanos: 300_000_000 } });
+  });
+
+  it("applies Istio's default retry policy when a route has none, and none with attempts: 0", () => {
+    const yaml = BOOKINFO.replace('    retries: {attempts: 3, perTryTimeout: 300ms, retryOn: "5xx,503"}\n', '    retries: {attempts: 0}\n');
+    const routes = snap(yaml).routes.get('http.8080')!.virtual_hosts[0]!.routes;
+    expect(routes[0]!.route!.retry_policy).toEqual({
+      retry_on: 'connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes',
+      num_retries: 2,
+      retry_host_predicate: [{ name: 'envoy.retry_host_predicates.previous_hosts' }],
+      host_selection_retry_max_attempts: 5,
+    });
+    expect(routes[2]!.route!.retry_policy).toBeUndefined();
+  });
+
+  it('binds a VirtualService only to the Gateways it names, and only for hosts the server accepts', () => {
+    const other = BOOKINFO.replace('gateways: [bookinfo-gateway]', 'gateways: [other-gateway]');
+    expect(snap(other).routes.get('http.8080')!.virtual_hosts).toEqual([]);
+    const wrongHost = BOOKINFO.replace('hosts: [bookinfo.local]', 'hosts: [shop.other.org]');
+    expect(snap(wrongHost).routes.get('http.8080')!.virtual_hosts).toEqual([]);
+    const wildcard = BOOKINFO.replace('hosts: [bookinfo.local]', 'hosts: ["*"]');
+    // The VS host `*` intersected with the server's hosts gives the server's names.
+    expect(snap(wildcard).routes.get('http.8080')!.virtual_hosts.map((v) => v.name)).toEqual(['*.example.com:8080', 'bookinfo.local:8080']);
+  });
+
+  it('respects the namespace part of server hosts (ns/host)', () => {
+    const scoped = BOOKINFO.replace('hosts: ["*.example.com", "bookinfo.local"]', 'hosts: ["prod/bookinfo.local"]');
+    expect(snap(scoped).routes.get('http.8080')!.virtual_hosts).toEqual([]);
+    const ok = BOOKINFO.replace('hosts: ["*.example.com", "bookinfo.local"]', 'hosts: ["default/bookinfo.local"]');
+    expect(snap(ok).routes.get('http.8080')!.virtual_hosts).toHaveLength(1);
+  });
+
+  it('is pure and content-hashed: same input, same hash; any change, another hash', () => {
+    expect(snap(BOOKINFO).hash).toBe(snap(BOOKINFO).hash);
+    expect(snap(BOOKINFO.replace('weight: 75', 'weight: 70').replace('weight: 25', 'weight: 30')).hash).not.toBe(snap(BOOKINFO).hash);
+  });
+
+  it('says what it cannot honour instead of dropping it silently', () => {
+    const withFault = BOOKINFO.replace('    timeout: 1.5s\n', '    timeout: 1.5s\n    fault: {abort: {httpStatus: 500, percentage: {value: 10}}}\n');
+    const w = snap(withFault).warnings.map((p) => `${p.file}:${p.line}: ${p.path}: ${p.message}`);
+    expect(w).toEqual(['cfg.yaml:30: spec.http[1].fault: fault is not implemented by Gatehouse yet; ignored']);
+  });
+
+  it('turns every route of an httpsRedirect server into a 301 to https', () => {
+    const redirect = BOOKINFO.replace('    hosts: ["*.example.com", "bookinfo.local"]', '    hosts: ["*.example.com", "bookinfo.local"]\n    tls: {httpsRedirect: true}');
+    const routes = snap(redirect).routes.get('http.8080')!.virtual_hosts[0]!.routes;
+    expect(routes).toHaveLength(1);
+    expect(routes[0]!.redirect).toEqual({ scheme_redirect: 'https', port_redirect: 443, response_code: 'MOVED_PERMANENTLY' });
+  });
+});
