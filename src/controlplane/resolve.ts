@@ -327,6 +327,32 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
     return undefined;
   }
 
+  // DestinationRule settings the data plane does not enforce yet: said once per rule, not dropped silently.
+  const UNENFORCED: Array<[Array<string>, string]> = [
+    [['loadBalancer', 'consistentHash'], 'consistent hashing is not implemented by Gatehouse yet; ROUND_ROBIN is used'],
+    [['outlierDetection'], 'outlier detection is not implemented by Gatehouse yet; ignored'],
+    [['connectionPool', 'http', 'http1MaxPendingRequests'], 'pending-request limits (503 UO) are not implemented by Gatehouse yet; ignored'],
+    [['connectionPool', 'http', 'http2MaxRequests'], 'request limits (503 UO) are not implemented by Gatehouse yet; ignored'],
+    [['connectionPool', 'http', 'maxRetries'], 'retry budgets are not implemented by Gatehouse yet; ignored'],
+    [['tls'], 'TLS origination is not implemented by Gatehouse yet; plain HTTP is sent'],
+    [['loadBalancer', 'localityLbSetting'], 'locality load balancing is not implemented by Gatehouse yet; ignored'],
+  ];
+  for (const dr of destinationRules) {
+    const policies: Array<[Array<string | number>, TrafficPolicy | undefined]> = [[['spec', 'trafficPolicy'], dr.spec.trafficPolicy]];
+    (dr.spec.subsets ?? []).forEach((s, i) => policies.push([['spec', 'subsets', i, 'trafficPolicy'], s.trafficPolicy]));
+    for (const [base, policy] of policies) {
+      const levels: Array<[Array<string | number>, unknown]> = [[base, policy]];
+      (policy?.portLevelSettings ?? []).forEach((pl, i) => levels.push([[...base, 'portLevelSettings', i], pl]));
+      for (const [path, p] of levels) {
+        for (const [fields, message] of UNENFORCED) {
+          let v: unknown = p;
+          for (const f of fields) v = v && typeof v === 'object' ? (v as Record<string, unknown>)[f] : undefined;
+          if (v !== undefined && !(fields[0] === 'tls' && (v as { mode?: string }).mode === 'DISABLE')) warn(dr, [...path, ...fields], message);
+        }
+      }
+    }
+  }
+
   // ---- Clusters and endpoints ----
   const clusters = new Map<string, Cluster>();
   const endpoints = new Map<string, ClusterLoadAssignment>();

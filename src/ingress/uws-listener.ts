@@ -7,6 +7,7 @@
 // - writes from upstream callbacks are corked (one send per response start).
 import { randomUUID } from 'node:crypto';
 import uWS from 'uWebSockets.js';
+import { normalizePath } from '../routing/path.js';
 import type { RouteTable } from '../routing/route-table.js';
 import type { RequestHead } from '../routing/request.js';
 import { Exchange, type DataPlaneContext } from './exchange.js';
@@ -117,8 +118,10 @@ export class UwsSink implements ResponseSink {
     const res = this.#res;
     if (this.#noBody) {
       this.closed = true;
-      if (this.#length > 0) res.endWithoutBody(this.#length);
-      else res.endWithoutBody();
+      // endWithoutBody(length) leaves uWS expecting a body and the keep-alive connection dead
+      // (measured): announce the length as a header instead.
+      if (this.#length > 0) res.writeHeader('content-length', String(this.#length));
+      res.endWithoutBody();
       return;
     }
     if (this.#length >= 0) {
@@ -290,7 +293,7 @@ export class UwsHttpListener {
 
   #serve(sink: UwsSink, res: uWS.HttpResponse, req: uWS.HttpRequest): void {
     const method = req.getCaseSensitiveMethod();
-    const path = req.getUrl();
+    const path = normalizePath(req.getUrl());
     const query = req.getQuery() ?? '';
     sink.remoteAddress = remoteAddress(res);
 

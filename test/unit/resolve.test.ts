@@ -189,3 +189,11 @@ describe('resolve: Istio resources to an xDS-shaped snapshot', () => {
     expect(routes[0]!.redirect).toEqual({ scheme_redirect: 'https', port_redirect: 443, response_code: 'MOVED_PERMANENTLY' });
   });
 });
+
+describe('resolve: DestinationRule settings not enforced yet are reported', () => {
+  it('warns once per field, at its line', () => {
+    const yaml = BOOKINFO.replace('    connectionPool: {tcp: {connectTimeout: 250ms}}\n', '    connectionPool: {tcp: {connectTimeout: 250ms}}\n    outlierDetection: {consecutive5xxErrors: 3}\n');
+    const w = snap(yaml).warnings.map((p) => `${p.line}: ${p.path}: ${p.message}`);
+    expect(w).toEqual(['39: spec.trafficPolicy.outlierDetection: outlier detection is not implemented by Gatehouse yet; ignored']);
+  });
+});

@@ -162,3 +162,17 @@ describe('weighted destinations and header edits', () => {
     expect(queryParam('ab=1', 'a')).toBeUndefined();
   });
 });
+
+describe('path normalization (Istio pathNormalization BASE)', () => {
+  it('resolves dot segments, also percent-encoded, and never climbs above the root', async () => {
+    const { normalizePath } = await import('../../src/routing/path.js');
+    expect(normalizePath('/norm/x/../target')).toBe('/norm/target');
+    expect(normalizePath('/norm/./target')).toBe('/norm/target');
+    expect(normalizePath('/a/b/..')).toBe('/a/');
+    expect(normalizePath('/a/%2E%2e/admin')).toBe('/admin');
+    expect(normalizePath('/../../etc/passwd')).toBe('/etc/passwd');
+    expect(normalizePath('/a/.hidden/b..c/...')).toBe('/a/.hidden/b..c/...');
+    const plain = '/api/v1/items?x=1';
+    expect(normalizePath(plain)).toBe(plain);
+  });
+});

@@ -1,0 +1,133 @@
+// Small network helpers shared by the integration tests. Everything stays on 127.0.0.1.
+import { createServer, connect, type Socket } from 'node:net';
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+
+/** A TCP port that was free a moment ago (bind to 0, read, close). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Several distinct free ports. */
+export async function freePorts(n: number): Promise<number[]> {
+  const out = new Set<number>();
+  while (out.size < n) out.add(await freePort());
+  return [...out];
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Polls `fn` until it returns a truthy value (or stops throwing); rejects after `timeoutMs`. */
+export async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs = 3000, intervalMs = 25): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v as NonNullable<T>;
+      last = new Error(`condition returned ${String(v)}`);
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() >= deadline) throw new Error(`waitFor: timed out after ${timeoutMs} ms: ${(last as Error)?.message ?? last}`);
+    await sleep(intervalMs);
+  }
+}
+
+export interface SimpleResponse {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+  text: string;
+  /** Parsed JSON body, or undefined when the body is not JSON. */
+  json: any;
+  /** Client-side port of the connection that carried the request (same port = same connection). */
+  localPort: number;
+}
+
+export interface GetOptions {
+  method?: string;
+  headers?: Record<string, string | string[]>;
+  body?: string | Buffer;
+  timeoutMs?: number;
+  /** Keep-alive agent; default: a fresh connection closed after the response. */
+  agent?: import('node:http').Agent | false;
+}
+
+/**
+ * One HTTP/1.1 request with node:http, which sends the Host header exactly as given
+ * (fetch would not). Resolves with the whole body.
+ */
+export function http(port: number, path: string, opts: GetOptions = {}): Promise<SimpleResponse> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      { host: '127.0.0.1', port, path, method: opts.method ?? 'GET', headers: opts.headers ?? {}, agent: opts.agent ?? false, timeout: opts.timeoutMs ?? 5000 },
+      (res) => {
+        const localPort = res.socket?.localPort ?? 0;
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const body = Buffer.concat(chunks);
+          const text = body.toString('utf8');
+          let json: unknown;
+          try {
+            json = text ? JSON.parse(text) : undefined;
+          } catch {
+            json = undefined;
+          }
+          resolve({ status: res.statusCode ?? 0, headers: res.headers, body, text, json, localPort });
+        });
+        res.on('error', reject);
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`request ${path} timed out`)));
+    req.on('error', reject);
+    req.end(opts.body);
+  });
+}
+
+/**
+ * Sends raw bytes on a fresh TCP connection and collects what comes back until the server closes
+ * the connection, `until` returns true for the data so far, or `timeoutMs` passes.
+ */
+export function rawExchange(
+  port: number,
+  data: string | Buffer,
+  opts: { timeoutMs?: number; until?: (soFar: string) => boolean } = {},
+): Promise<{ data: string; closed: boolean }> {
+  return new Promise((resolve) => {
+    const sock: Socket = connect(port, '127.0.0.1');
+    let buf = '';
+    let done = false;
+    const finish = (closed: boolean): void => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      sock.destroy();
+      resolve({ data: buf, closed });
+    };
+    const timer = setTimeout(() => finish(false), opts.timeoutMs ?? 2000);
+    sock.on('connect', () => sock.write(data));
+    sock.on('data', (d) => {
+      buf += d.toString('latin1');
+      if (opts.until?.(buf)) finish(false);
+    });
+    sock.on('end', () => finish(true));
+    sock.on('close', () => finish(true));
+    sock.on('error', () => finish(true));
+  });
+}
+
+/** Status code of the first response in raw HTTP text, or 0. */
+export function rawStatus(text: string): number {
+  const m = /^HTTP\/1\.[01] (\d{3})/.exec(text);
+  return m ? Number(m[1]) : 0;
+}

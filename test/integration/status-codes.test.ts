@@ -1,0 +1,161 @@
+// Istio's local replies and response flags: NR, NC, UH, UF (after the default retries), UC, UT.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startGateway, type GatewayProcess } from '../helpers/gateway.js';
+import { findSamples, parsePrometheus, sumSamples } from '../helpers/metrics.js';
+import { freePort, freePorts, http } from '../helpers/net.js';
+import { startEcho, type Echo } from '../helpers/upstream.js';
+import { dest, fqdn, gateway, service, virtualService, yamlDocs } from '../helpers/yaml.js';
+
+let gw: GatewayProcess;
+let port: number;
+let live: Echo;
+let slow: Echo;
+let deadPort: number;
+
+beforeAll(async () => {
+  live = await startEcho('live');
+  slow = await startEcho('slow');
+  [port, deadPort] = (await freePorts(2)) as [number, number];
+  gw = await startGateway({
+    files: {
+      'config.yaml': yamlDocs(
+        gateway('gw', port),
+        ...service('app', { v1: live.port }, { extraSubsets: { empty: { version: 'nothing-has-this' } } }),
+        ...service('dead', { v1: deadPort }),
+        ...service('half', { v1: [deadPort, live.port] }),
+        ...service('slow', { v1: slow.port }),
+        virtualService('status', ['status.test'], [
+          { match: [{ uri: { exact: '/empty' } }], route: [dest('app', 'empty')] },
+          { match: [{ uri: { exact: '/refused' } }], route: [dest('dead')] },
+          { match: [{ uri: { exact: '/half' } }], route: [dest('half')] },
+          { match: [{ uri: { exact: '/reset' } }], route: [dest('app')] },
+          { match: [{ uri: { exact: '/timeout' } }], timeout: '0.2s', route: [dest('slow')] },
+          { match: [{ uri: { exact: '/ok' } }], route: [dest('app')] },
+          { match: [{ uri: { exact: '/retry-5xx' } }], retries: { attempts: 3, retryOn: '5xx' }, route: [dest('app')] },
+          { match: [{ uri: { exact: '/per-try' } }], retries: { attempts: 2, perTryTimeout: '0.1s', retryOn: 'gateway-error' }, route: [dest('slow')] },
+          { match: [{ uri: { exact: '/no-retry' } }], retries: { attempts: 0 }, route: [dest('half')] },
+        ]),
+      ),
+    },
+  });
+});
+
+afterAll(async () => {
+  await gw?.stop();
+  await live?.close();
+  await slow?.close();
+});
+
+const get = (path: string, headers: Record<string, string> = {}, host = 'status.test') => http(port, path, { headers: { host, ...headers } });
+
+async function requestsTotal(want: Record<string, string | RegExp>): Promise<number> {
+  const r = await gw.admin('/stats/prometheus');
+  return sumSamples(findSamples(parsePrometheus(r.text), 'istio_requests_total', want));
+}
+
+describe('status codes and response flags', () => {
+  it('no route: 404 with an empty body, flag NR', async () => {
+    const r = await get('/whatever', {}, 'unrouted.test');
+    expect(r.status).toBe(404);
+    expect(r.body.length).toBe(0);
+    expect(r.headers.server).toBe('istio-envoy');
+    expect(await requestsTotal({ response_code: '404', response_flags: 'NR', reporter: 'source' })).toBeGreaterThanOrEqual(1);
+  });
+
+  it('a route whose host has no matching path also gives 404 NR', async () => {
+    const r = await get('/not-configured');
+    expect(r.status).toBe(404);
+    expect(r.body.length).toBe(0);
+  });
+
+  it('a subset with no endpoints: 503 `no healthy upstream`, flag UH', async () => {
+    const r = await get('/empty');
+    expect(r.status).toBe(503);
+    expect(r.text).toBe('no healthy upstream');
+    expect(await requestsTotal({ response_code: '503', response_flags: 'UH', destination_service: fqdn('app') })).toBeGreaterThanOrEqual(1);
+  });
+
+  it('connection refused: 503 `upstream connect error ... remote connection failure`, flag UF', async () => {
+    const started = Date.now();
+    const r = await get('/refused');
+    expect(r.status).toBe(503);
+    expect(r.text.startsWith('upstream connect error or disconnect/reset before headers. reset reason: remote connection failure')).toBe(true);
+    expect(r.headers.server).toBe('istio-envoy');
+    expect(Date.now() - started).toBeLessThan(3000);
+    expect(await requestsTotal({ response_code: '503', response_flags: /(^|,)UF(,|$)/, destination_service: fqdn('dead') })).toBeGreaterThanOrEqual(1);
+  });
+
+  it('connect failures are retried (default 2 retries) on another endpoint: the request succeeds', async () => {
+    live.requests.length = 0;
+    const results = await Promise.all(Array.from({ length: 6 }, () => get('/half')));
+    for (const r of results) expect(r.status).toBe(200);
+    const counts = live.requests.filter((q) => q.url === '/half').map((q) => q.headers['x-envoy-attempt-count']);
+    expect(counts).toHaveLength(6);
+    // Round robin over [dead, live]: some requests tried the dead endpoint first.
+    expect(counts.some((c) => c === '2' || c === '3')).toBe(true);
+    for (const c of counts) expect(['1', '2', '3']).toContain(c);
+  });
+
+  it('upstream resets the connection before answering: 503 `... reset reason: connection termination`, flag UC, not retried', async () => {
+    live.requests.length = 0;
+    const r = await get('/reset', { 'x-test-destroy': '1' });
+    expect(r.status).toBe(503);
+    expect(r.text).toBe('upstream connect error or disconnect/reset before headers. reset reason: connection termination');
+    expect(live.requests.filter((q) => q.url === '/reset')).toHaveLength(1);
+    expect(await requestsTotal({ response_code: '503', response_flags: /(^|,)UC(,|$)/, destination_service: fqdn('app') })).toBeGreaterThanOrEqual(1);
+  });
+
+  it('route timeout 0.2s with a slower upstream: 504 `upstream request timeout`, flag UT', async () => {
+    const started = Date.now();
+    const r = await get('/timeout', { 'x-test-delay': '1500' });
+    const elapsed = Date.now() - started;
+    expect(r.status).toBe(504);
+    expect(r.text).toBe('upstream request timeout');
+    expect(elapsed).toBeGreaterThanOrEqual(180);
+    expect(elapsed).toBeLessThan(1200);
+    expect(await requestsTotal({ response_code: '504', response_flags: 'UT', destination_service: fqdn('slow') })).toBeGreaterThanOrEqual(1);
+  });
+
+  it('the route timeout does not affect a fast enough upstream', async () => {
+    const r = await get('/timeout', { 'x-test-delay': '20' });
+    expect(r.status).toBe(200);
+  });
+
+  it('an upstream 503 is passed through, not retried by default', async () => {
+    live.requests.length = 0;
+    const r = await get('/ok', { 'x-test-status': '503' });
+    expect(r.status).toBe(503);
+    expect(r.json.name).toBe('live');
+    expect(live.requests.filter((q) => q.url === '/ok')).toHaveLength(1);
+    expect(await requestsTotal({ response_code: '503', response_flags: '-', destination_service: fqdn('app') })).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('retry policy (VirtualService retries)', () => {
+  it('retries.attempts 3 with retryOn 5xx: 4 attempts, then the upstream 503 is returned', async () => {
+    live.requests.length = 0;
+    const r = await get('/retry-5xx', { 'x-test-status': '503' });
+    expect(r.status).toBe(503);
+    expect(live.requests.filter((q) => q.url === '/retry-5xx').map((q) => q.headers['x-envoy-attempt-count'])).toEqual(['1', '2', '3', '4']);
+  });
+
+  it('perTryTimeout 0.1s with 2 retries on a slow upstream: 504 after 3 attempts, well before the upstream answers', async () => {
+    slow.requests.length = 0;
+    const started = Date.now();
+    const r = await get('/per-try', { 'x-test-delay': '1000' });
+    expect(r.status).toBe(504);
+    expect(r.text).toBe('upstream request timeout');
+    expect(Date.now() - started).toBeLessThan(900);
+    expect(slow.requests.filter((q) => q.url === '/per-try')).toHaveLength(3);
+  });
+
+  it('retries.attempts 0 disables the default retries: a refused connection is not retried', async () => {
+    live.requests.length = 0;
+    const results = await Promise.all(Array.from({ length: 6 }, () => get('/no-retry')));
+    const statuses = results.map((r) => r.status).sort();
+    // Round robin over [dead, live]: the requests that hit the dead endpoint fail.
+    expect(statuses).toContain(503);
+    expect(statuses).toContain(200);
+    for (const q of live.requests.filter((x) => x.url === '/no-retry')) expect(q.headers['x-envoy-attempt-count']).toBe('1');
+  });
+});
