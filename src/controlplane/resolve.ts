@@ -28,6 +28,9 @@ import {
   ZERO_DURATION,
   type Cluster,
   type ClusterLoadAssignment,
+  type CorsPolicy,
+  type FractionalPercent,
+  type HttpFault,
   type HashPolicy,
   type HeaderMatcher,
   type HeaderValueOption,
@@ -239,42 +242,117 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
 
   function buildHttpRoutes(vs: Resource<VirtualServiceSpec>, port: number, gwNames: string[]): Route[] {
     const out: Route[] = [];
-    const vsNs = vs.metadata.namespace;
-    const config = `/apis/networking.istio.io/v1/namespaces/${vsNs}/virtual-service/${vs.metadata.name}`;
     (vs.spec.http ?? []).forEach((http, i) => {
       const base = ['spec', 'http', i];
-      for (const unsupported of ['fault', 'mirror', 'mirrors', 'corsPolicy', 'delegate'] as const) {
-        if (http[unsupported] !== undefined) warn(vs, [...base, unsupported], `${unsupported} is not implemented by Gatehouse yet; ignored`);
+      if (!http.delegate) {
+        emitRoutes(out, vs, http, base, http.match && http.match.length > 0 ? http.match : [undefined], port, gwNames);
+        return;
       }
-      if (http.delegate) return;
-      const name = http.name ?? `${vs.metadata.name}.${i}`;
-      const matches = http.match && http.match.length > 0 ? http.match : [undefined];
-      matches.forEach((m, j) => {
-        if (m?.gateways && !m.gateways.some((g) => gwNames.includes(gatewayRef(g, vsNs)))) return;
-        if (m?.port !== undefined && m.port !== port) return;
-        if (m?.sourceLabels || m?.sourceNamespace) warn(vs, [...base, 'match', j], 'sourceLabels/sourceNamespace apply to sidecars only; a gateway ignores this match condition');
-        const route: Route = {
-          name,
-          match: routeMatch(m),
-          metadata: { filter_metadata: { istio: { config } } },
-          decorator: { operation: `${vs.metadata.name}.${vsNs}.svc.cluster.local:${port}/*` },
-        };
-        const action = routeAction(vs, http, base);
-        if ('redirect' in action) route.redirect = action.redirect;
-        else if ('direct_response' in action) route.direct_response = action.direct_response;
-        else route.route = action.route;
-        addHeaderOps(route, http.headers?.request, 'request');
-        addHeaderOps(route, http.headers?.response, 'response');
-        out.push(route);
+      // Delegation (one level): the delegate's routes replace this one, each match merged with ours.
+      const ns = http.delegate.namespace ?? vs.metadata.namespace;
+      const target = virtualServices.find((d) => d.metadata.name === http.delegate!.name && d.metadata.namespace === ns);
+      if (!target || (target.spec.hosts ?? []).length > 0) {
+        warn(vs, [...base, 'delegate'], `delegate VirtualService ${ns}/${http.delegate.name} not found (a delegate has no hosts); route skipped`);
+        return;
+      }
+      if (!exportedTo(target.spec.exportTo, ns, vs.metadata.namespace)) {
+        warn(vs, [...base, 'delegate'], `delegate VirtualService ${ns}/${http.delegate.name} is not exported to namespace ${vs.metadata.namespace}; route skipped`);
+        return;
+      }
+      (target.spec.http ?? []).forEach((dh, k) => {
+        const merged: Array<HTTPMatchRequest | undefined> = [];
+        const roots = http.match && http.match.length > 0 ? http.match : [undefined];
+        const leaves = dh.match && dh.match.length > 0 ? dh.match : [undefined];
+        for (const r of roots) {
+          for (const [j, l] of leaves.entries()) {
+            const m = mergeMatch(r, l);
+            if (m === null) warn(target, ['spec', 'http', k, 'match', j], `conflicts with the match of the delegating route ${resourceId(vs)} spec.http[${i}]; skipped`);
+            else merged.push(m);
+          }
+        }
+        emitRoutes(out, target, dh, ['spec', 'http', k], merged, port, gwNames);
       });
     });
     return out;
+  }
+
+  /** One Envoy route per match entry of an Istio HTTPRoute (`owner` is the VirtualService that holds it). */
+  function emitRoutes(
+    out: Route[],
+    owner: Resource<VirtualServiceSpec>,
+    http: HTTPRoute,
+    base: Array<string | number>,
+    matches: Array<HTTPMatchRequest | undefined>,
+    port: number,
+    gwNames: string[],
+  ): void {
+    const ns = owner.metadata.namespace;
+    const config = `/apis/networking.istio.io/v1/namespaces/${ns}/virtual-service/${owner.metadata.name}`;
+    const name = http.name ?? `${owner.metadata.name}.${base[2]}`;
+    const perFilter = routeFilters(owner, http, base);
+    matches.forEach((m, j) => {
+      if (m?.gateways && !m.gateways.some((g) => gwNames.includes(gatewayRef(g, ns)))) return;
+      if (m?.port !== undefined && m.port !== port) return;
+      if (m?.sourceLabels || m?.sourceNamespace) warn(owner, [...base, 'match', j], 'sourceLabels/sourceNamespace apply to sidecars only; a gateway ignores this match condition');
+      const route: Route = {
+        name,
+        match: routeMatch(m),
+        metadata: { filter_metadata: { istio: { config } } },
+        decorator: { operation: `${owner.metadata.name}.${ns}.svc.cluster.local:${port}/*` },
+      };
+      const action = routeAction(owner, http, base, port);
+      if ('redirect' in action) route.redirect = action.redirect;
+      else if ('direct_response' in action) route.direct_response = action.direct_response;
+      else route.route = action.route;
+      if (perFilter) route.typed_per_filter_config = perFilter;
+      addHeaderOps(route, http.headers?.request, 'request');
+      addHeaderOps(route, http.headers?.response, 'response');
+      out.push(route);
+    });
+  }
+
+  /** Fault injection and CORS, as Istio configures Envoy's fault and cors filters per route. */
+  function routeFilters(owner: Resource<VirtualServiceSpec>, http: HTTPRoute, base: Array<string | number>): Route['typed_per_filter_config'] | undefined {
+    const filters: NonNullable<Route['typed_per_filter_config']> = {};
+    const f = http.fault;
+    if (f) {
+      const fault: HttpFault = {};
+      if (f.delay?.fixedDelay !== undefined) {
+        fault.delay = { fixed_delay: durationFromMs(parseDurationMs(f.delay.fixedDelay) ?? 0), percentage: perMillion(f.delay.percentage?.value ?? f.delay.percent ?? 0) };
+      }
+      if (f.abort) {
+        const percentage = perMillion(f.abort.percentage?.value ?? 0);
+        if (f.abort.httpStatus !== undefined) fault.abort = { http_status: f.abort.httpStatus, percentage };
+        else if (f.abort.grpcStatus !== undefined) fault.abort = { grpc_status: GRPC_CODES.indexOf(f.abort.grpcStatus.toUpperCase()), percentage };
+        else if (f.abort.http2Error !== undefined) warn(owner, [...base, 'fault', 'abort', 'http2Error'], 'http2Error aborts are not implemented by Gatehouse; ignored');
+      }
+      if (fault.delay || fault.abort) filters['envoy.filters.http.fault'] = fault;
+      if (http.timeout !== undefined || http.retries !== undefined) warn(owner, [...base, 'fault'], 'a route with fault injection has no timeout and no retries (as in Istio); its timeout/retries are ignored');
+    }
+    const c = http.corsPolicy;
+    if (c) {
+      const origins: StringMatcher[] = [];
+      for (const o of c.allowOrigins ?? []) {
+        const sm = stringMatcher(o);
+        if (sm) origins.push(sm);
+      }
+      for (const o of c.allowOrigin ?? []) origins.push({ exact: o });
+      const cors: CorsPolicy = { allow_origin_string_match: origins, forward_not_matching_preflights: c.unmatchedPreflights !== 'IGNORE' };
+      if (c.allowMethods?.length) cors.allow_methods = c.allowMethods.join(',');
+      if (c.allowHeaders?.length) cors.allow_headers = c.allowHeaders.join(',');
+      if (c.exposeHeaders?.length) cors.expose_headers = c.exposeHeaders.join(',');
+      if (c.maxAge !== undefined) cors.max_age = String(Math.floor((parseDurationMs(c.maxAge) ?? 0) / 1000));
+      if (c.allowCredentials !== undefined) cors.allow_credentials = c.allowCredentials;
+      filters['envoy.filters.http.cors'] = cors;
+    }
+    return filters['envoy.filters.http.fault'] || filters['envoy.filters.http.cors'] ? filters : undefined;
   }
 
   function routeAction(
     vs: Resource<VirtualServiceSpec>,
     http: HTTPRoute,
     base: Array<string | number>,
+    listenerPort: number,
   ): { route: RouteAction } | { redirect: RedirectAction } | { direct_response: Required<Route>['direct_response'] } {
     if (http.redirect) {
       const r = http.redirect;
@@ -283,7 +361,9 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
       if (r.authority !== undefined) redirect.host_redirect = r.authority;
       if (r.scheme !== undefined) redirect.scheme_redirect = r.scheme;
       if (r.port !== undefined) redirect.port_redirect = r.port;
-      if (r.derivePort === 'FROM_REQUEST_PORT') warn(vs, [...base, 'redirect', 'derivePort'], 'derivePort FROM_REQUEST_PORT is not implemented yet; the request port is kept as is');
+      if (r.derivePort === 'FROM_REQUEST_PORT') redirect.port_from_request = true;
+      // FROM_PROTOCOL_DEFAULT: the Location carries no port (the scheme's default).
+      else if (r.derivePort === 'FROM_PROTOCOL_DEFAULT') redirect.port_redirect = 0;
       return { redirect };
     }
     if (http.directResponse) {
@@ -311,9 +391,20 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
     const onlyOne = positive.length === 1 && !hasHeaderOps(positive[0]!);
     if (onlyOne) action.cluster = positive[0]!.name;
     else action.weighted_clusters = { clusters: positive, total_weight: positive.reduce((a, d) => a + d.weight, 0) };
-    if (http.timeout !== undefined) action.timeout = durationFromMs(parseDurationMs(http.timeout) ?? 0);
-    const retry = retryPolicy(http);
+    // Istio: a route with fault injection has neither timeout nor retries.
+    if (http.timeout !== undefined && !http.fault) action.timeout = durationFromMs(parseDurationMs(http.timeout) ?? 0);
+    const retry = http.fault ? undefined : retryPolicy(http);
     if (retry) action.retry_policy = retry;
+    const mirrors: Array<{ destination: HTTPRoute['mirror'] & object; percent: number; path: Array<string | number> }> = [];
+    if (http.mirror) mirrors.push({ destination: http.mirror, percent: http.mirrorPercentage?.value ?? http.mirrorPercent ?? 100, path: [...base, 'mirror'] });
+    (http.mirrors ?? []).forEach((m, k) => mirrors.push({ destination: m.destination, percent: m.percentage?.value ?? 100, path: [...base, 'mirrors', k] }));
+    if (mirrors.length > 0) {
+      action.request_mirror_policies = mirrors.map((m) => {
+        const host = completeHost(m.destination.host, vsNs);
+        const port = destinationPort(host, m.destination.port?.number) ?? listenerPort;
+        return { cluster: clusterName(port, m.destination.subset ?? '', host), runtime_fraction: { default_value: perMillion(m.percent) } };
+      });
+    }
     if (http.rewrite?.uri !== undefined) action.prefix_rewrite = http.rewrite.uri;
     if (http.rewrite?.uriRegexRewrite) action.regex_rewrite = { pattern: { regex: http.rewrite.uriRegexRewrite.match }, substitution: http.rewrite.uriRegexRewrite.rewrite };
     if (http.rewrite?.authority !== undefined) action.host_rewrite_literal = http.rewrite.authority;
@@ -578,6 +669,44 @@ function routeMatch(m: HTTPMatchRequest | undefined): RouteMatch {
     match.query_parameters.push(q);
   }
   return match;
+}
+
+/** Istio percentages (0-100, fractional) as Envoy's parts per million. */
+function perMillion(percent: number): FractionalPercent {
+  return { numerator: Math.round(Math.min(100, Math.max(0, percent)) * 10_000), denominator: 'MILLION' };
+}
+
+const GRPC_CODES = ['OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND', 'ALREADY_EXISTS', 'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION', 'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS', 'UNAUTHENTICATED'];
+
+/**
+ * A delegate route's match merged into the delegating route's, as Istio merges them: the
+ * delegate's conditions are added to the root's; a condition both set must agree (a delegate uri
+ * must lie within the root's prefix). null when they conflict.
+ */
+export function mergeMatch(root: HTTPMatchRequest | undefined, leaf: HTTPMatchRequest | undefined): HTTPMatchRequest | undefined | null {
+  if (!root) return leaf;
+  if (!leaf) return root;
+  const merged: HTTPMatchRequest = { ...root, ...leaf };
+  if (root.uri && leaf.uri) {
+    const r = root.uri;
+    const l = leaf.uri;
+    const within =
+      r.prefix !== undefined ? (l.prefix ?? l.exact ?? '\u0000').startsWith(r.prefix) : r.exact !== undefined ? l.exact === r.exact : r.regex !== undefined && l.regex === r.regex;
+    if (!within) return null;
+  }
+  for (const k of ['scheme', 'method', 'authority'] as const) {
+    if (root[k] && leaf[k] && JSON.stringify(root[k]) !== JSON.stringify(leaf[k])) return null;
+  }
+  if (root.port !== undefined && leaf.port !== undefined && root.port !== leaf.port) return null;
+  for (const k of ['headers', 'withoutHeaders', 'queryParams'] as const) {
+    const a = root[k];
+    const b = leaf[k];
+    if (!a || !b) continue;
+    for (const name of Object.keys(b)) if (a[name] && JSON.stringify(a[name]) !== JSON.stringify(b[name])) return null;
+    merged[k] = { ...a, ...b };
+  }
+  if (root.gateways) merged.gateways = root.gateways;
+  return merged;
 }
 
 function redirectCode(code: number): RedirectAction['response_code'] {

@@ -102,6 +102,36 @@ export interface WeightedCluster {
   response_headers_to_remove?: string[];
 }
 
+/** Envoy's FractionalPercent; Istio writes percentages as parts per million. */
+export interface FractionalPercent {
+  numerator: number;
+  denominator: 'MILLION';
+}
+
+/** envoy.extensions.filters.http.fault.v3.HTTPFault, per route. */
+export interface HttpFault {
+  delay?: { fixed_delay: Duration; percentage: FractionalPercent };
+  abort?: { http_status?: number; grpc_status?: number; percentage: FractionalPercent };
+}
+
+/** envoy.extensions.filters.http.cors.v3.CorsPolicy, per route. */
+export interface CorsPolicy {
+  allow_origin_string_match: StringMatcher[];
+  allow_methods?: string;
+  allow_headers?: string;
+  expose_headers?: string;
+  /** Seconds, as a string (Envoy's field type). */
+  max_age?: string;
+  allow_credentials?: boolean;
+  /** Istio unmatchedPreflights FORWARD (default): preflights from origins not allowed go upstream. */
+  forward_not_matching_preflights: boolean;
+}
+
+export interface RequestMirrorPolicy {
+  cluster: string;
+  runtime_fraction: { default_value: FractionalPercent };
+}
+
 export interface RetryPolicy {
   retry_on: string;
   num_retries: number;
@@ -122,6 +152,7 @@ export interface RouteAction {
   prefix_rewrite?: string;
   regex_rewrite?: { pattern: { regex: string }; substitution: string };
   host_rewrite_literal?: string;
+  request_mirror_policies?: RequestMirrorPolicy[];
   max_stream_duration?: { max_stream_duration?: Duration; grpc_timeout_header_max?: Duration };
 }
 
@@ -131,6 +162,11 @@ export interface RedirectAction {
   port_redirect?: number;
   path_redirect?: string;
   prefix_rewrite?: string;
+  /**
+   * Gatehouse extension for Istio's derivePort FROM_REQUEST_PORT (Envoy has no field for it): the
+   * Location keeps the port the request came in on.
+   */
+  port_from_request?: boolean;
   response_code: 'MOVED_PERMANENTLY' | 'FOUND' | 'SEE_OTHER' | 'TEMPORARY_REDIRECT' | 'PERMANENT_REDIRECT';
 }
 
@@ -151,6 +187,10 @@ export interface Route {
   response_headers_to_add?: HeaderValueOption[];
   response_headers_to_remove?: string[];
   decorator?: { operation: string };
+  typed_per_filter_config?: {
+    'envoy.filters.http.fault'?: HttpFault;
+    'envoy.filters.http.cors'?: CorsPolicy;
+  };
   metadata: IstioMetadata & { filter_metadata: { istio: { config: string } } };
 }
 

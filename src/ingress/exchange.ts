@@ -3,8 +3,8 @@
 // the metrics record at the end. Engine-agnostic: it talks to the client through a ResponseSink.
 import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { applyHeaderOps, pickCluster, type CompiledRoute, type ForwardAction, type HeaderOps } from '../routing/route-table.js';
-import type { RequestHead } from '../routing/request.js';
+import { applyHeaderOps, pickCluster, type CompiledCors, type CompiledMirror, type CompiledRoute, type ForwardAction, type HeaderOps } from '../routing/route-table.js';
+import { getHeader, type RequestHead } from '../routing/request.js';
 import type { ClusterManager, ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manager.js';
 import type { IstioMetrics } from '../telemetry/metrics.js';
 import type { AccessLog } from '../telemetry/access-log.js';
@@ -18,6 +18,10 @@ export interface DataPlaneContext {
 
 /** Bodies up to this size are kept so the request can be retried; larger ones stream and are not retried. */
 const RETRY_BUFFER_LIMIT = 64 * 1024;
+/** Mirrored requests carry bodies up to this size; a larger body is not mirrored (the primary is unaffected). */
+export const MIRROR_BODY_LIMIT = 1024 * 1024;
+/** A mirrored request is abandoned after this long when its route has no timeout. */
+const MIRROR_TIMEOUT_MS = 30_000;
 const RETRY_BACKOFF_BASE_MS = 25;
 const RETRY_BACKOFF_MAX_MS = 250;
 
@@ -41,6 +45,8 @@ export const LOCAL_REPLY = {
 const enum Phase {
   /** Waiting for the first request body chunk before dispatching. */
   AwaitingBody,
+  /** Held by an injected fault delay; body chunks that arrive meanwhile are kept. */
+  Delayed,
   /** An upstream attempt is in flight (or a retry is scheduled). */
   Upstream,
   /** Upstream response headers accepted: the response belongs to the client now. */
@@ -87,6 +93,14 @@ export class Exchange {
   #respLength = -1;
   #respNoBody = false;
   #resumeUpstream: (() => void) | null = null;
+  #hasBody = false;
+  /** Body chunks received while a fault delay holds the request. */
+  #early: Array<[Buffer, boolean]> | null = null;
+  #faultTimer: NodeJS.Timeout | null = null;
+  /** CORS headers for the response to an allowed origin. */
+  #cors: HeaderOps | null = null;
+  #mirrors: CompiledMirror[] | null = null;
+  #mirrorChunks: Buffer[] | null = null;
 
   constructor(sink: ResponseSink, ctx: DataPlaneContext, head: RequestHead, route: CompiledRoute | undefined) {
     this.sink = sink;
@@ -105,6 +119,40 @@ export class Exchange {
   begin(hasBody: boolean, upstreamHeaders: string[]): void {
     const route = this.route;
     if (!route) return this.localReply(LOCAL_REPLY.noRoute.status, LOCAL_REPLY.noRoute.flags, LOCAL_REPLY.noRoute.body);
+    this.#hasBody = hasBody;
+    this.#upstreamHeaders = upstreamHeaders;
+    // Istio's filter order: CORS, then fault injection, then the router.
+    if (route.cors !== null && this.#applyCors(route.cors)) return;
+    const fault = route.fault;
+    if (fault !== null && fault.delayPerMillion > 0 && roll(fault.delayPerMillion)) {
+      this.flags = 'DI';
+      this.phase = Phase.Delayed;
+      if (hasBody) {
+        this.#early = [];
+        this.#bodyPaused = true;
+        this.sink.pauseRequestBody();
+      }
+      this.#faultTimer = setTimeout(onFaultDelay, fault.delayMs, this);
+      return;
+    }
+    this.#route();
+  }
+
+  /** After CORS and any fault delay: a fault abort, or the route's action. */
+  faultDelayDone(): void {
+    this.#faultTimer = null;
+    if (this.phase !== Phase.Done) this.#route();
+  }
+
+  #route(): void {
+    const route = this.route!;
+    const fault = route.fault;
+    if (fault !== null && fault.abortPerMillion > 0 && roll(fault.abortPerMillion)) {
+      if (fault.abortGrpcStatus >= 0) {
+        return this.localReply(200, 'FI', '', null, ['content-type', 'application/grpc', 'grpc-status', String(fault.abortGrpcStatus), 'grpc-message', 'fault filter abort']);
+      }
+      return this.localReply(fault.abortStatus, 'FI', 'fault filter abort');
+    }
     const action = route.action;
     if (action.kind === 'direct') return this.localReply(action.status, '', action.body ?? EMPTY, route.response);
     if (action.kind === 'redirect') return this.#redirect(action);
@@ -116,7 +164,7 @@ export class Exchange {
     this.#responseOps = route.response;
     this.#clusterResponseOps = picked.request || picked.response ? picked.response : null;
 
-    let headers = upstreamHeaders;
+    let headers = this.#upstreamHeaders;
     if (action.hostRewrite !== null) headers.push('host', action.hostRewrite);
     else headers.push('host', this.head.authority);
     if (route.request) headers = applyHeaderOps(headers, route.request);
@@ -126,10 +174,17 @@ export class Exchange {
     this.#upstreamHeaders = headers;
     const path = action.rewritePath ? action.rewritePath(this.head.path) : this.head.path;
     this.#upstreamPath = this.head.query ? `${path}?${this.head.query}` : path;
+    if (action.mirrors !== null) this.#chooseMirrors(action.mirrors);
 
     if (action.timeoutMs > 0) this.#routeTimer = setTimeout(onRouteTimeout, action.timeoutMs, this);
-    if (hasBody) {
+    if (this.#hasBody) {
       this.phase = Phase.AwaitingBody;
+      const early = this.#early;
+      if (early !== null) {
+        this.#early = null;
+        for (const [chunk, last] of early) this.#bodyData(chunk, last);
+        this.#resumeBody();
+      }
       return;
     }
     this.#dispatch();
@@ -139,6 +194,15 @@ export class Exchange {
   requestData(chunk: Buffer, isLast: boolean): void {
     this.requestBytes += chunk.length;
     if (this.phase === Phase.Done) return;
+    if (this.phase === Phase.Delayed) {
+      this.#early?.push([chunk, isLast]);
+      return;
+    }
+    this.#bodyData(chunk, isLast);
+  }
+
+  #bodyData(chunk: Buffer, isLast: boolean): void {
+    if (this.#mirrorChunks !== null) this.#mirrorData(chunk, isLast);
     if (this.phase === Phase.AwaitingBody) {
       this.phase = Phase.Upstream;
       if (isLast) {
@@ -169,6 +233,77 @@ export class Exchange {
     }
   }
 
+  // ---- CORS (Envoy's cors filter) ----
+
+  /** Answers a preflight (true), or remembers the headers for an allowed origin's response. */
+  #applyCors(cors: CompiledCors): boolean {
+    const origin = getHeader(this.head, 'origin');
+    if (origin === undefined) return false;
+    const allowed = cors.allows(origin);
+    const preflight = this.head.method === 'OPTIONS' && getHeader(this.head, 'access-control-request-method') !== undefined;
+    if (preflight) {
+      if (allowed) {
+        this.localReply(200, '', EMPTY, null, ['access-control-allow-origin', origin, ...cors.preflight]);
+        return true;
+      }
+      if (!cors.forwardNotMatchingPreflights) {
+        this.localReply(200, '', EMPTY);
+        return true;
+      }
+      return false;
+    }
+    if (allowed) {
+      const set: Array<[string, string]> = [['access-control-allow-origin', origin]];
+      for (let i = 0; i < cors.actual.length; i += 2) set.push([cors.actual[i]!, cors.actual[i + 1]!]);
+      this.#cors = { set, add: [], remove: [] };
+    }
+    return false;
+  }
+
+  // ---- Mirroring: fire-and-forget copies that never affect the primary ----
+
+  #chooseMirrors(mirrors: readonly CompiledMirror[]): void {
+    let chosen: CompiledMirror[] | null = null;
+    for (const m of mirrors) if (roll(m.perMillion)) (chosen ??= []).push(m);
+    if (chosen === null) return;
+    this.#mirrors = chosen;
+    if (this.#hasBody) this.#mirrorChunks = [];
+    else this.#sendMirrors(null);
+  }
+
+  #mirrorData(chunk: Buffer, isLast: boolean): void {
+    const chunks = this.#mirrorChunks!;
+    chunks.push(chunk);
+    if (this.requestBytes > MIRROR_BODY_LIMIT) {
+      // Too large to copy: the primary goes on, the mirrors are skipped.
+      this.#mirrorChunks = null;
+      this.#mirrors = null;
+      return;
+    }
+    if (isLast) {
+      this.#mirrorChunks = null;
+      this.#sendMirrors(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+    }
+  }
+
+  #sendMirrors(body: Buffer | null): void {
+    const mirrors = this.#mirrors;
+    this.#mirrors = null;
+    if (mirrors === null) return;
+    const timeoutMs = this.#action?.timeoutMs || MIRROR_TIMEOUT_MS;
+    for (const m of mirrors) {
+      const ep = this.ctx.clusters.get(m.cluster)?.pick();
+      if (!ep) continue;
+      // The Host as current Istio sends it: unchanged (no `-shadow` suffix since 1.28).
+      const opts: Dispatcher.DispatchOptions = { path: this.#upstreamPath, method: this.head.method as Dispatcher.HttpMethod, headers: this.#upstreamHeaders.slice(), body };
+      try {
+        ep.pool.dispatch(opts, new MirrorHandler(timeoutMs));
+      } catch {
+        // a closed pool during a reload: the mirror is skipped
+      }
+    }
+  }
+
   /** The client went away. */
   downstreamAborted(): void {
     if (this.phase === Phase.Done) return;
@@ -182,12 +317,14 @@ export class Exchange {
   localReply(status: number, flags: string, body: string | Buffer, ops: HeaderOps | null = null, extra: readonly string[] = []): void {
     if (this.phase === Phase.Done) return;
     this.#cancelUpstream();
-    this.flags = flags;
+    // Flags accumulate as Envoy's do (a delayed then aborted request is `DI,FI`).
+    if (flags) this.flags = this.flags ? `${this.flags},${flags}` : flags;
     const buf = typeof body === 'string' ? Buffer.from(body) : body;
     let headers: string[] = ['server', SERVER];
-    if (buf.length > 0) headers.push('content-type', 'text/plain');
+    if (buf.length > 0 && !extra.includes('content-type')) headers.push('content-type', 'text/plain');
     for (let i = 0; i < extra.length; i++) headers.push(extra[i]!);
     if (ops) headers = applyHeaderOps(headers, ops);
+    if (this.#cors) headers = applyHeaderOps(headers, this.#cors);
     const sink = this.sink;
     if (!sink.closed) {
       const head = this.head.method === 'HEAD';
@@ -203,10 +340,15 @@ export class Exchange {
   #redirect(r: Extract<CompiledRoute['action'], { kind: 'redirect' }>): void {
     const scheme = r.scheme ?? this.head.scheme;
     let host = r.host ?? this.head.authority;
+    const defaultPort = scheme === 'https' ? 443 : scheme === 'http' ? 80 : -1;
     if (r.port !== null) {
+      // 0: derivePort FROM_PROTOCOL_DEFAULT, the scheme's default port (not written).
       host = stripPort(host);
-      const defaultPort = scheme === 'https' ? 443 : scheme === 'http' ? 80 : -1;
-      if (r.port !== defaultPort) host = `${host}:${r.port}`;
+      if (r.port > 0 && r.port !== defaultPort) host = `${host}:${r.port}`;
+    } else if (r.portFromRequest) {
+      const port = portOf(this.head.authority) ?? this.head.localPort;
+      host = stripPort(host);
+      if (port !== undefined && port !== defaultPort) host = `${host}:${port}`;
     } else if (r.scheme !== null && r.scheme !== this.head.scheme) {
       host = stripPort(host);
     }
@@ -353,12 +495,13 @@ export class Exchange {
       out.push(name, raw[i + 1]!);
     }
     let headers: HeaderValue[] = out;
-    if (this.#responseOps || this.#clusterResponseOps) {
+    if (this.#responseOps || this.#clusterResponseOps || this.#cors) {
       // Slow path: header edits need names as strings.
       let strs = headers.map((h) => (typeof h === 'string' ? h : h.toString('latin1')));
       for (let i = 0; i < strs.length; i += 2) strs[i] = strs[i]!.toLowerCase();
       if (this.#clusterResponseOps) strs = applyHeaderOps(strs, this.#clusterResponseOps);
       if (this.#responseOps) strs = applyHeaderOps(strs, this.#responseOps);
+      if (this.#cors) strs = applyHeaderOps(strs, this.#cors);
       headers = strs;
     }
     headers.push('x-envoy-upstream-service-time', String(Math.round(performance.now() - this.#upstreamStartedAt)), 'server', SERVER);
@@ -474,6 +617,10 @@ export class Exchange {
       clearTimeout(this.#retryTimer);
       this.#retryTimer = null;
     }
+    if (this.#faultTimer) {
+      clearTimeout(this.#faultTimer);
+      this.#faultTimer = null;
+    }
     if (this.#bodyPaused && !this.sink.closed) {
       this.#bodyPaused = false;
       this.sink.resumeRequestBody();
@@ -518,6 +665,47 @@ const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOT
 
 function isConnectFailure(err: Error & { code?: string }): boolean {
   return err.code !== undefined && CONNECT_ERRORS.has(err.code);
+}
+
+/** True for `perMillion` parts per million of calls. */
+function roll(perMillion: number): boolean {
+  return perMillion >= 1_000_000 || Math.random() * 1_000_000 < perMillion;
+}
+
+function portOf(authority: string): number | undefined {
+  const i = authority.lastIndexOf(':');
+  if (i < 0 || authority.indexOf(']', i) >= 0) return undefined;
+  const n = Number(authority.slice(i + 1));
+  return Number.isInteger(n) && n > 0 ? n : undefined;
+}
+
+function onFaultDelay(ex: Exchange): void {
+  ex.faultDelayDone();
+}
+
+/** Discards a mirror's response; aborts it after a bound so slow mirrors cannot pile up. */
+class MirrorHandler implements Dispatcher.DispatchHandler {
+  #abort: ((err?: Error) => void) | null = null;
+  #timer: NodeJS.Timeout;
+  constructor(timeoutMs: number) {
+    this.#timer = setTimeout(() => this.#abort?.(new Error('mirror timeout')), timeoutMs);
+    this.#timer.unref();
+  }
+  onConnect(abort: (err?: Error) => void): void {
+    this.#abort = abort;
+  }
+  onHeaders(): boolean {
+    return true;
+  }
+  onData(): boolean {
+    return true;
+  }
+  onComplete(): void {
+    clearTimeout(this.#timer);
+  }
+  onError(): void {
+    clearTimeout(this.#timer);
+  }
 }
 
 function onRouteTimeout(ex: Exchange): void {

@@ -330,7 +330,7 @@ export class UwsHttpListener {
     if (!requestId) headers.push('x-request-id', randomUUID());
     if (connectionTokens) removeConnectionTokens(headers, connectionTokens);
 
-    const head: RequestHead = { method, path, query, host: hostOnly(host), authority: host, scheme: this.scheme, headers };
+    const head: RequestHead = { method, path, query, host: hostOnly(host), authority: host, scheme: this.scheme, headers, localPort: this.port };
     if (size > MAX_REQUEST_HEADERS_BYTES) {
       const ex = (sink.exchange = new Exchange(sink, this.ctx, head, undefined));
       return ex.localReply(431, 'DPE', 'Request Header Fields Too Large');

@@ -14,6 +14,8 @@ export interface RequestHead {
   authority: string;
   scheme: 'http' | 'https';
   headers: string[];
+  /** The port the request came in on (for redirects that keep it). */
+  localPort?: number;
 }
 
 export function getHeader(head: RequestHead, name: string): string | undefined {

@@ -2,7 +2,7 @@
 // virtual hosts indexed by exact name and wildcard suffix, routes as ordered precompiled predicates
 // (first match wins), weighted clusters as cumulative arrays, header edits as flat lists.
 import { fullMatchRegExp, searchRegExp } from '../config/regex.js';
-import { durationToMs, type HeaderMatcher, type HeaderValueOption, type QueryParameterMatcher, type Route, type RouteConfiguration, type VirtualHost } from '../controlplane/snapshot.js';
+import { durationToMs, type CorsPolicy, type HttpFault, type HeaderMatcher, type HeaderValueOption, type QueryParameterMatcher, type Route, type RouteConfiguration, type VirtualHost } from '../controlplane/snapshot.js';
 import { headerValue, queryParam, type RequestHead } from './request.js';
 import { compileStringMatcher, type StringPredicate } from './string-matcher.js';
 
@@ -40,6 +40,12 @@ export interface CompiledCluster {
   response: HeaderOps | null;
 }
 
+export interface CompiledMirror {
+  cluster: string;
+  /** Parts per million of requests mirrored. */
+  perMillion: number;
+}
+
 export interface ForwardAction {
   kind: 'forward';
   clusters: readonly CompiledCluster[];
@@ -48,6 +54,7 @@ export interface ForwardAction {
   retry: CompiledRetry | null;
   rewritePath: ((path: string) => string) | null;
   hostRewrite: string | null;
+  mirrors: readonly CompiledMirror[] | null;
 }
 
 export interface RedirectResponse {
@@ -55,8 +62,28 @@ export interface RedirectResponse {
   status: number;
   scheme: string | null;
   host: string | null;
+  /** null: keep the request's; 0: none (the scheme's default); else this port. */
   port: number | null;
+  portFromRequest: boolean;
   path: string | null;
+}
+
+export interface CompiledFault {
+  delayMs: number;
+  delayPerMillion: number;
+  abortStatus: number;
+  /** gRPC status of a gRPC abort, -1 for an HTTP abort. */
+  abortGrpcStatus: number;
+  abortPerMillion: number;
+}
+
+export interface CompiledCors {
+  allows(origin: string): boolean;
+  forwardNotMatchingPreflights: boolean;
+  /** Preflight answer headers (after allow-origin), as a flat list. */
+  preflight: readonly string[];
+  /** Headers added to actual responses for an allowed origin (after allow-origin). */
+  actual: readonly string[];
 }
 
 export interface DirectResponse {
@@ -75,6 +102,8 @@ export interface CompiledRoute {
   action: RouteActionCompiled;
   request: HeaderOps | null;
   response: HeaderOps | null;
+  fault: CompiledFault | null;
+  cors: CompiledCors | null;
 }
 
 export interface CompiledVirtualHost {
@@ -152,6 +181,42 @@ export function compileRoute(r: Route): CompiledRoute {
     action: compileAction(r),
     request: compileHeaderOps(r.request_headers_to_add, r.request_headers_to_remove),
     response: compileHeaderOps(r.response_headers_to_add, r.response_headers_to_remove),
+    fault: compileFault(r.typed_per_filter_config?.['envoy.filters.http.fault']),
+    cors: compileCors(r.typed_per_filter_config?.['envoy.filters.http.cors']),
+  };
+}
+
+function compileFault(f: HttpFault | undefined): CompiledFault | null {
+  if (!f) return null;
+  return {
+    delayMs: f.delay ? durationToMs(f.delay.fixed_delay) : 0,
+    delayPerMillion: f.delay ? f.delay.percentage.numerator : 0,
+    abortStatus: f.abort?.http_status ?? 0,
+    abortGrpcStatus: f.abort?.grpc_status ?? -1,
+    abortPerMillion: f.abort ? f.abort.percentage.numerator : 0,
+  };
+}
+
+function compileCors(c: CorsPolicy | undefined): CompiledCors | null {
+  if (!c) return null;
+  // Envoy: an exact "*" allows any origin.
+  const anyOrigin = c.allow_origin_string_match.some((m) => m.exact === '*');
+  const tests = c.allow_origin_string_match.map(compileStringMatcher);
+  const preflight: string[] = [];
+  if (c.allow_methods) preflight.push('access-control-allow-methods', c.allow_methods);
+  if (c.allow_headers) preflight.push('access-control-allow-headers', c.allow_headers);
+  if (c.max_age) preflight.push('access-control-max-age', c.max_age);
+  const actual: string[] = [];
+  if (c.allow_credentials) {
+    preflight.push('access-control-allow-credentials', 'true');
+    actual.push('access-control-allow-credentials', 'true');
+  }
+  if (c.expose_headers) actual.push('access-control-expose-headers', c.expose_headers);
+  return {
+    allows: (origin) => anyOrigin || tests.some((t) => t(origin)),
+    forwardNotMatchingPreflights: c.forward_not_matching_preflights,
+    preflight,
+    actual,
   };
 }
 
@@ -217,6 +282,7 @@ function compileAction(r: Route): RouteActionCompiled {
       scheme: rd.scheme_redirect ?? null,
       host: rd.host_redirect ?? null,
       port: rd.port_redirect ?? null,
+      portFromRequest: rd.port_from_request === true,
       path: rd.path_redirect ?? null,
     };
   }
@@ -246,6 +312,7 @@ function compileAction(r: Route): RouteActionCompiled {
     retry: a.retry_policy ? compileRetry(a.retry_policy.retry_on, a.retry_policy.num_retries, durationToMs(a.retry_policy.per_try_timeout), a.retry_policy.retriable_status_codes ?? [], !!a.retry_policy.retry_host_predicate?.length) : null,
     rewritePath: compileRewrite(r),
     hostRewrite: a.host_rewrite_literal ?? null,
+    mirrors: a.request_mirror_policies?.length ? a.request_mirror_policies.map((m) => ({ cluster: m.cluster, perMillion: m.runtime_fraction.default_value.numerator })) : null,
   };
 }
 

@@ -176,10 +176,15 @@ describe('resolve: Istio resources to an xDS-shaped snapshot', () => {
     expect(snap(BOOKINFO.replace('weight: 75', 'weight: 70').replace('weight: 25', 'weight: 30')).hash).not.toBe(snap(BOOKINFO).hash);
   });
 
-  it('says what it cannot honour instead of dropping it silently', () => {
+  it('says what it does differently from what is written instead of dropping it silently', () => {
     const withFault = BOOKINFO.replace('    timeout: 1.5s\n', '    timeout: 1.5s\n    fault: {abort: {httpStatus: 500, percentage: {value: 10}}}\n');
-    const w = snap(withFault).warnings.map((p) => `${p.file}:${p.line}: ${p.path}: ${p.message}`);
-    expect(w).toEqual(['cfg.yaml:30: spec.http[1].fault: fault is not implemented by Gatehouse yet; ignored']);
+    const s = snap(withFault);
+    const w = s.warnings.map((p) => `${p.file}:${p.line}: ${p.path}: ${p.message}`);
+    expect(w).toEqual(['cfg.yaml:30: spec.http[1].fault: a route with fault injection has no timeout and no retries (as in Istio); its timeout/retries are ignored']);
+    const route = s.routes.get('http.8080')!.virtual_hosts[0]!.routes[2]!;
+    expect(route.route!.retry_policy).toBeUndefined();
+    expect(route.route!.timeout).toEqual({ seconds: 0, nanos: 0 });
+    expect(route.typed_per_filter_config?.['envoy.filters.http.fault']).toEqual({ abort: { http_status: 500, percentage: { numerator: 100000, denominator: 'MILLION' } } });
   });
 
   it('turns every route of an httpsRedirect server into a 301 to https', () => {
