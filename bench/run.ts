@@ -145,12 +145,16 @@ interface Scenario {
   method: 'GET' | 'POST';
   path: string;
   body?: Buffer;
+  headers?: Record<string, string>;
   expectBytes: number; // response body length that the sanity check expects
 }
 const SCENARIOS: Scenario[] = [
   { id: 'get', title: 'GET 100 B', method: 'GET', path: '/', expectBytes: SMALL_BODY.length },
   { id: 'get16k', title: 'GET 16 KiB', method: 'GET', path: '/16k', expectBytes: BIG_BODY.length },
   { id: 'post64k', title: 'POST 64 KiB', method: 'POST', path: '/upload', body: Buffer.alloc(POST_SIZE, 'p'), expectBytes: 3 },
+  // The same small GET through a route carrying rewrite + request/response header edits + retries,
+  // to a cluster with consistent hashing on a header (direct: the upstream answers /policy/* too).
+  { id: 'policy', title: 'GET 100 B, full policy', method: 'GET', path: '/policy/item', headers: { 'x-user': 'bench-user' }, expectBytes: SMALL_BODY.length },
 ];
 
 interface Settings {
@@ -477,6 +481,22 @@ spec:
   hosts: ['${HOST}']
   gateways: [bench-gateway]
   http:
+    - name: policy
+      match: [{ uri: { prefix: /policy/ } }]
+      rewrite: { uri: /rewritten/ }
+      headers:
+        request:
+          set: { x-bench-route: policy }
+          remove: [x-remove-me]
+        response:
+          set: { x-bench-policy: applied }
+      retries: { attempts: 2, perTryTimeout: 2s, retryOn: "5xx,connect-failure" }
+      timeout: 10s
+      route:
+        - destination:
+            host: upstream.bench.svc.cluster.local
+            subset: hashed
+            port: { number: 80 }
     - route:
         - destination:
             host: upstream.bench.svc.cluster.local
@@ -496,6 +516,19 @@ spec:
   endpoints:
     - address: 127.0.0.1
       ports: { http: ${upstreamPort} }
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata:
+  name: upstream
+  namespace: bench
+spec:
+  host: upstream.bench.svc.cluster.local
+  subsets:
+    - name: hashed
+      trafficPolicy:
+        loadBalancer:
+          consistentHash: { httpHeaderName: x-user }
 `;
 }
 
@@ -588,6 +621,18 @@ http {
   }
   server {
     listen 127.0.0.1:${port};
+    location /policy/ {
+      proxy_pass http://bench_upstream/rewritten/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header x-bench-route policy;
+      proxy_set_header x-remove-me "";
+      proxy_next_upstream error timeout http_502 http_503 http_504;
+      proxy_next_upstream_tries 3;
+      proxy_read_timeout 10s;
+      add_header x-bench-policy applied;
+    }
     location / {
       proxy_pass http://bench_upstream;
       proxy_http_version 1.1;
@@ -660,7 +705,7 @@ async function load(s: Settings, target: Target, sc: Scenario, seconds: number):
     connections: s.connections,
     duration: seconds,
     method: sc.method,
-    headers: sc.body ? { host: HOST, 'content-type': 'application/octet-stream' } : { host: HOST },
+    headers: { host: HOST, ...(sc.body ? { 'content-type': 'application/octet-stream' } : {}), ...(sc.headers ?? {}) },
     ...(sc.body ? { body: sc.body } : {}),
     timeout: 10,
   });
