@@ -9,7 +9,11 @@ export interface AdminSources {
   ready(): boolean;
   snapshot(): Snapshot | null;
   registry: Registry;
-  clusters(): Array<{ name: string; lb_policy: string; endpoints: Array<{ address: string; weight: number; active: number; labels: Record<string, string> }> }>;
+  clusters(): Array<{
+    name: string;
+    lb_policy: string;
+    endpoints: Array<{ address: string; weight: number; active: number; labels: Record<string, string>; health_flags?: string; ejections?: number }>;
+  }>;
   listeners(): Array<{ name: string; address: string; protocol: string; route_config: string; active_requests: number }>;
   syncz(): unknown;
 }
@@ -101,7 +105,12 @@ export class AdminServer {
         for (const c of clusters) {
           lines.push(`${c.name}::lb_policy::${c.lb_policy}`);
           for (const e of c.endpoints) {
-            lines.push(`${c.name}::${e.address}::health_flags::healthy`, `${c.name}::${e.address}::weight::${e.weight}`, `${c.name}::${e.address}::rq_active::${e.active}`);
+            lines.push(
+              `${c.name}::${e.address}::health_flags::${e.health_flags ?? 'healthy'}`,
+              `${c.name}::${e.address}::weight::${e.weight}`,
+              `${c.name}::${e.address}::rq_active::${e.active}`,
+              `${c.name}::${e.address}::ejections::${e.ejections ?? 0}`,
+            );
           }
         }
         return send(res, 200, lines.join('\n') + (lines.length ? '\n' : ''));

@@ -420,11 +420,6 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
 
   // DestinationRule settings the data plane does not enforce yet: said once per rule, not dropped silently.
   const UNENFORCED: Array<[Array<string>, string]> = [
-    [['loadBalancer', 'consistentHash'], 'consistent hashing is not implemented by Gatehouse yet; ROUND_ROBIN is used'],
-    [['outlierDetection'], 'outlier detection is not implemented by Gatehouse yet; ignored'],
-    [['connectionPool', 'http', 'http1MaxPendingRequests'], 'pending-request limits (503 UO) are not implemented by Gatehouse yet; ignored'],
-    [['connectionPool', 'http', 'http2MaxRequests'], 'request limits (503 UO) are not implemented by Gatehouse yet; ignored'],
-    [['connectionPool', 'http', 'maxRetries'], 'retry budgets are not implemented by Gatehouse yet; ignored'],
     [['tls'], 'TLS origination is not implemented by Gatehouse yet; plain HTTP is sent'],
     [['loadBalancer', 'localityLbSetting'], 'locality load balancing is not implemented by Gatehouse yet; ignored'],
   ];
@@ -485,6 +480,7 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
     }
     const tcp = policy?.connectionPool?.tcp;
     const http = policy?.connectionPool?.http;
+    const positiveOr = (v: number | undefined, dflt: number): number => (v !== undefined && v > 0 ? v : dflt);
     const cluster: Cluster = {
       name,
       type,
@@ -493,10 +489,11 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
       circuit_breakers: {
         thresholds: [
           {
-            max_connections: tcp?.maxConnections ?? MAX_U32,
-            max_pending_requests: http?.http1MaxPendingRequests ?? MAX_U32,
-            max_requests: http?.http2MaxRequests ?? MAX_U32,
-            max_retries: http?.maxRetries ?? MAX_U32,
+            // Istio applies a limit only when > 0 (0 reads as unset): otherwise effectively unlimited.
+            max_connections: positiveOr(tcp?.maxConnections, MAX_U32),
+            max_pending_requests: positiveOr(http?.http1MaxPendingRequests, MAX_U32),
+            max_requests: positiveOr(http?.http2MaxRequests, MAX_U32),
+            max_retries: positiveOr(http?.maxRetries, MAX_U32),
           },
         ],
       },
@@ -511,18 +508,25 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
       },
     };
     if (type === 'EDS') cluster.eds_cluster_config = { service_name: name, eds_config: { ads: {}, resource_api_version: 'V3' } };
-    if (lb_policy === 'RING_HASH') cluster.ring_hash_lb_config = { minimum_ring_size: lb?.consistentHash?.ringHash?.minimumRingSize ?? lb?.consistentHash?.minimumRingSize ?? 1024 };
-    if (lb_policy === 'MAGLEV') cluster.maglev_lb_config = { table_size: lb?.consistentHash?.maglev?.tableSize ?? 65537 };
+    // Istio treats 0 as unset: Envoy's defaults (1024 ring entries, a 65537-slot Maglev table).
+    if (lb_policy === 'RING_HASH') cluster.ring_hash_lb_config = { minimum_ring_size: lb?.consistentHash?.ringHash?.minimumRingSize || lb?.consistentHash?.minimumRingSize || 1024 };
+    if (lb_policy === 'MAGLEV') cluster.maglev_lb_config = { table_size: lb?.consistentHash?.maglev?.tableSize || 65537 };
     const od = policy?.outlierDetection;
     if (od) {
+      // Istio: the deprecated consecutiveErrors counts gateway errors only (5xx enforcement off);
+      // consecutive5xxErrors / consecutiveGatewayErrors, when set, override; 0 turns a check off.
+      const legacy = (od.consecutiveErrors ?? 0) > 0 ? od.consecutiveErrors! : undefined;
+      const c5xx = od.consecutive5xxErrors ?? 5;
+      const cgw = od.consecutiveGatewayErrors ?? legacy ?? 0;
       cluster.outlier_detection = {
-        consecutive_5xx: od.consecutive5xxErrors ?? od.consecutiveErrors ?? 5,
-        consecutive_gateway_failure: od.consecutiveGatewayErrors ?? 0,
-        enforcing_consecutive_5xx: (od.consecutive5xxErrors ?? 5) > 0 ? 100 : 0,
-        enforcing_consecutive_gateway_failure: (od.consecutiveGatewayErrors ?? 0) > 0 ? 100 : 0,
+        consecutive_5xx: c5xx,
+        consecutive_gateway_failure: cgw,
+        enforcing_consecutive_5xx: od.consecutive5xxErrors === undefined && legacy !== undefined ? 0 : c5xx > 0 ? 100 : 0,
+        enforcing_consecutive_gateway_failure: cgw > 0 ? 100 : 0,
         interval: durationFromMs(od.interval ? (parseDurationMs(od.interval) ?? 10_000) : 10_000),
         base_ejection_time: durationFromMs(od.baseEjectionTime ? (parseDurationMs(od.baseEjectionTime) ?? 30_000) : 30_000),
-        max_ejection_percent: od.maxEjectionPercent ?? 10,
+        // Istio passes it only when > 0; otherwise Envoy's default, 10%.
+        max_ejection_percent: od.maxEjectionPercent && od.maxEjectionPercent > 0 ? od.maxEjectionPercent : 10,
         split_external_local_origin_errors: od.splitExternalLocalOriginErrors ?? false,
         consecutive_local_origin_failure: od.consecutiveLocalOriginFailures ?? 5,
       };

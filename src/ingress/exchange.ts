@@ -6,6 +6,7 @@ import type { Dispatcher } from 'undici';
 import { applyHeaderOps, pickCluster, type CompiledCors, type CompiledMirror, type CompiledRoute, type ForwardAction, type HeaderOps } from '../routing/route-table.js';
 import { getHeader, type RequestHead } from '../routing/request.js';
 import type { ClusterManager, ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manager.js';
+import { OVERFLOW, OVERFLOW_REPLY, PENDING, type CircuitBreaker } from '../upstream/circuit-breaker.js';
 import type { IstioMetrics } from '../telemetry/metrics.js';
 import type { AccessLog } from '../telemetry/access-log.js';
 import type { HeaderValue, ResponseSink } from './sink.js';
@@ -360,14 +361,31 @@ export class Exchange {
   // ---- Upstream attempts ----
 
   #dispatch(): void {
-    if (this.phase === Phase.Done) return;
     const cluster = this.#cluster!;
-    const ep = cluster.pick(this.#tried ?? undefined);
-    if (!ep) return this.localReply(LOCAL_REPLY.noHealthyUpstream.status, LOCAL_REPLY.noHealthyUpstream.flags, LOCAL_REPLY.noHealthyUpstream.body);
+    const breaker = cluster.breaker;
+    // A retry scheduled by #maybeRetry counts against maxRetries already: this attempt takes it over.
+    const retried = breaker.takeRetry(this);
+    if (this.phase === Phase.Done) {
+      if (retried) breaker.dropRetry();
+      return;
+    }
+    const ep = cluster.pick(this.#tried ?? undefined, this.head, this.sink.remoteAddress, this.#upstreamHeaders);
+    // Circuit breakers: max requests, then max pending when the endpoint's connections are all busy.
+    const admission = ep ? breaker.admit(ep.active) : OVERFLOW;
+    if (!ep || admission === OVERFLOW) {
+      if (retried) breaker.dropRetry();
+      if (!ep) return this.localReply(LOCAL_REPLY.noHealthyUpstream.status, LOCAL_REPLY.noHealthyUpstream.flags, LOCAL_REPLY.noHealthyUpstream.body);
+      return this.localReply(OVERFLOW_REPLY.status, OVERFLOW_REPLY.flags, OVERFLOW_REPLY.body, null, OVERFLOW_REPLY.headers);
+    }
+    const setCookie = cluster.setCookie;
     this.#attempts++;
     this.#endpoint = ep;
     this.#upstreamHeaders[this.#attemptCountIndex] = String(this.#attempts);
     const attempt = new Attempt(this, ep);
+    attempt.breaker = breaker;
+    attempt.pending = admission === PENDING;
+    attempt.retry = retried;
+    attempt.setCookie = setCookie;
     this.#attempt = attempt;
     ep.active++;
     const retry = this.#action!.retry;
@@ -378,6 +396,8 @@ export class Exchange {
       method: this.head.method as Dispatcher.HttpMethod,
       headers: this.#upstreamHeaders,
       body: this.#bodyForAttempt(),
+      // undefined leaves undici's own choice (it closes after HEAD, for instance) untouched.
+      reset: cluster.closeAfterEachRequest ? true : undefined,
     };
     try {
       ep.pool.dispatch(opts, attempt);
@@ -413,6 +433,8 @@ export class Exchange {
     if (attempt.released) return;
     attempt.released = true;
     attempt.endpoint.active--;
+    attempt.breaker?.release(attempt.pending, attempt.retry);
+    attempt.pending = false;
     if (attempt.timer) {
       clearTimeout(attempt.timer);
       attempt.timer = null;
@@ -460,6 +482,11 @@ export class Exchange {
         break;
     }
     if (!ok || !this.#replayable()) return false;
+    // Retry overflow (maxRetries retries in flight): no retry, the failure stands.
+    const current = this.#attempt;
+    const breaker = this.#cluster!.breaker;
+    if (!breaker.retryAllowed(current !== null && current.retry)) return false;
+    breaker.retryScheduled(this);
     if (retry.avoidPreviousHosts && this.#endpoint) (this.#tried ??= new Set()).add(this.#endpoint);
     const cap = Math.min(RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_BASE_MS * (2 ** this.#attempts - 1));
     this.#retryTimer = setTimeout(onRetryTimer, Math.random() * cap, this);
@@ -474,6 +501,7 @@ export class Exchange {
 
   upstreamHeaders(attempt: Attempt, status: number, raw: Buffer[], resume: () => void): boolean {
     if (status < 200) return true; // 1xx: undici handles them; nothing to forward
+    this.#cluster!.reportStatus(attempt.endpoint, status);
     if (this.#action!.retry && this.#maybeRetryStatus(attempt, status)) return false;
     this.phase = Phase.Responding;
     this.#resumeUpstream = resume;
@@ -505,6 +533,7 @@ export class Exchange {
       headers = strs;
     }
     headers.push('x-envoy-upstream-service-time', String(Math.round(performance.now() - this.#upstreamStartedAt)), 'server', SERVER);
+    if (attempt.setCookie !== null) headers.push('set-cookie', attempt.setCookie);
     const noBody = this.head.method === 'HEAD' || status === 204 || status === 304;
     if (!Number.isFinite(length) || length < 0) length = noBody && status !== 200 ? 0 : -1;
     this.#respStatus = status;
@@ -565,6 +594,9 @@ export class Exchange {
   upstreamError(attempt: Attempt, err: Error & { code?: string }): void {
     this.#release(attempt);
     if (this.phase === Phase.Done) return;
+    const connect = isConnectFailure(err);
+    const timedOut = err.code === 'UND_ERR_HEADERS_TIMEOUT' || err.code === 'UND_ERR_BODY_TIMEOUT';
+    this.#cluster!.reportFailure(attempt.endpoint, connect ? 'connect' : timedOut ? 'timeout' : 'reset');
     if (this.phase === Phase.Responding) {
       // The response has begun: it cannot turn into an error reply any more.
       this.flags = 'UC';
@@ -572,7 +604,6 @@ export class Exchange {
       this.#finish(this.#respStatus);
       return;
     }
-    const connect = isConnectFailure(err);
     if (this.#maybeRetry(connect ? 'connect' : 'reset')) return;
     if (connect) {
       const reason = err.code === 'UND_ERR_CONNECT_TIMEOUT' ? 'connection timeout' : `delayed connect error: ${err.code ?? err.message}`;
@@ -588,6 +619,7 @@ export class Exchange {
     attempt.cancelled = true;
     this.#release(attempt);
     attempt.abort?.(new Error('per-try timeout'));
+    this.#cluster!.reportFailure(attempt.endpoint, 'timeout');
     if (this.#maybeRetry('timeout')) return;
     this.localReply(LOCAL_REPLY.upstreamTimeout.status, LOCAL_REPLY.upstreamTimeout.flags, LOCAL_REPLY.upstreamTimeout.body);
   }
@@ -728,6 +760,14 @@ export class Attempt implements Dispatcher.DispatchHandler {
   timer: NodeJS.Timeout | null = null;
   cancelled = false;
   released = false;
+  /** The cluster's circuit breaker this attempt is counted in. */
+  breaker: CircuitBreaker | null = null;
+  /** Counted as waiting for a connection until undici writes it to a socket. */
+  pending = false;
+  /** A retry, counted against maxRetries while in flight. */
+  retry = false;
+  /** Set-Cookie for the response when consistent hashing generated the cookie. */
+  setCookie: string | null = null;
 
   constructor(exchange: Exchange, endpoint: UpstreamEndpoint) {
     this.exchange = exchange;
@@ -735,6 +775,10 @@ export class Attempt implements Dispatcher.DispatchHandler {
   }
 
   onConnect(abort: (err?: Error) => void): void {
+    if (this.pending) {
+      this.pending = false;
+      this.breaker?.connected();
+    }
     if (this.cancelled) abort(new Error('request cancelled by the gateway'));
     else this.abort = abort;
   }

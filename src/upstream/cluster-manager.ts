@@ -2,9 +2,16 @@
 // from each snapshot. Pools are keyed by endpoint address and connection settings and outlive
 // config versions, so a reload never drops a keep-alive connection or an in-flight request; a pool
 // no version uses any more is closed gracefully (it finishes what it has in flight).
+// Circuit breakers and outlier detection live per cluster name (ClusterState) and per host, also
+// across versions: a reload neither forgets an ejection nor loses count of requests in flight.
 import { Pool } from 'undici';
 import { durationToMs, type Cluster, type ClusterIstioMetadata, type ClusterLoadAssignment, type LbPolicy, type Snapshot } from '../controlplane/snapshot.js';
+import { CircuitBreaker } from './circuit-breaker.js';
+import { RequestHasher, type HashRequest } from './hash-key.js';
 import { createLoadBalancer, type LoadBalancer } from './load-balancer.js';
+import { Maglev } from './maglev.js';
+import { HostHealth, OutlierDetector, outlierSettings, type LocalFailure } from './outlier-detection.js';
+import { RingHash } from './ring-hash.js';
 
 /** Envoy's stream idle timeout (5 min): a stalled upstream cannot hold a request forever. */
 const STREAM_IDLE_TIMEOUT_MS = 300_000;
@@ -22,6 +29,78 @@ export interface UpstreamEndpoint {
   readonly namespace: string;
   readonly pool: Pool;
   active: number;
+  /** Outlier state of this host in its cluster, shared by every config version. */
+  health: HostHealth;
+}
+
+const NO_HEADERS: readonly string[] = [];
+const hostKey = (e: UpstreamEndpoint): string => e.hostPort;
+
+/** What a cluster keeps across config versions: breaker, host health, outlier detector. */
+export class ClusterState {
+  readonly breaker = new CircuitBreaker();
+  /** Health of the cluster's hosts by `address:port`. */
+  readonly hosts = new Map<string, HostHealth>();
+  outlier: OutlierDetector | null = null;
+  /** Istio minHealthPercent: below this % of healthy hosts the balancer uses all hosts (panic). */
+  minHealthPercent = 0;
+  /** Bumped whenever a host is ejected or returns: balancers rebuild their host set. */
+  generation = 0;
+  #timer: NodeJS.Timeout | null = null;
+  #intervalMs = 0;
+
+  /** Applies a cluster's settings; `hostPorts` are its hosts in this version (others are forgotten). */
+  configure(cluster: Cluster, hostPorts: ReadonlySet<string>): void {
+    this.breaker.configure(cluster.circuit_breakers.thresholds[0]);
+    for (const hp of this.hosts.keys()) if (!hostPorts.has(hp)) this.hosts.delete(hp);
+    for (const hp of hostPorts) if (!this.hosts.has(hp)) this.hosts.set(hp, new HostHealth());
+    const od = cluster.outlier_detection;
+    if (od) {
+      const settings = outlierSettings(od);
+      if (this.outlier) this.outlier.settings = settings;
+      else this.outlier = new OutlierDetector(settings, this.hosts, () => this.generation++);
+      this.outlier.recount();
+      this.minHealthPercent = cluster.metadata.filter_metadata.istio.min_health_percent ?? 0;
+      if (this.#intervalMs !== settings.intervalMs) {
+        this.#stopTimer();
+        this.#intervalMs = settings.intervalMs;
+        const detector = this.outlier;
+        this.#timer = setInterval(() => detector.tick(), settings.intervalMs);
+        this.#timer.unref();
+      }
+    } else if (this.outlier) {
+      // Outlier detection switched off: every host is back.
+      for (const h of this.hosts.values()) h.ejected = false;
+      this.outlier = null;
+      this.minHealthPercent = 0;
+      this.#stopTimer();
+      this.generation++;
+    }
+  }
+
+  health(hostPort: string): HostHealth {
+    let h = this.hosts.get(hostPort);
+    if (!h) {
+      h = new HostHealth();
+      this.hosts.set(hostPort, h);
+    }
+    return h;
+  }
+
+  close(): void {
+    this.#stopTimer();
+  }
+
+  #stopTimer(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+    this.#intervalMs = 0;
+  }
+}
+
+interface HashBalancer {
+  pickHash(hi: number, lo: number): UpstreamEndpoint | undefined;
+  pick(): UpstreamEndpoint | undefined;
 }
 
 export class ClusterRuntime {
@@ -30,19 +109,74 @@ export class ClusterRuntime {
   readonly lbPolicy: LbPolicy;
   readonly connectTimeoutMs: number;
   readonly endpoints: readonly UpstreamEndpoint[];
-  readonly #lb: LoadBalancer<UpstreamEndpoint>;
+  readonly state: ClusterState;
+  readonly breaker: CircuitBreaker;
+  /** Consistent hashing: computes the request's key hash; null for the other policies. */
+  readonly hasher: RequestHasher | null;
+  /** maxRequestsPerConnection 1: every request on a fresh connection, closed after it. */
+  readonly closeAfterEachRequest: boolean;
+  /** After `pick`: a Set-Cookie value for the response (a hash cookie was generated), else null. */
+  setCookie: string | null = null;
+  readonly #ringSize: number;
+  #lb: LoadBalancer<UpstreamEndpoint> | null = null;
+  #hashLb: HashBalancer | null = null;
+  /** The state generation the balancer was built for (-1: not built yet). */
+  #generation = -1;
 
-  constructor(cluster: Cluster, endpoints: readonly UpstreamEndpoint[]) {
+  constructor(cluster: Cluster, endpoints: readonly UpstreamEndpoint[], state: ClusterState = new ClusterState()) {
     this.name = cluster.name;
     this.meta = cluster.metadata.filter_metadata.istio;
     this.lbPolicy = cluster.lb_policy;
     this.connectTimeoutMs = durationToMs(cluster.connect_timeout);
     this.endpoints = endpoints;
-    this.#lb = createLoadBalancer(cluster.lb_policy, endpoints);
+    this.state = state;
+    this.breaker = state.breaker;
+    this.closeAfterEachRequest = cluster.common_http_protocol_options.max_requests_per_connection === 1;
+    const hashed = cluster.lb_policy === 'RING_HASH' || cluster.lb_policy === 'MAGLEV';
+    this.hasher = hashed && this.meta.hash_policy?.length ? new RequestHasher(this.meta.hash_policy) : null;
+    this.#ringSize = cluster.lb_policy === 'MAGLEV' ? (cluster.maglev_lb_config?.table_size ?? 65537) : (cluster.ring_hash_lb_config?.minimum_ring_size ?? 1024);
   }
 
-  pick(exclude?: ReadonlySet<UpstreamEndpoint>): UpstreamEndpoint | undefined {
-    return this.#lb.pick(exclude);
+  /**
+   * The endpoint for an attempt. Other policies avoid `exclude` (hosts already tried) when they can;
+   * consistent hashing ignores it, as Istio drops the previous_hosts retry predicate for it, and
+   * hashes the request (`req`, the client address, the forwarded headers) instead.
+   */
+  pick(exclude?: ReadonlySet<UpstreamEndpoint>, req?: HashRequest, remoteAddress = '', forwarded: readonly string[] = NO_HEADERS): UpstreamEndpoint | undefined {
+    if (this.#generation !== this.state.generation) this.#rebuild();
+    const hashLb = this.#hashLb;
+    if (hashLb === null) return this.#lb!.pick(exclude);
+    const hasher = this.hasher;
+    if (hasher !== null && req !== undefined && hasher.hash(req, remoteAddress, forwarded)) {
+      this.setCookie = hasher.setCookie;
+      return hashLb.pickHash(hasher.hi, hasher.lo);
+    }
+    this.setCookie = null;
+    return hashLb.pick();
+  }
+
+  /** Outlier detection: an HTTP status from an endpoint. */
+  reportStatus(ep: UpstreamEndpoint, status: number): void {
+    this.state.outlier?.httpStatus(ep.health, status);
+  }
+
+  /** Outlier detection: a connect failure, reset or timeout at an endpoint. */
+  reportFailure(ep: UpstreamEndpoint, kind: LocalFailure): void {
+    this.state.outlier?.localFailure(ep.health, kind);
+  }
+
+  /** Hosts not ejected, or all of them in panic (fewer healthy than minHealthPercent), as Envoy balances. */
+  #rebuild(): void {
+    this.#generation = this.state.generation;
+    let eps = this.endpoints;
+    if (this.state.outlier !== null) {
+      const healthy = eps.filter((e) => !e.health.ejected);
+      const panic = healthy.length < eps.length && (100 * healthy.length) / eps.length < this.state.minHealthPercent;
+      if (!panic) eps = healthy;
+    }
+    if (this.lbPolicy === 'RING_HASH') this.#hashLb = new RingHash(eps, hostKey, this.#ringSize);
+    else if (this.lbPolicy === 'MAGLEV') this.#hashLb = new Maglev(eps, hostKey, this.#ringSize);
+    else this.#lb = createLoadBalancer(this.lbPolicy, eps);
   }
 }
 
@@ -54,6 +188,7 @@ interface PoolEntry {
 export class ClusterManager {
   #clusters = new Map<string, ClusterRuntime>();
   #pools = new Map<string, PoolEntry>();
+  #states = new Map<string, ClusterState>();
   /** Endpoint objects by cluster+address, reused across versions so in-flight counts stay right. */
   #endpoints = new Map<string, UpstreamEndpoint>();
 
@@ -70,11 +205,16 @@ export class ClusterManager {
     const clusters = new Map<string, ClusterRuntime>();
     const usedPools = new Set<string>();
     const endpoints = new Map<string, UpstreamEndpoint>();
+    const states = new Map<string, ClusterState>();
     for (const cluster of snapshot.clusters.values()) {
       const cla = snapshot.endpoints.get(cluster.name);
-      const eps = this.#buildEndpoints(cluster, cla, usedPools, endpoints);
-      clusters.set(cluster.name, new ClusterRuntime(cluster, eps));
+      const state = this.#states.get(cluster.name) ?? new ClusterState();
+      states.set(cluster.name, state);
+      const eps = this.#buildEndpoints(cluster, cla, usedPools, endpoints, state);
+      clusters.set(cluster.name, new ClusterRuntime(cluster, eps, state));
     }
+    for (const [name, state] of this.#states) if (!states.has(name)) state.close();
+    this.#states = states;
     this.#clusters = clusters;
     this.#endpoints = endpoints;
     for (const [key, entry] of this.#pools) {
@@ -84,15 +224,18 @@ export class ClusterManager {
     }
   }
 
-  #buildEndpoints(cluster: Cluster, cla: ClusterLoadAssignment | undefined, usedPools: Set<string>, out: Map<string, UpstreamEndpoint>): UpstreamEndpoint[] {
+  #buildEndpoints(cluster: Cluster, cla: ClusterLoadAssignment | undefined, usedPools: Set<string>, out: Map<string, UpstreamEndpoint>, state: ClusterState): UpstreamEndpoint[] {
     const list: UpstreamEndpoint[] = [];
     const poolOpts = poolOptions(cluster);
+    const hostPorts = new Set<string>();
     for (const locality of cla?.endpoints ?? []) {
       for (const lbe of locality.lb_endpoints) {
         const { address, port_value: port } = lbe.endpoint.address.socket_address;
         const meta = lbe.metadata.filter_metadata.istio;
         const hostPort = address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
-        const poolKey = `${hostPort}|${poolOpts.key}`;
+        hostPorts.add(hostPort);
+        // A connection limit is the cluster's own (Envoy pools per cluster): no sharing then.
+        const poolKey = poolOpts.limited ? `${hostPort}|${poolOpts.key}|${cluster.name}` : `${hostPort}|${poolOpts.key}`;
         usedPools.add(poolKey);
         let entry = this.#pools.get(poolKey);
         if (!entry) {
@@ -102,33 +245,69 @@ export class ClusterManager {
         const epKey = `${cluster.name}|${poolKey}|${lbe.load_balancing_weight}|${meta.workload}|${JSON.stringify(meta.labels)}`;
         let ep = this.#endpoints.get(epKey);
         if (!ep || ep.pool !== entry.pool) {
-          ep = { address, port, hostPort, weight: Math.max(1, lbe.load_balancing_weight), labels: meta.labels, workload: meta.workload, namespace: meta.namespace, pool: entry.pool, active: 0 };
+          ep = { address, port, hostPort, weight: Math.max(1, lbe.load_balancing_weight), labels: meta.labels, workload: meta.workload, namespace: meta.namespace, pool: entry.pool, active: 0, health: state.health(hostPort) };
         }
         out.set(epKey, ep);
         list.push(ep);
       }
     }
+    state.configure(cluster, hostPorts);
+    for (const ep of list) ep.health = state.health(ep.hostPort);
     return list;
   }
 
-  /** Summaries for the admin `/clusters` page. */
-  summary(): Array<{ name: string; lb_policy: string; endpoints: Array<{ address: string; weight: number; active: number; labels: Record<string, string> }> }> {
-    return [...this.#clusters.values()].map((c) => ({
-      name: c.name,
-      lb_policy: c.lbPolicy,
-      endpoints: c.endpoints.map((e) => ({ address: e.hostPort, weight: e.weight, active: e.active, labels: { ...e.labels } })),
-    }));
+  /** Summaries for the admin `/clusters` page, with Envoy's names for health flags and counters. */
+  summary(): ClusterSummary[] {
+    return [...this.#clusters.values()].map((c) => {
+      const b = c.breaker;
+      const od = c.state.outlier;
+      return {
+        name: c.name,
+        lb_policy: c.lbPolicy,
+        circuit_breakers: {
+          max_connections: b.maxConnections || 4294967295,
+          max_pending_requests: b.maxPending,
+          max_requests: b.maxRequests,
+          max_retries: b.maxRetries,
+          rq_active: b.active,
+          rq_pending_active: b.pending,
+          rq_retry_active: b.retries,
+          upstream_rq_pending_overflow: b.pendingOverflow,
+          upstream_rq_overflow: b.requestOverflow,
+          upstream_rq_retry_overflow: b.retryOverflow,
+        },
+        ...(od ? { outlier_detection: { ejections_active: od.ejectedCount, ejections_enforced_total: od.ejectionsEnforced, ejections_overflow: od.ejectionsOverflow } } : {}),
+        endpoints: c.endpoints.map((e) => ({
+          address: e.hostPort,
+          weight: e.weight,
+          active: e.active,
+          labels: { ...e.labels },
+          health_flags: e.health.ejected ? '/failed_outlier_check' : 'healthy',
+          ejections: e.health.numEjections,
+        })),
+      };
+    });
   }
 
   async close(): Promise<void> {
     const pools = [...this.#pools.values()];
     this.#pools.clear();
     this.#clusters.clear();
+    for (const s of this.#states.values()) s.close();
+    this.#states.clear();
     await Promise.all(pools.map((p) => p.pool.destroy().catch(() => undefined)));
   }
 }
 
-function poolOptions(cluster: Cluster): { key: string; options: Pool.Options } {
+export interface ClusterSummary {
+  name: string;
+  lb_policy: string;
+  circuit_breakers: Record<string, number>;
+  outlier_detection?: { ejections_active: number; ejections_enforced_total: number; ejections_overflow: number };
+  endpoints: Array<{ address: string; weight: number; active: number; labels: Record<string, string>; health_flags: string; ejections: number }>;
+}
+
+function poolOptions(cluster: Cluster): { key: string; options: Pool.Options; limited: boolean } {
   const connectTimeout = Math.max(1, Math.round(durationToMs(cluster.connect_timeout)));
   const idle = durationToMs(cluster.common_http_protocol_options.idle_timeout);
   const keepAliveTimeout = Math.max(1, Math.min(UPSTREAM_KEEPALIVE_MS, idle || UPSTREAM_KEEPALIVE_MS));
@@ -144,7 +323,11 @@ function poolOptions(cluster: Cluster): { key: string; options: Pool.Options } {
     // Large enough for any header block an upstream should send; undici's default is 16 KiB.
     maxHeaderSize: 64 * 1024,
   };
-  if (maxRequests > 0) options.maxRequestsPerClient = maxRequests;
-  if (maxConnections > 0 && maxConnections < 4294967295) options.connections = maxConnections;
-  return { key: `${connectTimeout}|${keepAliveTimeout}|${maxRequests}|${maxConnections}`, options };
+  // undici lets a socket carry maxRequestsPerClient + 1 requests (it marks the socket for closing only
+  // once its counter has reached the limit): N - 1 gives N. N = 1 cannot be said that way; the
+  // exchange sends those requests with `reset` (see ClusterRuntime.closeAfterEachRequest).
+  if (maxRequests > 1) options.maxRequestsPerClient = maxRequests - 1;
+  const limited = maxConnections > 0 && maxConnections < 4294967295;
+  if (limited) options.connections = maxConnections;
+  return { key: `${connectTimeout}|${keepAliveTimeout}|${maxRequests}|${maxConnections}`, options, limited };
 }

@@ -197,8 +197,17 @@ describe('resolve: Istio resources to an xDS-shaped snapshot', () => {
 
 describe('resolve: DestinationRule settings not enforced yet are reported', () => {
   it('warns once per field, at its line', () => {
-    const yaml = BOOKINFO.replace('    connectionPool: {tcp: {connectTimeout: 250ms}}\n', '    connectionPool: {tcp: {connectTimeout: 250ms}}\n    outlierDetection: {consecutive5xxErrors: 3}\n');
+    const yaml = BOOKINFO.replace('    connectionPool: {tcp: {connectTimeout: 250ms}}\n', '    connectionPool: {tcp: {connectTimeout: 250ms}}\n    loadBalancer: {localityLbSetting: {enabled: true}}\n');
     const w = snap(yaml).warnings.map((p) => `${p.line}: ${p.path}: ${p.message}`);
-    expect(w).toEqual(['39: spec.trafficPolicy.outlierDetection: outlier detection is not implemented by Gatehouse yet; ignored']);
+    expect(w).toEqual(['39: spec.trafficPolicy.loadBalancer.localityLbSetting: locality load balancing is not implemented by Gatehouse yet; ignored']);
+  });
+
+  it('translates outlier detection as Istio does (legacy consecutiveErrors = gateway errors; maxEjectionPercent 0 = Envoy default)', () => {
+    const yaml = BOOKINFO.replace('    connectionPool: {tcp: {connectTimeout: 250ms}}\n', '    connectionPool: {tcp: {connectTimeout: 250ms}}\n    outlierDetection: {consecutiveErrors: 3, maxEjectionPercent: 0, minHealthPercent: 30}\n');
+    const s = snap(yaml);
+    expect(s.warnings).toEqual([]);
+    const c = s.clusters.get('outbound|9080||reviews.default.svc.cluster.local')!;
+    expect(c.outlier_detection).toMatchObject({ consecutive_gateway_failure: 3, enforcing_consecutive_gateway_failure: 100, enforcing_consecutive_5xx: 0, max_ejection_percent: 10 });
+    expect(c.metadata.filter_metadata.istio.min_health_percent).toBe(30);
   });
 });
