@@ -8,6 +8,7 @@ import { loadConfig } from './config/pipeline.js';
 import { formatProblem, type Problem } from './config/types.js';
 import { resolve } from './controlplane/resolve.js';
 import { ConfigError, Gateway, type RunOptions } from './gateway.js';
+import { checkCertificates } from './tls/check.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from './telemetry/log.js';
 
 export const USAGE = `Usage:
@@ -168,6 +169,7 @@ function validateCommand(args: string[]): number {
   const namespace = values.namespace ?? 'istio-system';
   const result = loadConfig({ paths: positionals, meshConfigFile: values['mesh-config'], gatewayNamespace: namespace, labels });
   const problems: Problem[] = [...result.problems];
+  if (result.config) problems.push(...checkCertificates(result.config.resources, { namespace, labels, allGateways: values.labels === undefined }));
   if (result.config) {
     // Translation warnings: what the gateway cannot honour. Without --labels, every Gateway counts.
     const s = resolve(result.config.resources, { labels, namespace, bind: '0.0.0.0', mesh: result.config.mesh, allGateways: values.labels === undefined });

@@ -9,6 +9,9 @@ import type { Snapshot } from './controlplane/snapshot.js';
 import { DataPlane } from './ingress/data-plane.js';
 import type { Logger } from './telemetry/log.js';
 import { IstioMetrics } from './telemetry/metrics.js';
+import { AcmeManager } from './tls/acme.js';
+import { checkCertificates } from './tls/check.js';
+import { CertFileWatcher } from './tls/file-watch.js';
 
 export interface RunOptions {
   configPaths: string[];
@@ -39,6 +42,13 @@ export class Gateway {
   readonly dataPlane: DataPlane;
   #admin: AdminServer | null = null;
   #watcher: ConfigWatcher | null = null;
+  readonly #acme: AcmeManager;
+  /** The certificate files the configuration names (outside the config folders). */
+  readonly #certWatcher = new CertFileWatcher(() => {
+    this.#certsChanged = true;
+    void this.reload();
+  });
+  #certsChanged = false;
   #config: ConfigSet | null = null;
   #snapshot: Snapshot | null = null;
   #seq = 0;
@@ -52,7 +62,8 @@ export class Gateway {
     this.#opts = opts;
     this.#log = log;
     this.metrics = new IstioMetrics({ labels: opts.labels, namespace: opts.namespace });
-    this.dataPlane = new DataPlane(this.metrics, log.child({ stage: 'ingress' }));
+    this.#acme = new AcmeManager({ log: log.child({ stage: 'acme' }), registry: this.metrics.registry });
+    this.dataPlane = new DataPlane(this.metrics, log.child({ stage: 'ingress' }), { acme: this.#acme });
   }
 
   get ready(): boolean {
@@ -77,18 +88,29 @@ export class Gateway {
       this.adminPort = await this.#admin.listen(o.adminPort, o.adminBind);
       this.#log.info({ port: this.adminPort, bind: o.adminBind }, 'admin listening');
     }
-    const result = loadConfig({ paths: o.configPaths, meshConfigFile: o.meshConfigFile, gatewayNamespace: o.namespace, labels: o.labels });
+    const result = this.#load();
     this.#logWarnings(result.problems);
     if (!result.config) throw new ConfigError('invalid configuration', result.problems.filter((p) => p.severity === 'error'));
     const snapshot = this.#resolve(result.config);
     const applied = await this.dataPlane.apply(snapshot);
     if (applied.errors.length > 0) throw new Error(applied.errors.join('; '));
+    await this.#certWatcher.set(this.dataPlane.secretFiles());
     this.#config = result.config;
     this.#snapshot = snapshot;
     this.#ready = true;
     this.#log.info({ version: snapshot.version, listeners: snapshot.listeners.length, clusters: snapshot.clusters.size }, 'configuration applied');
     this.#watcher = new ConfigWatcher(o.configPaths, () => void this.reload());
     await this.#watcher.ready();
+  }
+
+  /** The config pipeline plus the certificate checks (files and Secrets must load and match). */
+  #load(): ReturnType<typeof loadConfig> {
+    const o = this.#opts;
+    const result = loadConfig({ paths: o.configPaths, meshConfigFile: o.meshConfigFile, gatewayNamespace: o.namespace, labels: o.labels });
+    if (!result.config) return result;
+    const certProblems = checkCertificates(result.config.resources, { namespace: o.namespace, labels: o.labels });
+    if (certProblems.length === 0) return result;
+    return { problems: [...result.problems, ...certProblems] };
   }
 
   #resolve(config: ConfigSet): Snapshot {
@@ -125,8 +147,9 @@ export class Gateway {
   async #reloadOnce(): Promise<void> {
     if (this.#draining) return;
     const started = performance.now();
-    const o = this.#opts;
-    const result = loadConfig({ paths: o.configPaths, meshConfigFile: o.meshConfigFile, gatewayNamespace: o.namespace, labels: o.labels });
+    const certsChanged = this.#certsChanged;
+    this.#certsChanged = false;
+    const result = this.#load();
     if (!result.config) {
       const errors = result.problems.filter((p) => p.severity === 'error');
       for (const p of errors) this.#log.error({ problem: formatProblem(p) }, 'config problem');
@@ -134,7 +157,8 @@ export class Gateway {
       return;
     }
     if (result.config.hash === this.#config?.hash) {
-      this.#log.debug('configuration unchanged');
+      if (certsChanged) this.dataPlane.refreshSecrets();
+      else this.#log.debug('configuration unchanged');
       return;
     }
     this.#logWarnings(result.problems);
@@ -144,7 +168,8 @@ export class Gateway {
       const s = resolve(result.config.resources, { labels: o2.labels, namespace: o2.namespace, bind: o2.bind, mesh: result.config.mesh });
       if (s.hash === this.#snapshot?.hash) {
         this.#config = result.config;
-        this.#log.info('configuration changed, resolved config unchanged; nothing to apply');
+        if (certsChanged) this.dataPlane.refreshSecrets();
+        else this.#log.info('configuration changed, resolved config unchanged; nothing to apply');
         return;
       }
       snapshot = this.#resolve(result.config);
@@ -154,6 +179,8 @@ export class Gateway {
     }
     const applied = await this.dataPlane.apply(snapshot);
     for (const e of applied.errors) this.#log.error({ error: e }, 'listener could not be opened');
+    if (certsChanged) this.dataPlane.refreshSecrets();
+    await this.#certWatcher.set(this.dataPlane.secretFiles());
     this.#config = result.config;
     this.#snapshot = snapshot;
     this.#log.info({ version: snapshot.version, ms: Math.round(performance.now() - started) }, 'configuration applied');
@@ -165,6 +192,8 @@ export class Gateway {
     this.#draining = true;
     this.#log.info({ drainMs }, 'draining');
     await this.#watcher?.close();
+    await this.#certWatcher.close();
+    this.#acme.close();
     await this.dataPlane.close(drainMs);
     await this.#admin?.close();
     this.#log.info('stopped');

@@ -2,7 +2,7 @@
 // xDS sync state. Off the hot path, so plain node:http.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Snapshot } from '../controlplane/snapshot.js';
+import type { Secret, Snapshot } from '../controlplane/snapshot.js';
 import type { Registry } from 'prom-client';
 
 export interface AdminSources {
@@ -20,7 +20,14 @@ export interface AdminSources {
 
 const TYPE = 'type.googleapis.com/envoy.admin.v3.';
 
-/** Envoy-shaped config dump of a snapshot (secrets without private keys: none are held yet). */
+/** A secret as config_dump shows it: Envoy prints `[redacted]` in place of private keys. */
+function redactSecret(secret: Secret): Secret {
+  const t = secret.tls_certificate;
+  if (!t) return secret;
+  return { ...secret, tls_certificate: { certificate_chain: t.certificate_chain, private_key: t.private_key.filename ? { filename: t.private_key.filename } : { inline_string: '[redacted]' } } };
+}
+
+/** Envoy-shaped config dump of a snapshot (secrets without private keys). */
 export function configDump(s: Snapshot | null): unknown {
   const version_info = s?.version ?? '';
   return {
@@ -44,7 +51,10 @@ export function configDump(s: Snapshot | null): unknown {
         '@type': `${TYPE}EndpointsConfigDump`,
         dynamic_endpoint_configs: [...(s?.endpoints.values() ?? [])].map((endpoint_config) => ({ version_info, endpoint_config })),
       },
-      { '@type': `${TYPE}SecretsConfigDump`, dynamic_active_secrets: [] },
+      {
+        '@type': `${TYPE}SecretsConfigDump`,
+        dynamic_active_secrets: [...(s?.secrets?.values() ?? [])].map((secret) => ({ name: secret.name, version_info, secret: redactSecret(secret) })),
+      },
     ],
   };
 }

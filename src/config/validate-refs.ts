@@ -223,6 +223,8 @@ export function crossCheck(accepted: readonly Resource[], opts: CrossCheckOption
       const t = asObj(sv.tls);
       const mode = asStr(t.mode) ?? 'PASSTHROUGH';
       if (!['SIMPLE', 'MUTUAL', 'OPTIONAL_MUTUAL'].includes(mode)) return;
+      // ACME Gateways (controlplane/gateway-tls.ts): credentialName names the issued certificate.
+      if (mode === 'SIMPLE' && g.metadata.annotations?.['gatehouse.io/acme-directory']) return;
       const creds: Array<[FieldPath, string]> = [];
       if (typeof t.credentialName === 'string') creds.push([['spec', 'servers', i, 'tls', 'credentialName'], t.credentialName]);
       asArr(t.credentialNames).forEach((c, j) => typeof c === 'string' && creds.push([['spec', 'servers', i, 'tls', 'credentialNames', j], c]));

@@ -2,7 +2,9 @@
 // semantics: gateway selection, VirtualService binding and merge order, host completion, cluster
 // naming, DestinationRule policy merging, ServiceEntry/WorkloadEntry endpoints, Istio's defaults.
 // Pure: same resources and options in, equal snapshot (and hash) out.
-import { createHash } from 'node:crypto';
+import { X509Certificate, createHash, createPrivateKey } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
 import { completeHost, hostMatches, serviceNameAndNamespace } from '../config/hosts.js';
 import { parseDurationMs } from '../config/duration.js';
 import type {
@@ -22,6 +24,7 @@ import type {
   WorkloadEntrySpec,
 } from '../config/types.js';
 import { formatPath, resourceId } from '../config/types.js';
+import { secretIndex, serverHostNames, serverTls, TERMINATING_MODES } from './gateway-tls.js';
 import {
   clusterName,
   durationFromMs,
@@ -45,6 +48,7 @@ import {
   type RouteAction,
   type RouteConfiguration,
   type RouteMatch,
+  type Secret,
   type Snapshot,
   type StringMatcher,
   type VirtualHost,
@@ -86,7 +90,7 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
   const serviceEntries = byKind('ServiceEntry') as Array<Resource<ServiceEntrySpec>>;
   const workloadEntries = byKind('WorkloadEntry') as Array<Resource<WorkloadEntrySpec>>;
 
-  const warn = (r: Resource, path: Array<string | number>, message: string): void => {
+  const warn = (r: Resource, path: ReadonlyArray<string | number>, message: string): void => {
     warnings.push({ file: r.source.file, line: r.source.lineOf(path), resource: resourceId(r), path: formatPath(path), message, severity: 'warning' });
   };
 
@@ -155,6 +159,8 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
 
   const listeners: Listener[] = [];
   const routes = new Map<string, RouteConfiguration>();
+  const secrets = new Map<string, Secret>();
+  const secretsByName = secretIndex(resources);
   const usedClusters = new Set<string>();
 
   for (const [port, servers] of [...byPort].sort((a, b) => a[0] - b[0])) {
@@ -178,6 +184,35 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
         filters: [{ name: 'envoy.filters.network.http_connection_manager', typed_config: httpConnectionManager(routeName, opts.mesh) }],
       });
       routes.set(routeName, buildRouteConfiguration(routeName, port, kept));
+    } else if (protocol === 'HTTPS') {
+      // One filter chain per terminating server, selected by SNI. Deviation from Istio (one RDS
+      // table per server): all HTTPS servers of a port share one route table, `https.<port>`,
+      // keyed by Host like the plaintext ones; the SNI only picks the certificate.
+      const httpsRoute = `https.${port}`;
+      const served: BoundServer[] = [];
+      for (const s of kept) {
+        const mode = s.server.tls?.mode ?? 'PASSTHROUGH';
+        const tlsPath = ['spec', 'servers', s.index, 'tls', 'mode'];
+        if (!TERMINATING_MODES.includes(mode)) {
+          warn(s.gw, tlsPath, `tls mode ${mode} on an HTTPS server is not supported by Gatehouse yet; this server is not served`);
+          continue;
+        }
+        const t = serverTls(s.gw, s.server, s.index, secretsByName, opts.namespace);
+        for (const n of t.notes) warn(s.gw, n.path, n.message);
+        // A missing Secret or CA is reported by validation; the server cannot be served without it.
+        if (!t.context || !t.cert) continue;
+        secrets.set(t.cert.secret.name, t.cert.secret);
+        if (t.ca) secrets.set(t.ca.secret.name, t.ca.secret);
+        const names = serverHostNames(s.server);
+        listener.filter_chains.push({
+          ...(names.includes('*') ? {} : { filter_chain_match: { server_names: names } }),
+          transport_socket: { name: 'envoy.transport_sockets.tls', typed_config: t.context },
+          filters: [{ name: 'envoy.filters.network.http_connection_manager', typed_config: httpConnectionManager(httpsRoute, opts.mesh) }],
+          metadata: { filter_metadata: { istio: { server: `${resourceId(s.gw)}#${s.server.name ?? s.index}`, tls_mode: t.mode } } },
+        });
+        served.push(s);
+      }
+      if (served.length > 0) routes.set(httpsRoute, buildRouteConfiguration(httpsRoute, port, served));
     }
     listeners.push(listener);
   }
@@ -213,7 +248,7 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
             if (hostMatches(serverHost, vh)) hosts.add(vh);
             else if (hostMatches(vh, serverHost)) hosts.add(serverHost);
           }
-          if (s.server.tls?.httpsRedirect) for (const h of hosts) redirectHosts.add(h);
+          if (s.server.tls?.httpsRedirect && s.protocol !== 'HTTPS') for (const h of hosts) redirectHosts.add(h);
         }
       }
       if (hosts.size === 0) continue;
@@ -420,7 +455,6 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
 
   // DestinationRule settings the data plane does not enforce yet: said once per rule, not dropped silently.
   const UNENFORCED: Array<[Array<string>, string]> = [
-    [['tls'], 'TLS origination is not implemented by Gatehouse yet; plain HTTP is sent'],
     [['loadBalancer', 'localityLbSetting'], 'locality load balancing is not implemented by Gatehouse yet; ignored'],
   ];
   for (const dr of destinationRules) {
@@ -532,18 +566,71 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
       };
       cluster.metadata.filter_metadata.istio.min_health_percent = od.minHealthPercent ?? 0;
     }
+    // HTTP/2 upstreams (h2c, or h2 over TLS), as Istio decides: service ports with protocol GRPC,
+    // GRPC-WEB or HTTP2, and HTTP ports whose DestinationRule sets h2UpgradePolicy UPGRADE.
+    const portProtocol = svc.ports.find((p) => p.number === port)?.protocol ?? 'TCP';
+    if (portProtocol === 'GRPC' || portProtocol === 'GRPC-WEB' || portProtocol === 'HTTP2' || (portProtocol === 'HTTP' && http?.h2UpgradePolicy === 'UPGRADE')) {
+      cluster.http2_protocol_options = http?.maxConcurrentStreams && http.maxConcurrentStreams > 0 ? { max_concurrent_streams: http.maxConcurrentStreams } : {};
+    }
     const tls = policy?.tls;
+    const dr = tls ? drForHost(svc.host) : undefined;
+    // Problems with the rule's tls block, reported once per rule and field (many clusters share it).
+    const tlsWarn = (field: string | null, message: string): void => {
+      if (!dr) return;
+      const spec = dr.spec;
+      const found: Array<[Array<string | number>, TrafficPolicy | undefined]> = [[['spec', 'trafficPolicy'], spec.trafficPolicy]];
+      (spec.trafficPolicy?.portLevelSettings ?? []).forEach((pl, i) => found.push([['spec', 'trafficPolicy', 'portLevelSettings', i], pl]));
+      (spec.subsets ?? []).forEach((sub, i) => {
+        found.push([['spec', 'subsets', i, 'trafficPolicy'], sub.trafficPolicy]);
+        (sub.trafficPolicy?.portLevelSettings ?? []).forEach((pl, j) => found.push([['spec', 'subsets', i, 'trafficPolicy', 'portLevelSettings', j], pl]));
+      });
+      const base = found.find(([, tp]) => tp?.tls === tls)?.[0] ?? ['spec', 'trafficPolicy'];
+      const path = field ? [...base, 'tls', field] : [...base, 'tls'];
+      const id = resourceId(dr);
+      if (!warnings.some((w) => w.resource === id && w.path === formatPath(path) && w.message === message)) warn(dr, path, message);
+    };
+    if (tls?.mode === 'ISTIO_MUTUAL') tlsWarn('mode', 'ISTIO_MUTUAL needs the mesh workload certificate, which Gatehouse does not have yet; plain HTTP is sent');
     if (tls && (tls.mode === 'SIMPLE' || tls.mode === 'MUTUAL')) {
+      if (tls.credentialName) tlsWarn('credentialName', 'credentialName is not supported for TLS origination yet (use clientCertificate/privateKey/caCertificates files)');
+      if (tls.caCrl) tlsWarn('caCrl', 'caCrl is not enforced by Gatehouse yet; ignored');
+      // Certificate paths are relative to the DestinationRule's YAML file, like Gateway certificates.
+      const file = (p: string): string => (dr && !isAbsolute(p) ? resolvePath(dirname(dr.source.file), p) : p);
+      // Unusable files are reported here, at config time, not by each request (those fail with 503 UF).
+      const readPem = (field: string, p: string, kind: 'cert' | 'key'): string | null => {
+        let text: string;
+        try {
+          text = readFileSync(p, 'utf8');
+        } catch (err) {
+          tlsWarn(field, `cannot read ${p} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); connections to this destination fail`);
+          return null;
+        }
+        try {
+          if (kind === 'cert') new X509Certificate(text);
+          else createPrivateKey(text);
+          return text;
+        } catch {
+          tlsWarn(field, `${p} is not a PEM ${kind === 'cert' ? 'certificate' : 'private key'}; connections to this destination fail`);
+          return null;
+        }
+      };
+      const mutual = tls.mode === 'MUTUAL' && tls.clientCertificate && tls.privateKey;
+      const ca = tls.caCertificates ? file(tls.caCertificates) : undefined;
+      const cert = mutual ? file(tls.clientCertificate!) : undefined;
+      const key = mutual ? file(tls.privateKey!) : undefined;
+      if (ca) readPem('caCertificates', ca, 'cert');
+      if (cert && key) {
+        const c = readPem('clientCertificate', cert, 'cert');
+        const k = readPem('privateKey', key, 'key');
+        if (c && k && !new X509Certificate(c).checkPrivateKey(createPrivateKey(k))) tlsWarn('privateKey', `${key} does not match the client certificate ${cert}; connections to this destination fail`);
+      }
       cluster.transport_socket = {
         name: 'envoy.transport_sockets.tls',
         typed_config: {
           ...(tls.sni ? { sni: tls.sni } : {}),
           common_tls_context: {
-            ...(tls.mode === 'MUTUAL' && tls.clientCertificate && tls.privateKey
-              ? { tls_certificates: [{ certificate_chain: { filename: tls.clientCertificate }, private_key: { filename: tls.privateKey } }] }
-              : {}),
+            ...(cert && key ? { tls_certificates: [{ certificate_chain: { filename: cert }, private_key: { filename: key } }] } : {}),
             validation_context: {
-              ...(tls.caCertificates ? { trusted_ca: { filename: tls.caCertificates } } : {}),
+              ...(ca ? { trusted_ca: { filename: ca } } : {}),
               ...(tls.subjectAltNames ? { match_subject_alt_names: tls.subjectAltNames.map((exact) => ({ exact })) } : {}),
             },
           },
@@ -582,9 +669,9 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
     };
   }
 
-  const body = { listeners, routes: [...routes.values()], clusters: [...clusters.values()], endpoints: [...endpoints.values()], mesh: opts.mesh };
+  const body = { listeners, routes: [...routes.values()], clusters: [...clusters.values()], endpoints: [...endpoints.values()], secrets: [...secrets.values()], mesh: opts.mesh };
   const hash = createHash('sha256').update(JSON.stringify(body)).digest('hex').slice(0, 16);
-  return deepFreeze({ version: hash, hash, listeners, routes, clusters, endpoints, mesh: opts.mesh, warnings });
+  return deepFreeze({ version: hash, hash, listeners, routes, clusters, endpoints, secrets, mesh: opts.mesh, warnings });
 }
 
 // ---- Pure helpers ---------------------------------------------------------------------------
@@ -630,7 +717,7 @@ function listenerProtocol(server: GatewayServer): ListenerProtocol {
 function httpConnectionManager(routeName: string, mesh: MeshConfig): Listener['filter_chains'][number]['filters'][number]['typed_config'] {
   return {
     '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
-    stat_prefix: 'outbound_0.0.0.0_' + routeName.slice(5),
+    stat_prefix: 'outbound_0.0.0.0_' + routeName.slice(routeName.indexOf('.') + 1),
     rds: { route_config_name: routeName, config_source: { ads: {}, resource_api_version: 'V3' } },
     http_filters: [{ name: 'envoy.filters.http.router' }],
     use_remote_address: true,

@@ -43,7 +43,68 @@ export interface NetworkFilter {
 export interface FilterChain {
   name?: string;
   filter_chain_match?: { server_names?: string[] };
+  /** TLS termination (HTTPS servers): one chain per Gateway server, selected by SNI. */
+  transport_socket?: { name: 'envoy.transport_sockets.tls'; typed_config: DownstreamTlsContext };
   filters: NetworkFilter[];
+  /** Istio facts: the Gateway server this chain serves (`Gateway/ns/name#server`) and its TLS mode. */
+  metadata?: { filter_metadata: { istio: { server: string; tls_mode?: string } } };
+}
+
+// ---- TLS and secrets (SDS) ------------------------------------------------------------------
+
+/** Envoy's TLS version enum, as Istio maps minProtocolVersion / maxProtocolVersion. */
+export type TlsVersion = 'TLS_AUTO' | 'TLSv1_0' | 'TLSv1_1' | 'TLSv1_2' | 'TLSv1_3';
+
+/** A secret fetched over SDS (ADS), by the name Istio gives it. */
+export interface SdsSecretConfig {
+  name: string;
+  sds_config: { ads: Record<string, never>; resource_api_version: 'V3' };
+}
+
+export interface DownstreamTlsContext {
+  '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext';
+  common_tls_context: {
+    tls_params?: { tls_minimum_protocol_version?: TlsVersion; tls_maximum_protocol_version?: TlsVersion; cipher_suites?: string[] };
+    alpn_protocols: string[];
+    tls_certificate_sds_secret_configs: SdsSecretConfig[];
+    /** MUTUAL / OPTIONAL_MUTUAL: the CA secret and the SANs a client certificate must carry. */
+    combined_validation_context?: {
+      default_validation_context: { match_subject_alt_names?: Array<{ exact: string }> };
+      validation_context_sds_secret_config: SdsSecretConfig;
+    };
+  };
+  /** true for MUTUAL; OPTIONAL_MUTUAL verifies a certificate only when the client presents one. */
+  require_client_certificate: boolean;
+}
+
+/** Envoy's DataSource: a file the data plane reads (and watches), or the PEM text itself. */
+export interface DataSource {
+  filename?: string;
+  inline_string?: string;
+}
+
+/**
+ * An SDS secret, named as Istio names them: `kubernetes://<credentialName>` (a Secret in the
+ * gateway's namespace; `kubernetes://<ns>/<name>` in the Gateway's), `file-cert:<cert>~<key>`,
+ * `file-root:<ca>`, and `<...>-cacert` for the CA of a credential.
+ */
+export interface Secret {
+  name: string;
+  tls_certificate?: { certificate_chain: DataSource; private_key: DataSource };
+  validation_context?: { trusted_ca: DataSource };
+  /**
+   * Gatehouse extension: the certificate comes from an ACME directory (Gateway annotation
+   * `gatehouse.io/acme-directory`) for these hosts, not from the config.
+   */
+  acme?: AcmeSecretSource;
+}
+
+export interface AcmeSecretSource {
+  directory_url: string;
+  email?: string;
+  hosts: string[];
+  /** PEM file trusted for the directory's HTTPS (a test CA such as pebble's), absolute. */
+  ca_file?: string;
 }
 
 export interface Listener {
@@ -280,6 +341,11 @@ export interface Cluster {
   circuit_breakers: { thresholds: CircuitBreakerThresholds[] };
   outlier_detection?: OutlierDetectionConfig;
   common_http_protocol_options: { idle_timeout: Duration; max_requests_per_connection: number };
+  /**
+   * Present when the upstream speaks HTTP/2 (h2c, or h2 over TLS): service ports with protocol
+   * GRPC, GRPC-WEB or HTTP2, or a DestinationRule h2UpgradePolicy UPGRADE, as Istio sets it.
+   */
+  http2_protocol_options?: { max_concurrent_streams?: number };
   transport_socket?: { name: 'envoy.transport_sockets.tls'; typed_config: UpstreamTlsContext };
   metadata: { filter_metadata: { istio: ClusterIstioMetadata } };
 }
@@ -315,6 +381,8 @@ export interface Snapshot {
   readonly routes: ReadonlyMap<string, RouteConfiguration>;
   readonly clusters: ReadonlyMap<string, Cluster>;
   readonly endpoints: ReadonlyMap<string, ClusterLoadAssignment>;
+  /** SDS secrets the listeners name; file sources are read (and watched) by the data plane. */
+  readonly secrets: ReadonlyMap<string, Secret>;
   readonly mesh: MeshConfig;
   /** Things the translation could not honour (reported by `validate` and logged), never silently dropped. */
   readonly warnings: readonly Problem[];

@@ -1,14 +1,21 @@
 // The local data plane: turns each snapshot into compiled route tables and cluster runtimes and
-// points the listeners at them. A config change is a reference swap; only a listener whose port
-// or protocol changed is opened or closed (a removed one drains its requests first).
+// points the listeners at them. A config change is a reference swap; only a listener whose port,
+// protocol or engine (plain HTTP, uWS TLS, node TLS) changed is opened or closed (a removed one
+// drains its requests first). Certificates are swapped in place: new handshakes get the new one.
 import type { Snapshot } from '../controlplane/snapshot.js';
 import { RouteTable } from '../routing/route-table.js';
 import { AccessLog } from '../telemetry/access-log.js';
 import type { Logger } from '../telemetry/log.js';
 import type { IstioMetrics } from '../telemetry/metrics.js';
+import { PrivateCertDir } from '../tls/cert-files.js';
+import { SecretStore, type AcmeProvider } from '../tls/secret-store.js';
 import { ClusterManager } from '../upstream/cluster-manager.js';
 import type { DataPlaneContext } from './exchange.js';
+import { H2Listener } from './h2-listener.js';
+import { needsNodeTls, tlsChains, type TlsChainSpec } from './https.js';
+import { NodeTlsBinding } from './node-tls.js';
 import { UwsHttpListener } from './uws-listener.js';
+import { UwsTlsBinding } from './uws-tls.js';
 
 /** How long a removed listener lets its requests finish before closing its connections. */
 export const LISTENER_DRAIN_MS = 5_000;
@@ -24,18 +31,64 @@ interface MutableContext {
   accessLog: AccessLog | null;
 }
 
+/** What the data plane needs of a listener, whatever its engine. */
+export interface ServedListener {
+  readonly bind: string;
+  readonly port: number;
+  readonly routeName: string;
+  table: RouteTable | undefined;
+  ctx: DataPlaneContext;
+  readonly listening: boolean;
+  readonly inflight: number;
+  listen(): Promise<void>;
+  close(drainMs: number): Promise<void>;
+}
+
+/** The TLS side of an HTTPS listener: its certificates by SNI, swapped in place. */
+export interface TlsBinding {
+  readonly listener: ServedListener;
+  update(chains: TlsChainSpec[]): void;
+  secretsChanged(): void;
+  /** Hashes of the certificates it serves (private files to keep). */
+  hashes(): string[];
+}
+
+type Engine = 'http' | 'uws-tls' | 'node-tls' | 'h2c';
+
+interface Entry {
+  engine: Engine;
+  listener: ServedListener;
+  tls?: TlsBinding;
+}
+
+interface Wanted {
+  bind: string;
+  routeName: string;
+  engine: Engine;
+  chains?: TlsChainSpec[];
+}
+
+export interface DataPlaneOptions {
+  /** Issues the certificates of ACME secrets (src/tls/acme.ts). */
+  acme?: AcmeProvider;
+}
+
 export class DataPlane {
   readonly clusters = new ClusterManager();
+  readonly secrets: SecretStore;
   readonly #log: Logger;
   readonly #ctx: MutableContext;
-  readonly #listeners = new Map<number, UwsHttpListener>();
+  readonly #listeners = new Map<number, Entry>();
+  #certDir: PrivateCertDir | null = null;
   #accessLogKey = '';
   #snapshot: Snapshot | null = null;
   #notServed = new Set<string>();
 
-  constructor(metrics: IstioMetrics, log: Logger) {
+  constructor(metrics: IstioMetrics, log: Logger, opts: DataPlaneOptions = {}) {
     this.#log = log;
     this.#ctx = { clusters: this.clusters, metrics, accessLog: null };
+    this.secrets = new SecretStore(log.child({ component: 'tls' }), metrics.registry, opts.acme);
+    this.secrets.onChange = () => this.#secretsChanged();
   }
 
   get snapshot(): Snapshot | null {
@@ -46,59 +99,142 @@ export class DataPlane {
     return this.#ctx;
   }
 
+  #notServedOnce(port: number, protocol: string, message: string): void {
+    const key = `${port}/${protocol}/${message}`;
+    if (this.#notServed.has(key)) return;
+    this.#notServed.add(key);
+    this.#log.warn({ port, protocol }, message);
+  }
+
   async apply(snapshot: Snapshot): Promise<ApplyResult> {
     const errors: string[] = [];
     const tables = new Map<string, RouteTable>();
     for (const [name, rc] of snapshot.routes) tables.set(name, new RouteTable(rc));
     this.clusters.update(snapshot);
     this.#updateAccessLog(snapshot);
+    await this.secrets.update(snapshot.secrets ?? new Map());
 
-    const wanted = new Map<number, { bind: string; routeName: string }>();
+    const wanted = new Map<number, Wanted>();
     for (const l of snapshot.listeners) {
       const protocol = l.metadata.filter_metadata.istio.protocol;
       const port = l.address.socket_address.port_value;
-      if (protocol !== 'HTTP') {
-        const key = `${port}/${protocol}`;
-        if (!this.#notServed.has(key)) {
-          this.#notServed.add(key);
-          this.#log.warn({ port, protocol }, `Gateway servers with protocol ${protocol} are not served by this version yet (HTTP only); port ${port} is not opened`);
-        }
+      const bind = l.address.socket_address.address;
+      if (protocol === 'HTTP') {
+        const rds = l.filter_chains[0]?.filters[0]?.typed_config.rds.route_config_name ?? `http.${port}`;
+        wanted.set(port, { bind, routeName: rds, engine: 'http' });
         continue;
       }
-      const rds = l.filter_chains[0]?.filters[0]?.typed_config.rds.route_config_name ?? `http.${port}`;
-      wanted.set(port, { bind: l.address.socket_address.address, routeName: rds });
+      if (protocol === 'HTTP2' || protocol === 'GRPC') {
+        // node:http2, plaintext: h2c with prior knowledge (gRPC clients) and HTTP/1.1 on one port.
+        const rds = l.filter_chains[0]?.filters[0]?.typed_config.rds.route_config_name ?? `http.${port}`;
+        wanted.set(port, { bind, routeName: rds, engine: 'h2c' });
+        continue;
+      }
+      if (protocol === 'HTTPS') {
+        const chains = tlsChains(l).filter((c) => {
+          if (this.secrets.certificate(c.certSecret) && (!c.caSecret || this.secrets.ca(c.caSecret))) return true;
+          this.#log.error({ port, server: c.server, secret: c.certSecret }, `no valid certificate for ${c.server}; its server names are not served`);
+          return false;
+        });
+        if (chains.length === 0) {
+          this.#notServedOnce(port, protocol, `no HTTPS server on port ${port} can be served (no terminating server with a valid certificate); port ${port} is not opened`);
+          continue;
+        }
+        const rds = l.filter_chains[0]?.filters[0]?.typed_config.rds.route_config_name ?? `https.${port}`;
+        wanted.set(port, { bind, routeName: rds, engine: needsNodeTls(chains) ? 'node-tls' : 'uws-tls', chains });
+        continue;
+      }
+      this.#notServedOnce(port, protocol, `Gateway servers with protocol ${protocol} are not served by this version yet; port ${port} is not opened`);
     }
 
-    // Remove first, so that a port moving between protocols can be re-bound.
+    // Remove first, so that a port moving between protocols or engines can be re-bound.
     const closing: Array<Promise<void>> = [];
-    for (const [port, listener] of this.#listeners) {
+    for (const [port, e] of this.#listeners) {
       const w = wanted.get(port);
-      if (w && w.bind === listener.bind) continue;
+      if (w && w.bind === e.listener.bind && w.engine === e.engine && w.routeName === e.listener.routeName) continue;
       this.#listeners.delete(port);
-      this.#log.info({ port }, 'closing listener (removed from config); draining its requests');
-      closing.push(listener.close(LISTENER_DRAIN_MS));
+      this.#log.info({ port }, 'closing listener (removed or changed in config); draining its requests');
+      closing.push(e.listener.close(LISTENER_DRAIN_MS));
     }
+    // A port that changed engine is bound again only once the old listener stopped accepting.
     for (const [port, w] of wanted) {
       const existing = this.#listeners.get(port);
       if (existing) {
-        existing.table = tables.get(w.routeName);
-        existing.ctx = this.#ctx;
+        existing.listener.table = tables.get(w.routeName);
+        existing.listener.ctx = this.#ctx;
+        if (w.chains) existing.tls?.update(w.chains);
         continue;
       }
-      const listener = new UwsHttpListener({ bind: w.bind, port, routeName: w.routeName, scheme: 'http' }, this.#ctx, tables.get(w.routeName));
-      listener.onError = (err) => this.#log.error({ err, port }, 'request handler failed; answered 500');
+      let entry: Entry;
       try {
-        await listener.listen();
-        this.#listeners.set(port, listener);
-        this.#log.info({ port, bind: w.bind }, 'listening (HTTP/1.1)');
+        entry = this.#create(port, w, tables.get(w.routeName));
       } catch (e) {
-        await listener.close(0);
+        errors.push(`port ${port}: ${(e as Error).message}`);
+        continue;
+      }
+      try {
+        await entry.listener.listen();
+        this.#listeners.set(port, entry);
+        this.#log.info({ port, bind: w.bind, engine: w.engine }, w.engine === 'http' ? 'listening (HTTP/1.1)' : w.engine === 'h2c' ? 'listening (h2c and HTTP/1.1, node:http2)' : `listening (HTTPS, ${w.engine === 'uws-tls' ? 'uWS' : 'node:http2'})`);
+      } catch (e) {
+        await entry.listener.close(0);
         errors.push((e as Error).message);
       }
     }
     this.#snapshot = snapshot;
+    this.#pruneCertFiles();
     if (closing.length > 0) void Promise.all(closing);
     return { errors };
+  }
+
+  #create(port: number, w: Wanted, table: RouteTable | undefined): Entry {
+    const opts = { bind: w.bind, port, routeName: w.routeName };
+    if (w.engine === 'http') {
+      const listener = new UwsHttpListener({ ...opts, scheme: 'http' }, this.#ctx, table);
+      listener.onError = (err) => this.#log.error({ err, port }, 'request handler failed; answered 500');
+      return { engine: 'http', listener };
+    }
+    if (w.engine === 'h2c') {
+      const listener = new H2Listener(opts, this.#ctx, table);
+      listener.onError = (err) => this.#log.error({ err, port }, 'request handler failed; answered 500');
+      return { engine: 'h2c', listener };
+    }
+    if (w.engine === 'uws-tls') {
+      this.#certDir ??= new PrivateCertDir();
+      const tls = new UwsTlsBinding(opts, this.#ctx, table, w.chains!, this.secrets, this.#certDir, this.#log);
+      tls.listener.onError = (err) => this.#log.error({ err, port }, 'request handler failed; answered 500');
+      return { engine: 'uws-tls', listener: tls.listener, tls };
+    }
+    const tls = new NodeTlsBinding(opts, this.#ctx, table, w.chains!, this.secrets, this.#log);
+    return { engine: 'node-tls', listener: tls.listener, tls };
+  }
+
+  /** Certificate files may have changed: re-read them and rotate what changed. */
+  refreshSecrets(): void {
+    if (this.secrets.refresh().size > 0) this.#secretsChanged();
+  }
+
+  /** Files the current certificates are read from (watched by the gateway). */
+  secretFiles(): string[] {
+    return this.secrets.files();
+  }
+
+  #secretsChanged(): void {
+    for (const e of this.#listeners.values()) {
+      try {
+        e.tls?.secretsChanged();
+      } catch (err) {
+        this.#log.error({ err, port: e.listener.port }, 'certificate rotation failed; the listener keeps its certificates');
+      }
+    }
+    this.#pruneCertFiles();
+  }
+
+  #pruneCertFiles(): void {
+    if (!this.#certDir) return;
+    const keep = new Set<string>();
+    for (const e of this.#listeners.values()) for (const h of e.tls?.hashes() ?? []) keep.add(h);
+    this.#certDir.prune(keep);
   }
 
   #updateAccessLog(snapshot: Snapshot): void {
@@ -112,17 +248,17 @@ export class DataPlane {
     if (old) setTimeout(() => old.close(), 1000).unref();
   }
 
-  /** True when every HTTP listener of the current snapshot is bound. */
+  /** True when every listener of the current snapshot is bound. */
   get allBound(): boolean {
-    for (const l of this.#listeners.values()) if (!l.listening) return false;
+    for (const e of this.#listeners.values()) if (!e.listener.listening) return false;
     return true;
   }
 
   listenersSummary(): Array<{ name: string; address: string; protocol: string; route_config: string; active_requests: number }> {
-    return [...this.#listeners.values()].map((l) => ({
+    return [...this.#listeners.values()].map(({ listener: l, engine }) => ({
       name: `${l.bind}_${l.port}`,
       address: `${l.bind}:${l.port}`,
-      protocol: 'HTTP/1.1',
+      protocol: engine === 'http' ? 'HTTP/1.1' : engine === 'h2c' ? 'HTTP/1.1, h2c' : engine === 'uws-tls' ? 'HTTPS (HTTP/1.1)' : 'HTTPS (HTTP/1.1, h2)',
       route_config: l.routeName,
       active_requests: l.inflight,
     }));
@@ -132,8 +268,9 @@ export class DataPlane {
   async close(drainMs: number): Promise<void> {
     const all = [...this.#listeners.values()];
     this.#listeners.clear();
-    await Promise.all(all.map((l) => l.close(drainMs)));
+    await Promise.all(all.map((e) => e.listener.close(drainMs)));
     await this.clusters.close();
     this.#ctx.accessLog?.close();
+    this.#certDir?.remove();
   }
 }

@@ -6,6 +6,7 @@ import type { Dispatcher } from 'undici';
 import { applyHeaderOps, pickCluster, type CompiledCors, type CompiledMirror, type CompiledRoute, type ForwardAction, type HeaderOps } from '../routing/route-table.js';
 import { getHeader, type RequestHead } from '../routing/request.js';
 import type { ClusterManager, ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manager.js';
+import { isTlsError } from '../upstream/tls-origination.js';
 import { OVERFLOW, OVERFLOW_REPLY, PENDING, type CircuitBreaker } from '../upstream/circuit-breaker.js';
 import type { IstioMetrics } from '../telemetry/metrics.js';
 import type { AccessLog } from '../telemetry/access-log.js';
@@ -68,6 +69,10 @@ export class Exchange {
   flags = '';
   requestBytes = 0;
   responseBytes = 0;
+  /** A gRPC request (content-type application/grpc or application/grpc+...), as Envoy tells them. */
+  readonly grpc: boolean;
+  /** gRPC: the status the client got (grpc-status of the response or its trailers), '' when none. */
+  grpcStatus = '';
 
   #action: ForwardAction | null = null;
   #cluster: ClusterRuntime | undefined;
@@ -109,6 +114,8 @@ export class Exchange {
     this.head = head;
     this.route = route;
     this.startedAt = performance.now();
+    const ct = getHeader(head, 'content-type');
+    this.grpc = ct !== undefined && ct.startsWith('application/grpc') && (ct.length === 16 || ct.charCodeAt(16) === 43 /* + */);
   }
 
   // ---- Entry points used by the engine ----
@@ -177,18 +184,39 @@ export class Exchange {
     this.#upstreamPath = this.head.query ? `${path}?${this.head.query}` : path;
     if (action.mirrors !== null) this.#chooseMirrors(action.mirrors);
 
-    if (action.timeoutMs > 0) this.#routeTimer = setTimeout(onRouteTimeout, action.timeoutMs, this);
+    let timeoutMs = action.timeoutMs;
+    if (this.grpc) {
+      // Istio sets Envoy's max_grpc_timeout to the route timeout (0: no limit): a gRPC call's
+      // grpc-timeout applies, capped by the route timeout.
+      const g = grpcTimeoutMs(getHeader(this.head, 'grpc-timeout'));
+      if (g > 0 && (timeoutMs <= 0 || g < timeoutMs)) timeoutMs = g;
+    }
+    if (timeoutMs > 0) this.#routeTimer = setTimeout(onRouteTimeout, timeoutMs, this);
     if (this.#hasBody) {
       this.phase = Phase.AwaitingBody;
+      // A gRPC call goes upstream at once, its messages streamed as they come: a call may wait for
+      // the server's first message before the client sends one. Other bodies wait for their first
+      // chunk, so that a whole small body can be retried.
+      if (this.grpc) this.#openBodyStream();
       const early = this.#early;
       if (early !== null) {
         this.#early = null;
         for (const [chunk, last] of early) this.#bodyData(chunk, last);
         this.#resumeBody();
       }
+      if (this.grpc) this.#dispatch();
       return;
     }
     this.#dispatch();
+  }
+
+  /** The request body as a stream, before any chunk arrived (chunks are kept while it may be retried). */
+  #openBodyStream(): void {
+    this.phase = Phase.Upstream;
+    const stream = new Readable({ read: () => this.#resumeBody(), highWaterMark: 64 * 1024 });
+    stream.on('error', () => undefined);
+    this.#body = stream;
+    this.#bodyChunks = [];
   }
 
   /** A chunk of the request body (a copy the exchange may keep). */
@@ -321,6 +349,7 @@ export class Exchange {
     // Flags accumulate as Envoy's do (a delayed then aborted request is `DI,FI`).
     if (flags) this.flags = this.flags ? `${this.flags},${flags}` : flags;
     const buf = typeof body === 'string' ? Buffer.from(body) : body;
+    if (this.grpc) return this.#grpcLocalReply(status, flags, buf, ops, extra);
     let headers: string[] = ['server', SERVER];
     if (buf.length > 0 && !extra.includes('content-type')) headers.push('content-type', 'text/plain');
     for (let i = 0; i < extra.length; i++) headers.push(extra[i]!);
@@ -336,6 +365,39 @@ export class Exchange {
       this.responseBytes = head ? 0 : buf.length;
     }
     this.#finish(status);
+  }
+
+  /**
+   * A local reply to a gRPC call, as Envoy sends it: HTTP 200, trailers-only, the status in
+   * `grpc-status` (Envoy's HTTP → gRPC mapping; a router timeout is DEADLINE_EXCEEDED since
+   * envoyproxy/envoy#44479) and the body text, percent-encoded, in `grpc-message`.
+   */
+  #grpcLocalReply(status: number, flags: string, body: Buffer, ops: HeaderOps | null, extra: readonly string[]): void {
+    let grpcStatus = '';
+    let message = '';
+    let headers: string[] = ['server', SERVER, 'content-type', 'application/grpc'];
+    for (let i = 0; i < extra.length; i += 2) {
+      const name = extra[i]!;
+      if (name === 'grpc-status') grpcStatus = extra[i + 1]!;
+      else if (name === 'grpc-message') message = extra[i + 1]!;
+      else if (name !== 'content-type' && name !== 'content-length') headers.push(name, extra[i + 1]!);
+    }
+    if (!grpcStatus) grpcStatus = String(flags === 'UT' ? GRPC_DEADLINE_EXCEEDED : httpToGrpcStatus(status));
+    if (!message && body.length > 0) message = grpcMessageEncode(body.toString('utf8'));
+    headers.push('grpc-status', grpcStatus);
+    if (message) headers.push('grpc-message', message);
+    if (ops) headers = applyHeaderOps(headers, ops);
+    if (this.#cors) headers = applyHeaderOps(headers, this.#cors);
+    this.grpcStatus = grpcStatus;
+    const sink = this.sink;
+    if (!sink.closed) {
+      sink.batch(() => {
+        sink.start(200, headers, -1, false);
+        sink.end();
+      });
+    }
+    this.responseBytes = 0;
+    this.#finish(200);
   }
 
   #redirect(r: Extract<CompiledRoute['action'], { kind: 'redirect' }>): void {
@@ -458,7 +520,7 @@ export class Exchange {
   }
 
   /** Whether a failed attempt may be retried, and if so schedules it. */
-  #maybeRetry(kind: 'connect' | 'reset' | 'timeout' | 'status', status = 0): boolean {
+  #maybeRetry(kind: 'connect' | 'reset' | 'refused' | 'timeout' | 'status', status = 0): boolean {
     const retry = this.#action?.retry;
     if (!retry || this.#attempts > retry.numRetries) return false;
     const on = retry.on;
@@ -469,6 +531,10 @@ export class Exchange {
         break;
       case 'reset':
         ok = on.reset;
+        break;
+      case 'refused':
+        // An HTTP/2 stream the upstream refused (REFUSED_STREAM, or past its GOAWAY): never processed.
+        ok = on.refusedStream || on.reset;
         break;
       case 'timeout':
         ok = on.fiveXX || on.gatewayError;
@@ -501,7 +567,8 @@ export class Exchange {
 
   upstreamHeaders(attempt: Attempt, status: number, raw: Buffer[], resume: () => void): boolean {
     if (status < 200) return true; // 1xx: undici handles them; nothing to forward
-    this.#cluster!.reportStatus(attempt.endpoint, status);
+    // Outlier detection sees a trailers-only gRPC response's status as Envoy maps it (14 → 503).
+    this.#cluster!.reportStatus(attempt.endpoint, this.grpc ? grpcOutlierStatus(raw, status) : status);
     if (this.#action!.retry && this.#maybeRetryStatus(attempt, status)) return false;
     this.phase = Phase.Responding;
     this.#resumeUpstream = resume;
@@ -511,8 +578,11 @@ export class Exchange {
     }
     let length = -1;
     const out: HeaderValue[] = [];
+    const grpc = this.grpc;
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!;
+      // A trailers-only gRPC response carries its status in the headers.
+      if (grpc && name.length === 11 && name.toString('latin1').toLowerCase() === 'grpc-status') this.grpcStatus = raw[i + 1]!.toString('latin1');
       if (name.length < 32 && HOP_LENGTHS[name.length] === 1) {
         const lower = name.toString('latin1').toLowerCase();
         if (HOP_BY_HOP_RESPONSE.has(lower)) {
@@ -579,13 +649,26 @@ export class Exchange {
     return true;
   }
 
-  upstreamComplete(attempt: Attempt): void {
+  /** The upstream response is complete; `trailers` as raw [name, value, ...] pairs (HTTP/2, chunked HTTP/1.1). */
+  upstreamComplete(attempt: Attempt, trailers: ReadonlyArray<Buffer | string> | null = null): void {
     this.#release(attempt);
     const sink = this.sink;
+    let out: HeaderValue[] | null = null;
+    if (trailers !== null && trailers.length > 0) {
+      out = [];
+      for (let i = 0; i < trailers.length; i += 2) {
+        const name = String(trailers[i]!).toLowerCase();
+        if (HOP_BY_HOP_RESPONSE.has(name)) continue;
+        const value = trailers[i + 1]!;
+        if (this.grpc && name === 'grpc-status') this.grpcStatus = String(value);
+        out.push(name, value);
+      }
+    }
     if (!sink.closed) {
       sink.batch(() => {
         this.#flushHead();
-        sink.end();
+        if (out !== null && out.length > 0 && sink.endWithTrailers !== undefined) sink.endWithTrailers(out);
+        else sink.end();
       });
     }
     this.#finish(this.#respStatus);
@@ -595,6 +678,7 @@ export class Exchange {
     this.#release(attempt);
     if (this.phase === Phase.Done) return;
     const connect = isConnectFailure(err);
+    const tlsFailure = connect && isTlsError(err);
     const timedOut = err.code === 'UND_ERR_HEADERS_TIMEOUT' || err.code === 'UND_ERR_BODY_TIMEOUT';
     this.#cluster!.reportFailure(attempt.endpoint, connect ? 'connect' : timedOut ? 'timeout' : 'reset');
     if (this.phase === Phase.Responding) {
@@ -604,9 +688,10 @@ export class Exchange {
       this.#finish(this.#respStatus);
       return;
     }
-    if (this.#maybeRetry(connect ? 'connect' : 'reset')) return;
+    if (this.#maybeRetry(connect ? 'connect' : (err as { refusedStream?: boolean }).refusedStream ? 'refused' : 'reset')) return;
     if (connect) {
-      const reason = err.code === 'UND_ERR_CONNECT_TIMEOUT' ? 'connection timeout' : `delayed connect error: ${err.code ?? err.message}`;
+      const reason =
+        err.code === 'UND_ERR_CONNECT_TIMEOUT' ? 'connection timeout' : tlsFailure ? `TLS_error: ${err.code}: ${err.message}` : `delayed connect error: ${err.code ?? err.message}`;
       this.localReply(503, this.#attempts > 1 ? 'UF,URX' : 'UF', `upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: ${reason}`);
     } else {
       this.localReply(503, this.#attempts > 1 ? 'UC,URX' : 'UC', 'upstream connect error or disconnect/reset before headers. reset reason: connection termination');
@@ -661,7 +746,7 @@ export class Exchange {
     const ep = this.#endpoint;
     const durationMs = performance.now() - this.startedAt;
     this.ctx.metrics
-      .handle(ep ?? cluster, { service: cluster?.meta, endpoint: ep }, 'http', code, this.flags)
+      .handle(ep ?? cluster, { service: cluster?.meta, endpoint: ep }, this.grpc ? 'grpc' : 'http', code, this.flags, this.grpcStatus)
       .record({ durationMs, requestBytes: this.requestBytes, responseBytes: this.responseBytes });
     this.ctx.accessLog?.log(this, durationMs);
     this.sink.finished();
@@ -695,8 +780,74 @@ function stripPort(authority: string): string {
 
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'EADDRNOTAVAIL', 'ETIMEDOUT']);
 
-function isConnectFailure(err: Error & { code?: string }): boolean {
-  return err.code !== undefined && CONNECT_ERRORS.has(err.code);
+function isConnectFailure(err: Error & { code?: string; connectFailure?: boolean }): boolean {
+  // `connectFailure`: set by the HTTP/2 pool on errors of a session that never connected.
+  if (err.connectFailure === true) return true;
+  return err.code !== undefined && (CONNECT_ERRORS.has(err.code) || isTlsError(err));
+}
+
+const GRPC_DEADLINE_EXCEEDED = 4;
+
+/** Envoy's Grpc::Utility::grpcToHttpStatus, by gRPC code. */
+const GRPC_TO_HTTP = [200, 499, 500, 400, 504, 404, 409, 403, 429, 400, 409, 400, 501, 500, 503, 500, 401];
+
+/** The HTTP status Envoy's router gives outlier detection for a gRPC response's headers. */
+function grpcOutlierStatus(raw: readonly Buffer[], status: number): number {
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 11 && name.toString('latin1').toLowerCase() === 'grpc-status') return GRPC_TO_HTTP[Number(raw[i + 1]!.toString('latin1'))] ?? 500;
+  }
+  return status;
+}
+
+/** Envoy's Grpc::Utility::httpToGrpcStatus (grpc's doc/http-grpc-status-mapping.md). */
+export function httpToGrpcStatus(status: number): number {
+  switch (status) {
+    case 400:
+      return 13; // INTERNAL
+    case 401:
+      return 16; // UNAUTHENTICATED
+    case 403:
+      return 7; // PERMISSION_DENIED
+    case 404:
+      return 12; // UNIMPLEMENTED
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+      return 14; // UNAVAILABLE
+    default:
+      return 2; // UNKNOWN
+  }
+}
+
+const GRPC_TIMEOUT_UNITS: Record<string, number> = { H: 3_600_000, M: 60_000, S: 1000, m: 1, u: 0.001, n: 0.000001 };
+
+/** The `grpc-timeout` header (1-8 digits and a unit) in milliseconds; 0 when absent or malformed. */
+export function grpcTimeoutMs(value: string | undefined): number {
+  if (value === undefined || value.length < 2 || value.length > 9) return 0;
+  const unit = GRPC_TIMEOUT_UNITS[value[value.length - 1]!];
+  const digits = value.slice(0, -1);
+  if (unit === undefined || !/^\d+$/.test(digits)) return 0;
+  const ms = Number(digits) * unit;
+  // Sub-millisecond deadlines still expire: at least 1 ms.
+  return ms > 0 ? Math.max(1, Math.ceil(ms)) : 0;
+}
+
+/** gRPC's percent-encoding of grpc-message: bytes outside printable ASCII, and '%'. */
+export function grpcMessageEncode(text: string): string {
+  let plain = true;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e || c === 0x25) {
+      plain = false;
+      break;
+    }
+  }
+  if (plain) return text;
+  let out = '';
+  for (const b of Buffer.from(text, 'utf8')) out += b < 0x20 || b > 0x7e || b === 0x25 ? `%${b.toString(16).toUpperCase().padStart(2, '0')}` : String.fromCharCode(b);
+  return out;
 }
 
 /** True for `perMillion` parts per million of calls. */
@@ -793,10 +944,11 @@ export class Attempt implements Dispatcher.DispatchHandler {
     return this.exchange.upstreamData(chunk);
   }
 
-  onComplete(): void {
+  onComplete(trailers: string[] | null): void {
     if (this.cancelled) return;
     this.cancelled = true;
-    this.exchange.upstreamComplete(this);
+    // undici gives raw Buffers (HTTP/1.1 chunked trailers), the HTTP/2 pool too; typed string[].
+    this.exchange.upstreamComplete(this, trailers as ReadonlyArray<Buffer | string> | null);
   }
 
   onError(err: Error): void {

@@ -1,5 +1,7 @@
 // The downstream side of one request, as the request lifecycle sees it. Each engine (uWS for
-// HTTP/1.1, node:http2 later) implements it; the lifecycle in exchange.ts is written once against it.
+// HTTP/1.1, node:http2 for h2, h2c and their HTTP/1.1 fallback) implements it; the lifecycle in
+// exchange.ts is written once against it.
+import type { X509Certificate } from 'node:crypto';
 
 export type HeaderValue = string | Buffer;
 
@@ -28,4 +30,18 @@ export interface ResponseSink {
   resumeRequestBody(): void;
   /** Called once by the lifecycle when the request is over (answered, reset or abandoned). */
   finished(): void;
+
+  /**
+   * Finishes the response with trailers (gRPC's `grpc-status`), with an optional last chunk.
+   * Only engines that can send trailers have it: HTTP/2 streams. uWS cannot write HTTP/1.1
+   * chunked trailers, and Envoy drops trailers towards HTTP/1.1 clients by default
+   * (`enable_trailers` off), so HTTP/1.1 sinks leave it undefined and the lifecycle calls `end`.
+   */
+  endWithTrailers?(trailers: readonly HeaderValue[], chunk?: Buffer): void;
+  /** `HTTP/1.1` or `HTTP/2`, for access logs; undefined means HTTP/1.1. */
+  readonly protocol?: string;
+  /** TLS listeners that asked for one: the client's certificate (for authorization). */
+  readonly peerCertificate?: X509Certificate | undefined;
+  /** The `spiffe://` URI SAN of the client's certificate, when it has one (Istio's source principal). */
+  readonly peerSpiffeId?: string | undefined;
 }

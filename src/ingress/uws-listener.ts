@@ -1,5 +1,6 @@
-// HTTP/1.1 Gateway listeners on uWebSockets.js. This file is the only place that touches uWS
-// request/response objects. The rules uWS imposes are kept by construction:
+// HTTP/1.1 Gateway listeners on uWebSockets.js. This file and websocket.ts (WebSocket upgrades,
+// registered here) are the only places that touch uWS objects. The rules uWS imposes are kept by
+// construction:
 // - every handler registers `onAborted` as its very first statement (UwsSink's constructor), so no
 //   path can return without responding or having registered it (which would abort the process);
 // - the request is read synchronously, before anything can await;
@@ -13,6 +14,8 @@ import type { RequestHead } from '../routing/request.js';
 import { Exchange, type DataPlaneContext } from './exchange.js';
 import type { HeaderValue, ResponseSink } from './sink.js';
 import { statusLine } from './status.js';
+import { ACME_CHALLENGE_PREFIX, acmeChallenges } from '../tls/acme-challenges.js';
+import { WebSocketProxy } from './websocket.js';
 
 /** Envoy's default `max_request_headers_kb` (60 KiB): beyond it, 431. */
 export const MAX_REQUEST_HEADERS_BYTES = 60 * 1024;
@@ -211,7 +214,18 @@ export interface ListenerOptions {
   /** The listener's RDS name (`http.<port>`), to find its table in each snapshot. */
   routeName: string;
   scheme: 'http' | 'https';
+  /** TLS (SIMPLE HTTPS servers): the default certificate; server names are added with addServerName. */
+  ssl?: uWS.AppOptions;
 }
+
+/** A uWS app and its live connections (HTTP and WebSocket), to close a replaced app once idle. */
+interface AppState {
+  app: uWS.TemplatedApp;
+  connections: number;
+}
+
+/** How often a replaced TLS app (old default certificate) is checked for remaining connections. */
+const RETIRED_APP_CHECK_MS = 1_000;
 
 export class UwsHttpListener {
   readonly bind: string;
@@ -224,8 +238,16 @@ export class UwsHttpListener {
   inflight = 0;
   onError: (err: unknown) => void = () => undefined;
   #app: uWS.TemplatedApp;
+  #state!: AppState;
+  /** Apps replaced by replaceDefaultCertificate, serving their open connections until closed. */
+  readonly #retired = new Set<AppState>();
+  #retiredTimer: NodeJS.Timeout | null = null;
+  /** TLS: called synchronously in a handshake whose server name is not known; may addServerName. */
+  onMissingServerName: (name: string) => void = () => undefined;
   #socket: uWS.us_listen_socket | null = null;
   #idle: (() => void) | null = null;
+  /** WebSocket upgrades on this listener (`app.ws`; other requests fall through to `app.any`). */
+  readonly websockets: WebSocketProxy;
 
   constructor(opts: ListenerOptions, ctx: DataPlaneContext, table: RouteTable | undefined) {
     this.bind = opts.bind;
@@ -234,8 +256,35 @@ export class UwsHttpListener {
     this.scheme = opts.scheme;
     this.ctx = ctx;
     this.table = table;
-    this.#app = uWS.App();
-    this.#app.any('/*', (res, req) => {
+    this.websockets = new WebSocketProxy(this);
+    this.#app = this.#newApp(opts.ssl);
+  }
+
+  /** A uWS app with this listener's handlers: an SSLApp (default certificate) when `ssl` is given. */
+  #newApp(ssl: uWS.AppOptions | undefined): uWS.TemplatedApp {
+    const app = ssl ? uWS.SSLApp(ssl) : uWS.App();
+    const state: AppState = { app, connections: 0 };
+    this.#state = state;
+    if (ssl) {
+      // uWS reports a connection's open and close (+1/-1) but not the close of an upgraded one.
+      app.filter((_res, count) => void (state.connections += Number(count)));
+      app.missingServerName((name) => this.onMissingServerName(name));
+    }
+    this.#attachRoutes(app);
+    return app;
+  }
+
+  /** The handlers, on the app's current router (uWS keeps one router per TLS server name). */
+  #attachRoutes(app: uWS.TemplatedApp): void {
+    const state = this.#state;
+    const ws = this.websockets.behavior();
+    const close = ws.close;
+    ws.close = (socket, code, message) => {
+      state.connections--;
+      close?.(socket, code, message);
+    };
+    app.ws('/*', ws);
+    app.any('/*', (res, req) => {
       const sink = new UwsSink(res, this);
       try {
         this.#serve(sink, res, req);
@@ -245,21 +294,66 @@ export class UwsHttpListener {
     });
   }
 
+  /** TLS: serves this server name (exact, or `*.example.com` for one label) with these files. */
+  addServerName(name: string, files: uWS.AppOptions): void {
+    this.#app.addServerName(name, files);
+    this.#attachRoutes(this.#app.domain(name));
+  }
+
+  /** TLS: forgets a server name (and, in uWS, its routes); new handshakes get the default. */
+  removeServerName(name: string): void {
+    this.#app.removeServerName(name);
+  }
+
+  /**
+   * TLS: a new default certificate. uWS cannot change an app's own certificate, so a new app takes
+   * over the listening socket (server names must be added again); the old one keeps serving its
+   * open connections and is closed once they are gone.
+   */
+  replaceDefaultCertificate(ssl: uWS.AppOptions): void {
+    const old = this.#state;
+    this.#app = this.#newApp(ssl);
+    if (this.#socket) {
+      uWS.us_listen_socket_close(this.#socket);
+      this.#socket = null;
+      this.#listenApp(this.#app, (token) => {
+        if (token) this.#socket = token;
+        else this.onError(new Error(`cannot listen again on ${this.bind}:${this.port} after a certificate change`));
+      });
+    }
+    this.#retired.add(old);
+    this.#retiredTimer ??= setInterval(() => {
+      for (const r of this.#retired) {
+        if (r.connections > 0) continue;
+        this.#retired.delete(r);
+        r.app.close();
+      }
+      if (this.#retired.size === 0 && this.#retiredTimer) {
+        clearInterval(this.#retiredTimer);
+        this.#retiredTimer = null;
+      }
+    }, RETIRED_APP_CHECK_MS);
+    this.#retiredTimer.unref();
+  }
+
+  #listenApp(app: uWS.TemplatedApp, cb: (token: uWS.us_listen_socket | false) => void): void {
+    // Exclusive: a stale process on the port must make this fail, not silently share it (SO_REUSEPORT).
+    (app as unknown as { listen(h: string, p: number, o: number, cb: (t: uWS.us_listen_socket | false) => void): void }).listen(
+      this.bind,
+      this.port,
+      (uWS as unknown as { LIBUS_LISTEN_EXCLUSIVE_PORT: number }).LIBUS_LISTEN_EXCLUSIVE_PORT,
+      cb,
+    );
+  }
+
   listen(): Promise<void> {
     return new Promise((resolve, reject) => {
-      // Exclusive: a stale process on the port must make this fail, not silently share it (SO_REUSEPORT).
-      const cb = (token: uWS.us_listen_socket | false): void => {
+      this.#listenApp(this.#app, (token) => {
         if (token) {
           this.#socket = token;
           resolve();
         } else reject(new Error(`cannot listen on ${this.bind}:${this.port}: address in use or not available`));
-      };
-      (this.#app as unknown as { listen(h: string, p: number, o: number, cb: (t: uWS.us_listen_socket | false) => void): void }).listen(
-        this.bind,
-        this.port,
-        (uWS as unknown as { LIBUS_LISTEN_EXCLUSIVE_PORT: number }).LIBUS_LISTEN_EXCLUSIVE_PORT,
-        cb,
-      );
+      });
     });
   }
 
@@ -272,12 +366,16 @@ export class UwsHttpListener {
     if (this.inflight === 0 && this.#idle) this.#idle();
   }
 
-  /** Stops accepting, lets requests in flight finish (up to `drainMs`), then closes every connection. */
+  /**
+   * Stops accepting, lets requests in flight finish (up to `drainMs`) while WebSockets are closed
+   * with 1001 spread over the drain, then closes every connection.
+   */
   async close(drainMs: number): Promise<void> {
     if (this.#socket) {
       uWS.us_listen_socket_close(this.#socket);
       this.#socket = null;
     }
+    const websockets = this.websockets.drain(drainMs);
     if (this.inflight > 0 && drainMs > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, drainMs);
@@ -287,8 +385,14 @@ export class UwsHttpListener {
         };
       });
     }
+    await websockets;
     this.#idle = null;
+    this.websockets.closeAll();
     this.#app.close();
+    if (this.#retiredTimer) clearInterval(this.#retiredTimer);
+    this.#retiredTimer = null;
+    for (const r of this.#retired) r.app.close();
+    this.#retired.clear();
   }
 
   #serve(sink: UwsSink, res: uWS.HttpResponse, req: uWS.HttpRequest): void {
@@ -343,6 +447,11 @@ export class UwsHttpListener {
       const ex = (sink.exchange = new Exchange(sink, this.ctx, head, undefined));
       return ex.localReply(400, 'DPE', 'Bad Request');
     }
+    // ACME HTTP-01 challenges for this gateway's own certificates, before routing.
+    if (this.scheme === 'http' && acmeChallenges.size > 0 && path.startsWith(ACME_CHALLENGE_PREFIX)) {
+      const answer = acmeChallenges.get(path.slice(ACME_CHALLENGE_PREFIX.length));
+      if (answer !== undefined) return (sink.exchange = new Exchange(sink, this.ctx, head, undefined)).localReply(200, '', answer);
+    }
     const match = this.table?.match(head);
     const ex = (sink.exchange = new Exchange(sink, this.ctx, head, match?.route));
     // Always consume a body, even one answered locally: unread, it would stall the keep-alive connection.
@@ -351,7 +460,7 @@ export class UwsHttpListener {
   }
 }
 
-function remoteAddress(res: uWS.HttpResponse): string {
+export function remoteAddress(res: uWS.HttpResponse): string {
   const text = Buffer.from(res.getRemoteAddressAsText()).toString('latin1');
   return text.startsWith('::ffff:') ? text.slice(7) : text;
 }
@@ -376,7 +485,7 @@ export function hostOnly(authority: string): string {
 
 const AUTHORITY = /^(?:\[[0-9a-fA-F:.]+\]|[^\s/?#@[\]:]+)(?::\d{1,5})?$/;
 
-function validAuthority(host: string): boolean {
+export function validAuthority(host: string): boolean {
   return AUTHORITY.test(host);
 }
 

@@ -16,7 +16,7 @@ export interface LoggedRequest {
   readonly upstreamHost: string;
   readonly upstreamCluster: string;
   readonly route: { name: string } | undefined;
-  readonly sink: { remoteAddress: string };
+  readonly sink: { remoteAddress: string; readonly protocol?: string | undefined };
 }
 
 export const ISTIO_TEXT_FORMAT =
@@ -61,7 +61,7 @@ function operator(op: string): Getter {
     case 'START_TIME':
       return (r) => new Date(performance.timeOrigin + r.startedAt).toISOString();
     case 'PROTOCOL':
-      return () => 'HTTP/1.1';
+      return (r) => r.sink.protocol ?? 'HTTP/1.1';
     case 'RESPONSE_CODE':
       return (r) => r.code;
     case 'RESPONSE_FLAGS':

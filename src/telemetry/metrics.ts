@@ -182,18 +182,19 @@ export class IstioMetrics {
   /**
    * The stats handle for a finished request. `key` identifies the destination (the endpoint object,
    * or the cluster object when no endpoint was chosen) and is used only as a cache key.
+   * `grpcStatus`: the gRPC status of a gRPC request ('' otherwise), Istio's grpc_response_status.
    */
-  handle(key: object | undefined, dest: DestinationInfo, protocol: string, code: number, flags: string): RequestStatsHandle {
+  handle(key: object | undefined, dest: DestinationInfo, protocol: string, code: number, flags: string, grpcStatus = ''): RequestStatsHandle {
     const k = key ?? this.#noDestination;
     let byCode = this.#handles.get(k);
     if (!byCode) {
       byCode = new Map();
       this.#handles.set(k, byCode);
     }
-    const ck = `${code}|${flags}|${protocol}`;
+    const ck = grpcStatus ? `${code}|${flags}|${protocol}|${grpcStatus}` : `${code}|${flags}|${protocol}`;
     let h = byCode.get(ck);
     if (!h) {
-      h = this.#seriesFor(this.#labels(dest, protocol, code, flags));
+      h = this.#seriesFor(this.#labels(dest, protocol, code, flags, grpcStatus));
       byCode.set(ck, h);
     }
     return h;
@@ -210,7 +211,7 @@ export class IstioMetrics {
     return s;
   }
 
-  #labels(dest: DestinationInfo, protocol: string, code: number, flags: string): Labels {
+  #labels(dest: DestinationInfo, protocol: string, code: number, flags: string, grpcStatus: string): Labels {
     const ep = dest.endpoint;
     const svc = dest.service;
     const el = ep?.labels ?? {};
@@ -230,6 +231,7 @@ export class IstioMetrics {
       request_protocol: protocol,
       response_code: String(code),
       response_flags: flags || '-',
+      grpc_response_status: grpcStatus,
     };
   }
 }

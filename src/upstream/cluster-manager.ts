@@ -1,5 +1,6 @@
-// Clusters at run time: endpoints with their connection pools (undici) and load balancers, rebuilt
-// from each snapshot. Pools are keyed by endpoint address and connection settings and outlive
+// Clusters at run time: endpoints with their connection pools (undici for HTTP/1.1, H2Pool for
+// HTTP/2 and gRPC upstreams, either with TLS origination per DestinationRule) and load balancers,
+// rebuilt from each snapshot. Pools are keyed by endpoint address and connection settings and outlive
 // config versions, so a reload never drops a keep-alive connection or an in-flight request; a pool
 // no version uses any more is closed gracefully (it finishes what it has in flight).
 // Circuit breakers and outlier detection live per cluster name (ClusterState) and per host, also
@@ -7,11 +8,13 @@
 import { Pool } from 'undici';
 import { durationToMs, type Cluster, type ClusterIstioMetadata, type ClusterLoadAssignment, type LbPolicy, type Snapshot } from '../controlplane/snapshot.js';
 import { CircuitBreaker } from './circuit-breaker.js';
+import { H2Pool, type H2PoolOptions, type UpstreamPool } from './h2-pool.js';
 import { RequestHasher, type HashRequest } from './hash-key.js';
 import { createLoadBalancer, type LoadBalancer } from './load-balancer.js';
 import { Maglev } from './maglev.js';
 import { HostHealth, OutlierDetector, outlierSettings, type LocalFailure } from './outlier-detection.js';
 import { RingHash } from './ring-hash.js';
+import { TlsOrigination } from './tls-origination.js';
 
 /** Envoy's stream idle timeout (5 min): a stalled upstream cannot hold a request forever. */
 const STREAM_IDLE_TIMEOUT_MS = 300_000;
@@ -27,7 +30,8 @@ export interface UpstreamEndpoint {
   readonly labels: Readonly<Record<string, string>>;
   readonly workload: string;
   readonly namespace: string;
-  readonly pool: Pool;
+  /** undici's Pool (HTTP/1.1) or an H2Pool (HTTP/2, gRPC): the same dispatch protocol. */
+  readonly pool: UpstreamPool;
   active: number;
   /** Outlier state of this host in its cluster, shared by every config version. */
   health: HostHealth;
@@ -115,6 +119,9 @@ export class ClusterRuntime {
   readonly hasher: RequestHasher | null;
   /** maxRequestsPerConnection 1: every request on a fresh connection, closed after it. */
   readonly closeAfterEachRequest: boolean;
+  /** Upstream connections: HTTP/2 (GRPC / HTTP2 ports, h2UpgradePolicy UPGRADE) or HTTP/1.1; TLS origination. */
+  readonly upstreamProtocol: 'HTTP/2' | 'HTTP/1.1';
+  readonly tls: boolean;
   /** After `pick`: a Set-Cookie value for the response (a hash cookie was generated), else null. */
   setCookie: string | null = null;
   readonly #ringSize: number;
@@ -132,6 +139,8 @@ export class ClusterRuntime {
     this.state = state;
     this.breaker = state.breaker;
     this.closeAfterEachRequest = cluster.common_http_protocol_options.max_requests_per_connection === 1;
+    this.upstreamProtocol = cluster.http2_protocol_options ? 'HTTP/2' : 'HTTP/1.1';
+    this.tls = cluster.transport_socket !== undefined;
     const hashed = cluster.lb_policy === 'RING_HASH' || cluster.lb_policy === 'MAGLEV';
     this.hasher = hashed && this.meta.hash_policy?.length ? new RequestHasher(this.meta.hash_policy) : null;
     this.#ringSize = cluster.lb_policy === 'MAGLEV' ? (cluster.maglev_lb_config?.table_size ?? 65537) : (cluster.ring_hash_lb_config?.minimum_ring_size ?? 1024);
@@ -181,7 +190,7 @@ export class ClusterRuntime {
 }
 
 interface PoolEntry {
-  pool: Pool;
+  pool: UpstreamPool;
   key: string;
 }
 
@@ -189,6 +198,8 @@ export class ClusterManager {
   #clusters = new Map<string, ClusterRuntime>();
   #pools = new Map<string, PoolEntry>();
   #states = new Map<string, ClusterState>();
+  /** TLS origination settings by content, shared by the pools that use them. */
+  #originations = new Map<string, TlsOrigination>();
   /** Endpoint objects by cluster+address, reused across versions so in-flight counts stay right. */
   #endpoints = new Map<string, UpstreamEndpoint>();
 
@@ -206,15 +217,17 @@ export class ClusterManager {
     const usedPools = new Set<string>();
     const endpoints = new Map<string, UpstreamEndpoint>();
     const states = new Map<string, ClusterState>();
+    const originations = new Map<string, TlsOrigination>();
     for (const cluster of snapshot.clusters.values()) {
       const cla = snapshot.endpoints.get(cluster.name);
       const state = this.#states.get(cluster.name) ?? new ClusterState();
       states.set(cluster.name, state);
-      const eps = this.#buildEndpoints(cluster, cla, usedPools, endpoints, state);
+      const eps = this.#buildEndpoints(cluster, cla, usedPools, endpoints, state, originations);
       clusters.set(cluster.name, new ClusterRuntime(cluster, eps, state));
     }
     for (const [name, state] of this.#states) if (!states.has(name)) state.close();
     this.#states = states;
+    this.#originations = originations;
     this.#clusters = clusters;
     this.#endpoints = endpoints;
     for (const [key, entry] of this.#pools) {
@@ -224,9 +237,23 @@ export class ClusterManager {
     }
   }
 
-  #buildEndpoints(cluster: Cluster, cla: ClusterLoadAssignment | undefined, usedPools: Set<string>, out: Map<string, UpstreamEndpoint>, state: ClusterState): UpstreamEndpoint[] {
+  #buildEndpoints(
+    cluster: Cluster,
+    cla: ClusterLoadAssignment | undefined,
+    usedPools: Set<string>,
+    out: Map<string, UpstreamEndpoint>,
+    state: ClusterState,
+    originations: Map<string, TlsOrigination>,
+  ): UpstreamEndpoint[] {
     const list: UpstreamEndpoint[] = [];
-    const poolOpts = poolOptions(cluster);
+    let tls: TlsOrigination | null = null;
+    const tc = cluster.transport_socket?.typed_config;
+    if (tc) {
+      const k = JSON.stringify(tc);
+      tls = originations.get(k) ?? this.#originations.get(k) ?? new TlsOrigination(tc);
+      originations.set(k, tls);
+    }
+    const poolOpts = poolOptions(cluster, tls);
     const hostPorts = new Set<string>();
     for (const locality of cla?.endpoints ?? []) {
       for (const lbe of locality.lb_endpoints) {
@@ -239,7 +266,7 @@ export class ClusterManager {
         usedPools.add(poolKey);
         let entry = this.#pools.get(poolKey);
         if (!entry) {
-          entry = { key: poolKey, pool: new Pool(`http://${hostPort}`, poolOpts.options) };
+          entry = { key: poolKey, pool: createPool(address, port, hostPort, poolOpts, tls) };
           this.#pools.set(poolKey, entry);
         }
         const epKey = `${cluster.name}|${poolKey}|${lbe.load_balancing_weight}|${meta.workload}|${JSON.stringify(meta.labels)}`;
@@ -264,6 +291,8 @@ export class ClusterManager {
       return {
         name: c.name,
         lb_policy: c.lbPolicy,
+        upstream_protocol: c.upstreamProtocol,
+        tls: c.tls,
         circuit_breakers: {
           max_connections: b.maxConnections || 4294967295,
           max_pending_requests: b.maxPending,
@@ -302,12 +331,30 @@ export class ClusterManager {
 export interface ClusterSummary {
   name: string;
   lb_policy: string;
+  upstream_protocol: string;
+  tls: boolean;
   circuit_breakers: Record<string, number>;
   outlier_detection?: { ejections_active: number; ejections_enforced_total: number; ejections_overflow: number };
   endpoints: Array<{ address: string; weight: number; active: number; labels: Record<string, string>; health_flags: string; ejections: number }>;
 }
 
-function poolOptions(cluster: Cluster): { key: string; options: Pool.Options; limited: boolean } {
+interface PoolSettings {
+  key: string;
+  options: Pool.Options;
+  limited: boolean;
+  /** HTTP/2 to the upstream (GRPC / HTTP2 ports, h2UpgradePolicy UPGRADE). */
+  h2: H2PoolOptions | null;
+}
+
+function createPool(address: string, port: number, hostPort: string, settings: PoolSettings, tls: TlsOrigination | null): UpstreamPool {
+  if (settings.h2) return new H2Pool(address, port, settings.h2);
+  if (!tls) return new Pool(`http://${hostPort}`, settings.options);
+  // TLS origination: undici picks the SNI per request from the Host header (auto_sni), unless the
+  // DestinationRule fixes it; the connector checks the certificate as the rule says.
+  return new Pool(`https://${hostPort}`, { ...settings.options, connect: tls.undiciConnector(settings.options.connectTimeout ?? 10_000) });
+}
+
+function poolOptions(cluster: Cluster, tls: TlsOrigination | null): PoolSettings {
   const connectTimeout = Math.max(1, Math.round(durationToMs(cluster.connect_timeout)));
   const idle = durationToMs(cluster.common_http_protocol_options.idle_timeout);
   const keepAliveTimeout = Math.max(1, Math.min(UPSTREAM_KEEPALIVE_MS, idle || UPSTREAM_KEEPALIVE_MS));
@@ -329,5 +376,22 @@ function poolOptions(cluster: Cluster): { key: string; options: Pool.Options; li
   if (maxRequests > 1) options.maxRequestsPerClient = maxRequests - 1;
   const limited = maxConnections > 0 && maxConnections < 4294967295;
   if (limited) options.connections = maxConnections;
-  return { key: `${connectTimeout}|${keepAliveTimeout}|${maxRequests}|${maxConnections}`, options, limited };
+  let key = `${connectTimeout}|${keepAliveTimeout}|${maxRequests}|${maxConnections}`;
+  let h2: H2PoolOptions | null = null;
+  const h2opts = cluster.http2_protocol_options;
+  if (h2opts) {
+    h2 = {
+      connectTimeoutMs: connectTimeout,
+      // HTTP/2 sessions stay open for the cluster's idle timeout (1 h by default), as Envoy's do.
+      idleTimeoutMs: idle || 3_600_000,
+      streamIdleTimeoutMs: STREAM_IDLE_TIMEOUT_MS,
+      maxConcurrentStreams: h2opts.max_concurrent_streams ?? 0,
+      maxSessions: limited ? maxConnections : 0,
+      maxStreamsPerSession: maxRequests,
+      tls,
+    };
+    key += `|h2|${h2.idleTimeoutMs}|${h2.maxConcurrentStreams}`;
+  }
+  if (tls) key += `|tls|${tls.key}`;
+  return { key, options, limited, h2 };
 }

@@ -1,0 +1,350 @@
+// Gateway listeners on Node's own HTTP stack, for what uWS cannot do: HTTP/2 (h2 over TLS by
+// ALPN, h2c with prior knowledge), gRPC, and TLS that asks for and reads client certificates.
+// HTTP/1.1 clients are served on the same port. Same compiled route tables, same Exchange
+// lifecycle, same header rules and limits as the uWS listener.
+//
+// One TCP (or TLS) server owns the port and hands each connection to an HTTP/2 server or an
+// HTTP/1.1 server that never listen themselves: by ALPN for TLS, by the client's first bytes
+// (the HTTP/2 connection preface) for plaintext, since Node 20's `http2.createServer` cannot fall
+// back to HTTP/1.1 without TLS.
+import { randomUUID } from 'node:crypto';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import http2, { type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import net, { type Socket } from 'node:net';
+import tls, { type TLSSocket } from 'node:tls';
+import { normalizePath } from '../routing/path.js';
+import type { RequestHead } from '../routing/request.js';
+import type { RouteTable } from '../routing/route-table.js';
+import { Exchange, type DataPlaneContext } from './exchange.js';
+import { H1Sink, H2StreamSink, type PeerIdentity, type SinkOwner } from './h2-sink.js';
+import { hostOnly, MAX_REQUEST_HEADERS_BYTES, MAX_URL_BYTES, validAuthority } from './uws-listener.js';
+
+// As the uWS listener: headers of the client connection, never forwarded; `x-forwarded-proto` and
+// `x-envoy-*` are the gateway's own (Envoy's edge sanitizing).
+const DROPPED_REQUEST_HEADERS = new Set(['host', 'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'upgrade', 'expect', 'x-forwarded-proto', 'http2-settings']);
+const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+/** A plaintext client has this long to send its first bytes. */
+const FIRST_BYTES_TIMEOUT_MS = 30_000;
+/** Envoy's downstream idle timeout (1 h): a connection with no stream this long is closed. */
+const IDLE_TIMEOUT_MS = 3_600_000;
+const { NGHTTP2_FLAG_END_STREAM } = http2.constants;
+
+export interface H2ListenerOptions {
+  bind: string;
+  port: number;
+  /** The RDS name of the listener's route table in each snapshot. */
+  routeName: string;
+  /**
+   * TLS termination (the HTTPS servers that need this engine: MUTUAL, OPTIONAL_MUTUAL, h2 by
+   * ALPN). Any `tls.createServer` options: SNICallback, requestCert, rejectUnauthorized, ca,
+   * minVersion, ciphers... ALPN `h2, http/1.1` is added. Absent: plaintext h2c + HTTP/1.1.
+   */
+  tls?: http2.SecureServerOptions;
+  /**
+   * TLS: checks each connection after its handshake (client certificate per SNI name, SANs);
+   * false destroys it before any request is read. Read at each connection, so it can be swapped.
+   */
+  acceptSecure?: (socket: TLSSocket) => boolean;
+}
+
+export class H2Listener implements SinkOwner {
+  readonly bind: string;
+  readonly port: number;
+  readonly routeName: string;
+  readonly scheme: 'http' | 'https';
+  /** Swapped on every config version; requests in flight keep the table they matched with. */
+  table: RouteTable | undefined;
+  ctx: DataPlaneContext;
+  inflight = 0;
+  onError: (err: unknown) => void = () => undefined;
+  readonly #server: net.Server | tls.Server;
+  readonly #h2: http2.Http2Server;
+  readonly #h1: http.Server;
+  readonly #sockets = new Set<Socket>();
+  readonly #sessions = new Set<ServerHttp2Session>();
+  #listening = false;
+  #idle: (() => void) | null = null;
+  readonly #peers = new WeakMap<object, PeerIdentity>();
+  /** See H2ListenerOptions.acceptSecure. */
+  acceptSecure: ((socket: TLSSocket) => boolean) | undefined;
+
+  constructor(opts: H2ListenerOptions, ctx: DataPlaneContext, table: RouteTable | undefined) {
+    this.bind = opts.bind;
+    this.port = opts.port;
+    this.routeName = opts.routeName;
+    this.scheme = opts.tls ? 'https' : 'http';
+    this.acceptSecure = opts.acceptSecure;
+    this.ctx = ctx;
+    this.table = table;
+    this.#h2 = http2.createServer({
+      // Header lists up to the 60 KiB limit (answered 431 above it) need room at the protocol level.
+      maxHeaderListPairs: 4096,
+      settings: { maxHeaderListSize: 256 * 1024, enablePush: false },
+      maxSessionMemory: 64,
+    });
+    this.#h2.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => this.#onStream(stream, headers, flags, rawHeaders));
+    this.#h2.on('session', (session: ServerHttp2Session) => {
+      this.#sessions.add(session);
+      session.on('error', () => undefined);
+      session.setTimeout(IDLE_TIMEOUT_MS, () => session.close());
+      session.once('close', () => this.#sessions.delete(session));
+    });
+    this.#h1 = http.createServer({ maxHeaderSize: 256 * 1024, requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 5_000 }, (req, res) => this.#onRequest(req, res));
+    this.#h1.on('clientError', (err: Error & { code?: string }, socket: Socket) => {
+      if (!socket.writable) return socket.destroy();
+      // Node's parser limits, answered as Envoy would.
+      const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+      socket.end(`HTTP/1.1 ${status}\r\nserver: istio-envoy\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
+    });
+    if (opts.tls) {
+      this.#server = tls.createServer({ ...opts.tls, ALPNProtocols: ['h2', 'http/1.1'] }, (socket) => this.#onSecure(socket));
+      this.#server.on('tlsClientError', () => undefined);
+    } else {
+      this.#server = net.createServer({ noDelay: true }, (socket) => this.#onPlain(socket));
+    }
+  }
+
+  listen(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error): void => reject(new Error(`cannot listen on ${this.bind}:${this.port}: ${(err as Error & { code?: string }).code ?? err.message}`));
+      this.#server.once('error', onError);
+      // Exclusive: a stale process on the port must make this fail, as for the uWS listener.
+      this.#server.listen({ host: this.bind, port: this.port, exclusive: true }, () => {
+        this.#server.removeListener('error', onError);
+        this.#server.on('error', (err) => this.onError(err));
+        this.#listening = true;
+        resolve();
+      });
+    });
+  }
+
+  get listening(): boolean {
+    return this.#listening;
+  }
+
+  /** The bound port (useful with port 0). */
+  get boundPort(): number {
+    const a = this.#server.address();
+    return typeof a === 'object' && a ? a.port : this.port;
+  }
+
+  /**
+   * Certificate rotation: new handshakes use these options (`tls.Server.setSecureContext`), open
+   * connections keep theirs. `requestCert` / `rejectUnauthorized` apply to new connections too.
+   * The SNICallback given at construction stays: it should read the current certificates itself.
+   */
+  updateTls(options: http2.SecureServerOptions): void {
+    const server = this.#server;
+    if (!(server instanceof tls.Server)) throw new Error('updateTls on a plaintext listener');
+    server.setSecureContext(options);
+    const mutable = server as unknown as { requestCert: boolean; rejectUnauthorized: boolean };
+    if (options.requestCert !== undefined) mutable.requestCert = options.requestCert;
+    if (options.rejectUnauthorized !== undefined) mutable.rejectUnauthorized = options.rejectUnauthorized;
+  }
+
+  requestDone(): void {
+    this.inflight--;
+    if (this.inflight === 0 && this.#idle) this.#idle();
+  }
+
+  /**
+   * Stops accepting, tells HTTP/2 clients to go away (GOAWAY) and closes idle HTTP/1.1
+   * connections, lets requests in flight finish (up to `drainMs`), then closes every connection.
+   */
+  async close(drainMs: number): Promise<void> {
+    this.#listening = false;
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    for (const s of this.#sessions) s.close();
+    this.#h1.closeIdleConnections();
+    if (this.inflight > 0 && drainMs > 0) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, drainMs);
+        this.#idle = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+    this.#idle = null;
+    for (const s of this.#sessions) s.destroy();
+    for (const s of this.#sockets) s.destroy();
+    await closed;
+  }
+
+  // ---- Connections ----
+
+  #track(socket: Socket): void {
+    this.#sockets.add(socket);
+    socket.once('close', () => this.#sockets.delete(socket));
+    socket.on('error', () => undefined);
+  }
+
+  #onSecure(socket: TLSSocket): void {
+    this.#track(socket);
+    socket.setNoDelay(true);
+    if (this.acceptSecure && !this.acceptSecure(socket)) return void socket.destroy();
+    if (socket.alpnProtocol === 'h2') this.#h2.emit('connection', socket);
+    else this.#h1.emit('connection', socket);
+  }
+
+  /** Plaintext: HTTP/2 when the client starts with the connection preface (prior knowledge), else HTTP/1.1. */
+  #onPlain(socket: Socket): void {
+    this.#track(socket);
+    let seen: Buffer | null = null;
+    socket.setTimeout(FIRST_BYTES_TIMEOUT_MS, () => socket.destroy());
+    const onData = (chunk: Buffer): void => {
+      const buf: Buffer = seen === null ? chunk : Buffer.concat([seen, chunk]);
+      const n = Math.min(buf.length, PREFACE.length);
+      const h2 = buf.compare(PREFACE, 0, n, 0, n) === 0;
+      if (h2 && buf.length < PREFACE.length) {
+        seen = buf;
+        return;
+      }
+      socket.removeListener('data', onData);
+      socket.setTimeout(0);
+      socket.pause();
+      socket.unshift(buf);
+      if (h2) {
+        this.#h2.emit('connection', socket);
+      } else {
+        this.#h1.emit('connection', socket);
+        socket.resume();
+      }
+    };
+    socket.on('data', onData);
+  }
+
+  #peer(key: object, socket: Socket | TLSSocket | null | undefined): PeerIdentity | undefined {
+    if (this.scheme !== 'https' || !socket) return undefined;
+    let p = this.#peers.get(key);
+    if (!p) {
+      const cert = (socket as TLSSocket).getPeerX509Certificate?.();
+      const uri = cert?.subjectAltName?.split(/,\s*/).find((s) => s.startsWith('URI:spiffe://'));
+      p = { certificate: cert, spiffeId: uri?.slice(4) };
+      this.#peers.set(key, p);
+    }
+    return p;
+  }
+
+  // ---- Requests ----
+
+  #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]): void {
+    const sink = new H2StreamSink(stream, this);
+    try {
+      const session = stream.session;
+      const socket = session?.socket;
+      sink.remoteAddress = clientAddress(socket?.remoteAddress);
+      const peer = session ? this.#peer(session, socket) : undefined;
+      if (peer) {
+        sink.peerCertificate = peer.certificate;
+        sink.peerSpiffeId = peer.spiffeId;
+      }
+      const target = headers[':path'];
+      const authority = headers[':authority'] ?? headers['host'];
+      const method = headers[':method'] ?? 'GET';
+      const hasBody = (flags & NGHTTP2_FLAG_END_STREAM) === 0 && !stream.endAfterHeaders;
+      this.#serve(sink, method, typeof target === 'string' ? target : '', typeof authority === 'string' ? authority : '', rawHeaders, true, hasBody);
+      sink.readBody();
+    } catch (err) {
+      sink.fail(err);
+    }
+  }
+
+  #onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const sink = new H1Sink(req, res, this);
+    try {
+      const socket = req.socket;
+      sink.remoteAddress = clientAddress(socket.remoteAddress);
+      const peer = this.#peer(socket, socket);
+      if (peer) {
+        sink.peerCertificate = peer.certificate;
+        sink.peerSpiffeId = peer.spiffeId;
+      }
+      const h = req.headers;
+      const hasBody = (h['content-length'] !== undefined && h['content-length'] !== '0') || h['transfer-encoding'] !== undefined;
+      if (req.httpVersionMajor === 1 && req.httpVersionMinor === 0) {
+        // Envoy refuses HTTP/1.0 unless accept_http_10 (Istio: off by default).
+        const head: RequestHead = { method: req.method ?? 'GET', path: '/', query: '', host: '', authority: '', scheme: this.scheme, headers: [], localPort: this.port };
+        const ex = (sink.exchange = new Exchange(sink, this.ctx, head, undefined));
+        sink.readBody();
+        return ex.localReply(426, 'DPE', 'Upgrade Required');
+      }
+      this.#serve(sink, req.method ?? 'GET', req.url ?? '', h.host ?? '', req.rawHeaders, false, hasBody);
+      sink.readBody();
+    } catch (err) {
+      sink.fail(err);
+    }
+  }
+
+  /**
+   * The request head as the uWS listener builds it: the connection's headers dropped, the proxy's
+   * added, limits answered 431 / 414 / 400, the path normalised, then routed.
+   */
+  #serve(sink: H2StreamSink | H1Sink, method: string, target: string, authority: string, raw: readonly string[], h2: boolean, hasBody: boolean): void {
+    const q = target.indexOf('?');
+    const rawPath = q >= 0 ? target.slice(0, q) : target;
+    const query = q >= 0 ? target.slice(q + 1) : '';
+    const path = normalizePath(rawPath);
+    const headers: string[] = [];
+    let xff = '';
+    let requestId = '';
+    let size = 0;
+    let connectionTokens = '';
+    let cookie = -1;
+    for (let i = 0; i < raw.length; i += 2) {
+      // HTTP/2 names are lower case already; HTTP/1.1 raw names keep the client's case.
+      const k = h2 ? raw[i]! : raw[i]!.toLowerCase();
+      const v = raw[i + 1]!;
+      size += k.length + v.length + 4;
+      if (k.charCodeAt(0) === 58 /* : */) continue;
+      if (DROPPED_REQUEST_HEADERS.has(k)) {
+        if (k === 'connection') connectionTokens = v;
+        continue;
+      }
+      if (k.charCodeAt(0) === 120 /* x */) {
+        if (k === 'x-forwarded-for') {
+          xff = xff ? `${xff}, ${v}` : v;
+          continue;
+        }
+        if (k === 'x-request-id') requestId = v;
+        else if (k.startsWith('x-envoy-')) continue;
+      } else if (h2 && k === 'cookie') {
+        // HTTP/2 clients may split cookies into several fields: one header again (RFC 9113 8.2.3).
+        if (cookie >= 0) {
+          headers[cookie] = `${headers[cookie]}; ${v}`;
+          continue;
+        }
+        cookie = headers.length + 1;
+      }
+      headers.push(k, v);
+    }
+    const ip = sink.remoteAddress;
+    headers.push('x-forwarded-for', xff ? `${xff}, ${ip}` : ip, 'x-forwarded-proto', this.scheme, 'x-envoy-external-address', ip);
+    if (!requestId) headers.push('x-request-id', randomUUID());
+    if (connectionTokens) removeConnectionTokens(headers, connectionTokens);
+
+    const head: RequestHead = { method, path, query, host: hostOnly(authority), authority, scheme: this.scheme, headers, localPort: this.port };
+    const local = (status: number, body: string): void => {
+      const ex = (sink.exchange = new Exchange(sink, this.ctx, head, undefined));
+      ex.localReply(status, 'DPE', body);
+    };
+    if (size > MAX_REQUEST_HEADERS_BYTES) return local(431, 'Request Header Fields Too Large');
+    if (path.length + query.length > MAX_URL_BYTES) return local(414, 'URI Too Long');
+    if (!authority || !validAuthority(authority) || !rawPath.startsWith('/')) return local(400, 'Bad Request');
+    const match = this.table?.match(head);
+    const ex = (sink.exchange = new Exchange(sink, this.ctx, head, match?.route));
+    ex.begin(hasBody && match !== undefined && match.route.action.kind === 'forward', headers);
+  }
+}
+
+function clientAddress(a: string | undefined): string {
+  if (!a) return '';
+  return a.startsWith('::ffff:') ? a.slice(7) : a;
+}
+
+function removeConnectionTokens(headers: string[], tokens: string): void {
+  const names = new Set(tokens.toLowerCase().split(',').map((t) => t.trim()).filter((t) => t && t !== 'close' && t !== 'keep-alive'));
+  if (names.size === 0) return;
+  for (let i = headers.length - 2; i >= 0; i -= 2) if (names.has(headers[i]!)) headers.splice(i, 2);
+}
+

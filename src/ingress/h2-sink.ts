@@ -1,0 +1,336 @@
+// ResponseSinks of the node:http2 engine: one for HTTP/2 streams (h2 and h2c), one for the
+// HTTP/1.1 requests the same listener accepts (node:http). Both keep the ResponseSink contract:
+// `closed` once the response is finished or the client has gone, a single drain callback,
+// paired pause/resume of the request body, `finished` once.
+import type { X509Certificate } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import http2, { type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import type { Exchange } from './exchange.js';
+import type { HeaderValue, ResponseSink } from './sink.js';
+
+const { NGHTTP2_INTERNAL_ERROR } = http2.constants;
+const EMPTY = Buffer.alloc(0);
+
+/** What a sink needs of its listener. */
+export interface SinkOwner {
+  inflight: number;
+  requestDone(): void;
+  onError: (err: unknown) => void;
+}
+
+/** The peer certificate of a TLS connection, read once per connection. */
+export interface PeerIdentity {
+  certificate: X509Certificate | undefined;
+  spiffeId: string | undefined;
+}
+
+// Connection-specific headers HTTP/2 forbids in a response (Node throws on them).
+const H2_FORBIDDEN = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'http2-settings']);
+
+function headerName(n: HeaderValue): string {
+  const s = typeof n === 'string' ? n : n.toString('latin1');
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 65 && c <= 90) return s.toLowerCase();
+  }
+  return s;
+}
+
+/** A flat [name, value, ...] list as Node's header object; repeated names become arrays. */
+function toHeaderObject(list: readonly HeaderValue[], into: OutgoingHttpHeaders): OutgoingHttpHeaders {
+  for (let i = 0; i < list.length; i += 2) {
+    const name = headerName(list[i]!);
+    if (name.charCodeAt(0) === 58 /* : */ || H2_FORBIDDEN.has(name)) continue;
+    const v = list[i + 1]!;
+    const value = typeof v === 'string' ? v : v.toString('latin1');
+    const prev = into[name];
+    if (prev === undefined) into[name] = value;
+    else if (Array.isArray(prev)) prev.push(value);
+    else into[name] = [String(prev), value];
+  }
+  return into;
+}
+
+/** An HTTP/2 stream (h2 or h2c). The response head is sent with the first body bytes, or alone
+ *  with END_STREAM when there is no body: a gRPC trailers-only response is one HEADERS frame. */
+export class H2StreamSink implements ResponseSink {
+  readonly protocol = 'HTTP/2';
+  exchange: Exchange | null = null;
+  closed = false;
+  remoteAddress = '';
+  peerCertificate: X509Certificate | undefined;
+  peerSpiffeId: string | undefined;
+  readonly #stream: ServerHttp2Stream;
+  readonly #owner: SinkOwner;
+  #head: OutgoingHttpHeaders | null = null;
+  #noBody = false;
+  #responded = false;
+  #ended = false;
+  #trailers: OutgoingHttpHeaders | null = null;
+  #drain: (() => void) | null = null;
+  #paused = false;
+  #finished = false;
+
+  constructor(stream: ServerHttp2Stream, owner: SinkOwner) {
+    this.#stream = stream;
+    this.#owner = owner;
+    owner.inflight++;
+    stream.on('error', () => undefined); // resets and protocol errors end in 'close'
+    stream.on('close', () => this.#closed());
+    stream.on('drain', () => {
+      const cb = this.#drain;
+      this.#drain = null;
+      cb?.();
+    });
+    stream.on('wantTrailers', () => {
+      if (!stream.destroyed) stream.sendTrailers(this.#trailers ?? {});
+    });
+  }
+
+  #closed(): void {
+    const ex = this.exchange;
+    this.exchange = null;
+    this.closed = true;
+    if (ex && !this.#ended) ex.downstreamAborted();
+    else this.finished();
+  }
+
+  start(status: number, headers: readonly HeaderValue[], length: number, noBody: boolean): void {
+    if (this.closed) return;
+    const h = toHeaderObject(headers, { ':status': status });
+    if (length > 0 || (length === 0 && !noBody && status !== 204 && status !== 304)) h['content-length'] = length;
+    this.#head = h;
+    this.#noBody = noBody;
+  }
+
+  #respond(endStream: boolean): void {
+    this.#responded = true;
+    const head = this.#head ?? { ':status': 200 };
+    this.#head = null;
+    // A stream the client reset: 'close' tells the lifecycle; nothing can be sent.
+    if (this.#stream.destroyed || this.#stream.closed) return;
+    if (endStream) this.#stream.respond(head, { endStream: true });
+    // Trailers may follow whatever the upstream is: the stream waits for them (or none) at its end.
+    else this.#stream.respond(head, { waitForTrailers: true });
+  }
+
+  write(chunk: Buffer): boolean {
+    if (this.closed) return false;
+    if (this.#noBody) return true;
+    if (!this.#responded) this.#respond(false);
+    return this.#stream.write(chunk);
+  }
+
+  onDrain(cb: () => void): void {
+    this.#drain = cb;
+  }
+
+  end(chunk?: Buffer): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.#ended = true;
+    const stream = this.#stream;
+    if (stream.destroyed) return;
+    if (!this.#responded) {
+      if (this.#noBody || chunk === undefined || chunk.length === 0) {
+        this.#respond(true);
+        return;
+      }
+      this.#respond(false);
+    }
+    if (this.#noBody || chunk === undefined) stream.end();
+    else stream.end(chunk);
+  }
+
+  endWithTrailers(trailers: readonly HeaderValue[], chunk?: Buffer): void {
+    if (this.closed) return;
+    this.#trailers = toHeaderObject(trailers, {});
+    if (!this.#responded) this.#respond(false);
+    this.closed = true;
+    this.#ended = true;
+    const stream = this.#stream;
+    if (stream.destroyed) return;
+    if (chunk !== undefined && chunk.length > 0 && !this.#noBody) stream.end(chunk);
+    else stream.end();
+  }
+
+  reset(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.exchange = null; // the lifecycle already knows
+    if (!this.#stream.destroyed) this.#stream.close(NGHTTP2_INTERNAL_ERROR);
+  }
+
+  batch(fn: () => void): void {
+    fn();
+  }
+
+  pauseRequestBody(): void {
+    if (this.closed || this.#paused) return;
+    this.#paused = true;
+    this.#stream.pause();
+  }
+
+  resumeRequestBody(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    this.#stream.resume();
+  }
+
+  finished(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    // Whatever the client still sends is read and dropped, so the stream can close.
+    if (this.#paused) {
+      this.#paused = false;
+      this.#stream.resume();
+    }
+    this.exchange = null;
+    this.#owner.requestDone();
+  }
+
+  /** Request body: every chunk as it comes, then an empty last one at END_STREAM. */
+  readBody(): void {
+    const stream = this.#stream;
+    stream.on('data', (chunk: Buffer) => this.exchange?.requestData(chunk, false));
+    stream.on('end', () => this.exchange?.requestData(EMPTY, true));
+  }
+
+  fail(err: unknown): void {
+    failSink(this, err, this.#owner);
+  }
+}
+
+/** An HTTP/1.1 request on the node:http2 listener (its HTTP/1.1 fallback, served by node:http). */
+export class H1Sink implements ResponseSink {
+  readonly protocol = 'HTTP/1.1';
+  exchange: Exchange | null = null;
+  closed = false;
+  remoteAddress = '';
+  peerCertificate: X509Certificate | undefined;
+  peerSpiffeId: string | undefined;
+  readonly #req: IncomingMessage;
+  readonly #res: ServerResponse;
+  readonly #owner: SinkOwner;
+  #ended = false;
+  #drain: (() => void) | null = null;
+  #paused = false;
+  #finished = false;
+
+  constructor(req: IncomingMessage, res: ServerResponse, owner: SinkOwner) {
+    this.#req = req;
+    this.#res = res;
+    this.#owner = owner;
+    owner.inflight++;
+    req.on('error', () => undefined);
+    res.on('error', () => undefined);
+    res.on('close', () => {
+      const ex = this.exchange;
+      this.exchange = null;
+      this.closed = true;
+      if (ex && !this.#ended) ex.downstreamAborted();
+      else this.finished();
+    });
+    res.on('drain', () => {
+      const cb = this.#drain;
+      this.#drain = null;
+      cb?.();
+    });
+  }
+
+  start(status: number, headers: readonly HeaderValue[], length: number, noBody: boolean): void {
+    if (this.closed) return;
+    const flat: string[] = [];
+    for (let i = 0; i < headers.length; i += 2) {
+      const n = headers[i]!;
+      const v = headers[i + 1]!;
+      flat.push(typeof n === 'string' ? n : n.toString('latin1'), typeof v === 'string' ? v : v.toString('latin1'));
+    }
+    if (length > 0 || (length === 0 && !noBody && status !== 204 && status !== 304)) flat.push('content-length', String(length));
+    else if (noBody && length === 0 && status !== 204 && status !== 304) flat.push('content-length', '0');
+    this.#res.writeHead(status, flat);
+  }
+
+  write(chunk: Buffer): boolean {
+    if (this.closed) return false;
+    return this.#res.write(chunk);
+  }
+
+  onDrain(cb: () => void): void {
+    this.#drain = cb;
+  }
+
+  end(chunk?: Buffer): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.#ended = true;
+    if (chunk !== undefined && chunk.length > 0) this.#res.end(chunk);
+    else this.#res.end();
+  }
+
+  reset(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.exchange = null;
+    this.#res.destroy();
+  }
+
+  batch(fn: () => void): void {
+    const socket = this.#res.socket;
+    if (socket === null || this.closed) return fn();
+    socket.cork();
+    try {
+      fn();
+    } finally {
+      socket.uncork();
+    }
+  }
+
+  pauseRequestBody(): void {
+    if (this.closed || this.#paused) return;
+    this.#paused = true;
+    this.#req.pause();
+  }
+
+  resumeRequestBody(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    this.#req.resume();
+  }
+
+  finished(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    // An unread body would stall the keep-alive connection: read and drop the rest.
+    if (this.#paused) {
+      this.#paused = false;
+      this.#req.resume();
+    }
+    this.exchange = null;
+    this.#owner.requestDone();
+  }
+
+  readBody(): void {
+    const req = this.#req;
+    req.on('data', (chunk: Buffer) => this.exchange?.requestData(chunk, false));
+    req.on('end', () => this.exchange?.requestData(EMPTY, true));
+  }
+
+  fail(err: unknown): void {
+    failSink(this, err, this.#owner);
+  }
+}
+
+function failSink(sink: H2StreamSink | H1Sink, err: unknown, owner: SinkOwner): void {
+  owner.onError(err);
+  const ex = sink.exchange;
+  if (ex) {
+    ex.localReply(500, 'DPE', 'internal error');
+    return;
+  }
+  if (!sink.closed) {
+    sink.start(500, ['server', 'istio-envoy'], 0, false);
+    sink.end();
+  }
+  sink.finished();
+}

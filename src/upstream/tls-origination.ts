@@ -1,0 +1,225 @@
+// TLS origination towards an upstream, per DestinationRule `tls` (as resolve.ts translates it into
+// Envoy's UpstreamTlsContext): SIMPLE (a CA file, else the system CAs), MUTUAL (plus a client
+// certificate), `sni`, `subjectAltNames`, `insecureSkipVerify`. One object per distinct setting,
+// shared by the undici pools (HTTP/1.1) and the HTTP/2 sessions of the cluster's endpoints.
+// Files are read when the object is made and re-read, for new connections, when they change on
+// disk (checked at most once a second), so a rotated client certificate needs no reload.
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
+import type { ConnectionOptions, PeerCertificate } from 'node:tls';
+import { buildConnector } from 'undici';
+import type { UpstreamTlsContext } from '../controlplane/snapshot.js';
+
+/** Envoy's client default: TLS 1.2 and later. */
+const MIN_VERSION = 'TLSv1.2';
+const RECHECK_MS = 1000;
+
+/** A TLS setting that cannot be used (unreadable file, certificate that does not parse, key mismatch). */
+export class TlsConfigError extends Error {
+  readonly code = 'ERR_TLS_ORIGINATION_CONFIG';
+  /** Reported as a connection failure (503 UF), as Envoy reports an unusable transport socket. */
+  readonly connectFailure = true;
+}
+
+export class TlsOrigination {
+  /** Identifies the setting (equal settings share one object and one pool key). */
+  readonly key: string;
+  readonly #ctx: UpstreamTlsContext;
+  readonly #files: string[];
+  #stamp = '';
+  #checkedAt = 0;
+  #options: ConnectionOptions | null = null;
+  #error: TlsConfigError | null = null;
+
+  constructor(ctx: UpstreamTlsContext) {
+    this.#ctx = ctx;
+    this.key = JSON.stringify(ctx);
+    const c = ctx.common_tls_context;
+    const files: string[] = [];
+    if (c.validation_context?.trusted_ca) files.push(c.validation_context.trusted_ca.filename);
+    const pair = c.tls_certificates?.[0];
+    if (pair) files.push(pair.certificate_chain.filename, pair.private_key.filename);
+    this.#files = files;
+    this.#refresh(true);
+  }
+
+  /** Why connections cannot be made with this setting, or null. */
+  get error(): string | null {
+    this.#refresh(false);
+    return this.#error?.message ?? null;
+  }
+
+  /**
+   * The SNI for a request: the DestinationRule's `sni`, else the request's host without its port
+   * (Istio's auto_sni); '' for an IP literal, which SNI cannot carry.
+   */
+  serverName(requestHost: string): string {
+    if (this.#ctx.sni) return this.#ctx.sni;
+    return sniOf(requestHost);
+  }
+
+  /** Options for `tls.connect` / `http2.connect` with the current files; throws TlsConfigError. */
+  connectOptions(): ConnectionOptions {
+    this.#refresh(false);
+    if (this.#error) throw this.#error;
+    return this.#options!;
+  }
+
+  /** An undici `connect` function: TLS with these options, the SNI chosen per request host. */
+  undiciConnector(timeoutMs: number): buildConnector.connector {
+    let built: buildConnector.connector | null = null;
+    let builtFor: ConnectionOptions | null = null;
+    return (opts, cb) => {
+      let o: ConnectionOptions;
+      try {
+        o = this.connectOptions();
+      } catch (err) {
+        cb(err as Error, null);
+        return;
+      }
+      if (built === null || o !== builtFor) {
+        built = buildConnector({ ...o, timeout: timeoutMs, keepAlive: true, keepAliveInitialDelay: 60_000 } as buildConnector.BuildOptions);
+        builtFor = o;
+      }
+      // undici passes the request's Host (without port) as `servername`, or null for IP literals.
+      const servername = this.#ctx.sni || opts.servername || undefined;
+      built({ ...opts, ...(servername ? { servername } : { servername: undefined }) } as buildConnector.Options, cb);
+    };
+  }
+
+  #refresh(force: boolean): void {
+    const now = Date.now();
+    if (!force && now - this.#checkedAt < RECHECK_MS) return;
+    this.#checkedAt = now;
+    let stamp = '';
+    for (const f of this.#files) {
+      try {
+        const st = statSync(f);
+        stamp += `${f}:${st.mtimeMs}:${st.size};`;
+      } catch {
+        stamp += `${f}:missing;`;
+      }
+    }
+    if (!force && stamp === this.#stamp) return;
+    this.#stamp = stamp;
+    try {
+      this.#options = buildOptions(this.#ctx);
+      this.#error = null;
+    } catch (err) {
+      // Keep the last good options for a file being replaced; report when there never were any.
+      if (this.#options === null) this.#error = err instanceof TlsConfigError ? err : new TlsConfigError((err as Error).message);
+    }
+  }
+}
+
+function buildOptions(ctx: UpstreamTlsContext): ConnectionOptions {
+  const c = ctx.common_tls_context;
+  const vc = c.validation_context;
+  const opts: ConnectionOptions = { minVersion: MIN_VERSION };
+  if (vc?.trusted_ca) opts.ca = readCertificates(vc.trusted_ca.filename, 'caCertificates');
+  const pair = c.tls_certificates?.[0];
+  if (pair) {
+    const cert = readCertificates(pair.certificate_chain.filename, 'clientCertificate');
+    const key = readFile(pair.private_key.filename, 'privateKey');
+    let keyObject;
+    try {
+      keyObject = createPrivateKey(key);
+    } catch (err) {
+      throw new TlsConfigError(`privateKey ${pair.private_key.filename}: not a PEM private key (${(err as Error).message})`);
+    }
+    if (!new X509Certificate(cert).checkPrivateKey(keyObject)) {
+      throw new TlsConfigError(`privateKey ${pair.private_key.filename} does not match clientCertificate ${pair.certificate_chain.filename}`);
+    }
+    opts.cert = cert;
+    opts.key = key;
+  }
+  if (ctx.insecure_skip_verify) {
+    opts.rejectUnauthorized = false;
+    opts.checkServerIdentity = () => undefined;
+    return opts;
+  }
+  opts.rejectUnauthorized = true;
+  const sans = vc?.match_subject_alt_names?.map((m) => m.exact) ?? [];
+  if (sans.length > 0) {
+    opts.checkServerIdentity = (_host, cert) => matchSubjectAltNames(cert, sans);
+  } else if (ctx.sni) {
+    // Istio validates the SAN against the SNI only when it chose the SNI itself (auto_sni with
+    // auto_san_validation); an explicit `sni` without subjectAltNames checks the chain only.
+    opts.checkServerIdentity = () => undefined;
+  }
+  // Otherwise Node's default check: the certificate must name the SNI host (auto_san_validation).
+  return opts;
+}
+
+function readFile(file: string, field: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new TlsConfigError(`${field} ${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+}
+
+function readCertificates(file: string, field: string): Buffer {
+  const pem = readFile(file, field);
+  const text = pem.toString('latin1');
+  if (!text.includes('-----BEGIN CERTIFICATE-----')) throw new TlsConfigError(`${field} ${file}: no PEM certificate in the file`);
+  try {
+    new X509Certificate(pem);
+  } catch (err) {
+    throw new TlsConfigError(`${field} ${file}: the certificate does not parse (${(err as Error).message})`);
+  }
+  return pem;
+}
+
+/** Envoy's match_subject_alt_names with `exact` matchers: any SAN of the certificate equal to one listed. */
+export function matchSubjectAltNames(cert: PeerCertificate, wanted: readonly string[]): Error | undefined {
+  const sans = (cert.subjectaltname ?? '')
+    .split(/,\s*/)
+    .map((s) => s.slice(s.indexOf(':') + 1))
+    .filter(Boolean);
+  for (const w of wanted) {
+    for (const s of sans) {
+      if (s === w) return undefined;
+      // A wildcard DNS SAN covers one label, as Envoy's DNS SAN matching allows.
+      if (s.startsWith('*.') && w.endsWith(s.slice(1)) && !w.slice(0, w.length - s.length + 1).includes('.')) return undefined;
+    }
+  }
+  const err = new Error(`the upstream certificate's subject alt names [${sans.join(', ')}] match none of [${wanted.join(', ')}]`) as Error & { code: string };
+  err.code = 'ERR_TLS_CERT_ALTNAME_INVALID';
+  return err;
+}
+
+/** SNI host name of an authority: port removed, '' for IP literals. */
+export function sniOf(authority: string): string {
+  if (authority.startsWith('[')) return '';
+  const i = authority.lastIndexOf(':');
+  const host = i >= 0 ? authority.slice(0, i) : authority;
+  return /^\d{1,3}(?:\.\d{1,3}){3}$/.test(host) ? '' : host.toLowerCase();
+}
+
+// Errors of a TLS handshake (certificate verification, alerts) that Envoy reports as a connection
+// failure (UF, "TLS_error") rather than a reset.
+const TLS_VERIFY_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_SIGNATURE_FAILURE',
+  'CERT_UNTRUSTED',
+  'CERT_REJECTED',
+  'CERT_REVOKED',
+  'INVALID_CA',
+  'HOSTNAME_MISMATCH',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'ERR_TLS_HANDSHAKE_TIMEOUT',
+  'EPROTO',
+]);
+
+export function isTlsError(err: { code?: string }): boolean {
+  const code = err.code;
+  if (code === undefined) return false;
+  return TLS_VERIFY_CODES.has(code) || code.startsWith('ERR_SSL_') || code === 'ERR_TLS_ORIGINATION_CONFIG';
+}
