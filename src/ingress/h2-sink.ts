@@ -5,6 +5,7 @@
 import type { X509Certificate } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import http2, { type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import type { Readable } from 'node:stream';
 import type { Exchange } from './exchange.js';
 import type { HeaderValue, ResponseSink } from './sink.js';
 
@@ -68,11 +69,11 @@ export class H2StreamSink implements ResponseSink {
   #ended = false;
   #trailers: OutgoingHttpHeaders | null = null;
   #drain: (() => void) | null = null;
-  #paused = false;
-  #finished = false;
+  readonly #body: RequestBody;
 
   constructor(stream: ServerHttp2Stream, owner: SinkOwner) {
     this.#stream = stream;
+    this.#body = new RequestBody(stream);
     this.#owner = owner;
     owner.inflight++;
     stream.on('error', () => undefined); // resets and protocol errors end in 'close'
@@ -166,34 +167,23 @@ export class H2StreamSink implements ResponseSink {
   }
 
   pauseRequestBody(): void {
-    if (this.closed || this.#paused) return;
-    this.#paused = true;
-    this.#stream.pause();
+    if (!this.closed) this.#body.pause();
   }
 
   resumeRequestBody(): void {
-    if (!this.#paused) return;
-    this.#paused = false;
-    this.#stream.resume();
+    this.#body.resume();
   }
 
   finished(): void {
-    if (this.#finished) return;
-    this.#finished = true;
     // Whatever the client still sends is read and dropped, so the stream can close.
-    if (this.#paused) {
-      this.#paused = false;
-      this.#stream.resume();
-    }
+    if (!this.#body.finish()) return;
     this.exchange = null;
     this.#owner.requestDone();
   }
 
   /** Request body: every chunk as it comes, then an empty last one at END_STREAM. */
   readBody(): void {
-    const stream = this.#stream;
-    stream.on('data', (chunk: Buffer) => this.exchange?.requestData(chunk, false));
-    stream.on('end', () => this.exchange?.requestData(EMPTY, true));
+    this.#body.read(this);
   }
 
   fail(err: unknown): void {
@@ -214,11 +204,11 @@ export class H1Sink implements ResponseSink {
   readonly #owner: SinkOwner;
   #ended = false;
   #drain: (() => void) | null = null;
-  #paused = false;
-  #finished = false;
+  readonly #body: RequestBody;
 
   constructor(req: IncomingMessage, res: ServerResponse, owner: SinkOwner) {
     this.#req = req;
+    this.#body = new RequestBody(req);
     this.#res = res;
     this.#owner = owner;
     owner.inflight++;
@@ -287,37 +277,63 @@ export class H1Sink implements ResponseSink {
   }
 
   pauseRequestBody(): void {
-    if (this.closed || this.#paused) return;
-    this.#paused = true;
-    this.#req.pause();
+    if (!this.closed) this.#body.pause();
   }
 
   resumeRequestBody(): void {
-    if (!this.#paused) return;
-    this.#paused = false;
-    this.#req.resume();
+    this.#body.resume();
   }
 
   finished(): void {
-    if (this.#finished) return;
-    this.#finished = true;
     // An unread body would stall the keep-alive connection: read and drop the rest.
-    if (this.#paused) {
-      this.#paused = false;
-      this.#req.resume();
-    }
+    if (!this.#body.finish()) return;
     this.exchange = null;
     this.#owner.requestDone();
   }
 
   readBody(): void {
-    const req = this.#req;
-    req.on('data', (chunk: Buffer) => this.exchange?.requestData(chunk, false));
-    req.on('end', () => this.exchange?.requestData(EMPTY, true));
+    this.#body.read(this);
   }
 
   fail(err: unknown): void {
     failSink(this, err, this.#owner);
+  }
+}
+
+/** Request-body flow control shared by both node sinks: paired pause/resume, drained once finished. */
+class RequestBody {
+  readonly #source: Readable;
+  #paused = false;
+  #finished = false;
+
+  constructor(source: Readable) {
+    this.#source = source;
+  }
+
+  pause(): void {
+    if (this.#paused) return;
+    this.#paused = true;
+    this.#source.pause();
+  }
+
+  resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    this.#source.resume();
+  }
+
+  /** False when the request was already finished; otherwise resumes a paused body so the rest drains. */
+  finish(): boolean {
+    if (this.#finished) return false;
+    this.#finished = true;
+    this.resume();
+    return true;
+  }
+
+  /** Every chunk as it comes, then an empty last one at the end of the body. */
+  read(sink: { exchange: { requestData(chunk: Buffer, isLast: boolean): void } | null }): void {
+    this.#source.on('data', (chunk: Buffer) => sink.exchange?.requestData(chunk, false));
+    this.#source.on('end', () => sink.exchange?.requestData(EMPTY, true));
   }
 }
 
