@@ -401,38 +401,7 @@ export class UwsHttpListener {
     const query = req.getQuery() ?? '';
     sink.remoteAddress = remoteAddress(res);
 
-    // Headers, as forwarded: the connection's own headers dropped, the proxy's added.
-    const headers: string[] = [];
-    let host = '';
-    let xff = '';
-    let requestId = '';
-    let hasBody = false;
-    let size = 0;
-    let connectionTokens = '';
-    req.forEach((k, v) => {
-      size += k.length + v.length + 4;
-      if (DROPPED_REQUEST_HEADERS.has(k)) {
-        if (k === 'host') host = v;
-        else if (k === 'transfer-encoding') hasBody = true;
-        else if (k === 'connection') connectionTokens = v;
-        return;
-      }
-      if (k.charCodeAt(0) === 120 /* x */) {
-        if (k === 'x-forwarded-for') {
-          xff = v;
-          return;
-        }
-        if (k === 'x-request-id') requestId = v;
-        else if (k.startsWith('x-envoy-')) return;
-      } else if (k === 'content-length') {
-        if (v !== '0') hasBody = true;
-      }
-      headers.push(k, v);
-    });
-    const ip = sink.remoteAddress;
-    headers.push('x-forwarded-for', xff ? `${xff}, ${ip}` : ip, 'x-forwarded-proto', this.scheme, 'x-envoy-external-address', ip);
-    if (!requestId) headers.push('x-request-id', randomUUID());
-    if (connectionTokens) removeConnectionTokens(headers, connectionTokens);
+    const { headers, host, hasBody, size } = readForwardHeaders(req, sink.remoteAddress, this.scheme);
 
     const head: RequestHead = { method, path, query, host: hostOnly(host), authority: host, scheme: this.scheme, headers, localPort: this.port };
     if (size > MAX_REQUEST_HEADERS_BYTES) {
@@ -458,6 +427,43 @@ export class UwsHttpListener {
     if (hasBody) res.onData((ab, isLast) => sink.data(ab, isLast));
     ex.begin(hasBody && match !== undefined && match.route.action.kind === 'forward', headers);
   }
+}
+
+/** A uWS request's headers as forwarded upstream (Envoy's edge sanitizing): the connection's own
+ * headers dropped, client `x-envoy-*` removed, x-forwarded-for appended, x-forwarded-proto and
+ * x-envoy-external-address set, x-request-id kept or generated. Read synchronously in the handler. */
+export function readForwardHeaders(req: uWS.HttpRequest, ip: string, scheme: 'http' | 'https'): { headers: string[]; host: string; hasBody: boolean; size: number } {
+  const headers: string[] = [];
+  let host = '';
+  let xff = '';
+  let requestId = '';
+  let hasBody = false;
+  let size = 0;
+  let connectionTokens = '';
+  req.forEach((k, v) => {
+    size += k.length + v.length + 4;
+    if (DROPPED_REQUEST_HEADERS.has(k)) {
+      if (k === 'host') host = v;
+      else if (k === 'transfer-encoding') hasBody = true;
+      else if (k === 'connection') connectionTokens = v;
+      return;
+    }
+    if (k.charCodeAt(0) === 120 /* x */) {
+      if (k === 'x-forwarded-for') {
+        xff = v;
+        return;
+      }
+      if (k === 'x-request-id') requestId = v;
+      else if (k.startsWith('x-envoy-')) return;
+    } else if (k === 'content-length') {
+      if (v !== '0') hasBody = true;
+    }
+    headers.push(k, v);
+  });
+  headers.push('x-forwarded-for', xff ? `${xff}, ${ip}` : ip, 'x-forwarded-proto', scheme, 'x-envoy-external-address', ip);
+  if (!requestId) headers.push('x-request-id', randomUUID());
+  if (connectionTokens) removeConnectionTokens(headers, connectionTokens);
+  return { headers, host, hasBody, size };
 }
 
 export function remoteAddress(res: uWS.HttpResponse): string {

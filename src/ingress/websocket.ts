@@ -11,7 +11,6 @@
 // Each connection holds its own upstream socket: a config reload only changes how new upgrades
 // are routed (Istio pain point: Envoy drains WebSockets on unrelated pushes). Either side closing
 // or failing closes the other, and a dead upstream is found by pings (no FD or memory leaks).
-import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import uWS from 'uWebSockets.js';
 import WebSocket from 'ws';
@@ -24,7 +23,7 @@ import type { ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manag
 import type { DataPlaneContext } from './exchange.js';
 import { statusLine } from './status.js';
 // A cycle (uws-listener.ts registers this module), safe because these are only used at run time.
-import { hostOnly, MAX_REQUEST_HEADERS_BYTES, MAX_URL_BYTES, remoteAddress, validAuthority } from './uws-listener.js';
+import { hostOnly, MAX_REQUEST_HEADERS_BYTES, MAX_URL_BYTES, readForwardHeaders, remoteAddress, validAuthority } from './uws-listener.js';
 
 /** Largest message accepted from either side (uWS `maxPayloadLength`, `ws` `maxPayload`). */
 export const WS_MAX_PAYLOAD = 16 * 1024 * 1024;
@@ -52,7 +51,6 @@ const OPEN = WebSocket.OPEN;
 // Request headers that belong to the client connection (as on the HTTP path). The handshake's own
 // headers stay in the head (routes may match them) but are not forwarded: the gateway negotiates
 // each hop itself (`ws` makes its own key; the offered subprotocols are passed to it).
-const DROPPED_REQUEST_HEADERS = new Set(['host', 'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'upgrade', 'expect', 'x-forwarded-proto', 'http2-settings']);
 const HANDSHAKE_HEADERS = new Set(['sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-protocol', 'sec-websocket-accept', 'content-length']);
 // Upstream response headers never relayed to the client (uWS writes its own handshake headers).
 const HOP_BY_HOP_RESPONSE = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'date', 'server', 'upgrade', 'proxy-connection', 'trailer', 'te']);
@@ -246,33 +244,8 @@ class Bridge implements LoggedRequest {
     const ip = remoteAddress(res);
     this.sink.remoteAddress = ip;
 
-    const headers: string[] = [];
-    let authority = '';
-    let xff = '';
-    let requestId = '';
-    let size = 0;
-    let connectionTokens = '';
-    req.forEach((k, v) => {
-      size += k.length + v.length + 4;
-      if (DROPPED_REQUEST_HEADERS.has(k)) {
-        if (k === 'host') authority = v;
-        else if (k === 'connection') connectionTokens = v;
-        return;
-      }
-      if (k.charCodeAt(0) === 120 /* x */) {
-        if (k === 'x-forwarded-for') {
-          xff = v;
-          return;
-        }
-        if (k === 'x-request-id') requestId = v;
-        else if (k.startsWith('x-envoy-')) return;
-      }
-      headers.push(k, v);
-    });
+    const { headers, host: authority, size } = readForwardHeaders(req, ip, host.scheme);
     if (size > MAX_REQUEST_HEADERS_BYTES || path.length + query.length > MAX_URL_BYTES || !authority || !validAuthority(authority)) return this.#yield();
-    headers.push('x-forwarded-for', xff ? `${xff}, ${ip}` : ip, 'x-forwarded-proto', host.scheme, 'x-envoy-external-address', ip);
-    if (!requestId) headers.push('x-request-id', randomUUID());
-    if (connectionTokens) removeConnectionTokens(headers, connectionTokens);
     this.head = { method, path, query, host: hostOnly(authority), authority, scheme: host.scheme, headers };
 
     const route = host.table?.match(this.head)?.route;
@@ -844,10 +817,4 @@ function roll(perMillion: number): boolean {
 
 function resetBody(): string {
   return 'upstream connect error or disconnect/reset before headers. reset reason: connection termination';
-}
-
-function removeConnectionTokens(headers: string[], tokens: string): void {
-  const names = new Set(tokens.toLowerCase().split(',').map((t) => t.trim()).filter((t) => t && t !== 'close' && t !== 'keep-alive' && t !== 'upgrade'));
-  if (names.size === 0) return;
-  for (let i = headers.length - 2; i >= 0; i -= 2) if (names.has(headers[i]!)) headers.splice(i, 2);
 }
