@@ -520,7 +520,7 @@ export class Exchange {
   }
 
   /** Whether a failed attempt may be retried, and if so schedules it. */
-  #maybeRetry(kind: 'connect' | 'reset' | 'refused' | 'timeout' | 'status', status = 0): boolean {
+  #maybeRetry(kind: 'connect' | 'reset' | 'refused' | 'timeout' | 'status' | 'grpc', status = 0): boolean {
     const retry = this.#action?.retry;
     if (!retry || this.#attempts > retry.numRetries) return false;
     const on = retry.on;
@@ -546,6 +546,10 @@ export class Exchange {
           (on.gatewayError && (status === 502 || status === 503 || status === 504)) ||
           (on.retriable4xx && status === 409);
         break;
+      case 'grpc':
+        // A trailers-only gRPC failure: `status` is its grpc-status.
+        ok = on.grpcStatuses.has(status);
+        break;
     }
     if (!ok || !this.#replayable()) return false;
     // Retry overflow (maxRetries retries in flight): no retry, the failure stands.
@@ -569,7 +573,10 @@ export class Exchange {
     if (status < 200) return true; // 1xx: undici handles them; nothing to forward
     // Outlier detection sees a trailers-only gRPC response's status as Envoy maps it (14 → 503).
     this.#cluster!.reportStatus(attempt.endpoint, this.grpc ? grpcOutlierStatus(raw, status) : status);
-    if (this.#action!.retry && this.#maybeRetryStatus(attempt, status)) return false;
+    if (this.#action!.retry) {
+      const grpcStatus = this.grpc ? grpcStatusOf(raw) : -1;
+      if ((grpcStatus > 0 && this.#maybeRetryStatus(attempt, 'grpc', grpcStatus)) || this.#maybeRetryStatus(attempt, 'status', status)) return false;
+    }
     this.phase = Phase.Responding;
     this.#resumeUpstream = resume;
     if (attempt.timer) {
@@ -613,8 +620,8 @@ export class Exchange {
     return true;
   }
 
-  #maybeRetryStatus(attempt: Attempt, status: number): boolean {
-    if (!this.#maybeRetry('status', status)) return false;
+  #maybeRetryStatus(attempt: Attempt, kind: 'status' | 'grpc', status: number): boolean {
+    if (!this.#maybeRetry(kind, status)) return false;
     attempt.cancelled = true;
     this.#release(attempt);
     attempt.abort?.(new Error('retrying'));
@@ -793,11 +800,20 @@ const GRPC_TO_HTTP = [200, 499, 500, 400, 504, 404, 409, 403, 429, 400, 409, 400
 
 /** The HTTP status Envoy's router gives outlier detection for a gRPC response's headers. */
 function grpcOutlierStatus(raw: readonly Buffer[], status: number): number {
+  const g = grpcStatusOf(raw);
+  return g < 0 ? status : (GRPC_TO_HTTP[g] ?? 500);
+}
+
+/** The grpc-status of a trailers-only gRPC response's headers, -1 when there is none. */
+function grpcStatusOf(raw: readonly Buffer[]): number {
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
-    if (name.length === 11 && name.toString('latin1').toLowerCase() === 'grpc-status') return GRPC_TO_HTTP[Number(raw[i + 1]!.toString('latin1'))] ?? 500;
+    if (name.length === 11 && name.toString('latin1').toLowerCase() === 'grpc-status') {
+      const n = Number(raw[i + 1]!.toString('latin1'));
+      return Number.isInteger(n) ? n : -1;
+    }
   }
-  return status;
+  return -1;
 }
 
 /** Envoy's Grpc::Utility::httpToGrpcStatus (grpc's doc/http-grpc-status-mapping.md). */

@@ -22,6 +22,8 @@ export interface RetryConditions {
   gatewayError: boolean;
   retriable4xx: boolean;
   statusCodes: ReadonlySet<number>;
+  /** gRPC status codes retried (Envoy's grpc retry_on: cancelled, deadline-exceeded, internal, resource-exhausted, unavailable). */
+  grpcStatuses: ReadonlySet<number>;
 }
 
 export interface CompiledRetry {
@@ -331,9 +333,12 @@ export function compileRetry(retryOn: string, numRetries: number, perTryTimeoutM
       gatewayError: set.has('gateway-error'),
       retriable4xx: set.has('retriable-4xx'),
       statusCodes: new Set(set.has('retriable-status-codes') ? codes : []),
+      grpcStatuses: new Set(Object.entries(GRPC_RETRY_ON).filter(([name]) => set.has(name)).map(([, code]) => code)),
     },
   };
 }
+
+const GRPC_RETRY_ON: Record<string, number> = { cancelled: 1, 'deadline-exceeded': 4, 'resource-exhausted': 8, internal: 13, unavailable: 14 };
 
 function compileRewrite(r: Route): ((path: string) => string) | null {
   const a = r.route!;

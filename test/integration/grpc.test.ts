@@ -28,11 +28,13 @@ interface Backend {
   server: grpc.Server;
   /** Calls whose deadline or cancellation the server saw. */
   cancelled: number;
+  /** Calls seen per request text (for the flaky method). */
+  seen: Map<string, number>;
 }
 
 async function startBackend(name: string): Promise<Backend> {
   const server = new grpc.Server();
-  const b: Backend = { name, port: 0, server, cancelled: 0 };
+  const b: Backend = { name, port: 0, server, cancelled: 0, seen: new Map() };
   const trailing = (): grpc.Metadata => {
     const m = new grpc.Metadata();
     m.set('x-trailer', `${name}-done`);
@@ -41,6 +43,9 @@ async function startBackend(name: string): Promise<Backend> {
   server.addService(SERVICE, {
     Unary(call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) {
       const text = call.request.toString();
+      b.seen.set(text, (b.seen.get(text) ?? 0) + 1);
+      // `flaky-*`: UNAVAILABLE (trailers-only) the first time a text is seen, then OK.
+      if (text.startsWith('flaky-') && b.seen.get(text) === 1) return cb({ code: grpc.status.UNAVAILABLE, details: 'warming up' });
       const head = new grpc.Metadata();
       head.set('x-server', name);
       const echoed = call.metadata.get('x-client')[0];
@@ -116,6 +121,7 @@ function config(deadPort: number): string {
     { name: 'abort-grpc', match: [{ headers: { 'x-fault': { exact: 'grpc' } } }], fault: { abort: { grpcStatus: 'RESOURCE_EXHAUSTED', percentage: { value: 100 } } }, route: [dest('echo', 'v1')] },
     { name: 'slow', match: [{ uri: { exact: '/echo.Echo/Slow' }, headers: { 'x-timeout': { exact: 'route' } } }], timeout: '300ms', route: [dest('echo', 'v1')] },
     { name: 'v2', match: [{ headers: { 'x-version': { exact: 'v2' } } }], route: [dest('echo', 'v2')] },
+    { name: 'no-retry', match: [{ headers: { 'x-retry': { exact: 'off' } } }], retries: { attempts: 0 }, route: [dest('echo', 'v1')] },
     { name: 'default', route: [dest('echo', 'v1')] },
   ]);
   return yamlDocs(gwObj, se, we('echo-v1', 'v1', v1.port), we('echo-v2', 'v2', v2.port), we('echo-down', 'down', deadPort), dr, vs);
@@ -219,6 +225,17 @@ describe('gRPC through a GRPC Gateway server', () => {
     expect(got.length).toBe(13);
     for (const m of got.slice(3)) expect(m.length).toBe(big.length + 3);
     expect(status.metadata.get('x-trailer')).toEqual(['v2-done']);
+  });
+
+  it("retries UNAVAILABLE under Istio's default retry policy (retryOn ...,unavailable,cancelled), not with attempts: 0", async () => {
+    const ok = await unary('Unary', 'flaky-a');
+    expect(ok.err).toBeNull();
+    expect(ok.value?.toString()).toBe('v1:flaky-a');
+    expect(v1.seen.get('flaky-a')).toBe(2);
+    const off = await unary('Unary', 'flaky-b', { 'x-retry': 'off' });
+    expect(off.err?.code).toBe(grpc.status.UNAVAILABLE);
+    expect(off.err?.details).toBe('warming up');
+    expect(v1.seen.get('flaky-b')).toBe(1);
   });
 
   it('answers UNIMPLEMENTED when no route matches (404 NR)', async () => {
