@@ -4,6 +4,7 @@
 import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { applyHeaderOps, pickCluster, type CompiledCors, type CompiledMirror, type CompiledRoute, type ForwardAction, type HeaderOps } from '../routing/route-table.js';
+import { portOf, stripPort } from '../routing/authority.js';
 import { getHeader, type RequestHead } from '../routing/request.js';
 import type { ClusterManager, ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manager.js';
 import { isTlsError } from '../upstream/tls-origination.js';
@@ -776,15 +777,6 @@ function writeCorked(sink: ResponseSink, chunk: Buffer): boolean {
   return ok;
 }
 
-function stripPort(authority: string): string {
-  if (authority.startsWith('[')) {
-    const end = authority.indexOf(']');
-    return end > 0 ? authority.slice(0, end + 1) : authority;
-  }
-  const i = authority.lastIndexOf(':');
-  return i >= 0 ? authority.slice(0, i) : authority;
-}
-
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'EADDRNOTAVAIL', 'ETIMEDOUT']);
 
 function isConnectFailure(err: Error & { code?: string; connectFailure?: boolean }): boolean {
@@ -871,12 +863,6 @@ function roll(perMillion: number): boolean {
   return perMillion >= 1_000_000 || Math.random() * 1_000_000 < perMillion;
 }
 
-function portOf(authority: string): number | undefined {
-  const i = authority.lastIndexOf(':');
-  if (i < 0 || authority.indexOf(']', i) >= 0) return undefined;
-  const n = Number(authority.slice(i + 1));
-  return Number.isInteger(n) && n > 0 ? n : undefined;
-}
 
 function onFaultDelay(ex: Exchange): void {
   ex.faultDelayDone();

@@ -17,7 +17,8 @@ import type { RequestHead } from '../routing/request.js';
 import type { RouteTable } from '../routing/route-table.js';
 import { Exchange, type DataPlaneContext } from './exchange.js';
 import { H1Sink, H2StreamSink, type PeerIdentity, type SinkOwner } from './h2-sink.js';
-import { hostOnly, MAX_REQUEST_HEADERS_BYTES, MAX_URL_BYTES, validAuthority } from './uws-listener.js';
+import { hostOnly, validAuthority } from '../routing/authority.js';
+import { MAX_REQUEST_HEADERS_BYTES, MAX_URL_BYTES } from './uws-listener.js';
 
 // As the uWS listener: headers of the client connection, never forwarded; `x-forwarded-proto` and
 // `x-envoy-*` are the gateway's own (Envoy's edge sanitizing).

@@ -8,6 +8,7 @@
 // - writes from upstream callbacks are corked (one send per response start).
 import { randomUUID } from 'node:crypto';
 import uWS from 'uWebSockets.js';
+import { hostOnly, validAuthority } from '../routing/authority.js';
 import { normalizePath } from '../routing/path.js';
 import type { RouteTable } from '../routing/route-table.js';
 import type { RequestHead } from '../routing/request.js';
@@ -471,29 +472,6 @@ export function remoteAddress(res: uWS.HttpResponse): string {
   return text.startsWith('::ffff:') ? text.slice(7) : text;
 }
 
-/** Host without port, lower-cased; IPv6 literals keep their brackets. */
-export function hostOnly(authority: string): string {
-  let h = authority;
-  if (h.startsWith('[')) {
-    const end = h.indexOf(']');
-    h = end > 0 ? h.slice(0, end + 1) : h;
-  } else {
-    const i = h.indexOf(':');
-    if (i >= 0) h = h.slice(0, i);
-  }
-  // Hosts are case-insensitive; most clients already send lower case.
-  for (let i = 0; i < h.length; i++) {
-    const c = h.charCodeAt(i);
-    if (c >= 65 && c <= 90) return h.toLowerCase();
-  }
-  return h;
-}
-
-const AUTHORITY = /^(?:\[[0-9a-fA-F:.]+\]|[^\s/?#@[\]:]+)(?::\d{1,5})?$/;
-
-export function validAuthority(host: string): boolean {
-  return AUTHORITY.test(host);
-}
 
 function removeConnectionTokens(headers: string[], tokens: string): void {
   const names = new Set(tokens.toLowerCase().split(',').map((t) => t.trim()).filter((t) => t && t !== 'close' && t !== 'keep-alive'));

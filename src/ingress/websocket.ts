@@ -23,7 +23,8 @@ import type { ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manag
 import type { DataPlaneContext } from './exchange.js';
 import { statusLine } from './status.js';
 // A cycle (uws-listener.ts registers this module), safe because these are only used at run time.
-import { hostOnly, MAX_REQUEST_HEADERS_BYTES, MAX_URL_BYTES, readForwardHeaders, remoteAddress, validAuthority } from './uws-listener.js';
+import { hostOnly, validAuthority } from '../routing/authority.js';
+import { MAX_REQUEST_HEADERS_BYTES, MAX_URL_BYTES, readForwardHeaders, remoteAddress } from './uws-listener.js';
 
 /** Largest message accepted from either side (uWS `maxPayloadLength`, `ws` `maxPayload`). */
 export const WS_MAX_PAYLOAD = 16 * 1024 * 1024;
