@@ -11,6 +11,14 @@ export const ACME_DIRECTORY_ANNOTATION = 'gatehouse.io/acme-directory';
 export const ACME_EMAIL_ANNOTATION = 'gatehouse.io/acme-email';
 /** PEM file (relative to the YAML file) trusted for the directory's own HTTPS, e.g. pebble's. */
 export const ACME_CA_ANNOTATION = 'gatehouse.io/acme-ca-file';
+/**
+ * Gateway annotation: the ALPN protocols its HTTPS servers offer, `h2,http/1.1` or `http/1.1`.
+ * Unset: h2 is offered when the port routes to an HTTP2/GRPC service port (gRPC over TLS), else
+ * only HTTP/1.1, so that plain HTTPS stays on the uWS engine (which has no ALPN nor HTTP/2).
+ */
+export const ALPN_ANNOTATION = 'gatehouse.io/alpn';
+export const ALPN_H2: readonly string[] = ['h2', 'http/1.1'];
+export const ALPN_H1: readonly string[] = ['http/1.1'];
 
 export type TerminatingMode = 'SIMPLE' | 'MUTUAL' | 'OPTIONAL_MUTUAL';
 export const TERMINATING_MODES: readonly string[] = ['SIMPLE', 'MUTUAL', 'OPTIONAL_MUTUAL'];
@@ -188,7 +196,7 @@ export function serverTls(gw: Resource<GatewaySpec>, server: GatewayServer, inde
     '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext',
     common_tls_context: {
       ...(Object.keys(params).length > 0 ? { tls_params: params } : {}),
-      alpn_protocols: ['h2', 'http/1.1'],
+      alpn_protocols: [...ALPN_H2],
       tls_certificate_sds_secret_configs: [sds(out.cert.secret.name)],
       ...(out.ca
         ? {

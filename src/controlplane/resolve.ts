@@ -24,7 +24,7 @@ import type {
   WorkloadEntrySpec,
 } from '../config/types.js';
 import { formatPath, resourceId } from '../config/types.js';
-import { secretIndex, serverHostNames, serverTls, TERMINATING_MODES } from './gateway-tls.js';
+import { ALPN_ANNOTATION, ALPN_H1, ALPN_H2, secretIndex, serverHostNames, serverTls, TERMINATING_MODES } from './gateway-tls.js';
 import {
   clusterName,
   durationFromMs,
@@ -80,6 +80,9 @@ interface ServiceInfo {
   ports: Array<{ number: number; name: string; protocol: string; targetPort?: number }>;
   endpoints: Array<WorkloadEntrySpec & { workload: string; workloadNamespace: string }>;
 }
+
+/** Service port protocols spoken over HTTP/2. */
+const HTTP2_PROTOCOLS: ReadonlySet<string> = new Set(['GRPC', 'GRPC-WEB', 'HTTP2']);
 
 export function resolve(resources: readonly Resource[], opts: ResolveOptions): Snapshot {
   const warnings: Problem[] = [];
@@ -212,9 +215,56 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
         });
         served.push(s);
       }
-      if (served.length > 0) routes.set(httpsRoute, buildRouteConfiguration(httpsRoute, port, served));
+      if (served.length > 0) {
+        const rc = buildRouteConfiguration(httpsRoute, port, served);
+        routes.set(httpsRoute, rc);
+        const alpn = httpsAlpn(served, rc);
+        for (const fc of listener.filter_chains) {
+          if (fc.transport_socket) fc.transport_socket.typed_config.common_tls_context.alpn_protocols = [...alpn];
+        }
+      }
     }
     listeners.push(listener);
+  }
+
+  /**
+   * The ALPN protocols of an HTTPS port (one engine serves all its servers): what a Gateway's
+   * `gatehouse.io/alpn` annotation says (h2 if any says so), else h2 only when a route reaches an
+   * HTTP2/GRPC service port. Istio always offers h2; Gatehouse keeps plain HTTPS on uWS, whose
+   * HTTP/1.1 is faster and which cannot negotiate h2 (HTTP/2 clients fall back to HTTP/1.1).
+   */
+  function httpsAlpn(servers: BoundServer[], rc: RouteConfiguration): readonly string[] {
+    let annotated: readonly string[] | undefined;
+    const seen = new Set<Resource>();
+    for (const s of servers) {
+      if (seen.has(s.gw)) continue;
+      seen.add(s.gw);
+      const raw = s.gw.metadata.annotations?.[ALPN_ANNOTATION];
+      if (raw === undefined) continue;
+      const list = raw.split(',').map((p) => p.trim()).filter((p) => p !== '');
+      if (list.length === 0 || list.some((p) => p !== 'h2' && p !== 'http/1.1')) {
+        warn(s.gw, ['metadata', 'annotations', ALPN_ANNOTATION], `${ALPN_ANNOTATION} must be "h2,http/1.1" or "http/1.1", not "${raw}"; ignored`);
+        continue;
+      }
+      if (list.includes('h2')) annotated = ALPN_H2;
+      else annotated ??= ALPN_H1;
+    }
+    if (annotated) return annotated;
+    for (const vh of rc.virtual_hosts) {
+      for (const r of vh.routes) {
+        const a = r.route;
+        if (!a) continue;
+        const names = a.cluster ? [a.cluster] : (a.weighted_clusters?.clusters ?? []).map((w) => w.name);
+        if (names.some(speaksHttp2)) return ALPN_H2;
+      }
+    }
+    return ALPN_H1;
+  }
+
+  function speaksHttp2(cluster: string): boolean {
+    const [, port, , host] = cluster.split('|');
+    const p = host ? services.get(host)?.ports.find((sp) => String(sp.number) === port) : undefined;
+    return p !== undefined && HTTP2_PROTOCOLS.has(p.protocol);
   }
 
   function buildRouteConfiguration(name: string, port: number, servers: BoundServer[]): RouteConfiguration {
@@ -569,7 +619,7 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
     // HTTP/2 upstreams (h2c, or h2 over TLS), as Istio decides: service ports with protocol GRPC,
     // GRPC-WEB or HTTP2, and HTTP ports whose DestinationRule sets h2UpgradePolicy UPGRADE.
     const portProtocol = svc.ports.find((p) => p.number === port)?.protocol ?? 'TCP';
-    if (portProtocol === 'GRPC' || portProtocol === 'GRPC-WEB' || portProtocol === 'HTTP2' || (portProtocol === 'HTTP' && http?.h2UpgradePolicy === 'UPGRADE')) {
+    if (HTTP2_PROTOCOLS.has(portProtocol) || (portProtocol === 'HTTP' && http?.h2UpgradePolicy === 'UPGRADE')) {
       cluster.http2_protocol_options = http?.maxConcurrentStreams && http.maxConcurrentStreams > 0 ? { max_concurrent_streams: http.maxConcurrentStreams } : {};
     }
     const tls = policy?.tls;

@@ -12,7 +12,7 @@ import { SecretStore, type AcmeProvider } from '../tls/secret-store.js';
 import { ClusterManager } from '../upstream/cluster-manager.js';
 import type { DataPlaneContext } from './exchange.js';
 import { H2Listener } from './h2-listener.js';
-import { needsNodeTls, tlsChains, type TlsChainSpec } from './https.js';
+import { alpnOf, needsNodeTls, tlsChains, type TlsChainSpec } from './https.js';
 import { NodeTlsBinding } from './node-tls.js';
 import { UwsHttpListener } from './uws-listener.js';
 import { UwsTlsBinding } from './uws-tls.js';
@@ -57,6 +57,8 @@ type Engine = 'http' | 'uws-tls' | 'node-tls' | 'h2c';
 
 interface Entry {
   engine: Engine;
+  /** ALPN protocols of a TLS listener, fixed when it is bound. */
+  alpn?: string;
   listener: ServedListener;
   tls?: TlsBinding;
 }
@@ -66,6 +68,7 @@ interface Wanted {
   routeName: string;
   engine: Engine;
   chains?: TlsChainSpec[];
+  alpn?: string;
 }
 
 export interface DataPlaneOptions {
@@ -141,7 +144,7 @@ export class DataPlane {
           continue;
         }
         const rds = l.filter_chains[0]?.filters[0]?.typed_config.rds.route_config_name ?? `https.${port}`;
-        wanted.set(port, { bind, routeName: rds, engine: needsNodeTls(chains) ? 'node-tls' : 'uws-tls', chains });
+        wanted.set(port, { bind, routeName: rds, engine: needsNodeTls(chains) ? 'node-tls' : 'uws-tls', chains, alpn: alpnOf(chains).join() });
         continue;
       }
       this.#notServedOnce(port, protocol, `Gateway servers with protocol ${protocol} are not served by this version yet; port ${port} is not opened`);
@@ -151,7 +154,7 @@ export class DataPlane {
     const closing: Array<Promise<void>> = [];
     for (const [port, e] of this.#listeners) {
       const w = wanted.get(port);
-      if (w && w.bind === e.listener.bind && w.engine === e.engine && w.routeName === e.listener.routeName) continue;
+      if (w && w.bind === e.listener.bind && w.engine === e.engine && w.routeName === e.listener.routeName && w.alpn === e.alpn) continue;
       this.#listeners.delete(port);
       this.#log.info({ port }, 'closing listener (removed or changed in config); draining its requests');
       closing.push(e.listener.close(LISTENER_DRAIN_MS));
@@ -175,7 +178,7 @@ export class DataPlane {
       try {
         await entry.listener.listen();
         this.#listeners.set(port, entry);
-        this.#log.info({ port, bind: w.bind, engine: w.engine }, w.engine === 'http' ? 'listening (HTTP/1.1)' : w.engine === 'h2c' ? 'listening (h2c and HTTP/1.1, node:http2)' : `listening (HTTPS, ${w.engine === 'uws-tls' ? 'uWS' : 'node:http2'})`);
+        this.#log.info({ port, bind: w.bind, engine: w.engine }, w.engine === 'http' ? 'listening (HTTP/1.1)' : w.engine === 'h2c' ? 'listening (h2c and HTTP/1.1, node:http2)' : `listening (HTTPS, ${w.engine === 'uws-tls' ? 'uWS, HTTP/1.1' : `node:http2, ALPN ${w.alpn}`})`);
       } catch (e) {
         await entry.listener.close(0);
         errors.push((e as Error).message);
@@ -203,10 +206,10 @@ export class DataPlane {
       this.#certDir ??= new PrivateCertDir();
       const tls = new UwsTlsBinding(opts, this.#ctx, table, w.chains!, this.secrets, this.#certDir, this.#log);
       tls.listener.onError = (err) => this.#log.error({ err, port }, 'request handler failed; answered 500');
-      return { engine: 'uws-tls', listener: tls.listener, tls };
+      return { engine: 'uws-tls', listener: tls.listener, tls, ...(w.alpn !== undefined ? { alpn: w.alpn } : {}) };
     }
     const tls = new NodeTlsBinding(opts, this.#ctx, table, w.chains!, this.secrets, this.#log);
-    return { engine: 'node-tls', listener: tls.listener, tls };
+    return { engine: 'node-tls', listener: tls.listener, tls, ...(w.alpn !== undefined ? { alpn: w.alpn } : {}) };
   }
 
   /** Certificate files may have changed: re-read them and rotate what changed. */
@@ -255,10 +258,10 @@ export class DataPlane {
   }
 
   listenersSummary(): Array<{ name: string; address: string; protocol: string; route_config: string; active_requests: number }> {
-    return [...this.#listeners.values()].map(({ listener: l, engine }) => ({
+    return [...this.#listeners.values()].map(({ listener: l, engine, alpn }) => ({
       name: `${l.bind}_${l.port}`,
       address: `${l.bind}:${l.port}`,
-      protocol: engine === 'http' ? 'HTTP/1.1' : engine === 'h2c' ? 'HTTP/1.1, h2c' : engine === 'uws-tls' ? 'HTTPS (HTTP/1.1)' : 'HTTPS (HTTP/1.1, h2)',
+      protocol: engine === 'http' ? 'HTTP/1.1' : engine === 'h2c' ? 'HTTP/1.1, h2c' : engine === 'uws-tls' || alpn === 'http/1.1' ? 'HTTPS (HTTP/1.1)' : 'HTTPS (HTTP/1.1, h2)',
       route_config: l.routeName,
       active_requests: l.inflight,
     }));

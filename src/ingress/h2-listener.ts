@@ -38,7 +38,7 @@ export interface H2ListenerOptions {
   /**
    * TLS termination (the HTTPS servers that need this engine: MUTUAL, OPTIONAL_MUTUAL, h2 by
    * ALPN). Any `tls.createServer` options: SNICallback, requestCert, rejectUnauthorized, ca,
-   * minVersion, ciphers... ALPN `h2, http/1.1` is added. Absent: plaintext h2c + HTTP/1.1.
+   * minVersion, ciphers, ALPNProtocols (default `h2, http/1.1`). Absent: plaintext h2c + HTTP/1.1.
    */
   tls?: http2.SecureServerOptions;
   /**
@@ -98,7 +98,7 @@ export class H2Listener implements SinkOwner {
       socket.end(`HTTP/1.1 ${status}\r\nserver: istio-envoy\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
     });
     if (opts.tls) {
-      this.#server = tls.createServer({ ...opts.tls, ALPNProtocols: ['h2', 'http/1.1'] }, (socket) => this.#onSecure(socket));
+      this.#server = tls.createServer({ ALPNProtocols: ['h2', 'http/1.1'], ...opts.tls }, (socket) => this.#onSecure(socket));
       this.#server.on('tlsClientError', () => undefined);
     } else {
       this.#server = net.createServer({ noDelay: true }, (socket) => this.#onPlain(socket));

@@ -1,6 +1,7 @@
 // What an HTTPS listener of the snapshot asks for, read from its filter chains once per config
 // version, and which engine can honour it: uWS for SIMPLE servers (the hot path), node:http2 when
-// a client certificate must be verified or a protocol version other than uWS's (TLS 1.2-1.3) is set.
+// a client certificate must be verified, h2 is offered by ALPN, or a protocol version other than
+// uWS's (TLS 1.2-1.3) is set.
 import type { Listener, TlsVersion } from '../controlplane/snapshot.js';
 
 export interface TlsChainSpec {
@@ -17,6 +18,8 @@ export interface TlsChainSpec {
   minVersion?: TlsVersion;
   maxVersion?: TlsVersion;
   ciphers?: string[];
+  /** ALPN protocols offered (`h2` needs the node:http2 engine). */
+  alpn: string[];
 }
 
 export function tlsChains(l: Listener): TlsChainSpec[] {
@@ -39,16 +42,21 @@ export function tlsChains(l: Listener): TlsChainSpec[] {
       ...(p?.tls_minimum_protocol_version ? { minVersion: p.tls_minimum_protocol_version } : {}),
       ...(p?.tls_maximum_protocol_version ? { maxVersion: p.tls_maximum_protocol_version } : {}),
       ...(p?.cipher_suites ? { ciphers: [...p.cipher_suites] } : {}),
+      alpn: [...common.alpn_protocols],
     });
   }
   return out;
 }
 
-/** uWS speaks TLS 1.2 and 1.3 (BoringSSL's defaults) and cannot ask for client certificates. */
+/**
+ * uWS speaks TLS 1.2 and 1.3 (BoringSSL's defaults), cannot ask for client certificates and has
+ * neither ALPN nor HTTP/2.
+ */
 export function needsNodeTls(chains: readonly TlsChainSpec[]): boolean {
   return chains.some(
     (c) =>
       c.mode !== 'SIMPLE' ||
+      c.alpn.includes('h2') ||
       (c.minVersion !== undefined && c.minVersion !== 'TLS_AUTO' && c.minVersion !== 'TLSv1_2') ||
       (c.maxVersion !== undefined && c.maxVersion !== 'TLS_AUTO' && c.maxVersion !== 'TLSv1_3'),
   );
@@ -68,4 +76,9 @@ export function nodeTlsVersion(v: TlsVersion | undefined): 'TLSv1' | 'TLSv1.1' |
     default:
       return undefined;
   }
+}
+
+/** The ALPN protocols a node:tls listener offers for these chains (one list per port). */
+export function alpnOf(chains: readonly TlsChainSpec[]): string[] {
+  return chains.some((c) => c.alpn.includes('h2')) ? ['h2', 'http/1.1'] : ['http/1.1'];
 }

@@ -1,5 +1,5 @@
 // HTTPS listeners that uWS cannot serve run on node:http2 (H2Listener, which also speaks
-// HTTP/1.1 and h2 by ALPN): MUTUAL and OPTIONAL_MUTUAL servers (a client certificate is asked
+// HTTP/1.1, and h2 when ALPN offers it): h2 for gRPC or by annotation, MUTUAL and OPTIONAL_MUTUAL servers (a client certificate is asked
 // for, verified against the server's CA, and its SANs checked), and protocol versions other than
 // TLS 1.2-1.3. One SecureContext per certificate, chosen by SNI as Envoy picks a filter chain;
 // after the handshake each connection is held to its server's mode:
@@ -17,7 +17,7 @@ import { SniTable } from '../tls/sni.js';
 import type { ServedListener, TlsBinding } from './data-plane.js';
 import type { DataPlaneContext } from './exchange.js';
 import { H2Listener } from './h2-listener.js';
-import { nodeTlsVersion, type TlsChainSpec } from './https.js';
+import { alpnOf, nodeTlsVersion, type TlsChainSpec } from './https.js';
 
 export class NodeTlsBinding implements TlsBinding {
   readonly #h2: H2Listener;
@@ -114,6 +114,7 @@ export class NodeTlsBinding implements TlsBinding {
       // Only when every server requires a certificate can the handshake itself refuse clients;
       // otherwise #accept holds each connection to its server's mode.
       rejectUnauthorized: chains.every((c) => c.mode === 'MUTUAL'),
+      ALPNProtocols: alpnOf(chains),
       SNICallback: (name, cb) => {
         const c = this.#sni.match(name) ?? this.#sni.fallback;
         try {

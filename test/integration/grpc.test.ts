@@ -6,7 +6,9 @@ import * as grpc from '@grpc/grpc-js';
 import http2 from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGateway, type GatewayProcess } from '../helpers/gateway.js';
+import { connect as tlsConnect } from 'node:tls';
 import { freePorts, sleep, waitFor } from '../helpers/net.js';
+import { createCa, type CertFiles, type TestCa } from '../helpers/openssl-ca.js';
 import { dest, virtualService, yamlDocs, type Obj } from '../helpers/yaml.js';
 
 const HOST = 'grpc.test';
@@ -79,6 +81,11 @@ async function startBackend(name: string): Promise<Backend> {
 
 let gw: GatewayProcess;
 let port: number;
+/** HTTPS SIMPLE servers: one routing to the GRPC port (h2 by ALPN), one annotated HTTP/1.1-only. */
+let tlsPort: number;
+let h1TlsPort: number;
+let ca: TestCa;
+let cert: CertFiles;
 let v1: Backend;
 let v2: Backend;
 let client: EchoClient;
@@ -115,6 +122,12 @@ function config(deadPort: number): string {
     metadata: { name: 'gw', namespace: 'default' },
     spec: { selector: { istio: 'ingressgateway' }, servers: [{ port: { number: port, name: 'grpc', protocol: 'GRPC' }, hosts: ['*'] }] },
   };
+  const httpsGateway = (name: string, p: number, annotations: Record<string, string> = {}): Obj => ({
+    apiVersion: 'networking.istio.io/v1',
+    kind: 'Gateway',
+    metadata: { name, namespace: 'default', annotations },
+    spec: { selector: { istio: 'ingressgateway' }, servers: [{ port: { number: p, name: 'https', protocol: 'HTTPS' }, hosts: [HOST], tls: { mode: 'SIMPLE', serverCertificate: cert.cert, privateKey: cert.key } }] },
+  });
   const vs = virtualService('echo', [HOST], [
     { name: 'down', match: [{ headers: { 'x-version': { exact: 'down' } } }], route: [dest('echo', 'down')] },
     { name: 'abort-http', match: [{ headers: { 'x-fault': { exact: 'http' } } }], fault: { abort: { httpStatus: 503, percentage: { value: 100 } } }, route: [dest('echo', 'v1')] },
@@ -123,15 +136,19 @@ function config(deadPort: number): string {
     { name: 'v2', match: [{ headers: { 'x-version': { exact: 'v2' } } }], route: [dest('echo', 'v2')] },
     { name: 'no-retry', match: [{ headers: { 'x-retry': { exact: 'off' } } }], retries: { attempts: 0 }, route: [dest('echo', 'v1')] },
     { name: 'default', route: [dest('echo', 'v1')] },
-  ]);
-  return yamlDocs(gwObj, se, we('echo-v1', 'v1', v1.port), we('echo-v2', 'v2', v2.port), we('echo-down', 'down', deadPort), dr, vs);
+  ], { gateways: ['gw', 'gw-tls', 'gw-h1'] });
+  return yamlDocs(gwObj, httpsGateway('gw-tls', tlsPort), httpsGateway('gw-h1', h1TlsPort, { 'gatehouse.io/alpn': 'http/1.1' }), se, we('echo-v1', 'v1', v1.port), we('echo-v2', 'v2', v2.port), we('echo-down', 'down', deadPort), dr, vs);
 }
 
 beforeAll(async () => {
   v1 = await startBackend('v1');
   v2 = await startBackend('v2');
-  const [p, dead] = await freePorts(2);
+  const [p, dead, t, t1] = await freePorts(4);
   port = p!;
+  tlsPort = t!;
+  h1TlsPort = t1!;
+  ca = createCa();
+  cert = ca.issue('grpc', { sans: [`DNS:${HOST}`] });
   gw = await startGateway({ files: { 'config.yaml': config(dead!) } });
   client = new Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), { 'grpc.default_authority': HOST }) as EchoClient;
 });
@@ -141,6 +158,7 @@ afterAll(async () => {
   await gw?.stop();
   v1?.server.forceShutdown();
   v2?.server.forceShutdown();
+  ca?.remove();
 });
 
 interface UnaryResult {
@@ -309,3 +327,36 @@ describe('gRPC through a GRPC Gateway server', () => {
   });
 });
 
+function alpnOf(p: number): Promise<string | false> {
+  return new Promise((resolve, reject) => {
+    const s = tlsConnect({ host: '127.0.0.1', port: p, servername: HOST, ca: ca.certPem, ALPNProtocols: ['h2', 'http/1.1'] }, () => {
+      resolve(s.alpnProtocol ?? false);
+      s.end();
+    });
+    s.on('error', reject);
+  });
+}
+
+describe('gRPC over TLS on an HTTPS Gateway server', () => {
+  it('offers h2 by ALPN on a SIMPLE port that routes to a GRPC service, and serves gRPC calls there', async () => {
+    expect(await alpnOf(tlsPort)).toBe('h2');
+    const c = new Client(`127.0.0.1:${tlsPort}`, grpc.credentials.createSsl(Buffer.from(ca.certPem)), { 'grpc.ssl_target_name_override': HOST, 'grpc.default_authority': HOST }) as EchoClient;
+    try {
+      const r = await unary('Unary', 'over-tls', { 'x-version': 'v2' }, {}, c);
+      expect(r.err).toBeNull();
+      expect(r.value?.toString()).toBe('v2:over-tls');
+      expect(r.status?.metadata.get('x-trailer')).toEqual(['v2-done']);
+      const nf = await unary('Unary', 'notfound', {}, {}, c);
+      expect(nf.err?.code).toBe(grpc.status.NOT_FOUND);
+    } finally {
+      c.close();
+    }
+  });
+
+  it('offers only HTTP/1.1 when the Gateway says gatehouse.io/alpn: http/1.1 (the uWS engine)', async () => {
+    expect(await alpnOf(h1TlsPort)).not.toBe('h2');
+    const text = (await gw.admin('/listeners')).text;
+    expect(text).toContain(`127.0.0.1:${h1TlsPort}::HTTPS (HTTP/1.1)::https.${h1TlsPort}`);
+    expect(text).toContain(`127.0.0.1:${tlsPort}::HTTPS (HTTP/1.1, h2)::https.${tlsPort}`);
+  });
+});

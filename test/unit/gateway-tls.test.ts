@@ -94,6 +94,34 @@ describe('HTTPS servers → filter chains and secrets', () => {
     expect(needsNodeTls([{ ...chains[0]!, minVersion: 'TLSv1_3' }])).toBe(true);
   });
 
+  it('ALPN: HTTP/1.1 only for plain HTTP routes, h2 by annotation (bad values warned), and h2 needs node:http2', () => {
+    expect(l.filter_chains.map((c) => c.transport_socket!.typed_config.common_tls_context.alpn_protocols)).toEqual([['http/1.1'], ['http/1.1'], ['http/1.1']]);
+    const annotated = (v: string): Snapshot => snap(GATEWAY.replace('metadata: {name: gw, namespace: shop}', `metadata: {name: gw, namespace: shop, annotations: {gatehouse.io/alpn: "${v}"}}`));
+    const h2 = annotated('h2, http/1.1');
+    const l2 = h2.listeners.find((x) => x.address.socket_address.port_value === 443)!;
+    expect(tlsChains(l2).map((c) => c.alpn)).toEqual([['h2', 'http/1.1'], ['h2', 'http/1.1'], ['h2', 'http/1.1']]);
+    expect(needsNodeTls(tlsChains(l2).slice(0, 1))).toBe(true);
+    const bad = annotated('spdy/3');
+    expect(bad.warnings.map((w) => `${w.line}: ${w.message}`).join('\n')).toMatch(/^\d+: gatehouse.io\/alpn must be "h2,http\/1.1" or "http\/1.1", not "spdy\/3"; ignored$/m);
+  });
+
+  it('ALPN: h2 offered when a route of the port reaches a GRPC service port', () => {
+    const grpc = snap(`${GATEWAY}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: echo, namespace: shop}
+spec: {hosts: [echo.shop.svc.cluster.local], location: MESH_INTERNAL, resolution: STATIC, ports: [{number: 50051, name: grpc, protocol: GRPC}], endpoints: [{address: 127.0.0.1}]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: echo, namespace: shop}
+spec: {hosts: [a.example.com], gateways: [gw], http: [{route: [{destination: {host: echo}}]}]}
+`);
+    const l2 = grpc.listeners.find((x) => x.address.socket_address.port_value === 443)!;
+    expect(tlsChains(l2)[0]!.alpn).toEqual(['h2', 'http/1.1']);
+  });
+
   it('a changed Secret changes the snapshot hash (new certificates are applied)', () => {
     expect(snap(GATEWAY.replace('B-CERT', 'B-CERT-2')).hash).not.toBe(s.hash);
   });
