@@ -5,18 +5,23 @@
  *   npm run bench                       (builds dist/, then runs this file with tsx)
  *   BENCH_ROUNDS=3 BENCH_DURATION=10 npm run bench
  *
- * Processes: this one is the load generator (autocannon, in-process). The upstream is this same
- * file started again as a child (`--upstream`), so its CPU is not mixed with the client's. The
- * gateway and nginx are children too. Every child is stopped by its PID, also on errors and ^C.
+ * Processes: this one is the load generator (autocannon in-process; a grpc-js loop for the gRPC
+ * scenario). The upstream is this same file started again as a child (`--upstream`: HTTP, HTTPS
+ * and gRPC listeners), so its CPU is not mixed with the client's. The gateway and nginx are
+ * children too. Every child is stopped by its PID, also on errors and ^C.
  * See bench/README.md for the knobs and for how to read the numbers.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { performance } from 'node:perf_hooks';
+import type { TLSSocket } from 'node:tls';
+import * as grpc from '@grpc/grpc-js';
 // autocannon 9 ships no type declarations (@types/autocannon is not installed); the few fields
 // used here are typed below as `Autocannon`.
 // @ts-ignore -- untyped CommonJS module
@@ -29,6 +34,20 @@ const HOST = 'bench.local';
 const SMALL_BODY = Buffer.alloc(100, 'g'); // GET /
 const BIG_BODY = Buffer.alloc(16 * 1024, 'k'); // GET /16k
 const POST_SIZE = 64 * 1024;
+const GRPC_HOST = 'grpc.bench.local'; // :authority of the gRPC clients (the gateway routes on it)
+const GRPC_PATH = '/bench.Bench/Echo';
+const GRPC_REQUEST = Buffer.alloc(100, 'q');
+const GRPC_CHANNELS = 4; // separate grpc.Client objects, one HTTP/2 connection each
+const GRPC_MAX_INFLIGHT = 64; // total calls in flight: min(BENCH_CONNECTIONS, this)
+// The upstream child learns where the self-signed certificate is from these (set by the bench).
+const ENV_CERT = 'GATEHOUSE_BENCH_TLS_CERT';
+const ENV_KEY = 'GATEHOUSE_BENCH_TLS_KEY';
+
+// gRPC without protos: messages are raw bytes (identity serialisers).
+const raw = (b: Buffer): Buffer => b;
+const GRPC_SERVICE: grpc.ServiceDefinition = {
+  Echo: { path: GRPC_PATH, requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
+};
 
 // ---------------------------------------------------------------------------------------------
 // autocannon: the part of its programmatic API this file uses.
@@ -41,6 +60,7 @@ interface AcOptions {
   headers: Record<string, string>;
   body?: Buffer;
   timeout: number;
+  servername?: string; // SNI for https:// URLs (autocannon never verifies the certificate)
 }
 interface AcResult {
   duration: number; // seconds, measured
@@ -59,49 +79,61 @@ const runAutocannon = autocannon as unknown as Autocannon;
 
 // ---------------------------------------------------------------------------------------------
 // Upstream child: GET / → 100 B, GET /16k → 16 KiB, POST → reads the whole body, answers small.
+// The same routes over HTTPS (uWS SSLApp) when the bench passes a certificate, and a grpc-js
+// server whose unary /bench.Bench/Echo answers 100 B.
 
 function runUpstream(): void {
   let postCount = 0;
   let postBytes = 0;
   let badPosts = 0;
-  let listenSocket: uWS.us_listen_socket | undefined;
+  const listenSockets: uWS.us_listen_socket[] = [];
   const ok = Buffer.from('ok\n');
 
-  const app = uWS.App();
-  app.get('/16k', (res) => {
-    res.end(BIG_BODY);
-  });
-  app.get('/*', (res) => {
-    res.end(SMALL_BODY);
-  });
-  app.post('/*', (res, req) => {
-    const declared = req.getHeader('content-length'); // read before returning: req dies after
-    const expected = declared === '' ? -1 : Number(declared);
-    let received = 0;
-    let aborted = false;
-    res.onAborted(() => {
-      aborted = true;
+  const addRoutes = (app: uWS.TemplatedApp): uWS.TemplatedApp => {
+    app.get('/16k', (res) => {
+      res.end(BIG_BODY);
     });
-    res.onData((chunk, isLast) => {
-      received += chunk.byteLength;
-      if (!isLast) return;
-      postCount++;
-      postBytes += received;
-      if (aborted) return;
-      const good = expected < 0 || expected === received;
-      if (!good) badPosts++;
-      res.cork(() => {
-        if (good) res.end(ok);
-        else res.writeStatus('400 Bad Request').end('body length mismatch\n');
+    app.get('/*', (res) => {
+      res.end(SMALL_BODY);
+    });
+    app.post('/*', (res, req) => {
+      const declared = req.getHeader('content-length'); // read before returning: req dies after
+      const expected = declared === '' ? -1 : Number(declared);
+      let received = 0;
+      let aborted = false;
+      res.onAborted(() => {
+        aborted = true;
+      });
+      res.onData((chunk, isLast) => {
+        received += chunk.byteLength;
+        if (!isLast) return;
+        postCount++;
+        postBytes += received;
+        if (aborted) return;
+        const good = expected < 0 || expected === received;
+        if (!good) badPosts++;
+        res.cork(() => {
+          if (good) res.end(ok);
+          else res.writeStatus('400 Bad Request').end('body length mismatch\n');
+        });
       });
     });
-  });
-  app.any('/*', (res) => {
-    res.writeStatus('405 Method Not Allowed').end();
+    app.any('/*', (res) => {
+      res.writeStatus('405 Method Not Allowed').end();
+    });
+    return app;
+  };
+
+  const grpcServer = new grpc.Server();
+  grpcServer.addService(GRPC_SERVICE, {
+    Echo(_call: grpc.ServerUnaryCall<Buffer, Buffer>, cb: grpc.sendUnaryData<Buffer>) {
+      cb(null, SMALL_BODY);
+    },
   });
 
   const stop = (): void => {
-    if (listenSocket) uWS.us_listen_socket_close(listenSocket);
+    for (const t of listenSockets) uWS.us_listen_socket_close(t);
+    grpcServer.forceShutdown();
     process.exit(0);
   };
   process.on('SIGTERM', stop);
@@ -109,15 +141,29 @@ function runUpstream(): void {
   process.on('message', (msg: unknown) => {
     if (msg === 'stats') process.send?.({ kind: 'stats', postCount, postBytes, badPosts });
   });
+  const fail = (message: string): void => {
+    process.send?.({ kind: 'error', message: `upstream: ${message}` });
+    process.exit(1);
+  };
+  const listen = (app: uWS.TemplatedApp, what: string): Promise<number> =>
+    new Promise((resolve) => {
+      app.listen('127.0.0.1', 0, (token) => {
+        if (!token) return fail(`${what} listen on 127.0.0.1 failed`);
+        listenSockets.push(token);
+        resolve(uWS.us_socket_local_port(token));
+      });
+    });
 
-  app.listen('127.0.0.1', 0, (token) => {
-    if (!token) {
-      process.send?.({ kind: 'error', message: 'upstream: listen on 127.0.0.1 failed' });
-      process.exit(1);
-    }
-    listenSocket = token;
-    process.send?.({ kind: 'listening', port: uWS.us_socket_local_port(token) });
-  });
+  void (async () => {
+    const port = await listen(addRoutes(uWS.App()), 'HTTP');
+    const cert = process.env[ENV_CERT];
+    const key = process.env[ENV_KEY];
+    const tlsPort = cert && key ? await listen(addRoutes(uWS.SSLApp({ cert_file_name: cert, key_file_name: key })), 'HTTPS') : undefined;
+    const grpcPort = await new Promise<number>((resolve) =>
+      grpcServer.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? fail(`gRPC bind: ${err.message}`) : resolve(p))),
+    );
+    process.send?.({ kind: 'listening', port, tlsPort, grpcPort });
+  })();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -142,6 +188,8 @@ const TARGET_ORDER: TargetName[] = ['direct', 'gateway', 'nginx'];
 interface Scenario {
   id: string;
   title: string;
+  /** http (default): autocannon over HTTP/1.1; https: the same over TLS; grpc: the grpc-js loop. */
+  kind?: 'http' | 'https' | 'grpc';
   method: 'GET' | 'POST';
   path: string;
   body?: Buffer;
@@ -155,6 +203,10 @@ const SCENARIOS: Scenario[] = [
   // The same small GET through a route carrying rewrite + request/response header edits + retries,
   // to a cluster with consistent hashing on a header (direct: the upstream answers /policy/* too).
   { id: 'policy', title: 'GET 100 B, full policy', method: 'GET', path: '/policy/item', headers: { 'x-user': 'bench-user' }, expectBytes: SMALL_BODY.length },
+  // TLS terminated by the target (keep-alive: record overhead, hardly any handshakes).
+  { id: 'https', title: 'GET 100 B over HTTPS', kind: 'https', method: 'GET', path: '/', expectBytes: SMALL_BODY.length },
+  // Unary gRPC (100 B request, 100 B answer) from grpc-js clients; req/s = OK calls/s.
+  { id: 'grpc', title: 'gRPC unary, 100 B', kind: 'grpc', method: 'POST', path: GRPC_PATH, expectBytes: SMALL_BODY.length },
 ];
 
 interface Settings {
@@ -362,27 +414,30 @@ async function freePorts(n: number): Promise<number[]> {
 interface Reply {
   status: number;
   body: Buffer;
+  tls?: string; // "TLSv1.3 TLS_AES_256_GCM_SHA384" for TLS requests
 }
 
-function request(port: number, method: string, urlPath: string, body?: Buffer, host = HOST): Promise<Reply> {
+/** One request on a fresh connection; `tls`: HTTPS with SNI bench.local, certificate not verified. */
+function request(port: number, method: string, urlPath: string, body?: Buffer, host = HOST, tls = false): Promise<Reply> {
   return new Promise((resolve, reject) => {
-    const req = http.request(
-      {
-        host: '127.0.0.1',
-        port,
-        method,
-        path: urlPath,
-        headers: { host, ...(body ? { 'content-length': String(body.length) } : {}) },
-        agent: false,
-        timeout: 5000,
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
-        res.on('error', reject);
-      },
-    );
+    const opts: https.RequestOptions = {
+      host: '127.0.0.1',
+      port,
+      method,
+      path: urlPath,
+      headers: { host, ...(body ? { 'content-length': String(body.length) } : {}) },
+      agent: false,
+      timeout: 5000,
+      ...(tls ? { servername: HOST, rejectUnauthorized: false } : {}),
+    };
+    const req = (tls ? https : http).request(opts, (res) => {
+      const chunks: Buffer[] = [];
+      const sock = res.socket as TLSSocket;
+      const tlsInfo = tls ? `${sock.getProtocol?.() ?? '?'} ${sock.getCipher?.()?.name ?? '?'}` : undefined;
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks), ...(tlsInfo ? { tls: tlsInfo } : {}) }));
+      res.on('error', reject);
+    });
     req.on('timeout', () => req.destroy(new Error(`timeout: ${method} 127.0.0.1:${port}${urlPath}`)));
     req.on('error', reject);
     req.end(body);
@@ -415,22 +470,49 @@ function median(xs: number[]): number {
 
 interface Target {
   name: TargetName;
-  port: number;
+  port: number; // HTTP/1.1
+  tlsPort?: number; // HTTPS (only when the https scenario runs)
+  grpcPort: number; // h2c gRPC
   child?: Child; // CPU/RSS are measured for targets that are our children (gateway, nginx)
 }
 
-async function startUpstream(): Promise<{ port: number; child: Child }> {
+interface Upstream {
+  port: number;
+  tlsPort?: number;
+  grpcPort: number;
+  child: Child;
+}
+
+interface CertPaths {
+  cert: string;
+  key: string;
+}
+
+/** A self-signed EC P-256 certificate for bench.local, in the temp dir. */
+function makeCert(tmp: string): CertPaths {
+  const cert = path.join(tmp, 'bench.crt');
+  const key = path.join(tmp, 'bench.key');
+  execFileSync(
+    'openssl',
+    ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', `/CN=${HOST}`, '-addext', `subjectAltName=DNS:${HOST}`, '-keyout', key, '-out', cert],
+    { cwd: tmp, stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  return { cert, key };
+}
+
+async function startUpstream(cert: CertPaths | undefined): Promise<Upstream> {
   // Same file, same tsx loader flags (process.execArgv), upstream mode.
   const proc = spawn(process.execPath, [...process.execArgv, SELF, '--upstream'], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    env: { ...process.env, ...(cert ? { [ENV_CERT]: cert.cert, [ENV_KEY]: cert.key } : {}) },
   });
   const child = track('upstream', proc);
-  const port = await new Promise<number>((resolve, reject) => {
+  const ports = await new Promise<Omit<Upstream, 'child'>>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('upstream: no port after 15 s')), 15_000);
-    proc.on('message', (msg: { kind?: string; port?: number; message?: string }) => {
-      if (msg.kind === 'listening' && typeof msg.port === 'number') {
+    proc.on('message', (msg: { kind?: string; port?: number; tlsPort?: number; grpcPort?: number; message?: string }) => {
+      if (msg.kind === 'listening' && typeof msg.port === 'number' && typeof msg.grpcPort === 'number') {
         clearTimeout(timer);
-        resolve(msg.port);
+        resolve({ port: msg.port, grpcPort: msg.grpcPort, ...(typeof msg.tlsPort === 'number' ? { tlsPort: msg.tlsPort } : {}) });
       } else if (msg.kind === 'error') {
         clearTimeout(timer);
         reject(new Error(msg.message));
@@ -441,7 +523,8 @@ async function startUpstream(): Promise<{ port: number; child: Child }> {
       reject(new Error(`upstream exited early (${sig ?? code})`));
     });
   });
-  return { port, child };
+  if (cert && ports.tlsPort === undefined) throw new Error('upstream: no HTTPS port');
+  return { ...ports, child };
 }
 
 function upstreamStats(child: Child): Promise<{ postCount: number; postBytes: number; badPosts: number } | undefined> {
@@ -459,7 +542,23 @@ function upstreamStats(child: Child): Promise<{ postCount: number; postBytes: nu
   });
 }
 
-function gatewayConfig(gatewayPort: number, upstreamPort: number): string {
+interface GatewayPorts {
+  http: number;
+  https?: number; // with cert
+  grpc: number;
+}
+
+function gatewayConfig(ports: GatewayPorts, up: Upstream, cert: CertPaths | undefined): string {
+  const httpsServer =
+    ports.https !== undefined && cert
+      ? `
+    - port: { number: ${ports.https}, protocol: HTTPS, name: https }
+      hosts: ['*']
+      tls: { mode: SIMPLE, serverCertificate: ${JSON.stringify(cert.cert)}, privateKey: ${JSON.stringify(cert.key)} }`
+      : '';
+  // The GRPC server is a Gateway of its own: an HTTPS port whose routes reach a GRPC service
+  // offers h2 by ALPN and is then served by node:http2 instead of uWS, so binding the gRPC
+  // VirtualService to bench-gateway would move the https scenario off the uWS TLS path.
   return `# written by bench/run.ts
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -469,8 +568,48 @@ metadata:
 spec:
   selector: {}
   servers:
-    - port: { number: ${gatewayPort}, protocol: HTTP, name: http }
+    - port: { number: ${ports.http}, protocol: HTTP, name: http }
+      hosts: ['*']${httpsServer}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: bench-grpc-gateway
+  namespace: bench
+spec:
+  selector: {}
+  servers:
+    - port: { number: ${ports.grpc}, protocol: GRPC, name: grpc }
       hosts: ['*']
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: bench-grpc
+  namespace: bench
+spec:
+  hosts: ['${GRPC_HOST}']
+  gateways: [bench-grpc-gateway]
+  http:
+    - route:
+        - destination:
+            host: grpc-upstream.bench.svc.cluster.local
+            port: { number: 50051 }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: grpc-upstream
+  namespace: bench
+spec:
+  hosts: [grpc-upstream.bench.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+    - { number: 50051, name: grpc, protocol: GRPC }
+  endpoints:
+    - address: 127.0.0.1
+      ports: { grpc: ${up.grpcPort} }
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -515,7 +654,7 @@ spec:
     - { number: 80, name: http, protocol: HTTP }
   endpoints:
     - address: 127.0.0.1
-      ports: { http: ${upstreamPort} }
+      ports: { http: ${up.port} }
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -551,14 +690,15 @@ async function waitReady(child: Child, port: number, urlPath: string, host: stri
   throw new Error(`${child.name}: not ready after ${timeoutMs / 1000} s (${last})\n${tail(child.logFile)}`);
 }
 
-async function startGateway(s: Settings, tmp: string, upstreamPort: number): Promise<Target> {
+async function startGateway(s: Settings, tmp: string, up: Upstream, cert: CertPaths | undefined): Promise<Target> {
   if (!fs.existsSync(s.gatewayCli)) {
     throw new Error(`${path.relative(REPO, s.gatewayCli)} not found: run \`npm run build\` (npm run bench does), or drop gateway from BENCH_TARGETS`);
   }
-  const [port, adminPort] = (await freePorts(2)) as [number, number];
+  const [port, adminPort, tlsPort, grpcPort] = (await freePorts(4)) as [number, number, number, number];
+  const ports: GatewayPorts = { http: port, grpc: grpcPort, ...(cert ? { https: tlsPort } : {}) };
   const configDir = path.join(tmp, 'gateway-config');
   fs.mkdirSync(configDir);
-  fs.writeFileSync(path.join(configDir, 'bench.yaml'), gatewayConfig(port, upstreamPort));
+  fs.writeFileSync(path.join(configDir, 'bench.yaml'), gatewayConfig(ports, up, cert));
   const logFile = path.join(tmp, 'gateway.log');
   const log = fs.openSync(logFile, 'a');
   const args = [
@@ -576,11 +716,11 @@ async function startGateway(s: Settings, tmp: string, upstreamPort: number): Pro
   fs.closeSync(log);
   const child = track('gateway', proc, logFile);
   await waitReady(child, adminPort, '/healthz/ready', '127.0.0.1', s.readyTimeoutMs);
-  return { name: 'gateway', port, child };
+  return { name: 'gateway', port, grpcPort, ...(ports.https !== undefined ? { tlsPort: ports.https } : {}), child };
 }
 
 /** nginx as a reverse proxy: one process, upstream keepalive. Undefined (with a note) if unusable. */
-async function startNginx(tmp: string, upstreamPort: number, notes: string[]): Promise<{ target: Target; version: string } | undefined> {
+async function startNginx(tmp: string, up: Upstream, cert: CertPaths | undefined, notes: string[]): Promise<{ target: Target; version: string } | undefined> {
   const bin = findOnPath('nginx');
   if (!bin) {
     notes.push('nginx: not on PATH, skipped (the bench installs nothing).');
@@ -594,7 +734,26 @@ async function startNginx(tmp: string, upstreamPort: number, notes: string[]): P
   const dir = path.join(tmp, 'nginx');
   fs.mkdirSync(dir);
   for (const sub of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) fs.mkdirSync(path.join(dir, sub));
-  const [port] = (await freePorts(1)) as [number];
+  const [port, tlsPort, grpcPort] = (await freePorts(3)) as [number, number, number];
+  // `http2 on;` exists from 1.25.1; before it (Debian 12 ships 1.22) the flag goes on `listen`.
+  const [maj = 0, min = 0, patch = 0] = (/(\d+)\.(\d+)\.(\d+)/.exec(version)?.slice(1) ?? []).map(Number);
+  const http2Directive = maj > 1 || (maj === 1 && (min > 25 || (min === 25 && patch >= 1)));
+  const proxyToUpstream = `
+      proxy_pass http://bench_upstream;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;`;
+  const tlsServer = cert
+    ? `
+  server {
+    listen 127.0.0.1:${tlsPort} ssl;
+    ssl_certificate ${cert.cert};
+    ssl_certificate_key ${cert.key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {${proxyToUpstream}
+    }
+  }`
+    : '';
   // master_process off: the PID we start is the one process that serves (= "1 worker"), so its
   // /proc/<pid>/stat holds all of nginx's CPU. Every path points into the temp dir.
   const conf = `daemon off;
@@ -615,7 +774,12 @@ http {
   keepalive_requests 1000000;
   keepalive_timeout 60s;
   upstream bench_upstream {
-    server 127.0.0.1:${upstreamPort};
+    server 127.0.0.1:${up.port};
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  upstream grpc_upstream {
+    server 127.0.0.1:${up.grpcPort};
     keepalive 64;
     keepalive_requests 1000000;
   }
@@ -633,11 +797,13 @@ http {
       proxy_read_timeout 10s;
       add_header x-bench-policy applied;
     }
+    location / {${proxyToUpstream}
+    }
+  }${tlsServer}
+  server {
+    listen 127.0.0.1:${grpcPort}${http2Directive ? ';\n    http2 on' : ' http2'};
     location / {
-      proxy_pass http://bench_upstream;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
+      grpc_pass grpc://grpc_upstream;
     }
   }
 }
@@ -656,7 +822,7 @@ http {
     await stopChild(child);
     return undefined;
   }
-  return { target: { name: 'nginx', port, child }, version };
+  return { target: { name: 'nginx', port, grpcPort, ...(cert ? { tlsPort } : {}), child }, version };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -671,6 +837,7 @@ interface Sample {
   errors: number;
   cpuUsPerReq?: number;
   clientCpuPct: number;
+  errorDetail?: string; // gRPC: the failed calls by status
 }
 
 /** 2xx latencies in ms at autocannon's float precision (its own histogram rounds to whole ms). */
@@ -692,16 +859,29 @@ class Latencies {
   }
 }
 
-let current: AcInstance | undefined;
+/** The run in progress, stopped on ^C. */
+let current: { stop(): void } | undefined;
+
+function portFor(target: Target, sc: Scenario): number {
+  if (sc.kind === 'grpc') return target.grpcPort;
+  if (sc.kind === 'https') {
+    if (target.tlsPort === undefined) throw new Error(`${target.name}: no HTTPS port`);
+    return target.tlsPort;
+  }
+  return target.port;
+}
 
 async function load(s: Settings, target: Target, sc: Scenario, seconds: number): Promise<Sample> {
+  if (sc.kind === 'grpc') return loadGrpc(s, target, sc, seconds);
+  const tls = sc.kind === 'https';
   const lat = new Latencies();
   const pid = target.child?.pid;
   const cpuBefore = pid !== undefined ? cpuSnapshot(pid) : undefined;
   const clientBefore = process.cpuUsage();
   const t0 = process.hrtime.bigint();
   const inst = runAutocannon({
-    url: `http://127.0.0.1:${target.port}${sc.path}`,
+    url: `${tls ? 'https' : 'http'}://127.0.0.1:${portFor(target, sc)}${sc.path}`,
+    ...(tls ? { servername: HOST } : {}),
     connections: s.connections,
     duration: seconds,
     method: sc.method,
@@ -737,8 +917,133 @@ async function load(s: Settings, target: Target, sc: Scenario, seconds: number):
   return sample;
 }
 
-async function sanityCheck(target: Target, sc: Scenario): Promise<void> {
-  const r = await request(target.port, sc.method, sc.path, sc.body);
+function grpcClient(port: number): grpc.Client {
+  return new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
+    'grpc.use_local_subchannel_pool': 1, // a connection of its own, not shared with the other clients
+    'grpc.default_authority': GRPC_HOST,
+  });
+}
+
+/**
+ * One unary call. No per-call deadline: grpc-js arms a timer per deadline, which cost ~30% of the
+ * client's throughput here; loadGrpc cancels calls still open 10 s after the window instead.
+ */
+function grpcCall(client: grpc.Client, cb: (err: grpc.ServiceError | null, value?: Buffer) => void): grpc.ClientUnaryCall {
+  return client.makeUnaryRequest(GRPC_PATH, raw, raw, GRPC_REQUEST, new grpc.Metadata(), {}, cb);
+}
+
+/**
+ * gRPC unary load: GRPC_CHANNELS clients (one HTTP/2 connection each) with min(connections,
+ * GRPC_MAX_INFLIGHT) calls in flight in all, each starting the next call when it completes, until
+ * the duration is over. Measured like load(): latency of OK calls, CPU of the target tree, client
+ * CPU of this process.
+ */
+async function loadGrpc(s: Settings, target: Target, sc: Scenario, seconds: number): Promise<Sample> {
+  const inflight = Math.min(s.connections, GRPC_MAX_INFLIGHT);
+  const clients = Array.from({ length: Math.min(GRPC_CHANNELS, inflight) }, () => grpcClient(target.grpcPort));
+  try {
+    // Connect first (autocannon's connects are in its window too, but cheap; an h2 setup is not).
+    await Promise.all(
+      clients.map((c) => new Promise<void>((resolve, reject) => c.waitForReady(Date.now() + 5000, (err) => (err ? reject(err) : resolve())))),
+    );
+    const lat = new Latencies();
+    let ok = 0;
+    let failed = 0;
+    const byStatus = new Map<string, number>();
+    const pid = target.child?.pid;
+    const cpuBefore = pid !== undefined ? cpuSnapshot(pid) : undefined;
+    const clientBefore = process.cpuUsage();
+    const t0 = process.hrtime.bigint();
+    const endAt = performance.now() + seconds * 1000;
+    let stopped = false;
+    current = {
+      stop: () => {
+        stopped = true;
+      },
+    };
+    const open = new Set<grpc.ClientUnaryCall>();
+    // Like autocannon's 10 s timeout: calls still open 10 s after the window are cancelled.
+    const guard = setTimeout(() => {
+      for (const call of open) call.cancel();
+    }, (seconds + 10) * 1000);
+    await new Promise<void>((resolve) => {
+      let running = inflight;
+      const next = (client: grpc.Client): void => {
+        if (stopped || performance.now() >= endAt) {
+          if (--running === 0) resolve();
+          return;
+        }
+        const start = performance.now();
+        const call = grpcCall(client, (err, value) => {
+          open.delete(call);
+          if (!err && value?.length === sc.expectBytes) {
+            ok++;
+            lat.add(performance.now() - start);
+          } else {
+            failed++;
+            const key = err ? `${grpc.status[err.code] ?? err.code}: ${err.details}` : `OK with ${value?.length ?? 0} B`;
+            byStatus.set(key, (byStatus.get(key) ?? 0) + 1);
+          }
+          next(client);
+        });
+        open.add(call);
+      };
+      for (let i = 0; i < inflight; i++) next(clients[i % clients.length] as grpc.Client);
+    });
+    clearTimeout(guard);
+    current = undefined;
+    const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+    const client = process.cpuUsage(clientBefore);
+    const reqs = ok + failed;
+    const [p50 = NaN, p99 = NaN] = lat.percentiles([50, 99]);
+    const sample: Sample = {
+      reqs,
+      rps: ok / wall,
+      p50,
+      p99,
+      non2xx: 0,
+      errors: failed,
+      clientCpuPct: ((client.user + client.system) / 1e6 / wall) * 100,
+      ...(byStatus.size ? { errorDetail: [...byStatus].map(([k, n]) => `${n}× ${k}`).join('; ') } : {}),
+    };
+    if (pid !== undefined && cpuBefore && reqs > 0) {
+      sample.cpuUsPerReq = (cpuDelta(cpuBefore, cpuSnapshot(pid)) * 1e6) / reqs;
+    }
+    if (target.child && !alive(target.child)) {
+      throw new Error(`${target.child.name} died during ${sc.title}\n${tail(target.child.logFile)}`);
+    }
+    return sample;
+  } finally {
+    current = undefined;
+    for (const c of clients) c.close();
+  }
+}
+
+async function sanityCheck(target: Target, sc: Scenario, notes: string[]): Promise<void> {
+  if (sc.kind === 'grpc') {
+    const client = grpcClient(target.grpcPort);
+    try {
+      const value = await new Promise<Buffer | undefined>((resolve, reject) => {
+        const call = grpcCall(client, (err, v) => {
+          clearTimeout(t);
+          if (err) reject(err);
+          else resolve(v);
+        });
+        const t = setTimeout(() => call.cancel(), 5000);
+      });
+      if (value?.length !== sc.expectBytes) throw new Error(`answered OK with ${value?.length ?? 0} B`);
+    } catch (err) {
+      throw new Error(
+        `${target.name}: gRPC ${GRPC_PATH} (authority ${GRPC_HOST}) on 127.0.0.1:${target.grpcPort} failed, expected OK with ${sc.expectBytes} B: ${(err as Error).message}` +
+          (target.child?.logFile ? `\n${tail(target.child.logFile)}` : ''),
+      );
+    } finally {
+      client.close();
+    }
+    return;
+  }
+  const r = await request(portFor(target, sc), sc.method, sc.path, sc.body, HOST, sc.kind === 'https');
+  if (r.tls) notes.push(`${sc.id}: ${target.name} negotiated ${r.tls} (SNI ${HOST}).`);
   if (r.status !== 200 || r.body.length !== sc.expectBytes) {
     const detail = r.body.subarray(0, 200).toString('utf8').replace(/\s+/g, ' ');
     throw new Error(
@@ -795,7 +1100,10 @@ function report(s: Settings, rows: Row[], header: string[], notes: string[]): st
   out.push(
     `Medians of ${s.rounds} interleaved round(s) of ${s.duration} s, ${s.connections} connections; non-2xx and errors are totals over the rounds. ` +
       'CPU µs/req = (utime+stime of the target process tree over the window) / responses; peak RSS = VmHWM since start. ' +
-      'Client CPU % = the autocannon process (100 = one core): near 100 means the client, not the target, is the limit.',
+      'Client CPU % = the bench process, autocannon or the grpc-js loop (100 = one core): near 100 means the client, not the target, is the limit.' +
+      (s.scenarios.some((sc) => sc.kind === 'grpc')
+        ? ` gRPC: req/s = OK calls/s from ${GRPC_CHANNELS} grpc-js clients (one HTTP/2 connection each) with ${Math.min(s.connections, GRPC_MAX_INFLIGHT)} calls in flight in all; errors = calls that did not end OK with ${SMALL_BODY.length} B.`
+        : ''),
   );
   const by = (sc: Scenario, t: TargetName) => sum.find((x) => x.row.scenario === sc && x.row.target === t);
   if (s.targets.includes('gateway')) {
@@ -810,6 +1118,15 @@ function report(s: Settings, rows: Row[], header: string[], notes: string[]): st
   }
   if (notes.length) out.push('', ...notes.map((n) => `- ${n}`));
   return out.join('\n') + '\n';
+}
+
+function grpcVersion(): string {
+  try {
+    const pkg = JSON.parse(fs.readFileSync(path.join(REPO, 'node_modules', '@grpc', 'grpc-js', 'package.json'), 'utf8')) as { version?: string };
+    return pkg.version ?? '?';
+  } catch {
+    return '?';
+  }
 }
 
 function gitCommit(): string {
@@ -841,28 +1158,30 @@ async function main(): Promise<void> {
   process.once('SIGTERM', interrupt);
 
   try {
-    const up = await startUpstream();
+    const cert = s.scenarios.some((sc) => sc.kind === 'https') ? makeCert(tmp) : undefined;
+    const up = await startUpstream(cert);
     const targets: Target[] = [];
     let nginxVersion: string | undefined;
     for (const name of s.targets) {
-      if (name === 'direct') targets.push({ name, port: up.port });
-      else if (name === 'gateway') targets.push(await startGateway(s, tmp, up.port));
+      if (name === 'direct') targets.push({ name, port: up.port, grpcPort: up.grpcPort, ...(up.tlsPort !== undefined ? { tlsPort: up.tlsPort } : {}) });
+      else if (name === 'gateway') targets.push(await startGateway(s, tmp, up, cert));
       else {
-        const n = await startNginx(tmp, up.port, notes);
+        const n = await startNginx(tmp, up, cert, notes);
         if (n) {
           targets.push(n.target);
           nginxVersion = n.version;
         }
       }
     }
-    for (const t of targets) for (const sc of s.scenarios) await sanityCheck(t, sc);
+    for (const t of targets) for (const sc of s.scenarios) await sanityCheck(t, sc, notes);
 
     const cpuModel = os.cpus()[0]?.model.trim() ?? 'unknown CPU';
     const header = [
       `# Gatehouse bench, ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}`,
       '',
       `commit ${gitCommit()} · node ${process.version} · ${os.cpus().length} × ${cpuModel} · ` +
-        `${s.rounds} round(s) × ${s.duration} s, warm-up ${s.warmup} s, ${s.connections} connections · autocannon 9 in the bench process`,
+        `${s.rounds} round(s) × ${s.duration} s, warm-up ${s.warmup} s, ${s.connections} connections · autocannon 9 in the bench process` +
+        (s.scenarios.some((sc) => sc.kind === 'grpc') ? ` (gRPC: a grpc-js ${grpcVersion()} loop)` : ''),
       `targets: ${targets.map((t) => (t.name === 'nginx' ? `nginx (${nginxVersion}, 1 process, upstream keepalive 64)` : t.name)).join(', ')}` +
         (s.gatewayArgs.length || s.gatewayNodeArgs.length ? ` · gateway flags: ${[...s.gatewayNodeArgs, ...s.gatewayArgs].join(' ')}` : ''),
     ];
@@ -883,8 +1202,10 @@ async function main(): Promise<void> {
             `${sc.title.padEnd(12)} round ${round}/${s.rounds} ${t.name.padEnd(8)} ${fmt(sample.rps).padStart(8)} req/s  p50 ${fmt(sample.p50, 2)} ms  p99 ${fmt(sample.p99, 2)} ms` +
               (sample.cpuUsPerReq !== undefined ? `  ${fmt(sample.cpuUsPerReq, 1)} µs/req` : '') +
               (sample.non2xx || sample.errors ? `  non-2xx ${sample.non2xx} errors ${sample.errors}` : '') +
+              (sample.errorDetail ? ` (${sample.errorDetail})` : '') +
               '\n',
           );
+          if (sample.errorDetail) notes.push(`${sc.id} round ${round} ${t.name}: ${sample.errorDetail}.`);
           await sleep(200);
         }
       }
@@ -894,7 +1215,7 @@ async function main(): Promise<void> {
       }
     }
 
-    if (s.scenarios.some((sc) => sc.method === 'POST')) {
+    if (s.scenarios.some((sc) => sc.method === 'POST' && (sc.kind ?? 'http') === 'http')) {
       const st = await upstreamStats(up.child);
       if (st && (st.badPosts > 0 || st.postBytes !== st.postCount * POST_SIZE)) {
         notes.push(`upstream: ${st.badPosts} of ${st.postCount} POST bodies had the wrong length (${st.postBytes} B in all).`);
