@@ -7,6 +7,7 @@ import { parseArgs } from 'node:util';
 import { loadConfig } from './config/pipeline.js';
 import { formatProblem, type Problem } from './config/types.js';
 import { resolve } from './controlplane/resolve.js';
+import { fetchSyncz, formatSyncz } from './controlplane/xds/status-client.js';
 import { ConfigError, Gateway, type RunOptions } from './gateway.js';
 import { checkCertificates } from './tls/check.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from './telemetry/log.js';
@@ -17,7 +18,7 @@ export const USAGE = `Usage:
                 [--labels istio=ingressgateway] [--namespace istio-system] [--mesh-config <file>]
                 [--workers N] [--log-level info]
   gatehouse validate <file|dir>... [--labels k=v,...] [--namespace ns] [--mesh-config <file>]
-  gatehouse proxy-status --xds-address host:port
+  gatehouse proxy-status --xds-address host:port [-o json]
   gatehouse version
 `;
 
@@ -33,6 +34,14 @@ function parsePort(name: string, v: string | undefined, def: number): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UsageError(`--${name} must be a port number 0-65535, got "${v}"`);
   return n;
+}
+
+/** `host:port` (IPv6 in brackets), checked before a connection is attempted. */
+function parseHostPort(name: string, v: string): { host: string; port: number } {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):(\d{1,5})$/.exec(v);
+  const port = m ? Number(m[2]) : NaN;
+  if (!m || port < 1 || port > 65535) throw new UsageError(`--${name} must be host:port, got "${v}"`);
+  return { host: m[1]!, port };
 }
 
 /** `a=b,c=d` (also repeated flags) → labels. */
@@ -73,7 +82,7 @@ export async function main(argv: string[]): Promise<number> {
       case 'validate':
         return validateCommand(rest);
       case 'proxy-status':
-        return proxyStatus(rest);
+        return await proxyStatus(rest);
       case 'version':
       case '--version':
         process.stdout.write(`gatehouse ${version()}\n`);
@@ -109,8 +118,7 @@ async function run(args: string[]): Promise<number> {
   if (configPaths.length === 0 && !values['xds-address']) throw new UsageError('run needs --config <file|dir> (or --xds-address host:port)');
   if (values['xds-address'] !== undefined) {
     if (configPaths.length > 0) throw new UsageError('--config and --xds-address exclude each other');
-    log.error({ xdsAddress: values['xds-address'] }, '--xds-address (data-plane-only replica) is not active yet in this version');
-    return 1;
+    parseHostPort('xds-address', values['xds-address']);
   }
   const workers = values.workers === undefined ? undefined : Number(values.workers);
   if (workers !== undefined && (!Number.isInteger(workers) || workers < 1)) throw new UsageError('--workers must be a positive integer');
@@ -123,8 +131,8 @@ async function run(args: string[]): Promise<number> {
     labels: parseLabels(values.labels ?? []),
     namespace: values.namespace ?? 'istio-system',
     meshConfigFile: values['mesh-config'],
+    xdsAddress: values['xds-address'],
   };
-  if (opts.xdsPort !== 0) log.info({ xdsPort: opts.xdsPort }, '--xds-port: the xDS control plane is not active yet in this version; nothing listens on it');
   if (workers !== undefined && workers !== 1) log.info({ workers }, '--workers: multi-worker mode is not active yet in this version; running 1 worker');
 
   const gateway = new Gateway(opts, log);
@@ -181,11 +189,19 @@ function validateCommand(args: string[]): number {
   return problems.some((p) => p.severity === 'error') ? 1 : 0;
 }
 
-function proxyStatus(args: string[]): number {
-  const { values } = parseArgs({ args, options: { 'xds-address': { type: 'string' } }, strict: true });
+async function proxyStatus(args: string[]): Promise<number> {
+  const { values } = parseArgs({ args, options: { 'xds-address': { type: 'string' }, output: { type: 'string', short: 'o' } }, strict: true });
   if (!values['xds-address']) throw new UsageError('proxy-status needs --xds-address host:port');
-  process.stderr.write('gatehouse: proxy-status needs the xDS control plane, which is not active yet in this version\n');
-  return 1;
+  parseHostPort('xds-address', values['xds-address']);
+  if (values.output !== undefined && values.output !== 'json') throw new UsageError('--output must be json');
+  try {
+    const s = await fetchSyncz(values['xds-address']);
+    process.stdout.write(values.output === 'json' ? `${JSON.stringify(s, null, 2)}\n` : formatSyncz(s));
+    return 0;
+  } catch (e) {
+    process.stderr.write(`gatehouse: proxy-status: ${(e as Error).message}\n`);
+    return 1;
+  }
 }
 
 // Run when executed (bin or `node dist/cli.js`), not when imported by tests.

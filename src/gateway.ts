@@ -1,16 +1,22 @@
-// Composition root of `gatehouse run`: config pipeline → resolve → data plane, the admin port,
-// hot reload, and graceful shutdown. Only the CLI imports this file.
+// Composition root of `gatehouse run`: config pipeline → resolve → data plane and the embedded
+// xDS control plane, the admin port, hot reload, and graceful shutdown; or, as a replica
+// (`--xds-address`), snapshots from another Gatehouse's control plane → data plane. Only the CLI
+// imports this file.
 import { AdminServer } from './admin/server.js';
 import { loadConfig } from './config/pipeline.js';
 import { formatProblem, type ConfigSet, type Problem } from './config/types.js';
 import { ConfigWatcher } from './config/watch.js';
 import { resolve } from './controlplane/resolve.js';
 import type { Snapshot } from './controlplane/snapshot.js';
+import { XdsReplicaClient } from './controlplane/xds/client.js';
+import { XdsServer } from './controlplane/xds/server.js';
+import { SnapshotViews } from './controlplane/xds/snapshot-views.js';
 import { DataPlane } from './ingress/data-plane.js';
 import type { Logger } from './telemetry/log.js';
 import { IstioMetrics } from './telemetry/metrics.js';
 import { AcmeManager } from './tls/acme.js';
 import { checkCertificates } from './tls/check.js';
+import { loadSecret } from './tls/material.js';
 import { CertFileWatcher } from './tls/file-watch.js';
 
 export interface RunOptions {
@@ -19,6 +25,8 @@ export interface RunOptions {
   adminPort: number;
   adminBind: string;
   xdsPort: number;
+  /** Replica mode: take every configuration from this control plane (`host:port`). */
+  xdsAddress?: string | undefined;
   labels: Record<string, string>;
   namespace: string;
   meshConfigFile?: string | undefined;
@@ -57,6 +65,12 @@ export class Gateway {
   #reloading: Promise<void> | null = null;
   #reloadAgain = false;
   adminPort = 0;
+  xdsPort = 0;
+  readonly #views: SnapshotViews;
+  #xds: XdsServer | null = null;
+  #replica: XdsReplicaClient | null = null;
+  /** Replica mode: snapshots are applied one at a time, the newest wins. */
+  #replicaApplying: Promise<void> = Promise.resolve();
 
   constructor(opts: RunOptions, log: Logger) {
     this.#opts = opts;
@@ -64,6 +78,33 @@ export class Gateway {
     this.metrics = new IstioMetrics({ labels: opts.labels, namespace: opts.namespace });
     this.#acme = new AcmeManager({ log: log.child({ stage: 'acme' }), registry: this.metrics.registry });
     this.dataPlane = new DataPlane(this.metrics, log.child({ stage: 'ingress' }), { acme: this.#acme });
+    const secrets = this.dataPlane.secrets;
+    this.#views = new SnapshotViews(
+      (name, source) => {
+        const c = secrets.certificate(name);
+        if (c) return { certPem: c.certPem, keyPem: c.keyPem };
+        const ca = secrets.ca(name);
+        if (ca) return { caPem: ca.caPem };
+        // A secret only a replica's Gateways use (other labels): read it now; ACME ones are issued here only.
+        if (source.acme) return undefined;
+        try {
+          const m = loadSecret(source);
+          return m.kind === 'cert' ? { certPem: m.certPem, keyPem: m.keyPem } : { caPem: m.caPem };
+        } catch (err) {
+          log.warn({ secret: name, err: (err as Error).message }, 'a replica asked for a certificate that cannot be read');
+          return undefined;
+        }
+      },
+      (labels) => {
+        if (this.#snapshot && sameLabels(labels, opts.labels)) return this.#snapshot;
+        const c = this.#config!;
+        return resolve(c.resources, { labels, namespace: opts.namespace, bind: opts.bind, mesh: c.mesh });
+      },
+    );
+    this.dataPlane.onSecretsChanged = () => {
+      this.#views.secretsChanged();
+      this.#xds?.push();
+    };
   }
 
   get ready(): boolean {
@@ -83,11 +124,12 @@ export class Gateway {
         registry: this.metrics.registry,
         clusters: () => this.dataPlane.clusters.summary(),
         listeners: () => this.dataPlane.listenersSummary(),
-        syncz: () => ({ active: false, note: 'the xDS control plane is not active in this version', clients: [] }),
+        syncz: () => (this.#xds ? this.#xds.syncz() : { version: null, clients: [], note: this.#replica ? `replica of ${o.xdsAddress}; no control plane here` : 'the xDS port is off (--xds-port 0)' }),
       });
       this.adminPort = await this.#admin.listen(o.adminPort, o.adminBind);
       this.#log.info({ port: this.adminPort, bind: o.adminBind }, 'admin listening');
     }
+    if (o.xdsAddress) return this.#startReplica(o.xdsAddress);
     const result = this.#load();
     this.#logWarnings(result.problems);
     if (!result.config) throw new ConfigError('invalid configuration', result.problems.filter((p) => p.severity === 'error'));
@@ -96,11 +138,50 @@ export class Gateway {
     if (applied.errors.length > 0) throw new Error(applied.errors.join('; '));
     await this.#certWatcher.set(this.dataPlane.secretFiles());
     this.#config = result.config;
-    this.#snapshot = snapshot;
+    this.#setSnapshot(snapshot);
     this.#ready = true;
     this.#log.info({ version: snapshot.version, listeners: snapshot.listeners.length, clusters: snapshot.clusters.size }, 'configuration applied');
+    if (o.xdsPort > 0) {
+      this.#xds = new XdsServer(this.#views, { log: this.#log.child({ stage: 'xds' }) });
+      this.xdsPort = await this.#xds.listen(o.bind, o.xdsPort);
+    }
     this.#watcher = new ConfigWatcher(o.configPaths, () => void this.reload());
     await this.#watcher.ready();
+  }
+
+  /** The snapshot the data plane now serves is what the control plane serves too. */
+  #setSnapshot(snapshot: Snapshot): void {
+    this.#snapshot = snapshot;
+    this.#views.update(snapshot);
+    this.#xds?.push();
+  }
+
+  /** Replica: no config files; ready once the first snapshot from the control plane is applied. */
+  async #startReplica(address: string): Promise<void> {
+    this.#replica = new XdsReplicaClient({
+      address,
+      namespace: this.#opts.namespace,
+      labels: this.#opts.labels,
+      log: this.#log.child({ stage: 'xds-client' }),
+      onSnapshot: (s) => {
+        this.#replicaApplying = this.#replicaApplying.then(() => this.#applyReplica(s));
+      },
+    });
+    this.#replica.start();
+    this.#log.info({ address }, 'replica: taking configuration from the xDS control plane');
+  }
+
+  async #applyReplica(received: Snapshot): Promise<void> {
+    if (this.#draining) return;
+    const started = performance.now();
+    // Listeners bind to this replica's own --bind, not the control plane's.
+    const bind = this.#opts.bind;
+    const snapshot: Snapshot = { ...received, listeners: received.listeners.map((l) => ({ ...l, address: { socket_address: { ...l.address.socket_address, address: bind } } })) };
+    const applied = await this.dataPlane.apply(snapshot);
+    for (const e of applied.errors) this.#log.error({ error: e }, 'listener could not be opened');
+    this.#snapshot = snapshot;
+    this.#ready = true;
+    this.#log.info({ version: snapshot.version, listeners: snapshot.listeners.length, clusters: snapshot.clusters.size, ms: Math.round(performance.now() - started) }, 'configuration from the control plane applied');
   }
 
   /** The config pipeline plus the certificate checks (files and Secrets must load and match). */
@@ -127,6 +208,7 @@ export class Gateway {
 
   /** Re-reads the config; an invalid change is logged and rejected, the last good config keeps serving. */
   reload(): Promise<void> {
+    if (this.#replica) return Promise.resolve();
     if (this.#reloading) {
       this.#reloadAgain = true;
       return this.#reloading;
@@ -182,7 +264,7 @@ export class Gateway {
     if (certsChanged) this.dataPlane.refreshSecrets();
     await this.#certWatcher.set(this.dataPlane.secretFiles());
     this.#config = result.config;
-    this.#snapshot = snapshot;
+    this.#setSnapshot(snapshot);
     this.#log.info({ version: snapshot.version, ms: Math.round(performance.now() - started) }, 'configuration applied');
   }
 
@@ -193,9 +275,16 @@ export class Gateway {
     this.#log.info({ drainMs }, 'draining');
     await this.#watcher?.close();
     await this.#certWatcher.close();
+    this.#replica?.close();
+    await this.#xds?.close();
     this.#acme.close();
     await this.dataPlane.close(drainMs);
     await this.#admin?.close();
     this.#log.info('stopped');
   }
+}
+
+function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {
+  const ka = Object.keys(a);
+  return ka.length === Object.keys(b).length && ka.every((k) => a[k] === b[k]);
 }

@@ -5,7 +5,7 @@
 import { X509Certificate, createHash, createPrivateKey } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
-import { completeHost, hostMatches, serviceNameAndNamespace } from '../config/hosts.js';
+import { CLUSTER_DOMAIN, completeHost, hostMatches, serviceNameAndNamespace } from '../config/hosts.js';
 import { parseDurationMs } from '../config/duration.js';
 import type {
   DestinationRuleSpec,
@@ -24,6 +24,7 @@ import type {
   WorkloadEntrySpec,
 } from '../config/types.js';
 import { formatPath, resourceId } from '../config/types.js';
+import { proxylessPolicyGaps, proxylessRouteGaps } from './proxyless.js';
 import { ALPN_ANNOTATION, ALPN_H1, ALPN_H2, secretIndex, serverHostNames, serverTls, TERMINATING_MODES } from './gateway-tls.js';
 import {
   clusterName,
@@ -37,6 +38,7 @@ import {
   type HashPolicy,
   type HeaderMatcher,
   type HeaderValueOption,
+  type ApiListener,
   type LbEndpoint,
   type LbPolicy,
   type Listener,
@@ -49,6 +51,7 @@ import {
   type RouteConfiguration,
   type RouteMatch,
   type Secret,
+  type SidecarView,
   type Snapshot,
   type StringMatcher,
   type VirtualHost,
@@ -83,6 +86,8 @@ interface ServiceInfo {
 
 /** Service port protocols spoken over HTTP/2. */
 const HTTP2_PROTOCOLS: ReadonlySet<string> = new Set(['GRPC', 'GRPC-WEB', 'HTTP2']);
+/** Service port protocols that get HTTP routes in the sidecar view. */
+const HTTP_SERVICE_PROTOCOLS: ReadonlySet<string> = new Set(['HTTP', 'HTTP2', 'GRPC', 'GRPC-WEB']);
 
 export function resolve(resources: readonly Resource[], opts: ResolveOptions): Snapshot {
   const warnings: Problem[] = [];
@@ -378,7 +383,7 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
     matches.forEach((m, j) => {
       if (m?.gateways && !m.gateways.some((g) => gwNames.includes(gatewayRef(g, ns)))) return;
       if (m?.port !== undefined && m.port !== port) return;
-      if (m?.sourceLabels || m?.sourceNamespace) warn(owner, [...base, 'match', j], 'sourceLabels/sourceNamespace apply to sidecars only; a gateway ignores this match condition');
+      if ((m?.sourceLabels || m?.sourceNamespace) && !gwNames.includes('mesh')) warn(owner, [...base, 'match', j], 'sourceLabels/sourceNamespace apply to sidecars only; a gateway ignores this match condition');
       const route: Route = {
         name,
         match: routeMatch(m),
@@ -719,12 +724,113 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
     };
   }
 
-  const body = { listeners, routes: [...routes.values()], clusters: [...clusters.values()], endpoints: [...endpoints.values()], secrets: [...secrets.values()], mesh: opts.mesh };
+  // ---- The sidecar view (xDS clients): VirtualServices bound to `mesh`, per client namespace ----
+  const meshServices = virtualServices.filter((vs) => {
+    const gws = vs.spec.gateways ?? [];
+    return gws.length === 0 || gws.includes('mesh');
+  });
+  // What proxyless gRPC clients cannot honour, said for the rules that concern gRPC services.
+  const grpcServiceHosts = [...services.values()].filter((svc) => svc.ports.some((p) => p.protocol === 'GRPC' || p.protocol === 'GRPC-WEB')).map((svc) => svc.host);
+  for (const vs of meshServices) {
+    const hosts = (vs.spec.hosts ?? []).map((h) => completeHost(h, vs.metadata.namespace));
+    if (!grpcServiceHosts.some((g) => hosts.some((h) => hostMatches(h, g)))) continue;
+    (vs.spec.http ?? []).forEach((http, i) => {
+      for (const g of proxylessRouteGaps(http)) warn(vs, ['spec', 'http', i, ...g.path], g.message);
+    });
+  }
+  for (const dr of destinationRules) {
+    const host = completeHost(dr.spec.host, dr.metadata.namespace);
+    if (!grpcServiceHosts.some((g) => hostMatches(host, g))) continue;
+    for (const g of proxylessPolicyGaps(dr.spec.trafficPolicy)) warn(dr, ['spec', 'trafficPolicy', ...g.path], g.message);
+    (dr.spec.subsets ?? []).forEach((sub, i) => {
+      for (const g of proxylessPolicyGaps(sub.trafficPolicy)) warn(dr, ['spec', 'subsets', i, 'trafficPolicy', ...g.path], g.message);
+    });
+  }
+  const sidecar = new Map<string, SidecarView>();
+  const clientNamespaces = new Set<string>(['', ...resources.map((r) => r.metadata.namespace)]);
+  for (const ns of [...clientNamespaces].sort()) sidecar.set(ns, buildSidecarView(ns));
+
+  function buildSidecarView(clientNs: string): SidecarView {
+    const visible = meshServices.filter((vs) => exportedTo(vs.spec.exportTo, vs.metadata.namespace, clientNs));
+    const viewListeners = new Map<string, ApiListener>();
+    const viewRoutes = new Map<string, RouteConfiguration>();
+    for (const svc of [...services.values()].sort((a, b) => a.host.localeCompare(b.host))) {
+      if (!exportedTo(svc.se.spec.exportTo, svc.namespace, clientNs)) continue;
+      for (const port of svc.ports) {
+        if (!HTTP_SERVICE_PROTOCOLS.has(port.protocol)) continue;
+        const routeName = clusterName(port.number, '', svc.host);
+        const vsRoutes: Route[] = [];
+        for (const vs of visible) {
+          const hosts = (vs.spec.hosts ?? []).map((h) => completeHost(h, vs.metadata.namespace));
+          if (hosts.some((h) => hostMatches(h, svc.host))) vsRoutes.push(...buildHttpRoutes(vs, port.number, ['mesh']));
+        }
+        if (vsRoutes.length === 0) vsRoutes.push(defaultMeshRoute(routeName, svc.host, port.number));
+        const names = sidecarNames(svc.host, clientNs);
+        const domains = names.flatMap((n) => [n, `${n}:${port.number}`]);
+        viewRoutes.set(routeName, {
+          name: routeName,
+          virtual_hosts: [{ name: `${svc.host}:${port.number}`, domains, routes: vsRoutes, include_request_attempt_count: true }],
+          validate_clusters: false,
+        });
+        for (const n of names) {
+          const name = `${n}:${port.number}`;
+          const hcm = httpConnectionManager(routeName, opts.mesh);
+          hcm.stat_prefix = name;
+          hcm.http_filters = [
+            { name: 'envoy.filters.http.fault', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault' } },
+            { name: 'envoy.filters.http.router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } },
+          ];
+          viewListeners.set(name, { name, address: { socket_address: { address: svc.host, port_value: port.number } }, api_listener: { api_listener: hcm } });
+        }
+      }
+    }
+    return { listeners: viewListeners, routes: viewRoutes };
+  }
+
+  function defaultMeshRoute(cluster: string, host: string, port: number): Route {
+    const retry = retryPolicy({});
+    return {
+      name: 'default',
+      match: { prefix: '/', case_sensitive: true, headers: [], query_parameters: [] },
+      route: { cluster, cluster_not_found_response_code: 'SERVICE_UNAVAILABLE', timeout: ZERO_DURATION, ...(retry ? { retry_policy: retry } : {}) },
+      metadata: { filter_metadata: { istio: { config: '' } } },
+      decorator: { operation: `${host}:${port}/*` },
+    };
+  }
+
+  const body = { listeners, routes: [...routes.values()], clusters: [...clusters.values()], endpoints: [...endpoints.values()], secrets: [...secrets.values()], sidecar: [...sidecar].map(([ns, v]) => [ns, [...v.listeners.values()], [...v.routes.values()]]), mesh: opts.mesh };
   const hash = createHash('sha256').update(JSON.stringify(body)).digest('hex').slice(0, 16);
-  return deepFreeze({ version: hash, hash, listeners, routes, clusters, endpoints, secrets, mesh: opts.mesh, warnings });
+  return deepFreeze({ version: hash, hash, listeners, routes, clusters, endpoints, secrets, sidecar, mesh: opts.mesh, warnings: dedupeProblems(warnings) });
 }
 
 // ---- Pure helpers ---------------------------------------------------------------------------
+
+/** The same problem reported by several views (a VirtualService in every namespace's view) once. */
+function dedupeProblems(list: Problem[]): Problem[] {
+  const seen = new Set<string>();
+  return list.filter((p) => {
+    const k = `${p.file}\0${p.line}\0${p.resource}\0${p.path}\0${p.message}`;
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
+}
+
+/**
+ * The names a client in `clientNs` may use for a service: the FQDN, and for a service of its own
+ * namespace `<name>`, `<name>.<ns>`, `<name>.<ns>.svc` (Kubernetes search domains); other
+ * namespaces' services by `<name>.<ns>` and `<name>.<ns>.svc`.
+ */
+function sidecarNames(fqdn: string, clientNs: string): string[] {
+  const names = [fqdn];
+  const suffix = `.${CLUSTER_DOMAIN}`;
+  if (!fqdn.endsWith(suffix)) return names;
+  const [name, ns, extra] = fqdn.slice(0, -suffix.length).split('.');
+  if (!name || !ns || extra !== undefined) return names;
+  names.push(`${name}.${ns}`, `${name}.${ns}.svc`);
+  if (ns === clientNs) names.push(name);
+  return names;
+}
 
 function labelsMatch(selector: Readonly<Record<string, string>>, labels: Readonly<Record<string, string>>): boolean {
   for (const k in selector) if (labels[k] !== selector[k]) return false;

@@ -25,7 +25,8 @@ export interface HttpConnectionManager {
   '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
   stat_prefix: string;
   rds: { route_config_name: string; config_source: { ads: Record<string, never>; resource_api_version: 'V3' } };
-  http_filters: Array<{ name: string }>;
+  /** Typed for proxyless gRPC clients (they reject untyped filters); the gateway's own are not. */
+  http_filters: Array<{ name: string; typed_config?: { '@type': string } }>;
   use_remote_address: boolean;
   xff_num_trusted_hops: number;
   server_name: string;
@@ -115,6 +116,28 @@ export interface Listener {
   traffic_direction: 'OUTBOUND';
   /** Istio facts: the protocol of the Gateway servers, which Gateway servers made it. */
   metadata: IstioMetadata & { filter_metadata: { istio: { protocol: ListenerProtocol; servers: string[] } } };
+}
+
+/**
+ * A listener for a proxyless gRPC client, named as the client asks for it (`host:port`), as
+ * istiod's grpc generator serves it: an API listener whose HTTP connection manager takes its
+ * routes over RDS (`outbound|<port>||<host>`).
+ */
+export interface ApiListener {
+  name: string;
+  address: SocketAddress;
+  api_listener: { api_listener: HttpConnectionManager };
+}
+
+/**
+ * What sidecars and proxyless gRPC clients of one namespace see (Istio's sidecar outbound view):
+ * routes per service port from the VirtualServices bound to `mesh`, with `exportTo` applied.
+ */
+export interface SidecarView {
+  /** By every name a client may ask for: `<fqdn>:<port>` and, in the service's namespace, `<name>:<port>`... */
+  listeners: ReadonlyMap<string, ApiListener>;
+  /** `outbound|<port>||<host>` */
+  routes: ReadonlyMap<string, RouteConfiguration>;
 }
 
 // ---- Routes ---------------------------------------------------------------------------------
@@ -383,6 +406,11 @@ export interface Snapshot {
   readonly endpoints: ReadonlyMap<string, ClusterLoadAssignment>;
   /** SDS secrets the listeners name; file sources are read (and watched) by the data plane. */
   readonly secrets: ReadonlyMap<string, Secret>;
+  /**
+   * The sidecar view per client namespace (a namespace with no resources of its own sees what
+   * the key '' holds: only what is exported to every namespace). Served over xDS only.
+   */
+  readonly sidecar: ReadonlyMap<string, SidecarView>;
   readonly mesh: MeshConfig;
   /** Things the translation could not honour (reported by `validate` and logged), never silently dropped. */
   readonly warnings: readonly Problem[];

@@ -222,7 +222,11 @@ export class DataPlane {
     return this.secrets.files();
   }
 
+  /** Called after certificates changed (rotation, ACME issuance): the control plane re-serves SDS. */
+  onSecretsChanged: (() => void) | null = null;
+
   #secretsChanged(): void {
+    this.onSecretsChanged?.();
     for (const e of this.#listeners.values()) {
       try {
         e.tls?.secretsChanged();

@@ -46,6 +46,8 @@ export interface StartOptions {
   /** Default true: resolve once `/healthz/ready` answers 200. */
   waitReady?: boolean;
   readyTimeoutMs?: number;
+  /** A replica: `--xds-address` instead of `--config` (the files are not used). */
+  xdsAddress?: string;
 }
 
 /** Default workload labels of the test gateway; `gw()` in yaml.ts selects them. */
@@ -55,7 +57,8 @@ export async function startGateway(opts: StartOptions): Promise<GatewayProcess> 
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-it-'));
   for (const [name, text] of Object.entries(opts.files)) writeFileSync(join(dir, name), text);
   const adminPort = await freePort();
-  const args = [CLI, 'run', '--config', dir, '--bind', '127.0.0.1', '--admin-port', String(adminPort), '--xds-port', '0', '--log-level', 'warn', '--labels', GATEWAY_LABELS, ...(opts.args ?? [])];
+  const source = opts.xdsAddress ? ['--xds-address', opts.xdsAddress] : ['--config', dir];
+  const args = [CLI, 'run', ...source, '--bind', '127.0.0.1', '--admin-port', String(adminPort), '--xds-port', '0', '--log-level', 'warn', '--labels', GATEWAY_LABELS, ...(opts.args ?? [])];
   const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   live.add(proc);
   let out = '';

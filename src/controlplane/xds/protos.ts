@@ -1,0 +1,115 @@
+// The Envoy v3 protos the xDS server and client speak, loaded once (lazily) from the copy that
+// `@grpc/grpc-js-xds` ships in its `deps/` folder: a protobufjs Root for the resource codec
+// (codec.ts) and the grpc-js package definition of the Aggregated Discovery Service.
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import { loadProtosWithOptionsSync } from '@grpc/proto-loader/build/src/util.js';
+
+/** protobufjs reflection types, named through proto-loader (protobufjs is its dependency, not ours). */
+export type ProtoRoot = ReturnType<typeof loadProtosWithOptionsSync>;
+export type ProtoType = ReturnType<ProtoRoot['lookupType']>;
+export type ProtoEnum = ReturnType<ProtoRoot['lookupEnum']>;
+export type ProtoField = ProtoType['fieldsArray'][number];
+
+export const LISTENER_TYPE = 'type.googleapis.com/envoy.config.listener.v3.Listener';
+export const ROUTE_TYPE = 'type.googleapis.com/envoy.config.route.v3.RouteConfiguration';
+export const CLUSTER_TYPE = 'type.googleapis.com/envoy.config.cluster.v3.Cluster';
+export const ENDPOINT_TYPE = 'type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment';
+export const SECRET_TYPE = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret';
+
+export const HCM_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager';
+export const DOWNSTREAM_TLS_TYPE = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext';
+export const UPSTREAM_TLS_TYPE = 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext';
+export const ROUTER_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router';
+export const HTTP_FAULT_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault';
+export const CORS_POLICY_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy';
+export const CORS_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors';
+
+/** The resource types an ADS stream carries, in the order Envoy asks for them. */
+export const RESOURCE_TYPES = [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE] as const;
+
+/** Proto files (relative to the include dirs) whose messages the codec must know. */
+const PROTO_FILES = [
+  'envoy/config/listener/v3/listener.proto',
+  'envoy/config/route/v3/route.proto',
+  'envoy/config/cluster/v3/cluster.proto',
+  'envoy/config/endpoint/v3/endpoint.proto',
+  'envoy/extensions/transport_sockets/tls/v3/secret.proto',
+  'envoy/extensions/transport_sockets/tls/v3/tls.proto',
+  'envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto',
+  'envoy/extensions/filters/http/router/v3/router.proto',
+  'envoy/extensions/filters/http/fault/v3/fault.proto',
+  'envoy/extensions/filters/http/cors/v3/cors.proto',
+  'envoy/service/discovery/v3/discovery.proto',
+  'envoy/service/discovery/v3/ads.proto',
+];
+// google/protobuf/{any,duration,struct,wrappers}.proto come with protobufjs (its "common" protos).
+
+let includeDirsCache: string[] | undefined;
+
+/** `envoy-api`, `xds`, `googleapis`, `protoc-gen-validate` under `@grpc/grpc-js-xds/deps`. */
+export function protoIncludeDirs(): string[] {
+  if (!includeDirsCache) {
+    const pkg = createRequire(import.meta.url).resolve('@grpc/grpc-js-xds/package.json');
+    const deps = join(dirname(pkg), 'deps');
+    includeDirsCache = ['envoy-api', 'xds', 'googleapis', 'protoc-gen-validate'].map((d) => join(deps, d));
+  }
+  return includeDirsCache;
+}
+
+let rootCache: ProtoRoot | undefined;
+
+/** The protobufjs Root with every Envoy message the codec handles (field names as in the .proto). */
+export function protoRoot(): ProtoRoot {
+  // keepCase: field names stay snake_case, as the snapshot spells them.
+  rootCache ??= loadProtosWithOptionsSync(PROTO_FILES, { keepCase: true, includeDirs: protoIncludeDirs() });
+  return rootCache;
+}
+
+let adsCache: grpc.GrpcObject | undefined;
+
+/** The grpc-js package definition loaded from `envoy/service/discovery/v3/ads.proto`. */
+export function adsPackage(): grpc.GrpcObject {
+  if (!adsCache) {
+    const def = loadSync('envoy/service/discovery/v3/ads.proto', {
+      keepCase: true,
+      longs: String,
+      enums: String,
+      defaults: true,
+      oneofs: true,
+      includeDirs: protoIncludeDirs(),
+    });
+    adsCache = grpc.loadPackageDefinition(def);
+  }
+  return adsCache;
+}
+
+/** The ADS service client constructor (`envoy.service.discovery.v3.AggregatedDiscoveryService`). */
+export function adsServiceClient(): grpc.ServiceClientConstructor {
+  const ns = (adsPackage() as Record<string, Record<string, Record<string, Record<string, Record<string, unknown>>>>>).envoy?.service?.discovery?.v3;
+  const svc = ns?.AggregatedDiscoveryService as grpc.ServiceClientConstructor | undefined;
+  if (!svc) throw new Error('ads.proto did not define envoy.service.discovery.v3.AggregatedDiscoveryService');
+  return svc;
+}
+
+const byUrl = new Map<string, ProtoType>();
+
+/** The message type a type URL (`type.googleapis.com/<full.name>`) names, or undefined. */
+export function lookupTypeUrl(typeUrl: string): ProtoType | undefined {
+  const hit = byUrl.get(typeUrl);
+  if (hit) return hit;
+  const name = typeUrl.slice(typeUrl.lastIndexOf('/') + 1);
+  if (name === '') return undefined;
+  let t: ProtoType;
+  try {
+    t = protoRoot().lookupType('.' + name);
+  } catch {
+    return undefined;
+  }
+  // protobufjs also finds a bare `Listener` by searching nested namespaces: insist on the full name.
+  if (t.fullName !== '.' + name) return undefined;
+  byUrl.set(typeUrl, t);
+  return t;
+}

@@ -1,0 +1,160 @@
+// The ViewSource of the embedded control plane: what each kind of xDS client gets from the one
+// snapshot the gateway itself routes by.
+// - proxyless gRPC clients: the sidecar view of their namespace, in the proxyless dialect
+//   (src/controlplane/proxyless.ts): API listeners `host:port`, routes `outbound|port||host`,
+//   EDS clusters, endpoints;
+// - Gatehouse replicas (node metadata GENERATOR "gatehouse"): the gateway's own listeners,
+//   routes, clusters and endpoints, and its certificates inlined over SDS (a replica has none of
+//   the control plane's files; ACME certificates come already issued);
+// - other clients (Envoy): the sidecar view of their namespace, encoded as Envoy reads it.
+// Encoded bytes are cached per resource object, so shared clusters are encoded once per version.
+import type { ClusterLoadAssignment, Secret, SidecarView, Snapshot } from '../snapshot.js';
+import { toProxylessCluster, toProxylessRoutes } from '../proxyless.js';
+import { encodeSnapshotResource } from './codec.js';
+import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE } from './protos.js';
+import type { ClientInfo, ViewSource, XdsView } from './view.js';
+
+/** PEM material of a secret as the data plane holds it now (files read, ACME issued). */
+export interface SecretMaterial {
+  certPem?: string;
+  keyPem?: string;
+  caPem?: string;
+}
+
+/** The current material of a snapshot secret (`secret` is its snapshot entry, for other label sets). */
+export type SecretLookup = (name: string, secret: Secret) => SecretMaterial | undefined;
+
+type Resources = Map<string, Map<string, Uint8Array>>;
+
+/** The namespace of a client: metadata NAMESPACE, else Istio's node id `type~ip~pod.ns~ns.svc.cluster.local`. */
+export function clientNamespace(client: ClientInfo): string {
+  const meta = client.metadata['NAMESPACE'];
+  if (typeof meta === 'string' && meta !== '') return meta;
+  const parts = client.id.split('~');
+  const pod = parts[2];
+  if (pod && pod.includes('.')) return pod.slice(pod.indexOf('.') + 1);
+  const domain = parts[3];
+  if (domain && domain.includes('.')) return domain.slice(0, domain.indexOf('.'));
+  return '';
+}
+
+/** Node metadata LABELS (a replica's `--labels`), when it sends them. */
+function replicaLabels(client: ClientInfo): Record<string, string> | undefined {
+  const l = client.metadata['LABELS'];
+  if (!l || typeof l !== 'object' || Array.isArray(l)) return undefined;
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(l)) if (typeof v === 'string') out[k] = v;
+  return out;
+}
+
+export class SnapshotViews implements ViewSource {
+  #snapshot: Snapshot | null = null;
+  #secretsVersion = 0;
+  readonly #secrets: SecretLookup;
+  /** View per (kind, namespace) for the current snapshot and secrets version. */
+  #views = new Map<string, XdsView>();
+  #encoded = new WeakMap<object, Uint8Array>();
+
+  readonly #resolveFor: ((labels: Record<string, string>) => Snapshot) | undefined;
+
+  /**
+   * `resolveFor`: the gateway snapshot for other workload labels (a replica whose node metadata
+   * LABELS differ from the control plane's own gets the Gateways that select it, as istiod does).
+   */
+  constructor(secrets: SecretLookup, resolveFor?: (labels: Record<string, string>) => Snapshot) {
+    this.#secrets = secrets;
+    this.#resolveFor = resolveFor;
+  }
+
+  /** A new configuration version. */
+  update(snapshot: Snapshot): void {
+    if (snapshot === this.#snapshot) return;
+    this.#snapshot = snapshot;
+    this.#views.clear();
+  }
+
+  /** Certificates changed (rotation, ACME issuance): replicas' SDS views are rebuilt. */
+  secretsChanged(): void {
+    this.#secretsVersion++;
+    for (const k of [...this.#views.keys()]) if (k.startsWith('gatehouse')) this.#views.delete(k);
+  }
+
+  version(): string {
+    return this.#snapshot?.version ?? '';
+  }
+
+  view(client: ClientInfo): XdsView {
+    const s = this.#snapshot;
+    if (!s) return EMPTY;
+    const labels = client.kind === 'gatehouse' ? replicaLabels(client) : undefined;
+    const ns = client.kind === 'gatehouse' ? '' : clientNamespace(client);
+    const key = `${client.kind}|${ns}|${labels ? JSON.stringify(Object.entries(labels).sort()) : ''}`;
+    let v = this.#views.get(key);
+    if (!v) {
+      if (client.kind === 'gatehouse') {
+        const own = !labels || !this.#resolveFor;
+        v = this.#gatewayView(own ? s : { ...this.#resolveFor!(labels), version: s.version });
+      } else {
+        v = this.#sidecarView(s, s.sidecar.get(ns) ?? s.sidecar.get('') ?? EMPTY_SIDECAR, client.kind === 'proxyless');
+      }
+      this.#views.set(key, v);
+    }
+    return v;
+  }
+
+  #encode(typeUrl: string, obj: object): Uint8Array {
+    let b = this.#encoded.get(obj);
+    if (!b) {
+      b = encodeSnapshotResource(typeUrl, obj);
+      this.#encoded.set(obj, b);
+    }
+    return b;
+  }
+
+  #sidecarView(s: Snapshot, view: SidecarView, proxyless: boolean): XdsView {
+    const r: Resources = new Map([
+      [LISTENER_TYPE, new Map()],
+      [ROUTE_TYPE, new Map()],
+      [CLUSTER_TYPE, new Map()],
+      [ENDPOINT_TYPE, new Map()],
+    ]);
+    for (const [name, l] of view.listeners) r.get(LISTENER_TYPE)!.set(name, this.#encode(LISTENER_TYPE, l));
+    for (const [name, rc] of view.routes) {
+      r.get(ROUTE_TYPE)!.set(name, proxyless ? encodeSnapshotResource(ROUTE_TYPE, toProxylessRoutes(rc, s.clusters)) : this.#encode(ROUTE_TYPE, rc));
+    }
+    for (const [name, c] of s.clusters) {
+      if (c.metadata.filter_metadata.istio.kind !== 'service') continue;
+      r.get(CLUSTER_TYPE)!.set(name, proxyless ? encodeSnapshotResource(CLUSTER_TYPE, toProxylessCluster(c)) : this.#encode(CLUSTER_TYPE, c));
+      const cla: ClusterLoadAssignment | undefined = s.endpoints.get(name);
+      if (cla) r.get(ENDPOINT_TYPE)!.set(name, this.#encode(ENDPOINT_TYPE, cla));
+    }
+    return { version: s.version, resources: r };
+  }
+
+  #gatewayView(s: Snapshot): XdsView {
+    const r: Resources = new Map([
+      [LISTENER_TYPE, new Map()],
+      [ROUTE_TYPE, new Map()],
+      [CLUSTER_TYPE, new Map()],
+      [ENDPOINT_TYPE, new Map()],
+      [SECRET_TYPE, new Map()],
+    ]);
+    for (const l of s.listeners) r.get(LISTENER_TYPE)!.set(l.name, this.#encode(LISTENER_TYPE, l));
+    for (const [name, rc] of s.routes) r.get(ROUTE_TYPE)!.set(name, this.#encode(ROUTE_TYPE, rc));
+    for (const [name, c] of s.clusters) r.get(CLUSTER_TYPE)!.set(name, this.#encode(CLUSTER_TYPE, c));
+    for (const [name, cla] of s.endpoints) r.get(ENDPOINT_TYPE)!.set(name, this.#encode(ENDPOINT_TYPE, cla));
+    for (const [name, source] of s.secrets) {
+      const m = this.#secrets(name, source);
+      if (!m) continue;
+      const secret: Secret = { name };
+      if (m.certPem !== undefined && m.keyPem !== undefined) secret.tls_certificate = { certificate_chain: { inline_string: m.certPem }, private_key: { inline_string: m.keyPem } };
+      else if (m.caPem !== undefined) secret.validation_context = { trusted_ca: { inline_string: m.caPem } };
+      else continue;
+      r.get(SECRET_TYPE)!.set(name, encodeSnapshotResource(SECRET_TYPE, secret));
+    }
+    return { version: this.#secretsVersion > 0 ? `${s.version}.s${this.#secretsVersion}` : s.version, resources: r };
+  }
+}
+
+const EMPTY: XdsView = { version: '', resources: new Map() };
+const EMPTY_SIDECAR: SidecarView = { listeners: new Map(), routes: new Map() };
