@@ -69,6 +69,32 @@ describe.concurrent('cli: gatehouse validate', () => {
   });
 });
 
+describe.concurrent('cli: control-plane commands', () => {
+  it('validate warns, with file and line, about mesh routes a proxyless gRPC client cannot honour', async () => {
+    const grpcSvc = yamlDocs({
+      apiVersion: 'networking.istio.io/v1',
+      kind: 'ServiceEntry',
+      metadata: { name: 'rpc', namespace: 'default' },
+      spec: { hosts: ['rpc.default.svc.cluster.local'], location: 'MESH_INTERNAL', resolution: 'STATIC', ports: [{ number: 50051, name: 'grpc', protocol: 'GRPC' }], endpoints: [{ address: '127.0.0.1' }] },
+    });
+    const vs = yamlDocs(virtualService('rpc', ['rpc'], [{ match: [{ uri: { prefix: '/old' } }], redirect: { uri: '/new' } }, { route: [dest('rpc')] }], { gateways: ['mesh'] }));
+    const d = dir({ 'rpc.yaml': grpcSvc, 'vs.yaml': vs });
+    const r = await runCli(['validate', d]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/vs\.yaml:\d+: VirtualService\/default\/rpc: spec\.http\[0\]\.redirect: warning: proxyless gRPC clients reject route configurations with redirects/);
+  });
+
+  it('proxy-status with a bad address is a usage error; with nothing listening it fails clearly', async () => {
+    const bad = await runCli(['proxy-status', '--xds-address', 'nohost']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--xds-address must be host:port');
+    const port = await freePort();
+    const down = await runCli(['proxy-status', '--xds-address', `127.0.0.1:${port}`], 15_000);
+    expect(down.code).toBe(1);
+    expect(down.stderr).toMatch(/gatehouse: proxy-status: .*127\.0\.0\.1:\d+/);
+  });
+});
+
 describe.concurrent('cli: gatehouse run failures', () => {
   it('run with an invalid configuration prints the problems and exits 1', async () => {
     const d = dir(BAD);
