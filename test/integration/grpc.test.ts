@@ -7,20 +7,14 @@ import http2 from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGateway, type GatewayProcess } from '../helpers/gateway.js';
 import { connect as tlsConnect } from 'node:tls';
+import { rawService } from '../helpers/grpc.js';
 import { freePorts, sleep, waitFor } from '../helpers/net.js';
 import { createCa, type CertFiles, type TestCa } from '../helpers/openssl-ca.js';
 import { dest, virtualService, yamlDocs, type Obj } from '../helpers/yaml.js';
 
 const HOST = 'grpc.test';
-const raw = (b: Buffer): Buffer => b;
-
 // A service without protos: messages are raw bytes.
-const SERVICE: grpc.ServiceDefinition = {
-  Unary: { path: '/echo.Echo/Unary', requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
-  Slow: { path: '/echo.Echo/Slow', requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
-  Count: { path: '/echo.Echo/Count', requestStream: false, responseStream: true, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
-  Chat: { path: '/echo.Echo/Chat', requestStream: true, responseStream: true, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
-};
+const SERVICE = rawService({ Unary: '/echo.Echo/Unary', Slow: '/echo.Echo/Slow', Count: ['/echo.Echo/Count', false, true], Chat: ['/echo.Echo/Chat', true, true] });
 const Client = grpc.makeGenericClientConstructor(SERVICE, 'Echo');
 type EchoClient = InstanceType<typeof Client> & Record<string, (...args: unknown[]) => any>;
 

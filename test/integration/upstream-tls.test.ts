@@ -7,6 +7,7 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { rawService } from '../helpers/grpc.js';
 import { removeDir, runCli, startGateway, tempConfigDir, type GatewayProcess } from '../helpers/gateway.js';
 import { freePort, http } from '../helpers/net.js';
 import { createCa, type CertFiles, type TestCa } from '../helpers/openssl-ca.js';
@@ -23,10 +24,7 @@ let gw: GatewayProcess;
 let port: number;
 let grpcPort: number;
 
-const raw = (b: Buffer): Buffer => b;
-const SERVICE: grpc.ServiceDefinition = {
-  Unary: { path: '/echo.Echo/Unary', requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
-};
+const SERVICE = rawService({ Unary: '/echo.Echo/Unary' });
 const Client = grpc.makeGenericClientConstructor(SERVICE, 'Echo');
 
 /** An HTTPS upstream that tells what it saw of the TLS connection. */

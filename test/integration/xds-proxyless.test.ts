@@ -6,14 +6,11 @@
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli, startGateway, type GatewayProcess } from '../helpers/gateway.js';
+import { rawService } from '../helpers/grpc.js';
 import { freePort, sleep, waitFor } from '../helpers/net.js';
 import { virtualService, yamlDocs, type Obj } from '../helpers/yaml.js';
 
-const raw = (b: Buffer): Buffer => b;
-const SERVICE: grpc.ServiceDefinition = {
-  Unary: { path: '/echo.Echo/Unary', requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
-  Slow: { path: '/echo.Echo/Slow', requestStream: false, responseStream: false, requestSerialize: raw, requestDeserialize: raw, responseSerialize: raw, responseDeserialize: raw },
-};
+const SERVICE = rawService({ Unary: '/echo.Echo/Unary', Slow: '/echo.Echo/Slow' });
 const Client = grpc.makeGenericClientConstructor(SERVICE, 'Echo');
 type EchoClient = InstanceType<typeof Client> & Record<string, (...args: unknown[]) => any>;
 
