@@ -17,6 +17,12 @@ export const ACME_CA_ANNOTATION = 'gatehouse.io/acme-ca-file';
  * only HTTP/1.1, so that plain HTTPS stays on the uWS engine (which has no ALPN nor HTTP/2).
  */
 export const ALPN_ANNOTATION = 'gatehouse.io/alpn';
+/**
+ * Gateway annotation (egress): its HTTP servers also act as a forward proxy for workloads that
+ * can only set HTTP(S)_PROXY: absolute-form requests and CONNECT, to registered hosts only under
+ * REGISTRY_ONLY. "true" or "false" (default).
+ */
+export const FORWARD_PROXY_ANNOTATION = 'gatehouse.io/forward-proxy';
 export const ALPN_H2: readonly string[] = ['h2', 'http/1.1'];
 export const ALPN_H1: readonly string[] = ['http/1.1'];
 

@@ -14,9 +14,12 @@ import type {
   HTTPMatchRequest,
   HTTPRoute,
   HeaderOperations,
+  L4MatchAttributes,
   MeshConfig,
   Problem,
   Resource,
+  SidecarSpec,
+  RouteDestination,
   ServiceEntrySpec,
   StringMatch,
   TrafficPolicy,
@@ -25,14 +28,19 @@ import type {
 } from '../config/types.js';
 import { formatPath, resourceId } from '../config/types.js';
 import { proxylessPolicyGaps, proxylessRouteGaps } from './proxyless.js';
-import { ALPN_ANNOTATION, ALPN_H1, ALPN_H2, secretIndex, serverHostNames, serverTls, TERMINATING_MODES } from './gateway-tls.js';
+import { FORWARD_PROXY_ANNOTATION, ALPN_ANNOTATION, ALPN_H1, ALPN_H2, secretIndex, serverHostNames, serverTls, TERMINATING_MODES } from './gateway-tls.js';
 import {
+  BLACKHOLE_CLUSTER,
+  PASSTHROUGH_CLUSTER,
+  type ForwardProxyConfig,
   clusterName,
   durationFromMs,
   ZERO_DURATION,
   type Cluster,
   type ClusterLoadAssignment,
   type CorsPolicy,
+  type FilterChain,
+  type HttpConnectionManager,
   type FractionalPercent,
   type HttpFault,
   type HashPolicy,
@@ -54,6 +62,7 @@ import {
   type SidecarView,
   type Snapshot,
   type StringMatcher,
+  type TcpProxy,
   type VirtualHost,
   type WeightedCluster,
 } from './snapshot.js';
@@ -83,6 +92,11 @@ interface ServiceInfo {
   ports: Array<{ number: number; name: string; protocol: string; targetPort?: number }>;
   endpoints: Array<WorkloadEntrySpec & { workload: string; workloadNamespace: string }>;
 }
+
+const TCP_PROXY_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy' as const;
+const TLS_INSPECTOR_TYPE = 'type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector' as const;
+/** Server TLS modes that route on SNI without terminating TLS. */
+const PASSTHROUGH_MODES: ReadonlySet<string> = new Set(['PASSTHROUGH', 'AUTO_PASSTHROUGH']);
 
 /** Service port protocols spoken over HTTP/2. */
 const HTTP2_PROTOCOLS: ReadonlySet<string> = new Set(['GRPC', 'GRPC-WEB', 'HTTP2']);
@@ -170,12 +184,22 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
   const secrets = new Map<string, Secret>();
   const secretsByName = secretIndex(resources);
   const usedClusters = new Set<string>();
+  /** Work that needs the clusters (AUTO_PASSTHROUGH filter chains), run once they are built. */
+  const afterClusters: Array<() => void> = [];
+  /** A forward proxy's catch-all needs BlackHoleCluster / PassthroughCluster. */
+  let needSpecialClusters = false;
 
   for (const [port, servers] of [...byPort].sort((a, b) => a[0] - b[0])) {
     const first = servers[0]!;
     const protocol = first.protocol;
     const kept = servers.filter((s) => {
       if (s.protocol === protocol) return true;
+      // An HTTPS PASSTHROUGH server beside terminating ones: the HTTPS branch says why it is not served.
+      if (protocol === 'HTTPS' && s.server.port.protocol.toUpperCase() === 'HTTPS') return true;
+      if ((protocol === 'TLS' && s.protocol === 'HTTPS') || (protocol === 'HTTPS' && s.protocol === 'TLS')) {
+        warn(s.gw, ['spec', 'servers', s.index, 'tls', 'mode'], `port ${port} already passes TLS through or terminates it for ${resourceId(first.gw)}; Gatehouse cannot terminate TLS and pass TLS through on one port (use separate ports); this server is ignored`);
+        return false;
+      }
       warn(s.gw, ['spec', 'servers', s.index, 'port', 'protocol'], `port ${port} is already served as ${protocol} by ${resourceId(first.gw)}; this server is ignored`);
       return false;
     });
@@ -192,6 +216,14 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
         filters: [{ name: 'envoy.filters.network.http_connection_manager', typed_config: httpConnectionManager(routeName, opts.mesh) }],
       });
       routes.set(routeName, buildRouteConfiguration(routeName, port, kept));
+      const fp = kept.filter((s) => s.gw.metadata.annotations?.[FORWARD_PROXY_ANNOTATION] !== undefined);
+      for (const s of fp) {
+        const v = s.gw.metadata.annotations![FORWARD_PROXY_ANNOTATION];
+        if (v !== 'true' && v !== 'false') warn(s.gw, ['metadata', 'annotations', FORWARD_PROXY_ANNOTATION], `${FORWARD_PROXY_ANNOTATION} must be "true" or "false", not "${v}"; ignored`);
+      }
+      if (protocol === 'HTTP' && fp.some((s) => s.gw.metadata.annotations![FORWARD_PROXY_ANNOTATION] === 'true')) {
+        listener.metadata.filter_metadata.istio.forward_proxy = forwardProxy(routes.get(routeName)!);
+      }
     } else if (protocol === 'HTTPS') {
       // One filter chain per terminating server, selected by SNI. Deviation from Istio (one RDS
       // table per server): all HTTPS servers of a port share one route table, `https.<port>`,
@@ -202,7 +234,8 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
         const mode = s.server.tls?.mode ?? 'PASSTHROUGH';
         const tlsPath = ['spec', 'servers', s.index, 'tls', 'mode'];
         if (!TERMINATING_MODES.includes(mode)) {
-          warn(s.gw, tlsPath, `tls mode ${mode} on an HTTPS server is not supported by Gatehouse yet; this server is not served`);
+          const why = PASSTHROUGH_MODES.has(mode) ? `on a port whose first server terminates TLS (port ${port}); give passthrough servers their own port` : 'by Gatehouse yet';
+          warn(s.gw, tlsPath, `tls mode ${mode} on an HTTPS server is not supported ${why}; this server is not served`);
           continue;
         }
         const t = serverTls(s.gw, s.server, s.index, secretsByName, opts.namespace);
@@ -228,8 +261,183 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
           if (fc.transport_socket) fc.transport_socket.typed_config.common_tls_context.alpn_protocols = [...alpn];
         }
       }
+    } else if (protocol === 'TCP') {
+      listener.filter_chains.push(buildTcpChain(port, kept));
+    } else if (protocol === 'TLS') {
+      if (!buildTlsPassthrough(listener, port, kept)) continue;
     }
     listeners.push(listener);
+  }
+
+  // ---- L4: TCP servers (VirtualService tcp routes) and TLS passthrough (tls routes, by SNI) ----
+
+  /** The VirtualServices bound to one of `servers` (exportTo-visible) and the hosts they share with them. */
+  function boundL4(servers: BoundServer[]): Array<{ vs: Resource<VirtualServiceSpec>; bound: BoundServer[]; gwNames: string[] }> {
+    const out: Array<{ vs: Resource<VirtualServiceSpec>; bound: BoundServer[]; gwNames: string[] }> = [];
+    for (const vs of virtualServices) {
+      const vsNs = vs.metadata.namespace;
+      if (!exportedTo(vs.spec.exportTo, vsNs, opts.namespace) && !servers.some((s) => exportedTo(vs.spec.exportTo, vsNs, s.gw.metadata.namespace))) continue;
+      const refs = (vs.spec.gateways ?? []).map((g) => gatewayRef(g, vsNs));
+      const vsHosts = (vs.spec.hosts ?? []).map((h) => completeHost(h, vsNs));
+      // Istio binds a VirtualService to a server when the Gateway is named and their hosts meet.
+      const bound = servers.filter((s) => {
+        if (!refs.includes(`${s.gw.metadata.namespace}/${s.gw.metadata.name}`)) return false;
+        return s.server.hosts.some((sh) => {
+          const { ns, host } = splitServerHost(sh, s.gw.metadata.namespace);
+          return (ns === '*' || ns === vsNs) && vsHosts.some((vh) => hostMatches(host, vh) || hostMatches(vh, host));
+        });
+      });
+      if (bound.length > 0) out.push({ vs, bound, gwNames: [...new Set(bound.map((s) => `${s.gw.metadata.namespace}/${s.gw.metadata.name}`))] });
+    }
+    return out;
+  }
+
+  /** Whether an L4 match entry applies to this port and these gateways; warns about what a gateway ignores. */
+  function l4MatchApplies(vs: Resource<VirtualServiceSpec>, m: L4MatchAttributes, path: Array<string | number>, port: number, gwNames: string[]): boolean {
+    const ns = vs.metadata.namespace;
+    if (m.port !== undefined && m.port !== port) return false;
+    if (m.gateways && !m.gateways.some((g) => gwNames.includes(gatewayRef(g, ns)))) return false;
+    if (m.sourceLabels || m.sourceNamespace) warn(vs, [...path, m.sourceLabels ? 'sourceLabels' : 'sourceNamespace'], 'sourceLabels/sourceNamespace apply to sidecars only; a gateway ignores this match condition');
+    if (m.destinationSubnets) warn(vs, [...path, 'destinationSubnets'], 'destinationSubnets is not supported by Gatehouse yet; this match condition is ignored');
+    return true;
+  }
+
+  /** Envoy's tcp_proxy for an Istio route destination list: one cluster, or a weighted choice. */
+  function tcpProxy(vs: Resource<VirtualServiceSpec>, route: RouteDestination[], path: Array<string | number>, statPrefix?: string): TcpProxy {
+    const weighted = route.map((d, k) => {
+      const host = completeHost(d.destination.host, vs.metadata.namespace);
+      const p = destinationPort(host, d.destination.port?.number);
+      if (p === undefined) warn(vs, [...path, k, 'destination', 'port'], `destination ${host} has several ports or none known; set destination.port.number`);
+      const name = clusterName(p ?? 80, d.destination.subset ?? '', host);
+      usedClusters.add(name);
+      return { name, weight: route.length === 1 ? 100 : (d.weight ?? 0), host, subset: d.destination.subset ?? '', port: p ?? 80 };
+    });
+    const positive = weighted.filter((w) => w.weight > 0);
+    const first = positive[0] ?? weighted[0]!;
+    const proxy: TcpProxy = {
+      '@type': TCP_PROXY_TYPE,
+      stat_prefix: statPrefix ?? first.name,
+      idle_timeout: durationFromMs(tcpIdleTimeoutMs(first.host, first.subset, first.port)),
+    };
+    if (positive.length === 1) proxy.cluster = positive[0]!.name;
+    else if (positive.length === 0) proxy.cluster = BLACKHOLE_CLUSTER;
+    else proxy.weighted_clusters = { clusters: positive.map((w) => ({ name: w.name, weight: w.weight })) };
+    return proxy;
+  }
+
+  /** DestinationRule connectionPool.tcp.idleTimeout of a destination (subset, port level), or Istio's 1 h. */
+  function tcpIdleTimeoutMs(host: string, subset: string, port: number): number {
+    const dr = drForHost(host);
+    if (!dr) return DEFAULT_IDLE_TIMEOUT_MS;
+    const sub = subset ? dr.spec.subsets?.find((x) => x.name === subset) : undefined;
+    const policy = portPolicy(mergePolicy(dr.spec.trafficPolicy, sub?.trafficPolicy), port);
+    const raw = policy?.connectionPool?.tcp?.idleTimeout;
+    return raw ? (parseDurationMs(raw) ?? DEFAULT_IDLE_TIMEOUT_MS) : DEFAULT_IDLE_TIMEOUT_MS;
+  }
+
+  /**
+   * A TCP server's one filter chain: the first tcp route (VirtualServices in order) whose match
+   * fits this port and gateway. None: BlackHoleCluster, so the connection is closed (as Istio's
+   * gateway does with no route).
+   */
+  function buildTcpChain(port: number, servers: BoundServer[]): FilterChain {
+    for (const { vs, gwNames } of boundL4(servers)) {
+      const tcp = vs.spec.tcp ?? [];
+      for (let i = 0; i < tcp.length; i++) {
+        const r = tcp[i]!;
+        const base = ['spec', 'tcp', i];
+        const matches = r.match && r.match.length > 0 ? r.match : [{}];
+        let hit = false;
+        matches.forEach((m, j) => {
+          if (l4MatchApplies(vs, m, [...base, 'match', j], port, gwNames)) hit = true;
+        });
+        if (!hit || !r.route || r.route.length === 0) continue;
+        return { filters: [{ name: 'envoy.filters.network.tcp_proxy', typed_config: tcpProxy(vs, r.route, [...base, 'route']) }] };
+      }
+    }
+    return { filters: [{ name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': TCP_PROXY_TYPE, stat_prefix: BLACKHOLE_CLUSTER, cluster: BLACKHOLE_CLUSTER, idle_timeout: durationFromMs(DEFAULT_IDLE_TIMEOUT_MS) } }] };
+  }
+
+  /**
+   * TLS passthrough: one filter chain per tls route match (its sniHosts that the servers' hosts
+   * admit; a name claimed by an earlier chain stays with it, as Envoy refuses duplicates), and for
+   * AUTO_PASSTHROUGH servers one chain per cluster, matched by Istio's `outbound_.<port>_.<subset>_.<host>`
+   * SNI (added once the clusters are known). False when no server of the port can be served.
+   */
+  function buildTlsPassthrough(listener: Listener, port: number, servers: BoundServer[]): boolean {
+    const passthrough: BoundServer[] = [];
+    const auto: BoundServer[] = [];
+    for (const s of servers) {
+      const mode = s.server.tls?.mode ?? 'PASSTHROUGH';
+      if (mode === 'PASSTHROUGH') passthrough.push(s);
+      else if (mode === 'AUTO_PASSTHROUGH') auto.push(s);
+      else warn(s.gw, ['spec', 'servers', s.index, 'tls', 'mode'], `tls mode ${mode} on a TLS server (TLS termination, then tcp routes) is not supported by Gatehouse yet; this server is not served`);
+    }
+    if (passthrough.length === 0 && auto.length === 0) return false;
+    listener.listener_filters = [{ name: 'envoy.filters.listener.tls_inspector', typed_config: { '@type': TLS_INSPECTOR_TYPE } }];
+    const claimed = new Set<string>();
+    const serverId = (s: BoundServer): string => `${resourceId(s.gw)}#${s.server.name ?? s.index}`;
+    for (const { vs, bound, gwNames } of boundL4(passthrough)) {
+      const vsNs = vs.metadata.namespace;
+      (vs.spec.tls ?? []).forEach((r, i) => {
+        const base = ['spec', 'tls', i];
+        r.match.forEach((m, j) => {
+          const path = [...base, 'match', j];
+          if (!l4MatchApplies(vs, m, path, port, gwNames)) return;
+          if (!r.route || r.route.length === 0) return;
+          // The SNI names of this match that a bound server admits (the more specific of the two).
+          const names: string[] = [];
+          let owner: BoundServer | undefined;
+          for (const raw of m.sniHosts) {
+            const sni = raw.toLowerCase();
+            for (const s of bound) {
+              for (const sh of s.server.hosts) {
+                const { ns, host } = splitServerHost(sh, s.gw.metadata.namespace);
+                if (ns !== '*' && ns !== vsNs) continue;
+                const name = hostMatches(host, sni) ? sni : hostMatches(sni, host) ? host : undefined;
+                if (name === undefined || names.includes(name)) continue;
+                names.push(name);
+                owner ??= s;
+              }
+            }
+          }
+          const fresh = names.filter((n) => !claimed.has(n));
+          if (names.length > 0 && fresh.length === 0) {
+            warn(vs, [...path, 'sniHosts'], `sniHosts ${names.join(', ')} on port ${port} are already routed by an earlier tls route; this match is ignored`);
+            return;
+          }
+          if (fresh.length === 0 || !owner) return;
+          for (const n of fresh) claimed.add(n);
+          listener.filter_chains.push({
+            ...(fresh.includes('*') ? {} : { filter_chain_match: { server_names: fresh } }),
+            filters: [{ name: 'envoy.filters.network.tcp_proxy', typed_config: tcpProxy(vs, r.route, [...base, 'route']) }],
+            metadata: { filter_metadata: { istio: { server: serverId(owner), tls_mode: 'PASSTHROUGH' } } },
+          });
+        });
+      });
+    }
+    if (auto.length > 0) {
+      afterClusters.push(() => {
+        for (const c of clusters.values()) {
+          const meta = c.metadata.filter_metadata.istio;
+          if (meta.kind !== 'service') continue;
+          const s = auto.find((a) => a.server.hosts.some((sh) => {
+            const { ns, host } = splitServerHost(sh, a.gw.metadata.namespace);
+            return (ns === '*' || ns === services.get(meta.host)?.namespace) && hostMatches(host, meta.host);
+          }));
+          if (!s) continue;
+          const sni = `outbound_.${meta.port}_.${meta.subset}_.${meta.host}`;
+          if (claimed.has(sni)) continue;
+          claimed.add(sni);
+          listener.filter_chains.push({
+            filter_chain_match: { server_names: [sni] },
+            filters: [{ name: 'envoy.filters.network.tcp_proxy', typed_config: { '@type': TCP_PROXY_TYPE, stat_prefix: c.name, cluster: c.name, idle_timeout: durationFromMs(tcpIdleTimeoutMs(meta.host, meta.subset, meta.port)) } }],
+            metadata: { filter_metadata: { istio: { server: serverId(s), tls_mode: 'AUTO_PASSTHROUGH' } } },
+          });
+        }
+      });
+    }
+    return true;
   }
 
   /**
@@ -270,6 +478,59 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
     const [, port, , host] = cluster.split('|');
     const p = host ? services.get(host)?.ports.find((sp) => String(sp.number) === port) : undefined;
     return p !== undefined && HTTP2_PROTOCOLS.has(p.protocol);
+  }
+
+  /**
+   * An egress server that is also a forward proxy (Gatehouse extension, Gateway annotation
+   * `gatehouse.io/forward-proxy: "true"`): absolute-form requests and CONNECT tunnels go to the
+   * registry, as a sidecar's outbound does. The route table gains, after the VirtualServices' own
+   * virtual hosts, one per registered HTTP service port (to its cluster), and a catch-all that
+   * blocks (REGISTRY_ONLY: BlackHoleCluster, 502) or passes through (ALLOW_ANY:
+   * PassthroughCluster, the request's own authority). CONNECT targets are the registered hosts
+   * and their declared ports.
+   */
+  function forwardProxy(rc: RouteConfiguration): ForwardProxyConfig {
+    const mode = outboundPolicy();
+    const taken = new Set(rc.virtual_hosts.flatMap((vh) => vh.domains));
+    const connect: ForwardProxyConfig['connect'] = [];
+    for (const svc of [...services.values()].sort((a, b) => a.host.localeCompare(b.host))) {
+      if (!exportedTo(svc.se.spec.exportTo, svc.namespace, opts.namespace)) continue;
+      connect.push({ host: svc.host, ports: svc.ports.map((p) => p.number) });
+      for (const p of svc.ports) {
+        if (!HTTP_SERVICE_PROTOCOLS.has(p.protocol)) continue;
+        const domains = p.number === 80 ? [svc.host, `${svc.host}:80`] : [`${svc.host}:${p.number}`];
+        if (domains.some((d) => taken.has(d))) continue;
+        for (const d of domains) taken.add(d);
+        rc.virtual_hosts.push({ name: `${svc.host}:${p.number}`, domains, routes: [defaultMeshRoute(clusterName(p.number, '', svc.host), svc.host, p.number)], include_request_attempt_count: true });
+      }
+    }
+    if (!taken.has('*')) {
+      const cluster = mode === 'REGISTRY_ONLY' ? BLACKHOLE_CLUSTER : PASSTHROUGH_CLUSTER;
+      rc.virtual_hosts.push({
+        name: mode === 'REGISTRY_ONLY' ? 'block_all' : 'allow_any',
+        domains: ['*'],
+        routes: [
+          {
+            name: mode === 'REGISTRY_ONLY' ? 'block_all' : 'allow_any',
+            match: { prefix: '/', case_sensitive: true, headers: [], query_parameters: [] },
+            route: { cluster, cluster_not_found_response_code: 'SERVICE_UNAVAILABLE', timeout: ZERO_DURATION },
+            metadata: { filter_metadata: { istio: { config: '' } } },
+          },
+        ],
+        include_request_attempt_count: true,
+      });
+      needSpecialClusters = true;
+    }
+    return { policy: mode, connect };
+  }
+
+  /** Outbound policy of this gateway: its Sidecar (selected, then namespace default), the root namespace's, then mesh config. */
+  function outboundPolicy(): 'ALLOW_ANY' | 'REGISTRY_ONLY' {
+    const sidecars = byKind('Sidecar') as Array<Resource<SidecarSpec>>;
+    const pick = (ns: string, withSelector: boolean): Resource<SidecarSpec> | undefined =>
+      sidecars.find((sc) => sc.metadata.namespace === ns && (withSelector ? sc.spec.workloadSelector?.labels !== undefined && labelsMatch(sc.spec.workloadSelector.labels, opts.labels) : sc.spec.workloadSelector === undefined));
+    const sc = pick(opts.namespace, true) ?? pick(opts.namespace, false) ?? pick(opts.mesh.rootNamespace, false);
+    return sc?.spec.outboundTrafficPolicy?.mode ?? opts.mesh.outboundTrafficPolicy.mode;
   }
 
   function buildRouteConfiguration(name: string, port: number, servers: BoundServer[]): RouteConfiguration {
@@ -547,6 +808,23 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
       }
     }
   }
+  for (const f of afterClusters) f();
+  // The special clusters of a forward-proxy catch-all (Istio's names).
+  if (needSpecialClusters) {
+    for (const [name, kind] of [[BLACKHOLE_CLUSTER, 'blackhole'], [PASSTHROUGH_CLUSTER, 'passthrough']] as const) {
+      if (clusters.has(name)) continue;
+      clusters.set(name, {
+        name,
+        type: kind === 'blackhole' ? 'STATIC' : 'ORIGINAL_DST',
+        connect_timeout: durationFromMs(DEFAULT_CONNECT_TIMEOUT_MS),
+        lb_policy: kind === 'blackhole' ? 'ROUND_ROBIN' : 'CLUSTER_PROVIDED',
+        circuit_breakers: { thresholds: [{ max_connections: MAX_U32, max_pending_requests: MAX_U32, max_requests: MAX_U32, max_retries: MAX_U32 }] },
+        common_http_protocol_options: { idle_timeout: durationFromMs(DEFAULT_IDLE_TIMEOUT_MS), max_requests_per_connection: 0 },
+        metadata: { filter_metadata: { istio: { host: name, name, namespace: '', port: 0, subset: '', kind, destination_rule: '' } } },
+      });
+      endpoints.set(name, { cluster_name: name, endpoints: [] });
+    }
+  }
 
   function buildCluster(name: string, svc: ServiceInfo, port: number, subset: string, shortName: string, svcNs: string, policy: TrafficPolicy | undefined, drName: string): Cluster {
     const resolution = svc.se.spec.resolution ?? 'NONE';
@@ -699,7 +977,7 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
   function buildLoadAssignment(name: string, svc: ServiceInfo, port: ServiceInfo['ports'][number], subsetLabels: Record<string, string>): ClusterLoadAssignment {
     const byLocality = new Map<string, LbEndpoint[]>();
     const resolution = svc.se.spec.resolution ?? 'NONE';
-    const eps = svc.endpoints.length > 0 || resolution !== 'DNS' ? svc.endpoints : [{ address: svc.host, workload: svc.host, workloadNamespace: svc.namespace }];
+    const eps = svc.endpoints.length > 0 || (resolution !== 'DNS' && resolution !== 'DNS_ROUND_ROBIN') ? svc.endpoints : [{ address: svc.host, workload: svc.host, workloadNamespace: svc.namespace }];
     for (const ep of eps) {
       const labels = ep.labels ?? {};
       if (!labelsMatch(subsetLabels, labels)) continue;
@@ -862,7 +1140,8 @@ function splitServerHost(h: string, gwNs: string): { ns: string; host: string } 
 
 function listenerProtocol(server: GatewayServer): ListenerProtocol {
   const p = server.port.protocol.toUpperCase();
-  if (p === 'HTTPS') return 'HTTPS';
+  // HTTPS PASSTHROUGH is TLS passthrough, as in Istio (routes on SNI, VirtualService tls routes).
+  if (p === 'HTTPS') return PASSTHROUGH_MODES.has(server.tls?.mode ?? 'PASSTHROUGH') && !server.tls?.httpsRedirect ? 'TLS' : 'HTTPS';
   if (p === 'HTTP2') return 'HTTP2';
   if (p === 'GRPC' || p === 'GRPC-WEB') return 'GRPC';
   if (p === 'TCP' || p === 'MONGO') return 'TCP';
@@ -870,7 +1149,7 @@ function listenerProtocol(server: GatewayServer): ListenerProtocol {
   return 'HTTP';
 }
 
-function httpConnectionManager(routeName: string, mesh: MeshConfig): Listener['filter_chains'][number]['filters'][number]['typed_config'] {
+function httpConnectionManager(routeName: string, mesh: MeshConfig): HttpConnectionManager {
   return {
     '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
     stat_prefix: 'outbound_0.0.0.0_' + routeName.slice(routeName.indexOf('.') + 1),

@@ -36,15 +36,45 @@ export interface HttpConnectionManager {
   max_request_headers_kb: number;
 }
 
-export interface NetworkFilter {
+/**
+ * Envoy's tcp_proxy (TCP servers, TLS PASSTHROUGH / AUTO_PASSTHROUGH chains): one cluster or a
+ * weighted choice per connection; `idle_timeout` closes a connection with no bytes either way.
+ */
+export interface TcpProxy {
+  '@type': 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy';
+  stat_prefix: string;
+  cluster?: string;
+  weighted_clusters?: { clusters: Array<{ name: string; weight: number }> };
+  idle_timeout: Duration;
+  /** Never present: lets code read `typed_config.rds` of any network filter. */
+  rds?: never;
+}
+
+export interface HttpConnectionManagerFilter {
   name: 'envoy.filters.network.http_connection_manager';
   typed_config: HttpConnectionManager;
+}
+
+export interface TcpProxyFilter {
+  name: 'envoy.filters.network.tcp_proxy';
+  typed_config: TcpProxy;
+}
+
+export type NetworkFilter = HttpConnectionManagerFilter | TcpProxyFilter;
+
+/** Envoy's tls_inspector listener filter: reads the SNI so that filter chains can match on it. */
+export interface ListenerFilter {
+  name: 'envoy.filters.listener.tls_inspector';
+  typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector' };
 }
 
 export interface FilterChain {
   name?: string;
   filter_chain_match?: { server_names?: string[] };
-  /** TLS termination (HTTPS servers): one chain per Gateway server, selected by SNI. */
+  /**
+   * TLS termination (HTTPS servers): one chain per Gateway server, selected by SNI. TLS
+   * passthrough: one chain per `sniHosts` set of a VirtualService tls route (no transport socket).
+   */
   transport_socket?: { name: 'envoy.transport_sockets.tls'; typed_config: DownstreamTlsContext };
   filters: NetworkFilter[];
   /** Istio facts: the Gateway server this chain serves (`Gateway/ns/name#server`) and its TLS mode. */
@@ -113,9 +143,11 @@ export interface Listener {
   name: string;
   address: SocketAddress;
   filter_chains: FilterChain[];
+  /** TLS PASSTHROUGH / AUTO_PASSTHROUGH listeners: the tls_inspector, so chains can match on SNI. */
+  listener_filters?: ListenerFilter[];
   traffic_direction: 'OUTBOUND';
   /** Istio facts: the protocol of the Gateway servers, which Gateway servers made it. */
-  metadata: IstioMetadata & { filter_metadata: { istio: { protocol: ListenerProtocol; servers: string[] } } };
+  metadata: IstioMetadata & { filter_metadata: { istio: { protocol: ListenerProtocol; servers: string[]; forward_proxy?: ForwardProxyConfig } } };
 }
 
 /**
@@ -138,6 +170,14 @@ export interface SidecarView {
   listeners: ReadonlyMap<string, ApiListener>;
   /** `outbound|<port>||<host>` */
   routes: ReadonlyMap<string, RouteConfiguration>;
+}
+
+/** Gatehouse extension: an HTTP egress port that is also a forward proxy (absolute-form, CONNECT). */
+export interface ForwardProxyConfig {
+  /** Hosts not in the registry: REGISTRY_ONLY refuses them (502), ALLOW_ANY passes them through. */
+  policy: 'ALLOW_ANY' | 'REGISTRY_ONLY';
+  /** CONNECT targets: registered hosts (`*.` wildcards allowed) and their declared ports. */
+  connect: Array<{ host: string; ports: number[] }>;
 }
 
 // ---- Routes ---------------------------------------------------------------------------------

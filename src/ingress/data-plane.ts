@@ -2,7 +2,10 @@
 // points the listeners at them. A config change is a reference swap; only a listener whose port,
 // protocol or engine (plain HTTP, uWS TLS, node TLS) changed is opened or closed (a removed one
 // drains its requests first). Certificates are swapped in place: new handshakes get the new one.
-import type { Snapshot } from '../controlplane/snapshot.js';
+// TCP and TLS passthrough servers are L4 listeners (src/egress): their filter chains are swapped in
+// place the same way; a removed one lets its connections run up to the drain time.
+import type { Listener, Snapshot } from '../controlplane/snapshot.js';
+import { L4Listener } from '../egress/tcp-listener.js';
 import { RouteTable } from '../routing/route-table.js';
 import { AccessLog } from '../telemetry/access-log.js';
 import type { Logger } from '../telemetry/log.js';
@@ -53,13 +56,13 @@ export interface TlsBinding {
   hashes(): string[];
 }
 
-type Engine = 'http' | 'uws-tls' | 'node-tls' | 'h2c';
+type Engine = 'http' | 'uws-tls' | 'node-tls' | 'h2c' | 'tcp' | 'tls-passthrough';
 
 interface Entry {
   engine: Engine;
   /** ALPN protocols of a TLS listener, fixed when it is bound. */
   alpn?: string;
-  listener: ServedListener;
+  listener: ServedListener | L4Listener;
   tls?: TlsBinding;
 }
 
@@ -69,6 +72,8 @@ interface Wanted {
   engine: Engine;
   chains?: TlsChainSpec[];
   alpn?: string;
+  /** TCP / TLS passthrough: the snapshot listener whose filter chains it serves. */
+  l4?: Listener;
 }
 
 export interface DataPlaneOptions {
@@ -77,7 +82,7 @@ export interface DataPlaneOptions {
 }
 
 export class DataPlane {
-  readonly clusters = new ClusterManager();
+  readonly clusters: ClusterManager;
   readonly secrets: SecretStore;
   readonly #log: Logger;
   readonly #ctx: MutableContext;
@@ -89,6 +94,7 @@ export class DataPlane {
 
   constructor(metrics: IstioMetrics, log: Logger, opts: DataPlaneOptions = {}) {
     this.#log = log;
+    this.clusters = new ClusterManager({ log: log.child({ component: 'dns' }), registry: metrics.registry });
     this.#ctx = { clusters: this.clusters, metrics, accessLog: null };
     this.secrets = new SecretStore(log.child({ component: 'tls' }), metrics.registry, opts.acme);
     this.secrets.onChange = () => this.#secretsChanged();
@@ -114,6 +120,8 @@ export class DataPlane {
     const tables = new Map<string, RouteTable>();
     for (const [name, rc] of snapshot.routes) tables.set(name, new RouteTable(rc));
     this.clusters.update(snapshot);
+    // Cluster warming: new DNS host names get their first answer (bounded) before traffic.
+    await this.clusters.warm(5_000);
     this.#updateAccessLog(snapshot);
     await this.secrets.update(snapshot.secrets ?? new Map());
 
@@ -123,13 +131,13 @@ export class DataPlane {
       const port = l.address.socket_address.port_value;
       const bind = l.address.socket_address.address;
       if (protocol === 'HTTP') {
-        const rds = l.filter_chains[0]?.filters[0]?.typed_config.rds.route_config_name ?? `http.${port}`;
+        const rds = l.filter_chains[0]?.filters[0]?.typed_config.rds?.route_config_name ?? `http.${port}`;
         wanted.set(port, { bind, routeName: rds, engine: 'http' });
         continue;
       }
       if (protocol === 'HTTP2' || protocol === 'GRPC') {
         // node:http2, plaintext: h2c with prior knowledge (gRPC clients) and HTTP/1.1 on one port.
-        const rds = l.filter_chains[0]?.filters[0]?.typed_config.rds.route_config_name ?? `http.${port}`;
+        const rds = l.filter_chains[0]?.filters[0]?.typed_config.rds?.route_config_name ?? `http.${port}`;
         wanted.set(port, { bind, routeName: rds, engine: 'h2c' });
         continue;
       }
@@ -143,8 +151,12 @@ export class DataPlane {
           this.#notServedOnce(port, protocol, `no HTTPS server on port ${port} can be served (no terminating server with a valid certificate); port ${port} is not opened`);
           continue;
         }
-        const rds = l.filter_chains[0]?.filters[0]?.typed_config.rds.route_config_name ?? `https.${port}`;
+        const rds = l.filter_chains[0]?.filters[0]?.typed_config.rds?.route_config_name ?? `https.${port}`;
         wanted.set(port, { bind, routeName: rds, engine: needsNodeTls(chains) ? 'node-tls' : 'uws-tls', chains, alpn: alpnOf(chains).join() });
+        continue;
+      }
+      if (protocol === 'TCP' || protocol === 'TLS') {
+        wanted.set(port, { bind, routeName: '', engine: protocol === 'TCP' ? 'tcp' : 'tls-passthrough', l4: l });
         continue;
       }
       this.#notServedOnce(port, protocol, `Gateway servers with protocol ${protocol} are not served by this version yet; port ${port} is not opened`);
@@ -163,6 +175,11 @@ export class DataPlane {
     for (const [port, w] of wanted) {
       const existing = this.#listeners.get(port);
       if (existing) {
+        if (existing.listener instanceof L4Listener) {
+          existing.listener.ctx = this.#ctx;
+          if (w.l4) existing.listener.update(w.l4);
+          continue;
+        }
         existing.listener.table = tables.get(w.routeName);
         existing.listener.ctx = this.#ctx;
         if (w.chains) existing.tls?.update(w.chains);
@@ -178,7 +195,7 @@ export class DataPlane {
       try {
         await entry.listener.listen();
         this.#listeners.set(port, entry);
-        this.#log.info({ port, bind: w.bind, engine: w.engine }, w.engine === 'http' ? 'listening (HTTP/1.1)' : w.engine === 'h2c' ? 'listening (h2c and HTTP/1.1, node:http2)' : `listening (HTTPS, ${w.engine === 'uws-tls' ? 'uWS, HTTP/1.1' : `node:http2, ALPN ${w.alpn}`})`);
+        this.#log.info({ port, bind: w.bind, engine: w.engine }, w.engine === 'tcp' ? 'listening (TCP, tcp_proxy)' : w.engine === 'tls-passthrough' ? 'listening (TLS passthrough, routed by SNI)' : w.engine === 'http' ? 'listening (HTTP/1.1)' : w.engine === 'h2c' ? 'listening (h2c and HTTP/1.1, node:http2)' : `listening (HTTPS, ${w.engine === 'uws-tls' ? 'uWS, HTTP/1.1' : `node:http2, ALPN ${w.alpn}`})`);
       } catch (e) {
         await entry.listener.close(0);
         errors.push((e as Error).message);
@@ -191,6 +208,10 @@ export class DataPlane {
   }
 
   #create(port: number, w: Wanted, table: RouteTable | undefined): Entry {
+    if (w.engine === 'tcp' || w.engine === 'tls-passthrough') {
+      const listener = new L4Listener({ bind: w.bind, port, mode: w.engine }, this.#ctx, w.l4!, this.#log.child({ component: 'l4', port }));
+      return { engine: w.engine, listener };
+    }
     const opts = { bind: w.bind, port, routeName: w.routeName };
     if (w.engine === 'http') {
       const listener = new UwsHttpListener({ ...opts, scheme: 'http' }, this.#ctx, table);
@@ -265,8 +286,10 @@ export class DataPlane {
     return [...this.#listeners.values()].map(({ listener: l, engine, alpn }) => ({
       name: `${l.bind}_${l.port}`,
       address: `${l.bind}:${l.port}`,
-      protocol: engine === 'http' ? 'HTTP/1.1' : engine === 'h2c' ? 'HTTP/1.1, h2c' : engine === 'uws-tls' || alpn === 'http/1.1' ? 'HTTPS (HTTP/1.1)' : 'HTTPS (HTTP/1.1, h2)',
-      route_config: l.routeName,
+      protocol:
+        engine === 'tcp' ? 'TCP' : engine === 'tls-passthrough' ? 'TLS passthrough' : engine === 'http' ? 'HTTP/1.1' : engine === 'h2c' ? 'HTTP/1.1, h2c' : engine === 'uws-tls' || alpn === 'http/1.1' ? 'HTTPS (HTTP/1.1)' : 'HTTPS (HTTP/1.1, h2)',
+      // L4 listeners have no route configuration: their routes are the tcp_proxy filter chains.
+      route_config: l instanceof L4Listener ? (engine === 'tcp' ? 'tcp_proxy' : 'tcp_proxy by SNI') : l.routeName,
       active_requests: l.inflight,
     }));
   }

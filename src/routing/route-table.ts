@@ -126,6 +126,8 @@ export class RouteTable {
   /** `example.*` domains as ["example.", vhost], longest prefix first. */
   readonly #prefix: Array<readonly [string, CompiledVirtualHost]> = [];
   #any: CompiledVirtualHost | undefined;
+  /** Whether some exact domain names a port (`host:8080`): the authority is then looked up first. */
+  #portDomains = false;
 
   constructor(rc: RouteConfiguration) {
     this.name = rc.name;
@@ -143,6 +145,7 @@ export class RouteTable {
           this.#prefix.push([d.slice(0, -1), compiled]);
         } else if (!this.#exact.has(d)) {
           this.#exact.set(d, compiled);
+          if (d.includes(':')) this.#portDomains = true;
         }
       }
     }
@@ -160,7 +163,8 @@ export class RouteTable {
   }
 
   match(head: RequestHead): RouteMatchResult | undefined {
-    const vhost = this.findVirtualHost(head.host);
+    // Envoy matches `host:port` domains against the Host header with its port.
+    const vhost = (this.#portDomains && head.authority !== head.host ? this.#exact.get(head.authority.toLowerCase()) : undefined) ?? this.findVirtualHost(head.host);
     if (!vhost) return undefined;
     const routes = vhost.routes;
     for (let i = 0; i < routes.length; i++) {

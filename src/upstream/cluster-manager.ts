@@ -5,9 +5,19 @@
 // no version uses any more is closed gracefully (it finishes what it has in flight).
 // Circuit breakers and outlier detection live per cluster name (ClusterState) and per host, also
 // across versions: a reload neither forgets an ejection nor loses count of requests in flight.
-import { Pool } from 'undici';
-import { durationToMs, type Cluster, type ClusterIstioMetadata, type ClusterLoadAssignment, type LbPolicy, type Snapshot } from '../controlplane/snapshot.js';
+// DNS clusters (ServiceEntry resolution DNS → STRICT_DNS: one endpoint per address of each host
+// name; DNS_ROUND_ROBIN → LOGICAL_DNS: the first address of each) take their addresses from the
+// DnsResolver's cache and are rebuilt from the last snapshot when an answer changes. A name that
+// never resolved has no endpoints (503 UH). NONE → ORIGINAL_DST: the request's authority, resolved
+// on connect, with pools per destination in a bounded LRU.
+import { isIP } from 'node:net';
+import { LRUCache } from 'lru-cache';
+import type { Registry } from 'prom-client';
+import { Pool, buildConnector } from 'undici';
+import type { Logger } from '../telemetry/log.js';
+import { durationToMs, type Cluster, type ClusterIstioMetadata, type ClusterLoadAssignment, type LbPolicy, type Snapshot, type UpstreamTlsContext } from '../controlplane/snapshot.js';
 import { CircuitBreaker } from './circuit-breaker.js';
+import { DnsResolver, normalizeHost } from './dns.js';
 import { H2Pool, type H2PoolOptions, type UpstreamPool } from './h2-pool.js';
 import { RequestHasher, type HashRequest } from './hash-key.js';
 import { createLoadBalancer, type LoadBalancer } from './load-balancer.js';
@@ -20,6 +30,10 @@ import { TlsOrigination } from './tls-origination.js';
 const STREAM_IDLE_TIMEOUT_MS = 300_000;
 /** Below the 5 s keep-alive of Node and many servers, to avoid reusing a socket the server is closing. */
 const UPSTREAM_KEEPALIVE_MS = 4_000;
+/** A burst of DNS answer changes is applied in one rebuild after this delay. */
+const DNS_REBUILD_DEBOUNCE_MS = 50;
+/** Original-destination pools kept (least recently used are closed beyond this). */
+const ORIGINAL_DST_MAX_POOLS = 256;
 
 export interface UpstreamEndpoint {
   readonly address: string;
@@ -35,6 +49,8 @@ export interface UpstreamEndpoint {
   active: number;
   /** Outlier state of this host in its cluster, shared by every config version. */
   health: HostHealth;
+  /** The host name this endpoint's address was resolved from (DNS and original-destination clusters). */
+  readonly hostname?: string;
 }
 
 const NO_HEADERS: readonly string[] = [];
@@ -129,8 +145,11 @@ export class ClusterRuntime {
   #hashLb: HashBalancer | null = null;
   /** The state generation the balancer was built for (-1: not built yet). */
   #generation = -1;
+  /** ORIGINAL_DST (resolution NONE): endpoints by request authority instead of a fixed list. */
+  readonly #originalDst: OriginalDst | null;
 
-  constructor(cluster: Cluster, endpoints: readonly UpstreamEndpoint[], state: ClusterState = new ClusterState()) {
+  constructor(cluster: Cluster, endpoints: readonly UpstreamEndpoint[], state: ClusterState = new ClusterState(), originalDst: OriginalDst | null = null) {
+    this.#originalDst = originalDst;
     this.name = cluster.name;
     this.meta = cluster.metadata.filter_metadata.istio;
     this.lbPolicy = cluster.lb_policy;
@@ -152,6 +171,8 @@ export class ClusterRuntime {
    * hashes the request (`req`, the client address, the forwarded headers) instead.
    */
   pick(exclude?: ReadonlySet<UpstreamEndpoint>, req?: HashRequest, remoteAddress = '', forwarded: readonly string[] = NO_HEADERS): UpstreamEndpoint | undefined {
+    // The exchange passes its RequestHead: an original-destination cluster goes to its authority.
+    if (this.#originalDst !== null) return this.#originalDst.pick((req as { authority?: string } | undefined)?.authority);
     if (this.#generation !== this.state.generation) this.#rebuild();
     const hashLb = this.#hashLb;
     if (hashLb === null) return this.#lb!.pick(exclude);
@@ -194,6 +215,14 @@ interface PoolEntry {
   key: string;
 }
 
+export interface ClusterManagerOptions {
+  /** Resolves DNS cluster hosts; made on first need (servers from GATEHOUSE_DNS_SERVERS) when omitted. */
+  resolver?: DnsResolver;
+  log?: Logger | null;
+  /** Where the resolver registers gatehouse_dns_resolutions_total. */
+  registry?: Registry | null;
+}
+
 export class ClusterManager {
   #clusters = new Map<string, ClusterRuntime>();
   #pools = new Map<string, PoolEntry>();
@@ -202,6 +231,60 @@ export class ClusterManager {
   #originations = new Map<string, TlsOrigination>();
   /** Endpoint objects by cluster+address, reused across versions so in-flight counts stay right. */
   #endpoints = new Map<string, UpstreamEndpoint>();
+  readonly #opts: ClusterManagerOptions;
+  #resolver: DnsResolver | null = null;
+  /** Host names the DNS clusters of the current snapshot resolve. */
+  #dnsNames = new Set<string>();
+  /** The last snapshot, rebuilt when a DNS answer changes. */
+  #snapshot: Snapshot | null = null;
+  #rebuildTimer: NodeJS.Timeout | null = null;
+  #originalDst: OriginalDstPools | null = null;
+
+  constructor(opts: ClusterManagerOptions = {}) {
+    this.#opts = opts;
+    if (opts.resolver) this.#useResolver(opts.resolver);
+  }
+
+  /** The DNS resolver (made on first use). */
+  get resolver(): DnsResolver {
+    return this.#resolver ?? this.#useResolver(new DnsResolver({ log: this.#opts.log ?? null, registry: this.#opts.registry ?? null }));
+  }
+
+  #useResolver(r: DnsResolver): DnsResolver {
+    this.#resolver = r;
+    r.onChange = (host) => {
+      if (this.#dnsNames.has(host)) this.#scheduleRebuild();
+    };
+    return r;
+  }
+
+  #scheduleRebuild(): void {
+    if (this.#rebuildTimer !== null) return;
+    this.#rebuildTimer = setTimeout(() => {
+      this.#rebuildTimer = null;
+      if (this.#snapshot) this.update(this.#snapshot);
+    }, DNS_REBUILD_DEBOUNCE_MS);
+    this.#rebuildTimer.unref();
+  }
+
+  /**
+   * Cluster warming: waits (at most `timeoutMs`) for the first DNS answer of host names that
+   * never resolved yet, then applies the answers at once, so that new routes start with endpoints.
+   */
+  async warm(timeoutMs = 5_000): Promise<void> {
+    const r = this.#resolver;
+    if (r === null) return;
+    const pending = [...this.#dnsNames].filter((h) => !r.settled(h));
+    if (pending.length > 0) {
+      const done = await r.waitSettled(pending, timeoutMs);
+      if (!done) this.#opts.log?.warn({ hosts: pending.filter((h) => !r.settled(h)) }, `DNS: no answer within ${timeoutMs} ms; serving without those endpoints until they resolve`);
+    }
+    if (this.#rebuildTimer !== null) {
+      clearTimeout(this.#rebuildTimer);
+      this.#rebuildTimer = null;
+      if (this.#snapshot) this.update(this.#snapshot);
+    }
+  }
 
   get(name: string): ClusterRuntime | undefined {
     return this.#clusters.get(name);
@@ -213,6 +296,8 @@ export class ClusterManager {
 
   /** Builds the clusters of a new snapshot; pools no longer used are closed after their requests finish. */
   update(snapshot: Snapshot): void {
+    this.#snapshot = snapshot;
+    const dnsNames = new Set<string>();
     const clusters = new Map<string, ClusterRuntime>();
     const usedPools = new Set<string>();
     const endpoints = new Map<string, UpstreamEndpoint>();
@@ -222,9 +307,16 @@ export class ClusterManager {
       const cla = snapshot.endpoints.get(cluster.name);
       const state = this.#states.get(cluster.name) ?? new ClusterState();
       states.set(cluster.name, state);
-      const eps = this.#buildEndpoints(cluster, cla, usedPools, endpoints, state, originations);
+      if (cluster.type === 'ORIGINAL_DST' && !cla?.endpoints.some((l) => l.lb_endpoints.length > 0)) {
+        state.configure(cluster, new Set());
+        clusters.set(cluster.name, new ClusterRuntime(cluster, [], state, this.#originalDstFor(cluster)));
+        continue;
+      }
+      const eps = this.#buildEndpoints(cluster, cla, usedPools, endpoints, state, originations, dnsNames);
       clusters.set(cluster.name, new ClusterRuntime(cluster, eps, state));
     }
+    this.#dnsNames = dnsNames;
+    if (dnsNames.size > 0 || this.#resolver !== null) this.resolver.retain(dnsNames);
     for (const [name, state] of this.#states) if (!states.has(name)) state.close();
     this.#states = states;
     this.#originations = originations;
@@ -244,38 +336,66 @@ export class ClusterManager {
     out: Map<string, UpstreamEndpoint>,
     state: ClusterState,
     originations: Map<string, TlsOrigination>,
+    dnsNames: Set<string>,
   ): UpstreamEndpoint[] {
     const list: UpstreamEndpoint[] = [];
+    const dns = cluster.type === 'STRICT_DNS' || cluster.type === 'LOGICAL_DNS';
     let tls: TlsOrigination | null = null;
     const tc = cluster.transport_socket?.typed_config;
     if (tc) {
-      const k = JSON.stringify(tc);
-      tls = originations.get(k) ?? this.#originations.get(k) ?? new TlsOrigination(tc);
+      // Endpoints of a DNS cluster are addresses: TLS presents (and verifies) the service's host
+      // name, as Istio's auto SNI does for a ServiceEntry host, unless the rule sets `sni`.
+      const host = dns ? cluster.metadata.filter_metadata.istio.host : '';
+      const k = host ? `${JSON.stringify(tc)}|${host}` : JSON.stringify(tc);
+      tls = originations.get(k) ?? this.#originations.get(k) ?? new TlsOrigination(tc, host);
       originations.set(k, tls);
     }
     const poolOpts = poolOptions(cluster, tls);
     const hostPorts = new Set<string>();
     for (const locality of cla?.endpoints ?? []) {
       for (const lbe of locality.lb_endpoints) {
-        const { address, port_value: port } = lbe.endpoint.address.socket_address;
-        const meta = lbe.metadata.filter_metadata.istio;
-        const hostPort = address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
-        hostPorts.add(hostPort);
-        // A connection limit is the cluster's own (Envoy pools per cluster): no sharing then.
-        const poolKey = poolOpts.limited ? `${hostPort}|${poolOpts.key}|${cluster.name}` : `${hostPort}|${poolOpts.key}`;
-        usedPools.add(poolKey);
-        let entry = this.#pools.get(poolKey);
-        if (!entry) {
-          entry = { key: poolKey, pool: createPool(address, port, hostPort, poolOpts, tls) };
-          this.#pools.set(poolKey, entry);
+        const { address: configured, port_value: port } = lbe.endpoint.address.socket_address;
+        let addresses: readonly string[] = [configured];
+        let hostname: string | undefined;
+        if (dns && !isIP(configured)) {
+          // STRICT_DNS: every address of the name; LOGICAL_DNS: the first of the latest answer.
+          hostname = normalizeHost(configured);
+          dnsNames.add(hostname);
+          const answer = this.resolver.addresses(hostname) ?? [];
+          addresses = cluster.type === 'LOGICAL_DNS' ? answer.slice(0, 1) : answer;
         }
-        const epKey = `${cluster.name}|${poolKey}|${lbe.load_balancing_weight}|${meta.workload}|${JSON.stringify(meta.labels)}`;
-        let ep = this.#endpoints.get(epKey);
-        if (!ep || ep.pool !== entry.pool) {
-          ep = { address, port, hostPort, weight: Math.max(1, lbe.load_balancing_weight), labels: meta.labels, workload: meta.workload, namespace: meta.namespace, pool: entry.pool, active: 0, health: state.health(hostPort) };
+        for (const address of addresses) {
+          const meta = lbe.metadata.filter_metadata.istio;
+          const hostPort = address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+          hostPorts.add(hostPort);
+          // A connection limit is the cluster's own (Envoy pools per cluster): no sharing then.
+          const poolKey = poolOpts.limited ? `${hostPort}|${poolOpts.key}|${cluster.name}` : `${hostPort}|${poolOpts.key}`;
+          usedPools.add(poolKey);
+          let entry = this.#pools.get(poolKey);
+          if (!entry) {
+            entry = { key: poolKey, pool: createPool(address, port, hostPort, poolOpts, tls) };
+            this.#pools.set(poolKey, entry);
+          }
+          const epKey = `${cluster.name}|${poolKey}|${lbe.load_balancing_weight}|${meta.workload}|${JSON.stringify(meta.labels)}|${hostname ?? ''}`;
+          let ep = this.#endpoints.get(epKey);
+          if (!ep || ep.pool !== entry.pool) {
+            ep = {
+              address,
+              port,
+              hostPort,
+              weight: Math.max(1, lbe.load_balancing_weight),
+              labels: meta.labels,
+              workload: meta.workload,
+              namespace: meta.namespace,
+              pool: entry.pool,
+              active: 0,
+              health: state.health(hostPort),
+              ...(hostname !== undefined ? { hostname } : {}),
+            };
+          }
+          out.set(epKey, ep);
+          list.push(ep);
         }
-        out.set(epKey, ep);
-        list.push(ep);
       }
     }
     state.configure(cluster, hostPorts);
@@ -311,6 +431,7 @@ export class ClusterManager {
           weight: e.weight,
           active: e.active,
           labels: { ...e.labels },
+          ...(e.hostname !== undefined ? { hostname: e.hostname } : {}),
           health_flags: e.health.ejected ? '/failed_outlier_check' : 'healthy',
           ejections: e.health.numEjections,
         })),
@@ -318,8 +439,22 @@ export class ClusterManager {
     });
   }
 
+  /** The original-destination side of an ORIGINAL_DST cluster (pools shared by settings). */
+  #originalDstFor(cluster: Cluster): OriginalDst {
+    this.#originalDst ??= new OriginalDstPools(this.resolver);
+    const tc = cluster.transport_socket?.typed_config ?? null;
+    // poolOptions only reads the TLS setting's key: one made for the settings, not a host.
+    const settings = poolOptions(cluster, tc ? new TlsOrigination(tc) : null);
+    return new OriginalDst(this.#originalDst, cluster.metadata.filter_metadata.istio, settings, tc);
+  }
+
   async close(): Promise<void> {
-    const pools = [...this.#pools.values()];
+    if (this.#rebuildTimer !== null) clearTimeout(this.#rebuildTimer);
+    this.#rebuildTimer = null;
+    this.#resolver?.close();
+    const originalDst = this.#originalDst?.drain() ?? [];
+    this.#originalDst = null;
+    const pools = [...this.#pools.values(), ...originalDst.map((pool) => ({ pool }))];
     this.#pools.clear();
     this.#clusters.clear();
     for (const s of this.#states.values()) s.close();
@@ -335,7 +470,7 @@ export interface ClusterSummary {
   tls: boolean;
   circuit_breakers: Record<string, number>;
   outlier_detection?: { ejections_active: number; ejections_enforced_total: number; ejections_overflow: number };
-  endpoints: Array<{ address: string; weight: number; active: number; labels: Record<string, string>; health_flags: string; ejections: number }>;
+  endpoints: Array<{ address: string; hostname?: string; weight: number; active: number; labels: Record<string, string>; health_flags: string; ejections: number }>;
 }
 
 interface PoolSettings {
@@ -394,4 +529,127 @@ function poolOptions(cluster: Cluster, tls: TlsOrigination | null): PoolSettings
   }
   if (tls) key += `|tls|${tls.key}`;
   return { key, options, limited, h2 };
+}
+
+// ---- ORIGINAL_DST (ServiceEntry resolution NONE) ----
+
+/** Host and port of an authority (`host`, `host:port`, `[v6]:port`); the port defaults to `defaultPort`. */
+export function splitAuthority(authority: string, defaultPort: number): { host: string; port: number } | null {
+  let host = authority;
+  let port = defaultPort;
+  if (authority.startsWith('[')) {
+    const end = authority.indexOf(']');
+    if (end < 0) return null;
+    host = authority.slice(1, end);
+    const rest = authority.slice(end + 1);
+    if (rest.startsWith(':')) port = Number(rest.slice(1));
+  } else {
+    const i = authority.lastIndexOf(':');
+    if (i >= 0) {
+      host = authority.slice(0, i);
+      port = Number(authority.slice(i + 1));
+    }
+  }
+  if (!host || !Number.isInteger(port) || port <= 0 || port > 65535) return null;
+  return { host: host.toLowerCase(), port };
+}
+
+/**
+ * Pools to original destinations, shared by every ORIGINAL_DST cluster with the same connection
+ * settings, bounded: the least recently used beyond ORIGINAL_DST_MAX_POOLS is closed (gracefully:
+ * it finishes what it has in flight).
+ */
+class OriginalDstPools {
+  readonly #resolver: DnsResolver;
+  readonly #lru: LRUCache<string, UpstreamEndpoint>;
+  #draining = false;
+
+  constructor(resolver: DnsResolver) {
+    this.#resolver = resolver;
+    this.#lru = new LRUCache<string, UpstreamEndpoint>({
+      max: ORIGINAL_DST_MAX_POOLS,
+      dispose: (ep, _key, reason) => {
+        if (reason !== 'set' && !this.#draining) ep.pool.close().catch(() => undefined);
+      },
+    });
+  }
+
+  endpoint(host: string, port: number, meta: ClusterIstioMetadata, settings: PoolSettings, tc: UpstreamTlsContext | null): UpstreamEndpoint {
+    const hostPort = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+    const key = `${hostPort}|${settings.key}`;
+    let ep = this.#lru.get(key);
+    if (ep === undefined) {
+      ep = {
+        address: host,
+        port,
+        hostPort,
+        weight: 1,
+        labels: {},
+        workload: meta.host,
+        namespace: meta.namespace,
+        pool: this.#createPool(host, port, hostPort, settings, tc),
+        active: 0,
+        health: new HostHealth(),
+        hostname: host,
+      };
+      this.#lru.set(key, ep);
+    }
+    return ep;
+  }
+
+  #createPool(host: string, port: number, hostPort: string, settings: PoolSettings, tc: UpstreamTlsContext | null): UpstreamPool {
+    const literal = isIP(host) !== 0;
+    // TLS to a named destination presents that name (and checks the certificate against it).
+    const tls = tc ? new TlsOrigination(tc, literal ? '' : host) : null;
+    if (literal) return createPool(host, port, hostPort, { ...settings, h2: settings.h2 ? { ...settings.h2, tls } : null }, tls);
+    // HTTP/2 sessions connect by name (the system resolver); HTTP/1.1 pools resolve with ours.
+    if (settings.h2) return new H2Pool(host, port, { ...settings.h2, tls });
+    const timeout = settings.options.connectTimeout ?? 10_000;
+    const inner = tls ? tls.undiciConnector(timeout) : buildConnector({ timeout, keepAlive: true, keepAliveInitialDelay: 60_000 } as buildConnector.BuildOptions);
+    const resolver = this.#resolver;
+    let next = 0;
+    const connect: buildConnector.connector = (opts, cb) => {
+      resolver.resolve(opts.hostname).then(
+        (addresses) => inner({ ...opts, hostname: addresses[next++ % addresses.length]! }, cb),
+        (err: Error & { code?: string }) => {
+          // Reported as a connect failure (503 UF): NXDOMAIN as ENOTFOUND, anything else as EAI_AGAIN.
+          const e = new Error(err.message) as Error & { code: string };
+          e.code = err.code === 'ENOTFOUND' || err.code === 'ENODATA' ? 'ENOTFOUND' : 'EAI_AGAIN';
+          cb(e, null);
+        },
+      );
+    };
+    return new Pool(`${tls ? 'https' : 'http'}://${hostPort}`, { ...settings.options, connect });
+  }
+
+  /** Forgets every pool and returns them (to be destroyed). */
+  drain(): UpstreamPool[] {
+    const pools = [...this.#lru.values()].map((ep) => ep.pool);
+    this.#draining = true;
+    this.#lru.clear();
+    return pools;
+  }
+}
+
+/** The original-destination view of one cluster: its settings and service port. */
+class OriginalDst {
+  readonly #pools: OriginalDstPools;
+  readonly #meta: ClusterIstioMetadata;
+  readonly #settings: PoolSettings;
+  readonly #tc: UpstreamTlsContext | null;
+
+  constructor(pools: OriginalDstPools, meta: ClusterIstioMetadata, settings: PoolSettings, tc: UpstreamTlsContext | null) {
+    this.#pools = pools;
+    this.#meta = meta;
+    this.#settings = settings;
+    this.#tc = tc;
+  }
+
+  /** The endpoint for a request authority; undefined when there is none (503 UH). */
+  pick(authority: string | undefined): UpstreamEndpoint | undefined {
+    if (!authority) return undefined;
+    const dest = splitAuthority(authority, this.#meta.port);
+    if (dest === null) return undefined;
+    return this.#pools.endpoint(dest.host, dest.port, this.#meta, this.#settings, this.#tc);
+  }
 }

@@ -25,15 +25,21 @@ export class TlsOrigination {
   /** Identifies the setting (equal settings share one object and one pool key). */
   readonly key: string;
   readonly #ctx: UpstreamTlsContext;
+  /**
+   * The host name of an upstream reached by address (a DNS-resolved endpoint, an original
+   * destination): its SNI and the name its certificate must carry, whatever the request's Host.
+   */
+  readonly #host: string;
   readonly #files: string[];
   #stamp = '';
   #checkedAt = 0;
   #options: ConnectionOptions | null = null;
   #error: TlsConfigError | null = null;
 
-  constructor(ctx: UpstreamTlsContext) {
+  constructor(ctx: UpstreamTlsContext, host = '') {
     this.#ctx = ctx;
-    this.key = JSON.stringify(ctx);
+    this.#host = host ? sniOf(host) : '';
+    this.key = this.#host ? `${JSON.stringify(ctx)}|host=${this.#host}` : JSON.stringify(ctx);
     const c = ctx.common_tls_context;
     const files: string[] = [];
     if (c.validation_context?.trusted_ca) files.push(c.validation_context.trusted_ca.filename);
@@ -55,6 +61,7 @@ export class TlsOrigination {
    */
   serverName(requestHost: string): string {
     if (this.#ctx.sni) return this.#ctx.sni;
+    if (this.#host) return this.#host;
     return sniOf(requestHost);
   }
 
@@ -82,7 +89,9 @@ export class TlsOrigination {
         builtFor = o;
       }
       // undici passes the request's Host (without port) as `servername`, or null for IP literals.
-      const servername = this.#ctx.sni || opts.servername || undefined;
+      // An upstream reached by address presents its host name (Node then checks the certificate
+      // against it, or against subjectAltNames when the rule lists them).
+      const servername = this.#ctx.sni || this.#host || opts.servername || undefined;
       built({ ...opts, ...(servername ? { servername } : { servername: undefined }) } as buildConnector.Options, cb);
     };
   }

@@ -48,6 +48,8 @@ export interface StartOptions {
   readyTimeoutMs?: number;
   /** A replica: `--xds-address` instead of `--config` (the files are not used). */
   xdsAddress?: string;
+  /** Extra environment variables for the child (merged into this process's environment). */
+  env?: Record<string, string>;
 }
 
 /** Default workload labels of the test gateway; `gw()` in yaml.ts selects them. */
@@ -59,7 +61,7 @@ export async function startGateway(opts: StartOptions): Promise<GatewayProcess> 
   const adminPort = await freePort();
   const source = opts.xdsAddress ? ['--xds-address', opts.xdsAddress] : ['--config', dir];
   const args = [CLI, 'run', ...source, '--bind', '127.0.0.1', '--admin-port', String(adminPort), '--xds-port', '0', '--log-level', 'warn', '--labels', GATEWAY_LABELS, ...(opts.args ?? [])];
-  const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}) });
   live.add(proc);
   let out = '';
   let err = '';

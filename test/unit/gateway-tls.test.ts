@@ -53,7 +53,7 @@ describe('HTTPS servers → filter chains and secrets', () => {
 
   it('one filter chain per server, matched by its hosts (without namespace), one route table https.<port>', () => {
     expect(l.filter_chains.map((c) => c.filter_chain_match?.server_names)).toEqual([['a.example.com'], ['*.b.example.com'], ['c.example.com']]);
-    for (const c of l.filter_chains) expect(c.filters[0]!.typed_config.rds.route_config_name).toBe('https.443');
+    for (const c of l.filter_chains) expect(c.filters[0]!.typed_config.rds?.route_config_name).toBe('https.443');
     expect(s.routes.has('https.443')).toBe(true);
   });
 

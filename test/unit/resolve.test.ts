@@ -77,7 +77,7 @@ describe('resolve: Istio resources to an xDS-shaped snapshot', () => {
   it('builds one listener per Gateway port, named as Envoy names gateway listeners', () => {
     const s = snap(BOOKINFO);
     expect(s.listeners.map((l) => l.name)).toEqual(['0.0.0.0_8080']);
-    expect(s.listeners[0]!.filter_chains[0]!.filters[0]!.typed_config.rds.route_config_name).toBe('http.8080');
+    expect(s.listeners[0]!.filter_chains[0]!.filters[0]!.typed_config.rds?.route_config_name).toBe('http.8080');
   });
 
   it('selects Gateways by --labels: a selector that does not match yields no listener', () => {

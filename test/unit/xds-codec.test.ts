@@ -233,6 +233,61 @@ spec:
   trafficPolicy:
     loadBalancer: {consistentHash: {httpQueryParameterName: user}}
     tls: {mode: MUTUAL, clientCertificate: /certs/client.crt, privateKey: /certs/client.key, caCertificates: /certs/ca.crt, subjectAltNames: [mtls.example.com]}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: l4, namespace: shop}
+spec:
+  servers:
+  - port: {number: 9000, name: tcp, protocol: TCP}
+    hosts: ["*"]
+  - port: {number: 9443, name: tls, protocol: TLS}
+    hosts: ["*.pass.example.com"]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 15443, name: tls-auto, protocol: TLS}
+    hosts: ["*.shop.svc.cluster.local"]
+    tls: {mode: AUTO_PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: db, namespace: shop}
+spec:
+  hosts: [db.shop.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 27017, name: mongo, protocol: MONGO}]
+  endpoints: [{address: 10.0.2.1, labels: {version: v1}}, {address: 10.0.2.2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: db, namespace: shop}
+spec:
+  host: db.shop.svc.cluster.local
+  trafficPolicy: {connectionPool: {tcp: {idleTimeout: 90s}}}
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db, namespace: shop}
+spec:
+  hosts: [db.shop.svc.cluster.local, a.pass.example.com, "*.w.pass.example.com"]
+  gateways: [l4]
+  tcp:
+  - match: [{port: 9000}]
+    route:
+    - destination: {host: db.shop.svc.cluster.local, subset: v1, port: {number: 27017}}
+      weight: 70
+    - destination: {host: db.shop.svc.cluster.local, subset: v2, port: {number: 27017}}
+      weight: 30
+  tls:
+  - match: [{sniHosts: [a.pass.example.com]}]
+    route: [{destination: {host: db.shop.svc.cluster.local, port: {number: 27017}}}]
+  - match: [{sniHosts: ["*.w.pass.example.com"], port: 9443}]
+    route:
+    - destination: {host: db.shop.svc.cluster.local, subset: v1, port: {number: 27017}}
+      weight: 50
+    - destination: {host: db.shop.svc.cluster.local, subset: v2, port: {number: 27017}}
+      weight: 50
 `;
 
 function snap(yaml: string): Snapshot {
@@ -269,6 +324,13 @@ describe('xDS codec: snapshot <-> Envoy v3 protos', () => {
     expect([...s.endpoints.values()].some((e) => e.endpoints.length === 0)).toBe(true);
     expect([...s.secrets.values()].some((x) => x.acme)).toBe(true);
     expect(s.listeners.length).toBeGreaterThanOrEqual(3);
+    const tcp = s.listeners.find((l) => l.metadata.filter_metadata.istio.protocol === 'TCP')!;
+    expect(tcp.filter_chains[0]!.filters[0]!.typed_config).toMatchObject({ weighted_clusters: { clusters: [{ weight: 70 }, { weight: 30 }] }, idle_timeout: { seconds: 90, nanos: 0 } });
+    const tls = s.listeners.filter((l) => l.metadata.filter_metadata.istio.protocol === 'TLS');
+    expect(tls).toHaveLength(2);
+    expect(tls[0]!.listener_filters?.[0]?.name).toBe('envoy.filters.listener.tls_inspector');
+    expect(tls[0]!.filter_chains.map((c) => c.filter_chain_match?.server_names)).toEqual([['a.pass.example.com'], ['*.w.pass.example.com']]);
+    expect(tls[1]!.filter_chains.map((c) => c.filter_chain_match?.server_names?.[0])).toContain('outbound_.27017_.v2_.db.shop.svc.cluster.local');
   });
 
   it('every listener, route, cluster, endpoint and secret round-trips exactly', () => {
@@ -355,6 +417,24 @@ describe('xDS codec: snapshot <-> Envoy v3 protos', () => {
     const dtc = plainDecode('envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext', pl.filter_chains[1].transport_socket.typed_config.value);
     expect(dtc.require_client_certificate.value).toBe(true);
     expect(dtc.common_tls_context.tls_certificate_sds_secret_configs[0].name).toBe('kubernetes://b-cred');
+  });
+
+  it('TCP and TLS passthrough listeners are Envoy tcp_proxy filter chains on the wire', () => {
+    const l = s.listeners.find((x) => x.address.socket_address.port_value === 9443)!;
+    const pl = plainDecode('envoy.config.listener.v3.Listener', encodeSnapshotResource(LISTENER_TYPE, l));
+    expect(pl.listener_filters[0].typed_config.type_url).toBe('type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector');
+    expect(pl.filter_chains[1].filter_chain_match.server_names).toEqual(['*.w.pass.example.com']);
+    const any = pl.filter_chains[1].filters[0].typed_config;
+    expect(any.type_url).toBe('type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy');
+    const tp = plainDecode('envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', any.value);
+    expect(tp.weighted_clusters.clusters).toEqual([
+      { name: 'outbound|27017|v1|db.shop.svc.cluster.local', weight: 50 },
+      { name: 'outbound|27017|v2|db.shop.svc.cluster.local', weight: 50 },
+    ]);
+    expect(tp.idle_timeout).toEqual({ seconds: 90 });
+    const single = plainDecode('envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy', pl.filter_chains[0].filters[0].typed_config.value);
+    expect(single.cluster).toBe('outbound|27017||db.shop.svc.cluster.local');
+    expect(single.stat_prefix).toBe('outbound|27017||db.shop.svc.cluster.local');
   });
 
   it('the adapter keeps the snapshot untouched and its proto form is plain Envoy', () => {

@@ -30,6 +30,7 @@ import {
   LISTENER_TYPE,
   ROUTE_TYPE,
   SECRET_TYPE,
+  TCP_PROXY_TYPE,
   UPSTREAM_TLS_TYPE,
 } from './protos.js';
 
@@ -288,11 +289,18 @@ const DOWNSTREAM_TLS: Spec = {
   }),
 };
 
+/** tcp_proxy (TCP servers, TLS passthrough chains); `cluster` is a oneof member, so it keeps presence. */
+const TCP_PROXY: Spec = {
+  stat_prefix: val(''),
+  weighted_clusters: obj({ clusters: arr({ name: val(''), weight: val(0) }) }),
+};
+
 const LISTENER: Spec = {
   name: val(''),
   address: obj({ socket_address: obj({ address: val(''), protocol: val('TCP') }) }),
+  listener_filters: optArr({ name: val('') }),
   filter_chains: arr({
-    filters: arr({ name: val(''), typed_config: anyOf({ [HCM_TYPE]: HCM }) }),
+    filters: arr({ name: val(''), typed_config: anyOf({ [HCM_TYPE]: HCM, [TCP_PROXY_TYPE]: TCP_PROXY }) }),
     transport_socket: obj({ name: val(''), typed_config: anyOf({ [DOWNSTREAM_TLS_TYPE]: DOWNSTREAM_TLS }) }),
   }),
   traffic_direction: val('UNSPECIFIED'),
