@@ -820,7 +820,7 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
         lb_policy: kind === 'blackhole' ? 'ROUND_ROBIN' : 'CLUSTER_PROVIDED',
         circuit_breakers: { thresholds: [{ max_connections: MAX_U32, max_pending_requests: MAX_U32, max_requests: MAX_U32, max_retries: MAX_U32 }] },
         common_http_protocol_options: { idle_timeout: durationFromMs(DEFAULT_IDLE_TIMEOUT_MS), max_requests_per_connection: 0 },
-        metadata: { filter_metadata: { istio: { host: name, name, namespace: '', port: 0, subset: '', kind, destination_rule: '' } } },
+        metadata: { filter_metadata: { istio: { host: name, name, namespace: '', port: kind === 'passthrough' ? 80 : 0, subset: '', kind, destination_rule: '' } } },
       });
       endpoints.set(name, { cluster_name: name, endpoints: [] });
     }

@@ -8,6 +8,7 @@ import { BLACKHOLE_CLUSTER, durationToMs, type TcpProxy } from '../controlplane/
 import type { Logger } from '../telemetry/log.js';
 import type { DestinationInfo, IstioMetrics, TcpStatsHandle } from '../telemetry/metrics.js';
 import type { ClusterManager, ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manager.js';
+import type { HashRequest } from '../upstream/hash-key.js';
 
 /** What the L4 data plane reads of the shared data-plane context. */
 export interface L4Context {
@@ -48,12 +49,21 @@ export class CompiledTcpProxy {
 
 export type RejectReason = 'no_route' | 'no_cluster';
 
+/** What ClusterRuntime.pick reads of a request: an original-destination cluster its authority. */
+type HashRequestWithAuthority = HashRequest & { authority: string };
+
 export interface ProxyHooks {
   /** The connection was closed before reaching a destination (counted and logged by the listener). */
   reject(reason: RejectReason, detail: string): void;
   /** Both sockets are closed: the connection is over. */
   done(): void;
   log: Logger;
+  /** The destination an original-destination cluster connects to (a CONNECT target). */
+  authority?: string;
+  /** The upstream is connected, before any byte flows (a CONNECT answers 200 here). */
+  connected?(): void;
+  /** No upstream connection (UH, UF): closes `down` itself instead of the proxy (a CONNECT answers 503). */
+  failed?(flags: string): void;
 }
 
 /**
@@ -70,14 +80,16 @@ export function proxyConnection(down: Socket, head: Buffer | null, route: Compil
     return;
   }
   const service: DestinationInfo['service'] = { host: cluster.meta.host, name: cluster.meta.name, namespace: cluster.meta.namespace };
-  const ep = cluster.pick(undefined, undefined, down.remoteAddress ?? '');
+  const ep = cluster.pick(undefined, hooks.authority !== undefined ? ({ authority: hooks.authority, headers: [], query: '' } as HashRequestWithAuthority) : undefined, down.remoteAddress ?? '');
   if (!ep) {
+
     // No healthy upstream (UH): opened and closed at once, as Envoy reports it.
     const h = ctx.metrics.tcpHandle(cluster, { service }, 'UH');
     h.opened();
     if (head) h.received(head.length);
     h.closed();
-    down.destroy();
+    if (hooks.failed) hooks.failed('UH');
+    else down.destroy();
     hooks.done();
     return;
   }
@@ -134,7 +146,8 @@ class TcpSession {
       this.#cluster.reportFailure(ep, 'connect');
       this.#hooks.log.debug({ err, upstream: ep.hostPort }, 'upstream connect failed (UF); closing the downstream connection');
       up.destroy();
-      down.destroy();
+      if (this.#hooks.failed) this.#hooks.failed('UF');
+      else down.destroy();
       this.#failEarly('UF', err);
     };
     up.once('error', onConnectError);
@@ -149,6 +162,7 @@ class TcpSession {
         this.#failEarly('DC', null);
         return;
       }
+      this.#hooks.connected?.();
       this.#connected(up);
     });
   }

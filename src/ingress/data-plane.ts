@@ -4,7 +4,9 @@
 // drains its requests first). Certificates are swapped in place: new handshakes get the new one.
 // TCP and TLS passthrough servers are L4 listeners (src/egress): their filter chains are swapped in
 // place the same way; a removed one lets its connections run up to the drain time.
-import type { Listener, Snapshot } from '../controlplane/snapshot.js';
+import { Counter } from 'prom-client';
+import type { ForwardProxyConfig, Listener, Snapshot } from '../controlplane/snapshot.js';
+import { ForwardProxy } from '../egress/forward-proxy.js';
 import { L4Listener } from '../egress/tcp-listener.js';
 import { RouteTable } from '../routing/route-table.js';
 import { AccessLog } from '../telemetry/access-log.js';
@@ -32,6 +34,7 @@ interface MutableContext {
   clusters: ClusterManager;
   metrics: IstioMetrics;
   accessLog: AccessLog | null;
+  blocked: (host: string, port: number) => void;
 }
 
 /** What the data plane needs of a listener, whatever its engine. */
@@ -74,6 +77,8 @@ interface Wanted {
   alpn?: string;
   /** TCP / TLS passthrough: the snapshot listener whose filter chains it serves. */
   l4?: Listener;
+  /** An HTTP egress port that is also a forward proxy (served by node:http). */
+  forwardProxy?: ForwardProxyConfig;
 }
 
 export interface DataPlaneOptions {
@@ -91,11 +96,31 @@ export class DataPlane {
   #accessLogKey = '';
   #snapshot: Snapshot | null = null;
   #notServed = new Set<string>();
+  readonly #forwardProxy: ForwardProxy;
 
   constructor(metrics: IstioMetrics, log: Logger, opts: DataPlaneOptions = {}) {
     this.#log = log;
     this.clusters = new ClusterManager({ log: log.child({ component: 'dns' }), registry: metrics.registry });
-    this.#ctx = { clusters: this.clusters, metrics, accessLog: null };
+    this.#forwardProxy = new ForwardProxy(log.child({ component: 'forward-proxy' }));
+    const refused = new Counter({
+      name: 'gatehouse_outbound_refused_total',
+      help: 'Outbound requests and CONNECT tunnels refused by the outbound traffic policy (REGISTRY_ONLY → 502) or to an undeclared port (403), by host',
+      labelNames: ['host', 'status'],
+      registers: [metrics.registry],
+    });
+    const hosts = new Set<string>();
+    this.#forwardProxy.onRefused = (host, status) => {
+      // Bounded cardinality: beyond 500 distinct hosts, the rest are counted as "other".
+      if (!hosts.has(host) && hosts.size >= 500) host = 'other';
+      else hosts.add(host);
+      refused.inc({ host, status: String(status) });
+    };
+    this.#ctx = {
+      clusters: this.clusters,
+      metrics,
+      accessLog: null,
+      blocked: (host, port) => this.#forwardProxy.refused(host, port, 502, `${host} is not in the registry (outbound traffic policy REGISTRY_ONLY)`),
+    };
     this.secrets = new SecretStore(log.child({ component: 'tls' }), metrics.registry, opts.acme);
     this.secrets.onChange = () => this.#secretsChanged();
   }
@@ -132,7 +157,9 @@ export class DataPlane {
       const bind = l.address.socket_address.address;
       if (protocol === 'HTTP') {
         const rds = l.filter_chains[0]?.filters[0]?.typed_config.rds?.route_config_name ?? `http.${port}`;
-        wanted.set(port, { bind, routeName: rds, engine: 'http' });
+        // A forward proxy needs CONNECT and absolute-form requests, which uWS refuses: node:http.
+        const fp = l.metadata.filter_metadata.istio.forward_proxy;
+        wanted.set(port, fp ? { bind, routeName: rds, engine: 'h2c', forwardProxy: fp } : { bind, routeName: rds, engine: 'http' });
         continue;
       }
       if (protocol === 'HTTP2' || protocol === 'GRPC') {
@@ -182,6 +209,7 @@ export class DataPlane {
         }
         existing.listener.table = tables.get(w.routeName);
         existing.listener.ctx = this.#ctx;
+        if (existing.listener instanceof H2Listener) existing.listener.forwardProxy = w.forwardProxy ? { config: w.forwardProxy, proxy: this.#forwardProxy } : null;
         if (w.chains) existing.tls?.update(w.chains);
         continue;
       }
@@ -220,6 +248,7 @@ export class DataPlane {
     }
     if (w.engine === 'h2c') {
       const listener = new H2Listener(opts, this.#ctx, table);
+      if (w.forwardProxy) listener.forwardProxy = { config: w.forwardProxy, proxy: this.#forwardProxy };
       listener.onError = (err) => this.#log.error({ err, port }, 'request handler failed; answered 500');
       return { engine: 'h2c', listener };
     }

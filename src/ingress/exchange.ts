@@ -17,6 +17,8 @@ export interface DataPlaneContext {
   readonly clusters: ClusterManager;
   readonly metrics: IstioMetrics;
   readonly accessLog: AccessLog | null;
+  /** A request reached BlackHoleCluster (REGISTRY_ONLY, host not in the registry): logged and counted. */
+  readonly blocked?: (host: string, port: number) => void;
 }
 
 /** Bodies up to this size are kept so the request can be retried; larger ones stream and are not retried. */
@@ -170,6 +172,11 @@ export class Exchange {
     const cluster = picked ? this.ctx.clusters.get(picked.name) : undefined;
     if (!picked || !cluster) return this.localReply(LOCAL_REPLY.noCluster.status, LOCAL_REPLY.noCluster.flags, LOCAL_REPLY.noCluster.body);
     this.#cluster = cluster;
+    if (cluster.meta.kind === 'blackhole') {
+      // Istio's block_all: a host outside the registry under REGISTRY_ONLY gets 502.
+      this.ctx.blocked?.(this.head.host, this.head.localPort ?? 0);
+      return this.localReply(502, '', '');
+    }
     this.#responseOps = route.response;
     this.#clusterResponseOps = picked.request || picked.response ? picked.response : null;
 

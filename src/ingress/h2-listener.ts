@@ -15,6 +15,8 @@ import tls, { type TLSSocket } from 'node:tls';
 import { normalizePath } from '../routing/path.js';
 import type { RequestHead } from '../routing/request.js';
 import type { RouteTable } from '../routing/route-table.js';
+import type { ForwardProxyConfig } from '../controlplane/snapshot.js';
+import type { ForwardProxy } from '../egress/forward-proxy.js';
 import { Exchange, type DataPlaneContext } from './exchange.js';
 import { H1Sink, H2StreamSink, type PeerIdentity, type SinkOwner } from './h2-sink.js';
 import { hostOnly, validAuthority } from '../routing/authority.js';
@@ -68,6 +70,8 @@ export class H2Listener implements SinkOwner {
   readonly #peers = new WeakMap<object, PeerIdentity>();
   /** See H2ListenerOptions.acceptSecure. */
   acceptSecure: ((socket: TLSSocket) => boolean) | undefined;
+  /** An egress forward proxy (absolute-form requests, CONNECT): swapped with each config version. */
+  forwardProxy: { config: ForwardProxyConfig; proxy: ForwardProxy } | null = null;
 
   constructor(opts: H2ListenerOptions, ctx: DataPlaneContext, table: RouteTable | undefined) {
     this.bind = opts.bind;
@@ -91,6 +95,15 @@ export class H2Listener implements SinkOwner {
       session.once('close', () => this.#sessions.delete(session));
     });
     this.#h1 = http.createServer({ maxHeaderSize: 256 * 1024, requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 5_000 }, (req, res) => this.#onRequest(req, res));
+    this.#h1.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      const fp = this.forwardProxy;
+      if (!fp) {
+        socket.on('error', () => undefined);
+        socket.end('HTTP/1.1 405 Method Not Allowed\r\nserver: istio-envoy\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+        return;
+      }
+      fp.proxy.connect(fp.config, req.url ?? '', socket, head, this.ctx);
+    });
     this.#h1.on('clientError', (err: Error & { code?: string }, socket: Socket) => {
       if (!socket.writable) return socket.destroy();
       // Node's parser limits, answered as Envoy would.
@@ -270,7 +283,18 @@ export class H2Listener implements SinkOwner {
         sink.readBody();
         return ex.localReply(426, 'DPE', 'Upgrade Required');
       }
-      this.#serve(sink, req.method ?? 'GET', req.url ?? '', h.host ?? '', req.rawHeaders, false, hasBody);
+      let target = req.url ?? '';
+      let authority = h.host ?? '';
+      if (this.forwardProxy && target.startsWith('http://')) {
+        // Absolute-form (a client configured with HTTP_PROXY): its authority replaces Host.
+        const rest = target.slice(7);
+        const end = rest.search(/[/?#]/);
+        authority = end < 0 ? rest : rest.slice(0, end);
+        target = end < 0 ? '/' : rest[end] === '/' ? rest.slice(end) : `/${rest.slice(end)}`;
+        const hash = target.indexOf('#');
+        if (hash >= 0) target = target.slice(0, hash);
+      }
+      this.#serve(sink, req.method ?? 'GET', target, authority, req.rawHeaders, false, hasBody);
       sink.readBody();
     } catch (err) {
       sink.fail(err);
