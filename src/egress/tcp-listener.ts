@@ -113,7 +113,9 @@ export class L4Listener {
         this.#reject(r.sni === null ? 'no_sni' : 'unknown_sni', r.sni === null ? 'ClientHello without server_name and no catch-all filter chain' : `no filter chain for SNI "${r.sni}"`, sock);
         return;
       }
-      proxyConnection(sock, r.head, route, this.ctx, hooks);
+      // An original-destination cluster (ServiceEntry resolution NONE) goes to the SNI name, on
+      // the service port.
+      proxyConnection(sock, r.head, route, this.ctx, r.sni !== null ? { ...hooks, authority: r.sni } : hooks);
     });
   }
 

@@ -3,7 +3,7 @@
 // ways with backpressure, passing a half-close (FIN) through to the other side, until both sides
 // are done, either side fails, or no byte moved for the idle timeout. Connect failure: UF, the
 // downstream is closed. Counted as istio_tcp_* with the destination's Istio labels.
-import { connect, type Socket } from 'node:net';
+import { connect, isIP, type LookupFunction, type Socket } from 'node:net';
 import { BLACKHOLE_CLUSTER, durationToMs, type TcpProxy } from '../controlplane/snapshot.js';
 import type { Logger } from '../telemetry/log.js';
 import type { DestinationInfo, IstioMetrics, TcpStatsHandle } from '../telemetry/metrics.js';
@@ -129,7 +129,22 @@ class TcpSession {
     const ep = this.#ep;
     ep.active++;
     down.pause();
-    const up = connect({ host: ep.address, port: ep.port, allowHalfOpen: true, noDelay: true });
+    // A named destination (original destination: the SNI or CONNECT host) resolves with the
+    // gateway's DNS resolver, as HTTP pools do.
+    const resolver = isIP(ep.address) === 0 ? this.#ctx.clusters.resolver : null;
+    const lookup: LookupFunction | undefined = resolver
+      ? (hostname, opts, cb) => {
+          resolver.resolve(hostname).then(
+            (addrs) => {
+              // Node 20 asks for every address (happy eyeballs) unless autoSelectFamily is off.
+              if (opts.all) (cb as unknown as (e: null, a: Array<{ address: string; family: number }>) => void)(null, addrs.map((address) => ({ address, family: isIP(address) })));
+              else cb(null, addrs[0]!, isIP(addrs[0]!));
+            },
+            (err: Error) => cb(err as NodeJS.ErrnoException, '', 4),
+          );
+        }
+      : undefined;
+    const up = connect({ host: ep.address, port: ep.port, allowHalfOpen: true, noDelay: true, ...(lookup ? { lookup } : {}) });
     this.#up = up;
     // Errors after a failed connect (the socket is destroyed by then) must not go unhandled.
     up.on('error', () => undefined);

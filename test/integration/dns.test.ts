@@ -19,6 +19,8 @@ let gw: GatewayProcess;
 let port: number;
 let ca: TestCa;
 let tlsUpstream: HttpsServer;
+let tlsPort: number;
+let passthroughPort: number;
 const echos: Record<string, Echo> = {};
 
 function externalService(name: string, host: string, resolution: string, ports: Obj[], endpoints?: Obj[]): Obj {
@@ -41,7 +43,7 @@ beforeAll(async () => {
     res.end(JSON.stringify({ servername: (req.socket as TLSSocket).servername, host: req.headers.host }));
   });
   await new Promise<void>((r) => tlsUpstream.listen(0, '127.0.0.1', () => r()));
-  const tlsPort = (tlsUpstream.address() as AddressInfo).port;
+  tlsPort = (tlsUpstream.address() as AddressInfo).port;
 
   dns = await startDnsServer({
     'a.backend.test': ['127.0.0.1'],
@@ -52,8 +54,10 @@ beforeAll(async () => {
     'rr2.external.test': ['127.0.0.1'],
     'tls-bad.external.test': ['127.0.0.1'],
     'one.wild.test': ['127.0.0.1'],
+    'tls.sni.test': ['127.0.0.1'],
   });
   port = await freePort();
+  passthroughPort = await freePort();
   const docs: Obj[] = [
     gateway('gw', port, ['*']),
     // Two hosts behind one name: only those that resolve are endpoints.
@@ -90,6 +94,20 @@ beforeAll(async () => {
     virtualService('tls', ['tls.gw.test'], [{ route: [dest('tls.external.test')] }]),
     virtualService('tls-bad', ['tls-bad.gw.test'], [{ route: [dest('tls-bad.external.test')] }]),
     virtualService('wild', ['*.wild.test'], [{ route: [dest('*.wild.test')] }]),
+    // TLS passthrough to a NONE ServiceEntry: the destination is the SNI name, resolved by DNS.
+    {
+      apiVersion: 'networking.istio.io/v1',
+      kind: 'Gateway',
+      metadata: { name: 'passthrough', namespace: 'default' },
+      spec: { selector: { istio: 'ingressgateway' }, servers: [{ port: { number: passthroughPort, name: 'tls', protocol: 'TLS' }, hosts: ['*.sni.test'], tls: { mode: 'PASSTHROUGH' } }] },
+    },
+    externalService('sni', '*.sni.test', 'NONE', [{ number: tlsPort, name: 'tls', protocol: 'TLS' }]),
+    {
+      apiVersion: 'networking.istio.io/v1',
+      kind: 'VirtualService',
+      metadata: { name: 'sni', namespace: 'default' },
+      spec: { hosts: ['*.sni.test'], gateways: ['passthrough'], tls: [{ match: [{ sniHosts: ['*.sni.test'] }], route: [{ destination: { host: '*.sni.test', port: { number: tlsPort } } }] }] },
+    },
   ];
   gw = await startGateway({ files: { 'config.yaml': yamlDocs(...docs) }, env: { GATEHOUSE_DNS_SERVERS: dns.address } });
 }, 30_000);
@@ -200,4 +218,21 @@ describe('a DNS server that does not answer', () => {
       await dead.close();
     }
   }, 30_000);
+});
+
+describe('TLS passthrough to a resolution NONE ServiceEntry', () => {
+  it('connects to the SNI name (resolved by DNS) on the service port, TLS untouched', async () => {
+    const { connect } = await import('node:tls');
+    const peer = await new Promise<string>((resolve, reject) => {
+      const s = connect({ host: '127.0.0.1', port: passthroughPort, servername: 'tls.sni.test', rejectUnauthorized: false }, () => {
+        resolve(s.getPeerCertificate().subjectaltname ?? '');
+        s.end();
+      });
+      s.on('error', reject);
+    });
+    // The upstream's own certificate: the gateway did not terminate TLS.
+    expect(peer).toContain('DNS:tls.external.test');
+    const samples = parsePrometheus((await gw.admin('/stats/prometheus')).text);
+    expect(sumSamples(findSamples(samples, 'gatehouse_dns_resolutions_total', { host: 'tls.sni.test', result: 'ok' }))).toBeGreaterThanOrEqual(1);
+  });
 });
