@@ -1229,6 +1229,9 @@ async function main(): Promise<void> {
     const resultsDir = path.join(REPO, 'bench', 'results');
     fs.mkdirSync(resultsDir, { recursive: true });
     fs.writeFileSync(path.join(resultsDir, 'latest.md'), md);
+    // Machine-readable medians, read by bench/check.ts (npm run bench:check).
+    const json = summarize(rows).map((x) => ({ scenario: x.row.scenario.id, target: x.row.target, rps: x.rps, p50: x.p50, p99: x.p99, cpuUsPerReq: x.cpu ?? null, non2xx: x.non2xx, errors: x.errors }));
+    fs.writeFileSync(path.join(resultsDir, 'latest.json'), JSON.stringify({ date: new Date().toISOString(), commit: gitCommit(), rounds: s.rounds, duration: s.duration, rows: json }, null, 2));
     process.stdout.write(`\nwritten to ${path.relative(process.cwd(), path.join(resultsDir, 'latest.md')) || 'bench/results/latest.md'}\n`);
     ok = true;
   } finally {

@@ -376,13 +376,15 @@ class SotwConn extends Conn {
     for (const [typeUrl, t] of this.#types) {
       if (t.nonce === null) continue; // never sent: its request was never answered (cannot happen)
       const selected = this.#select(typeUrl, t);
-      if (digest(selected) !== t.sentDigest) this.#send(typeUrl, t, selected);
+      if (selectionDigest(selected) !== t.sentDigest) this.#send(typeUrl, t, selected);
     }
   }
 
   #select(typeUrl: string, t: SotwType): [string, Uint8Array][] {
     const all = this.view.resources.get(typeUrl);
     if (!all) return [];
+    // Wildcard subscribers of one view share one sorted selection (and its digest).
+    if (t.wildcard) return wildcardSelection(this.view, typeUrl, all);
     const out: [string, Uint8Array][] = [];
     if (t.wildcard) for (const e of all) out.push(e);
     else
@@ -398,7 +400,7 @@ class SotwConn extends Conn {
     const nonce = this.ctx.nonce();
     t.nonce = nonce;
     t.sentVersion = this.view.version;
-    t.sentDigest = digest(selected);
+    t.sentDigest = selectionDigest(selected);
     this.ctx.log.debug({ node: this.info.id, type: shortType(typeUrl), version: t.sentVersion, nonce, count: selected.length }, 'xds: push');
     this.write({
       version_info: this.view.version,
@@ -407,6 +409,27 @@ class SotwConn extends Conn {
       nonce,
     } satisfies DiscoveryResponse);
   }
+}
+
+/** Per view and type: the whole sorted resource list, for wildcard subscribers. */
+const wildcardCache = new WeakMap<XdsView, Map<string, [string, Uint8Array][]>>();
+function wildcardSelection(view: XdsView, typeUrl: string, all: ReadonlyMap<string, Uint8Array>): [string, Uint8Array][] {
+  let byType = wildcardCache.get(view);
+  if (!byType) wildcardCache.set(view, (byType = new Map()));
+  let sel = byType.get(typeUrl);
+  if (!sel) {
+    sel = [...all].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    byType.set(typeUrl, sel);
+  }
+  return sel;
+}
+
+/** A selection's digest, computed once per selection array (shared ones are hashed once). */
+const digestCache = new WeakMap<[string, Uint8Array][], string>();
+function selectionDigest(selected: [string, Uint8Array][]): string {
+  let d = digestCache.get(selected);
+  if (d === undefined) digestCache.set(selected, (d = digest(selected)));
+  return d;
 }
 
 function digest(selected: [string, Uint8Array][]): string {
