@@ -19,6 +19,8 @@ export const USAGE = `Usage:
                 [--workers N] [--log-level info]
   gatehouse validate <file|dir>... [--labels k=v,...] [--namespace ns] [--mesh-config <file>]
   gatehouse proxy-status --xds-address host:port [-o json]
+  gatehouse ca sign --spiffe spiffe://cluster.local/ns/<ns>/sa/<sa> [--out-dir .] [--ttl 24h | --days N] [--csr <file>]
+  gatehouse ca root
   gatehouse version
 `;
 
@@ -83,6 +85,8 @@ export async function main(argv: string[]): Promise<number> {
         return validateCommand(rest);
       case 'proxy-status':
         return await proxyStatus(rest);
+      case 'ca':
+        return await caCommand(rest);
       case 'version':
       case '--version':
         process.stdout.write(`gatehouse ${version()}\n`);
@@ -201,6 +205,66 @@ async function proxyStatus(args: string[]): Promise<number> {
   } catch (e) {
     process.stderr.write(`gatehouse: proxy-status: ${(e as Error).message}\n`);
     return 1;
+  }
+}
+
+/**
+ * `ca sign`: a workload certificate from the mesh CA (the gateway's state dir or
+ * GATEHOUSE_CA_CERT/KEY), written as a proxyless bootstrap's file_watcher provider reads it:
+ * cert-chain.pem, key.pem, root-cert.pem. `ca root`: the root certificate on stdout.
+ */
+async function caCommand(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  const { MeshCa, MeshCaError, workloadTtlMs } = await import('./tls/mesh-ca.js');
+  const { parseSpiffeId } = await import('./tls/spiffe.js');
+  try {
+    if (sub === 'root') {
+      parseArgs({ args: rest, options: {}, strict: true });
+      process.stdout.write((await MeshCa.open()).rootPem);
+      return 0;
+    }
+    if (sub !== 'sign') throw new UsageError(sub ? `unknown ca command "${sub}" (sign, root)` : 'ca needs a command: sign or root');
+    const { values } = parseArgs({
+      args: rest,
+      options: { spiffe: { type: 'string' }, 'out-dir': { type: 'string' }, days: { type: 'string' }, ttl: { type: 'string' }, csr: { type: 'string' } },
+      strict: true,
+    });
+    if (!values.spiffe) throw new UsageError('ca sign needs --spiffe spiffe://<trust domain>/ns/<namespace>/sa/<service account>');
+    const id = parseSpiffeId(values.spiffe);
+    if (!id) throw new UsageError(`--spiffe must be spiffe://<trust domain>/ns/<namespace>/sa/<service account>, got "${values.spiffe}"`);
+    if (values.days !== undefined && values.ttl !== undefined) throw new UsageError('--days and --ttl exclude each other');
+    let ttlMs: number;
+    if (values.days !== undefined) {
+      const d = Number(values.days);
+      if (!(d > 0) || d > 90) throw new UsageError(`--days must be a number of days up to 90, got "${values.days}"`);
+      ttlMs = d * 86_400_000;
+    } else if (values.ttl !== undefined) {
+      try {
+        ttlMs = workloadTtlMs({ GATEHOUSE_WORKLOAD_CERT_TTL: values.ttl });
+      } catch {
+        throw new UsageError(`--ttl must be a duration such as 24h or 10s, at most 90 days, got "${values.ttl}"`);
+      }
+    } else {
+      ttlMs = workloadTtlMs();
+    }
+    const ca = await MeshCa.open({ trustDomain: id.trustDomain });
+    const csrPem = values.csr !== undefined ? readFileSync(values.csr, 'utf8') : undefined;
+    const issued = await ca.issue({ spiffeId: values.spiffe, ttlMs, ...(csrPem ? { csrPem } : {}) });
+    const { mkdirSync, writeFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const out = values['out-dir'] ?? '.';
+    mkdirSync(out, { recursive: true });
+    writeFileSync(join(out, 'cert-chain.pem'), issued.certChainPem);
+    if (issued.keyPem) writeFileSync(join(out, 'key.pem'), issued.keyPem, { mode: 0o600 });
+    writeFileSync(join(out, 'root-cert.pem'), issued.rootPem);
+    process.stdout.write(`${values.spiffe}: ${join(out, 'cert-chain.pem')}${issued.keyPem ? `, ${join(out, 'key.pem')}` : ''}, ${join(out, 'root-cert.pem')} (valid until ${issued.notAfter.toISOString()})\n`);
+    return 0;
+  } catch (e) {
+    if (e instanceof MeshCaError || (e as NodeJS.ErrnoException).code === 'ENOENT') {
+      process.stderr.write(`gatehouse: ca: ${(e as Error).message}\n`);
+      return 1;
+    }
+    throw e;
   }
 }
 

@@ -18,6 +18,9 @@ import { AcmeManager } from './tls/acme.js';
 import { checkCertificates } from './tls/check.js';
 import { loadSecret } from './tls/material.js';
 import { CertFileWatcher } from './tls/file-watch.js';
+import { CA_CERT_ENV, GatewayIdentity, MeshCa, WorkloadCertificates, workloadTtlMs } from './tls/mesh-ca.js';
+import { parseCaBundle, type CaBundle } from './tls/pem.js';
+import { spiffeId } from './tls/spiffe.js';
 
 export interface RunOptions {
   configPaths: string[];
@@ -51,6 +54,9 @@ export class Gateway {
   #admin: AdminServer | null = null;
   #watcher: ConfigWatcher | null = null;
   readonly #acme: AcmeManager;
+  /** The mesh CA and this gateway's own workload identity (ISTIO_MUTUAL); null in replicas. */
+  #identity: GatewayIdentity | null = null;
+  #meshRoot: CaBundle | undefined;
   /** The certificate files the configuration names (outside the config folders). */
   readonly #certWatcher = new CertFileWatcher(() => {
     this.#certsChanged = true;
@@ -77,7 +83,10 @@ export class Gateway {
     this.#log = log;
     this.metrics = new IstioMetrics({ labels: opts.labels, namespace: opts.namespace });
     this.#acme = new AcmeManager({ log: log.child({ stage: 'acme' }), registry: this.metrics.registry });
-    this.dataPlane = new DataPlane(this.metrics, log.child({ stage: 'ingress' }), { acme: this.#acme });
+    this.dataPlane = new DataPlane(this.metrics, log.child({ stage: 'ingress' }), {
+      acme: this.#acme,
+      mesh: { certificate: () => this.#identity?.certificate ?? undefined, root: () => this.#meshRoot },
+    });
     const secrets = this.dataPlane.secrets;
     this.#views = new SnapshotViews(
       (name, source) => {
@@ -133,6 +142,7 @@ export class Gateway {
     const result = this.#load();
     this.#logWarnings(result.problems);
     if (!result.config) throw new ConfigError('invalid configuration', result.problems.filter((p) => p.severity === 'error'));
+    await this.#startMesh(result.config.mesh.trustDomain);
     const snapshot = this.#resolve(result.config);
     const applied = await this.dataPlane.apply(snapshot);
     if (applied.errors.length > 0) throw new Error(applied.errors.join('; '));
@@ -147,6 +157,44 @@ export class Gateway {
     }
     this.#watcher = new ConfigWatcher(o.configPaths, () => void this.reload());
     await this.#watcher.ready();
+  }
+
+  /**
+   * The mesh CA (state dir or GATEHOUSE_CA_CERT/KEY) and this gateway's workload certificate,
+   * `spiffe://<trust domain>/ns/<--namespace>/sa/gatehouse`, rotated at 80% of its lifetime.
+   * Without a usable state dir the gateway runs on, without a mesh identity (ISTIO_MUTUAL
+   * connections then fail with 503 UF); CA files that were named but cannot be used stop it.
+   */
+  async #startMesh(trustDomain: string): Promise<void> {
+    const log = this.#log.child({ stage: 'mesh-ca' });
+    const ttlMs = workloadTtlMs();
+    let ca: MeshCa;
+    try {
+      ca = await MeshCa.open({ trustDomain, log });
+    } catch (err) {
+      if (process.env[CA_CERT_ENV]) throw err;
+      log.error({ err: (err as Error).message }, 'the mesh CA cannot be loaded or created; running without a mesh identity (ISTIO_MUTUAL and SDS default/ROOTCA are unavailable)');
+      return;
+    }
+    const certs = new WorkloadCertificates(ca, { ttlMs });
+    const identity = new GatewayIdentity(certs, spiffeId(trustDomain, this.#opts.namespace, 'gatehouse'), log);
+    await identity.start();
+    this.#meshRoot = parseCaBundle(ca.rootPem, 'mesh root certificate');
+    this.#identity = identity;
+    identity.onRotate = () => {
+      // TLS origination re-reads SDS material for new connections; SDS clients get theirs re-checked.
+      this.#views.secretsChanged();
+      this.#xds?.push();
+    };
+    this.#views.setMesh({
+      trustDomain,
+      rootPem: ca.rootPem,
+      cached: (id) => certs.cached(id),
+      current: (id) => certs.current(id),
+      get: (id) => certs.get(id),
+    });
+    this.#views.onMeshIssued = () => this.#xds?.push();
+    log.info({ spiffeId: identity.spiffeId, root: ca.source, notAfter: identity.current?.notAfter.toISOString() }, 'mesh identity ready');
   }
 
   /** The snapshot the data plane now serves is what the control plane serves too. */
@@ -278,6 +326,7 @@ export class Gateway {
     this.#replica?.close();
     await this.#xds?.close();
     this.#acme.close();
+    this.#identity?.close();
     await this.dataPlane.close(drainMs);
     await this.#admin?.close();
     this.#log.info('stopped');

@@ -31,7 +31,11 @@ const WHEN_KEYS = new Set([
   'source.ip', 'remote.ip', 'source.namespace', 'source.principal', 'request.auth.principal', 'request.auth.audiences',
   'request.auth.presenter', 'destination.ip', 'destination.port', 'connection.sni',
 ]);
-const WHEN_KEY_PREFIXES = ['request.headers[', 'request.auth.claims[', 'experimental.envoy.filters.'];
+/** `request.headers[<name>]` and `request.auth.claims[<claim>]` (nested: `[a][b]`). */
+const WHEN_HEADER_KEY = /^request\.headers\[[^\[\]]+\]$/;
+const WHEN_CLAIM_KEY = /^request\.auth\.claims(\[[^\[\]]+\])+$/;
+/** `when` keys whose values are IP addresses or CIDRs, and the one whose values are ports. */
+const WHEN_IP_KEYS = new Set(['source.ip', 'remote.ip', 'destination.ip']);
 
 /** Protocols whose servers share one plaintext HTTP listener, a TLS (SNI) listener, or a raw TCP one. */
 export function listenerClass(protocol: string): 'http' | 'tls' | 'tcp' {
@@ -113,9 +117,17 @@ function retryOnProblem(s: string): string | undefined {
 }
 
 function whenKeyProblem(k: string): string | undefined {
-  if (WHEN_KEYS.has(k)) return undefined;
-  if (WHEN_KEY_PREFIXES.some((p) => k.startsWith(p)) && (k.startsWith('experimental.') || /\]$/.test(k))) return undefined;
+  if (WHEN_KEYS.has(k) || WHEN_HEADER_KEY.test(k) || WHEN_CLAIM_KEY.test(k)) return undefined;
+  if (k.startsWith('experimental.')) return `condition key ${quote(k)} is not supported by Gatehouse`;
   return `unknown condition key ${quote(k)}: use e.g. request.headers[<name>], source.ip, remote.ip, source.namespace, request.auth.claims[<claim>]`;
+}
+
+/** A `when` condition's values, checked by key: addresses for *.ip, port numbers for destination.port. */
+function whenValueProblem(key: unknown, v: string): string | undefined {
+  if (typeof key !== 'string') return undefined;
+  if (WHEN_IP_KEYS.has(key)) return ipOrCidr(v);
+  if (key === 'destination.port' && !(/^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= 65535)) return `invalid port ${quote(v)}: must be a port number`;
+  return undefined;
 }
 
 function urlProblem(s: string): string | undefined {
@@ -743,6 +755,14 @@ const operation = obj(
 const condition = obj(
   { key: req(str(whenKeyProblem)), values: strings, notValues: strings },
   (o, path, out) => void (!has(o, 'values') && !has(o, 'notValues') && out.error(path, 'must set values, notValues or both')),
+  (o, path, out) => {
+    for (const field of ['values', 'notValues'] as const) {
+      asArr(o[field]).forEach((v, i) => {
+        const problem = typeof v === 'string' ? whenValueProblem(o.key, v) : undefined;
+        if (problem) out.error([...path, field, i], problem);
+      });
+    }
+  },
 );
 
 export const authorizationPolicySpec = obj(

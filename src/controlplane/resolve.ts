@@ -28,8 +28,11 @@ import type {
 } from '../config/types.js';
 import { formatPath, resourceId } from '../config/types.js';
 import { proxylessPolicyGaps, proxylessRouteGaps } from './proxyless.js';
+import { buildSecurityConfig, PROXY_PROTOCOL_ANNOTATION } from './security.js';
 import { FORWARD_PROXY_ANNOTATION, ALPN_ANNOTATION, ALPN_H1, ALPN_H2, secretIndex, serverHostNames, serverTls, TERMINATING_MODES } from './gateway-tls.js';
 import {
+  MESH_CERT_SECRET,
+  MESH_ROOT_SECRET,
   BLACKHOLE_CLUSTER,
   PASSTHROUGH_CLUSTER,
   type ForwardProxyConfig,
@@ -59,6 +62,7 @@ import {
   type RouteConfiguration,
   type RouteMatch,
   type Secret,
+  type SdsSecretConfig,
   type SidecarView,
   type Snapshot,
   type StringMatcher,
@@ -115,6 +119,8 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
   const warn = (r: Resource, path: ReadonlyArray<string | number>, message: string): void => {
     warnings.push({ file: r.source.file, line: r.source.lineOf(path), resource: resourceId(r), path: formatPath(path), message, severity: 'warning' });
   };
+
+  const peerMtls = peerAuthentication(byKind('PeerAuthentication') as Array<Resource<PeerAuthenticationSpec>>, opts, warn);
 
   // ---- Registry: services from ServiceEntries (standalone mode has no Kubernetes Services) ----
   const services = new Map<string, ServiceInfo>();
@@ -180,6 +186,8 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
   }
 
   const listeners: Listener[] = [];
+  // Istio security policies (AuthorizationPolicy, RequestAuthentication): the same for every HTTP listener.
+  const security = buildSecurityConfig(resources, opts, warn);
   const routes = new Map<string, RouteConfiguration>();
   const secrets = new Map<string, Secret>();
   const secretsByName = secretIndex(resources);
@@ -245,11 +253,20 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
         secrets.set(t.cert.secret.name, t.cert.secret);
         if (t.ca) secrets.set(t.ca.secret.name, t.ca.secret);
         const names = serverHostNames(s.server);
+        // PeerAuthentication decides whether a client certificate is required on servers that
+        // verify them (MUTUAL / OPTIONAL_MUTUAL): STRICT requires one, PERMISSIVE makes it
+        // optional, DISABLE stops asking.
+        let context = t.context;
+        const pa = context.common_tls_context.combined_validation_context ? peerMtls(port) : undefined;
+        if (pa) {
+          const { combined_validation_context: cvc, ...common } = context.common_tls_context;
+          context = pa.mode === 'DISABLE' ? { ...context, common_tls_context: common, require_client_certificate: false } : { ...context, common_tls_context: { ...common, combined_validation_context: cvc! }, require_client_certificate: pa.mode === 'STRICT' };
+        }
         listener.filter_chains.push({
           ...(names.includes('*') ? {} : { filter_chain_match: { server_names: names } }),
-          transport_socket: { name: 'envoy.transport_sockets.tls', typed_config: t.context },
+          transport_socket: { name: 'envoy.transport_sockets.tls', typed_config: context },
           filters: [{ name: 'envoy.filters.network.http_connection_manager', typed_config: httpConnectionManager(httpsRoute, opts.mesh) }],
-          metadata: { filter_metadata: { istio: { server: `${resourceId(s.gw)}#${s.server.name ?? s.index}`, tls_mode: t.mode } } },
+          metadata: { filter_metadata: { istio: { server: `${resourceId(s.gw)}#${s.server.name ?? s.index}`, tls_mode: t.mode, ...(pa ? { mtls_mode: pa.mode, peer_authentication: pa.policy } : {}) } } },
         });
         served.push(s);
       }
@@ -265,6 +282,10 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
       listener.filter_chains.push(buildTcpChain(port, kept));
     } else if (protocol === 'TLS') {
       if (!buildTlsPassthrough(listener, port, kept)) continue;
+    }
+    if (protocol === 'HTTP' || protocol === 'HTTPS' || protocol === 'HTTP2' || protocol === 'GRPC') {
+      if (security) listener.metadata.filter_metadata.istio.security = security;
+      if (kept.some((s) => s.gw.metadata.annotations?.[PROXY_PROTOCOL_ANNOTATION] === 'true')) listener.metadata.filter_metadata.istio.proxy_protocol = true;
     }
     listeners.push(listener);
   }
@@ -922,7 +943,26 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
       const id = resourceId(dr);
       if (!warnings.some((w) => w.resource === id && w.path === formatPath(path) && w.message === message)) warn(dr, path, message);
     };
-    if (tls?.mode === 'ISTIO_MUTUAL') tlsWarn('mode', 'ISTIO_MUTUAL needs the mesh workload certificate, which Gatehouse does not have yet; plain HTTP is sent');
+    if (tls?.mode === 'ISTIO_MUTUAL') {
+      // Istio: the mesh identity over SDS (`default` certificate, `ROOTCA` trust anchor), the
+      // server checked against the mesh root and, only when subjectAltNames are given, its SANs;
+      // SNI `outbound_.<port>_.<subset>_.<host>` unless the rule sets one.
+      const sds = (n: string): SdsSecretConfig => ({ name: n, sds_config: { ads: {}, resource_api_version: 'V3' } });
+      cluster.transport_socket = {
+        name: 'envoy.transport_sockets.tls',
+        typed_config: {
+          sni: tls.sni || `outbound_.${port}_.${subset}_.${svc.host}`,
+          common_tls_context: {
+            tls_certificate_sds_secret_configs: [sds(MESH_CERT_SECRET)],
+            combined_validation_context: {
+              default_validation_context: tls.subjectAltNames?.length ? { match_subject_alt_names: tls.subjectAltNames.map((exact) => ({ exact })) } : {},
+              validation_context_sds_secret_config: sds(MESH_ROOT_SECRET),
+            },
+          },
+          ...(tls.insecureSkipVerify ? { insecure_skip_verify: true } : {}),
+        },
+      };
+    }
     if (tls && (tls.mode === 'SIMPLE' || tls.mode === 'MUTUAL')) {
       if (tls.credentialName) tlsWarn('credentialName', 'credentialName is not supported for TLS origination yet (use clientCertificate/privateKey/caCertificates files)');
       if (tls.caCrl) tlsWarn('caCrl', 'caCrl is not enforced by Gatehouse yet; ignored');
@@ -1026,22 +1066,42 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
   }
   const sidecar = new Map<string, SidecarView>();
   const clientNamespaces = new Set<string>(['', ...resources.map((r) => r.metadata.namespace)]);
+
+  // Mesh VirtualServices indexed by host (exact names, and wildcard patterns), with their position
+  // in config order; their routes per port are built once and shared by every namespace's view.
+  const meshByHost = new Map<string, number[]>();
+  const meshWildcards: Array<[string, number]> = [];
+  meshServices.forEach((vs, i) => {
+    for (const h of new Set((vs.spec.hosts ?? []).map((x) => completeHost(x, vs.metadata.namespace)))) {
+      if (h.includes('*')) meshWildcards.push([h, i]);
+      else meshByHost.set(h, [...(meshByHost.get(h) ?? []), i]);
+    }
+  });
+  const meshRoutes = new Map<number, Map<number, Route[]>>();
+  const meshRoutesFor = (i: number, port: number): Route[] => {
+    let byPort = meshRoutes.get(i);
+    if (!byPort) meshRoutes.set(i, (byPort = new Map()));
+    let r = byPort.get(port);
+    if (!r) byPort.set(port, (r = buildHttpRoutes(meshServices[i]!, port, ['mesh'])));
+    return r;
+  };
+
   for (const ns of [...clientNamespaces].sort()) sidecar.set(ns, buildSidecarView(ns));
 
   function buildSidecarView(clientNs: string): SidecarView {
-    const visible = meshServices.filter((vs) => exportedTo(vs.spec.exportTo, vs.metadata.namespace, clientNs));
+    const visible = meshServices.map((vs) => exportedTo(vs.spec.exportTo, vs.metadata.namespace, clientNs));
     const viewListeners = new Map<string, ApiListener>();
     const viewRoutes = new Map<string, RouteConfiguration>();
     for (const svc of [...services.values()].sort((a, b) => a.host.localeCompare(b.host))) {
       if (!exportedTo(svc.se.spec.exportTo, svc.namespace, clientNs)) continue;
+      const matching = new Set(meshByHost.get(svc.host) ?? []);
+      for (const [pattern, i] of meshWildcards) if (hostMatches(pattern, svc.host)) matching.add(i);
+      const order = [...matching].filter((i) => visible[i]).sort((a, b) => a - b);
       for (const port of svc.ports) {
         if (!HTTP_SERVICE_PROTOCOLS.has(port.protocol)) continue;
         const routeName = clusterName(port.number, '', svc.host);
         const vsRoutes: Route[] = [];
-        for (const vs of visible) {
-          const hosts = (vs.spec.hosts ?? []).map((h) => completeHost(h, vs.metadata.namespace));
-          if (hosts.some((h) => hostMatches(h, svc.host))) vsRoutes.push(...buildHttpRoutes(vs, port.number, ['mesh']));
-        }
+        for (const i of order) vsRoutes.push(...meshRoutesFor(i, port.number));
         if (vsRoutes.length === 0) vsRoutes.push(defaultMeshRoute(routeName, svc.host, port.number));
         const names = sidecarNames(svc.host, clientNs);
         const domains = names.flatMap((n) => [n, `${n}:${port.number}`]);
@@ -1108,6 +1168,50 @@ function sidecarNames(fqdn: string, clientNs: string): string[] {
   names.push(`${name}.${ns}`, `${name}.${ns}.svc`);
   if (ns === clientNs) names.push(name);
   return names;
+}
+
+interface PeerAuthenticationSpec {
+  selector?: { matchLabels?: Record<string, string> };
+  mtls?: { mode?: string };
+  portLevelMtls?: Record<string, { mode?: string }>;
+}
+
+export type MtlsMode = 'STRICT' | 'PERMISSIVE' | 'DISABLE';
+
+/**
+ * The PeerAuthentication mode of this gateway per port, as Istio scopes it: a policy in the root
+ * namespace (no selector) applies to everything, one in the gateway's namespace without a
+ * selector to the namespace, one there whose selector matches `--labels` to this workload (with
+ * `portLevelMtls`). The narrowest wins; UNSET inherits from the wider one. With no policy at all
+ * (or only UNSET) the function answers undefined: the servers keep their own TLS mode. Several
+ * policies at one level: the first by name applies (Istio takes the oldest), the others are reported.
+ */
+function peerAuthentication(
+  policies: Array<Resource<PeerAuthenticationSpec>>,
+  opts: ResolveOptions,
+  warn: (r: Resource, path: ReadonlyArray<string | number>, message: string) => void,
+): (port: number) => { mode: MtlsMode; policy: string } | undefined {
+  const root = opts.mesh.rootNamespace;
+  const pick = (list: Array<Resource<PeerAuthenticationSpec>>, level: string): Resource<PeerAuthenticationSpec> | undefined => {
+    const sorted = [...list].sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
+    for (const other of sorted.slice(1)) warn(other, ['spec'], `more than one ${level} PeerAuthentication applies to this gateway; ${resourceId(sorted[0]!)} is used, this one is ignored`);
+    return sorted[0];
+  };
+  const hasSelector = (p: Resource<PeerAuthenticationSpec>): boolean => p.spec.selector?.matchLabels !== undefined && Object.keys(p.spec.selector.matchLabels).length > 0;
+  const mesh = pick(policies.filter((p) => p.metadata.namespace === root && !hasSelector(p) && root !== opts.namespace), 'mesh-wide');
+  const ns = pick(policies.filter((p) => p.metadata.namespace === opts.namespace && !hasSelector(p)), 'namespace-wide');
+  const workload = pick(policies.filter((p) => p.metadata.namespace === opts.namespace && hasSelector(p) && labelsMatch(p.spec.selector!.matchLabels!, opts.labels)), 'workload');
+  if (!mesh && !ns && !workload) return () => undefined;
+  const set = (m: string | undefined): m is MtlsMode => m === 'STRICT' || m === 'PERMISSIVE' || m === 'DISABLE';
+  return (port) => {
+    const portMode = workload?.spec.portLevelMtls?.[String(port)]?.mode;
+    if (set(portMode)) return { mode: portMode, policy: resourceId(workload!) };
+    for (const p of [workload, ns, mesh]) {
+      const m = p?.spec.mtls?.mode;
+      if (p && set(m)) return { mode: m, policy: resourceId(p) };
+    }
+    return undefined;
+  };
 }
 
 function labelsMatch(selector: Readonly<Record<string, string>>, labels: Readonly<Record<string, string>>): boolean {

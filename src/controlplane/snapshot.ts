@@ -77,8 +77,11 @@ export interface FilterChain {
    */
   transport_socket?: { name: 'envoy.transport_sockets.tls'; typed_config: DownstreamTlsContext };
   filters: NetworkFilter[];
-  /** Istio facts: the Gateway server this chain serves (`Gateway/ns/name#server`) and its TLS mode. */
-  metadata?: { filter_metadata: { istio: { server: string; tls_mode?: string } } };
+  /**
+   * Istio facts: the Gateway server this chain serves (`Gateway/ns/name#server`), its TLS mode
+   * and, when a PeerAuthentication applies, its mode (STRICT / PERMISSIVE / DISABLE) and name.
+   */
+  metadata?: { filter_metadata: { istio: { server: string; tls_mode?: string; mtls_mode?: string; peer_authentication?: string } } };
 }
 
 // ---- TLS and secrets (SDS) ------------------------------------------------------------------
@@ -147,7 +150,7 @@ export interface Listener {
   listener_filters?: ListenerFilter[];
   traffic_direction: 'OUTBOUND';
   /** Istio facts: the protocol of the Gateway servers, which Gateway servers made it. */
-  metadata: IstioMetadata & { filter_metadata: { istio: { protocol: ListenerProtocol; servers: string[]; forward_proxy?: ForwardProxyConfig } } };
+  metadata: IstioMetadata & { filter_metadata: { istio: { protocol: ListenerProtocol; servers: string[]; forward_proxy?: ForwardProxyConfig; security?: SecurityConfig; proxy_protocol?: boolean } } };
 }
 
 /**
@@ -170,6 +173,76 @@ export interface SidecarView {
   listeners: ReadonlyMap<string, ApiListener>;
   /** `outbound|<port>||<host>` */
   routes: ReadonlyMap<string, RouteConfiguration>;
+}
+
+/**
+ * Istio security policies that apply to a listener's workload, selected and ordered by resolve()
+ * (root namespace: all; the gateway's namespace: when the selector matches its labels), compiled
+ * by the data plane (src/security) once per version. Rides in the listener's metadata so that
+ * replicas get it over LDS too. Rule fields keep Istio's names (principals, notPaths, ...).
+ */
+export interface SecurityConfig {
+  /** RequestAuthentication jwtRules of every applicable policy (Istio merges them). */
+  jwt_rules: JwtRuleConfig[];
+  /** AuthorizationPolicies by action, each list in config order. */
+  custom: AuthzPolicyConfig[];
+  deny: AuthzPolicyConfig[];
+  allow: AuthzPolicyConfig[];
+  audit: AuthzPolicyConfig[];
+  /** Mesh config defaultConfig.gatewayTopology.numTrustedProxies: how remote.ip is read from XFF. */
+  num_trusted_proxies: number;
+}
+
+export interface JwtRuleConfig {
+  /** `namespace/name` of the RequestAuthentication. */
+  policy: string;
+  issuer: string;
+  audiences: string[];
+  /** Inline JWKS (wins over jwks_uri, as in Istio). */
+  jwks?: string;
+  jwks_uri?: string;
+  /** JWKS fetch timeout. */
+  timeout_ms: number;
+  /** Where the token is read; both empty: `Authorization: Bearer`, then `access_token` query param. */
+  from_headers: Array<{ name: string; prefix: string }>;
+  from_params: string[];
+  from_cookies: string[];
+  output_payload_to_header?: string;
+  output_claim_to_headers: Array<{ header: string; claim: string }>;
+  forward_original_token: boolean;
+}
+
+export interface AuthzPolicyConfig {
+  /** `namespace/name` of the AuthorizationPolicy. */
+  policy: string;
+  /** Istio rules; empty: `spec: {}` / no rules (an ALLOW policy without rules matches nothing). */
+  rules: AuthzRuleConfig[];
+  /** CUSTOM: the extension provider (mesh config extensionProviders, envoyExtAuthzHttp). */
+  provider?: ExtAuthzConfig;
+}
+
+export interface AuthzRuleConfig {
+  /** Each entry is one `source` (principals, notPrincipals, requestPrincipals, namespaces, ipBlocks, remoteIpBlocks, and not* forms). */
+  from: Array<Record<string, string[]>>;
+  /** Each entry is one `operation` (hosts, ports, methods, paths, and not* forms). */
+  to: Array<Record<string, string[]>>;
+  when: Array<{ key: string; values: string[]; not_values: string[] }>;
+}
+
+/** Istio's envoyExtAuthzHttp extension provider. */
+export interface ExtAuthzConfig {
+  name: string;
+  service: string;
+  port: number;
+  path_prefix: string;
+  timeout_ms: number;
+  fail_open: boolean;
+  status_on_error: number;
+  include_request_headers_in_check: string[];
+  include_additional_headers_in_check: Record<string, string>;
+  headers_to_upstream_on_allow: string[];
+  headers_to_downstream_on_deny: string[];
+  headers_to_downstream_on_allow: string[];
 }
 
 /** Gatehouse extension: an HTTP egress port that is also a forward proxy (absolute-form, CONNECT). */
@@ -364,11 +437,22 @@ export interface HashPolicy {
   query_parameter?: { name: string };
 }
 
+/** SDS names of the mesh identity (ISTIO_MUTUAL), as istio-agent serves them. */
+export const MESH_CERT_SECRET = 'default';
+export const MESH_ROOT_SECRET = 'ROOTCA';
+
 export interface UpstreamTlsContext {
   sni?: string;
   common_tls_context: {
     tls_certificates?: Array<{ certificate_chain: { filename: string }; private_key: { filename: string } }>;
     validation_context?: { trusted_ca?: { filename: string }; match_subject_alt_names?: Array<{ exact: string }> };
+    /** ISTIO_MUTUAL: the workload certificate over SDS (`default`). */
+    tls_certificate_sds_secret_configs?: SdsSecretConfig[];
+    /** ISTIO_MUTUAL: the mesh root over SDS (`ROOTCA`) and the SANs the server must carry. */
+    combined_validation_context?: {
+      default_validation_context: { match_subject_alt_names?: Array<{ exact: string }> };
+      validation_context_sds_secret_config: SdsSecretConfig;
+    };
   };
   /** Gatehouse: `insecureSkipVerify` from the DestinationRule. */
   insecure_skip_verify?: boolean;

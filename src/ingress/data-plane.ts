@@ -5,7 +5,8 @@
 // TCP and TLS passthrough servers are L4 listeners (src/egress): their filter chains are swapped in
 // place the same way; a removed one lets its connections run up to the drain time.
 import { Counter } from 'prom-client';
-import type { ForwardProxyConfig, Listener, Snapshot } from '../controlplane/snapshot.js';
+import type { ForwardProxyConfig, Listener, SecurityConfig, Snapshot } from '../controlplane/snapshot.js';
+import { SecurityRegistry, type SecurityFilters } from '../security/pipeline.js';
 import { ForwardProxy } from '../egress/forward-proxy.js';
 import { L4Listener } from '../egress/tcp-listener.js';
 import { RouteTable } from '../routing/route-table.js';
@@ -13,7 +14,7 @@ import { AccessLog } from '../telemetry/access-log.js';
 import type { Logger } from '../telemetry/log.js';
 import type { IstioMetrics } from '../telemetry/metrics.js';
 import { PrivateCertDir } from '../tls/cert-files.js';
-import { SecretStore, type AcmeProvider } from '../tls/secret-store.js';
+import { SecretStore, type AcmeProvider, type MeshIdentityProvider } from '../tls/secret-store.js';
 import { ClusterManager } from '../upstream/cluster-manager.js';
 import type { DataPlaneContext } from './exchange.js';
 import { H2Listener } from './h2-listener.js';
@@ -44,6 +45,8 @@ export interface ServedListener {
   readonly routeName: string;
   table: RouteTable | undefined;
   ctx: DataPlaneContext;
+  /** JWT and AuthorizationPolicy filters of the current version (null: none apply). */
+  security: SecurityFilters | null;
   readonly listening: boolean;
   readonly inflight: number;
   listen(): Promise<void>;
@@ -67,6 +70,7 @@ interface Entry {
   alpn?: string;
   listener: ServedListener | L4Listener;
   tls?: TlsBinding;
+  proxyProtocol?: boolean;
 }
 
 interface Wanted {
@@ -79,11 +83,16 @@ interface Wanted {
   l4?: Listener;
   /** An HTTP egress port that is also a forward proxy (served by node:http). */
   forwardProxy?: ForwardProxyConfig;
+  security?: SecurityConfig;
+  /** Connections start with a PROXY protocol header (node engine: uWS reads v2 only, measured). */
+  proxyProtocol?: boolean;
 }
 
 export interface DataPlaneOptions {
   /** Issues the certificates of ACME secrets (src/tls/acme.ts). */
   acme?: AcmeProvider;
+  /** The mesh identity (SDS `default` / `ROOTCA`) for ISTIO_MUTUAL origination. */
+  mesh?: MeshIdentityProvider;
 }
 
 export class DataPlane {
@@ -97,10 +106,16 @@ export class DataPlane {
   #snapshot: Snapshot | null = null;
   #notServed = new Set<string>();
   readonly #forwardProxy: ForwardProxy;
+  readonly #security: SecurityRegistry;
 
   constructor(metrics: IstioMetrics, log: Logger, opts: DataPlaneOptions = {}) {
     this.#log = log;
-    this.clusters = new ClusterManager({ log: log.child({ component: 'dns' }), registry: metrics.registry });
+    this.#security = new SecurityRegistry(log.child({ component: 'security' }));
+    this.clusters = new ClusterManager({
+      log: log.child({ component: 'dns' }),
+      registry: metrics.registry,
+      sds: { certificate: (n) => this.secrets.certificate(n), ca: (n) => this.secrets.ca(n) },
+    });
     this.#forwardProxy = new ForwardProxy(log.child({ component: 'forward-proxy' }));
     const refused = new Counter({
       name: 'gatehouse_outbound_refused_total',
@@ -121,7 +136,7 @@ export class DataPlane {
       accessLog: null,
       blocked: (host, port) => this.#forwardProxy.refused(host, port, 502, `${host} is not in the registry (outbound traffic policy REGISTRY_ONLY)`),
     };
-    this.secrets = new SecretStore(log.child({ component: 'tls' }), metrics.registry, opts.acme);
+    this.secrets = new SecretStore(log.child({ component: 'tls' }), metrics.registry, opts.acme, opts.mesh);
     this.secrets.onChange = () => this.#secretsChanged();
   }
 
@@ -155,19 +170,25 @@ export class DataPlane {
       const protocol = l.metadata.filter_metadata.istio.protocol;
       const port = l.address.socket_address.port_value;
       const bind = l.address.socket_address.address;
+      const security = l.metadata.filter_metadata.istio.security;
+      const sec = security ? { security } : {};
+      const proxyProtocol = l.metadata.filter_metadata.istio.proxy_protocol === true;
       if (protocol === 'HTTP') {
         const rds = l.filter_chains[0]?.filters[0]?.typed_config.rds?.route_config_name ?? `http.${port}`;
         // A forward proxy needs CONNECT and absolute-form requests, which uWS refuses: node:http.
+        // So does the PROXY protocol: uWS parses v2 headers but answers v1 with 505 (measured).
         const fp = l.metadata.filter_metadata.istio.forward_proxy;
-        wanted.set(port, fp ? { bind, routeName: rds, engine: 'h2c', forwardProxy: fp } : { bind, routeName: rds, engine: 'http' });
+        if (fp || proxyProtocol) wanted.set(port, { bind, routeName: rds, engine: 'h2c', ...sec, ...(fp ? { forwardProxy: fp } : {}), ...(proxyProtocol ? { proxyProtocol } : {}) });
+        else wanted.set(port, { bind, routeName: rds, engine: 'http', ...sec });
         continue;
       }
       if (protocol === 'HTTP2' || protocol === 'GRPC') {
         // node:http2, plaintext: h2c with prior knowledge (gRPC clients) and HTTP/1.1 on one port.
         const rds = l.filter_chains[0]?.filters[0]?.typed_config.rds?.route_config_name ?? `http.${port}`;
-        wanted.set(port, { bind, routeName: rds, engine: 'h2c' });
+        wanted.set(port, { bind, routeName: rds, engine: 'h2c', ...sec, ...(proxyProtocol ? { proxyProtocol } : {}) });
         continue;
       }
+      if (protocol === 'HTTPS' && proxyProtocol) this.#notServedOnce(port, protocol, `the PROXY protocol is not supported on HTTPS ports yet; port ${port} is served without it`);
       if (protocol === 'HTTPS') {
         const chains = tlsChains(l).filter((c) => {
           if (this.secrets.certificate(c.certSecret) && (!c.caSecret || this.secrets.ca(c.caSecret))) return true;
@@ -179,7 +200,7 @@ export class DataPlane {
           continue;
         }
         const rds = l.filter_chains[0]?.filters[0]?.typed_config.rds?.route_config_name ?? `https.${port}`;
-        wanted.set(port, { bind, routeName: rds, engine: needsNodeTls(chains) ? 'node-tls' : 'uws-tls', chains, alpn: alpnOf(chains).join() });
+        wanted.set(port, { bind, routeName: rds, engine: needsNodeTls(chains) ? 'node-tls' : 'uws-tls', chains, alpn: alpnOf(chains).join(), ...sec });
         continue;
       }
       if (protocol === 'TCP' || protocol === 'TLS') {
@@ -193,11 +214,13 @@ export class DataPlane {
     const closing: Array<Promise<void>> = [];
     for (const [port, e] of this.#listeners) {
       const w = wanted.get(port);
-      if (w && w.bind === e.listener.bind && w.engine === e.engine && w.routeName === e.listener.routeName && w.alpn === e.alpn) continue;
+      if (w && w.bind === e.listener.bind && w.engine === e.engine && w.routeName === e.listener.routeName && w.alpn === e.alpn && (w.proxyProtocol ?? false) === (e.proxyProtocol ?? false)) continue;
       this.#listeners.delete(port);
       this.#log.info({ port }, 'closing listener (removed or changed in config); draining its requests');
       closing.push(e.listener.close(LISTENER_DRAIN_MS));
     }
+    // Security filters are compiled once per distinct config and version, shared by listeners.
+    const security = this.#security.begin();
     // A port that changed engine is bound again only once the old listener stopped accepting.
     for (const [port, w] of wanted) {
       const existing = this.#listeners.get(port);
@@ -209,6 +232,7 @@ export class DataPlane {
         }
         existing.listener.table = tables.get(w.routeName);
         existing.listener.ctx = this.#ctx;
+        existing.listener.security = security.get(w.security);
         if (existing.listener instanceof H2Listener) existing.listener.forwardProxy = w.forwardProxy ? { config: w.forwardProxy, proxy: this.#forwardProxy } : null;
         if (w.chains) existing.tls?.update(w.chains);
         continue;
@@ -216,6 +240,7 @@ export class DataPlane {
       let entry: Entry;
       try {
         entry = this.#create(port, w, tables.get(w.routeName));
+        if (!(entry.listener instanceof L4Listener)) entry.listener.security = security.get(w.security);
       } catch (e) {
         errors.push(`port ${port}: ${(e as Error).message}`);
         continue;
@@ -229,6 +254,8 @@ export class DataPlane {
         errors.push((e as Error).message);
       }
     }
+    // Filters of configs no longer in use stop (JWKS refreshes, authorizer connections).
+    security.commit();
     this.#snapshot = snapshot;
     this.#pruneCertFiles();
     if (closing.length > 0) void Promise.all(closing);
@@ -241,6 +268,12 @@ export class DataPlane {
       return { engine: w.engine, listener };
     }
     const opts = { bind: w.bind, port, routeName: w.routeName };
+    if (w.engine === 'h2c' && w.proxyProtocol) {
+      const listener = new H2Listener({ ...opts, proxyProtocol: true }, this.#ctx, table);
+      if (w.forwardProxy) listener.forwardProxy = { config: w.forwardProxy, proxy: this.#forwardProxy };
+      listener.onError = (err) => this.#log.error({ err, port }, 'request handler failed; answered 500');
+      return { engine: 'h2c', listener, proxyProtocol: true };
+    }
     if (w.engine === 'http') {
       const listener = new UwsHttpListener({ ...opts, scheme: 'http' }, this.#ctx, table);
       listener.onError = (err) => this.#log.error({ err, port }, 'request handler failed; answered 500');
@@ -329,6 +362,7 @@ export class DataPlane {
     this.#listeners.clear();
     await Promise.all(all.map((e) => e.listener.close(drainMs)));
     await this.clusters.close();
+    this.#security.close();
     this.#ctx.accessLog?.close();
     this.#certDir?.remove();
   }

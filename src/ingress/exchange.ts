@@ -1,6 +1,7 @@
 // One request through the gateway: route action, upstream attempts (with Istio's retry policy),
 // streaming in both directions with backpressure, Istio's local replies and response flags, and
 // the metrics record at the end. Engine-agnostic: it talks to the client through a ResponseSink.
+import { isIP } from 'node:net';
 import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { applyHeaderOps, pickCluster, type CompiledCors, type CompiledMirror, type CompiledRoute, type ForwardAction, type HeaderOps } from '../routing/route-table.js';
@@ -11,6 +12,8 @@ import { isTlsError } from '../upstream/tls-origination.js';
 import { OVERFLOW, OVERFLOW_REPLY, PENDING, type CircuitBreaker } from '../upstream/circuit-breaker.js';
 import type { IstioMetrics } from '../telemetry/metrics.js';
 import type { AccessLog } from '../telemetry/access-log.js';
+import type { SecurityFilters, Verdict } from '../security/pipeline.js';
+import type { SecurityRequest } from '../security/types.js';
 import type { HeaderValue, ResponseSink } from './sink.js';
 
 export interface DataPlaneContext {
@@ -110,6 +113,12 @@ export class Exchange {
   #cors: HeaderOps | null = null;
   #mirrors: CompiledMirror[] | null = null;
   #mirrorChunks: Buffer[] | null = null;
+  /** The listener's security filters (JWT, AuthorizationPolicy) for this config version; set before begin. */
+  security: SecurityFilters | null = null;
+  /** Response headers an external authorizer asked for (headersToDownstreamOnAllow). */
+  #authzOps: HeaderOps | null = null;
+  /** While security filters decide: body bytes read before the client is paused (-1: pause at once). */
+  #holdLimit = -1;
 
   constructor(sink: ResponseSink, ctx: DataPlaneContext, head: RequestHead, route: CompiledRoute | undefined) {
     this.sink = sink;
@@ -128,6 +137,60 @@ export class Exchange {
    * `upstreamHeaders` is the filtered header list to forward, to which the proxy headers are added.
    */
   begin(hasBody: boolean, upstreamHeaders: string[]): void {
+    // Istio's filter order: jwt_authn, ext_authz (CUSTOM), rbac DENY / ALLOW, then CORS, fault, router.
+    const sec = this.security;
+    if (sec !== null && sec.active) {
+      const verdict = sec.check(this.#securityRequest(sec, upstreamHeaders));
+      if (verdict instanceof Promise) {
+        // Held like a fault delay: body chunks that arrive meanwhile are kept, the client paused.
+        // Small bodies are read meanwhile (so that a client going away is seen), larger ones paused.
+        this.phase = Phase.Delayed;
+        if (hasBody) {
+          this.#early ??= [];
+          this.#holdLimit = RETRY_BUFFER_LIMIT;
+        }
+        verdict.then(
+          (v) => this.#verdictReady(v, hasBody, upstreamHeaders),
+          () => this.#verdictReady(null, hasBody, upstreamHeaders),
+        );
+        return;
+      }
+      if (!verdict.allow) return this.#denied(verdict);
+      if (verdict.headers !== null) upstreamHeaders = verdict.headers;
+      if (verdict.responseHeaders !== null) this.#authzOps = { set: [], add: pairs(verdict.responseHeaders), remove: [] };
+    }
+    this.#afterSecurity(hasBody, upstreamHeaders);
+  }
+
+  #verdictReady(v: Verdict | null, hasBody: boolean, upstreamHeaders: string[]): void {
+    if (this.phase === Phase.Done) return; // the client went away meanwhile
+    this.phase = Phase.Upstream;
+    this.#holdLimit = -1;
+    // A failing filter fails closed.
+    if (v === null) return this.localReply(403, '', 'RBAC: access denied');
+    if (!v.allow) return this.#denied(v);
+    if (v.responseHeaders !== null) this.#authzOps = { set: [], add: pairs(v.responseHeaders), remove: [] };
+    this.#afterSecurity(hasBody, v.headers ?? upstreamHeaders);
+  }
+
+  #denied(v: Extract<Verdict, { allow: false }>): void {
+    this.localReply(v.status, v.flags, v.body, null, v.headers);
+  }
+
+  #holdBody(): void {
+    this.#early ??= [];
+    if (!this.#bodyPaused) {
+      this.#bodyPaused = true;
+      this.sink.pauseRequestBody();
+    }
+  }
+
+  /** The request as the security filters see it (only built when the listener has policies). */
+  #securityRequest(sec: SecurityFilters, headers: string[]): SecurityRequest {
+    return securityRequest(this.head, this.sink, sec.numTrustedProxies, headers);
+  }
+
+  #afterSecurity(hasBody: boolean, upstreamHeaders: string[]): void {
     const route = this.route;
     if (!route) return this.localReply(LOCAL_REPLY.noRoute.status, LOCAL_REPLY.noRoute.flags, LOCAL_REPLY.noRoute.body);
     this.#hasBody = hasBody;
@@ -138,11 +201,7 @@ export class Exchange {
     if (fault !== null && fault.delayPerMillion > 0 && roll(fault.delayPerMillion)) {
       this.flags = 'DI';
       this.phase = Phase.Delayed;
-      if (hasBody) {
-        this.#early = [];
-        this.#bodyPaused = true;
-        this.sink.pauseRequestBody();
-      }
+      if (hasBody) this.#holdBody();
       this.#faultTimer = setTimeout(onFaultDelay, fault.delayMs, this);
       return;
     }
@@ -233,6 +292,7 @@ export class Exchange {
     if (this.phase === Phase.Done) return;
     if (this.phase === Phase.Delayed) {
       this.#early?.push([chunk, isLast]);
+      if (this.#holdLimit >= 0 && !isLast && this.requestBytes > this.#holdLimit) this.#holdBody();
       return;
     }
     this.#bodyData(chunk, isLast);
@@ -608,13 +668,14 @@ export class Exchange {
       out.push(name, raw[i + 1]!);
     }
     let headers: HeaderValue[] = out;
-    if (this.#responseOps || this.#clusterResponseOps || this.#cors) {
+    if (this.#responseOps || this.#clusterResponseOps || this.#cors || this.#authzOps) {
       // Slow path: header edits need names as strings.
       let strs = headers.map((h) => (typeof h === 'string' ? h : h.toString('latin1')));
       for (let i = 0; i < strs.length; i += 2) strs[i] = strs[i]!.toLowerCase();
       if (this.#clusterResponseOps) strs = applyHeaderOps(strs, this.#clusterResponseOps);
       if (this.#responseOps) strs = applyHeaderOps(strs, this.#responseOps);
       if (this.#cors) strs = applyHeaderOps(strs, this.#cors);
+      if (this.#authzOps) strs = applyHeaderOps(strs, this.#authzOps);
       headers = strs;
     }
     headers.push('x-envoy-upstream-service-time', String(Math.round(performance.now() - this.#upstreamStartedAt)), 'server', SERVER);
@@ -774,6 +835,58 @@ export class Exchange {
   get upstreamCluster(): string {
     return this.#cluster?.name ?? '';
   }
+}
+
+/** What the security filters read of a connection (a ResponseSink has it). */
+export type ConnectionFacts = Pick<ResponseSink, 'remoteAddress' | 'localAddress' | 'serverName' | 'peerSpiffeId' | 'peerPrincipal' | 'peerNamespace'>;
+
+/** The SecurityRequest of a request head on a connection; `headers` are the ones going upstream. */
+export function securityRequest(head: RequestHead, conn: ConnectionFacts, trustedHops: number, headers: string[]): SecurityRequest {
+  const sourceIp = conn.remoteAddress;
+  const spiffe = conn.peerSpiffeId;
+  // The mesh identity as the TLS layer read it; else the SPIFFE id without `spiffe://`.
+  const principal = conn.peerPrincipal ?? (spiffe !== undefined && spiffe.startsWith('spiffe://') ? spiffe.slice(9) : '');
+  const ns = principal.indexOf('/ns/');
+  return {
+    method: head.method,
+    path: head.path,
+    query: head.query,
+    host: head.host,
+    authority: head.authority,
+    headers,
+    localPort: head.localPort ?? 0,
+    sourceIp,
+    remoteIp: trustedClientAddress(headers, trustedHops, sourceIp),
+    destinationIp: conn.localAddress ?? '',
+    sourcePrincipal: principal,
+    sourceNamespace: conn.peerNamespace ?? (ns >= 0 ? principal.slice(ns + 4).split('/')[0]! : ''),
+    sni: conn.serverName ?? '',
+  };
+}
+
+/** A flat [name, value, ...] list as pairs. */
+function pairs(list: readonly string[]): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  for (let i = 0; i < list.length; i += 2) out.push([list[i]!, list[i + 1]!]);
+  return out;
+}
+
+/**
+ * `remote.ip` as Envoy derives it with use_remote_address and xff_num_trusted_hops = N: the Nth
+ * address from the right of the X-Forwarded-For the client sent (the listener appended the peer
+ * to it), else the peer itself (N = 0, too few or invalid entries).
+ */
+export function trustedClientAddress(headers: readonly string[], hops: number, peer: string): string {
+  if (hops <= 0) return peer;
+  let xff: string | undefined;
+  for (let i = 0; i < headers.length; i += 2) if (headers[i] === 'x-forwarded-for') xff = headers[i + 1];
+  if (xff === undefined) return peer;
+  const parts = xff.split(',');
+  // The last entry is the peer appended by the listener: the Nth from the right of the rest.
+  const i = parts.length - 1 - hops;
+  if (i < 0) return peer;
+  const ip = parts[i]!.trim();
+  return isIP(ip) !== 0 ? ip : peer;
 }
 
 function writeCorked(sink: ResponseSink, chunk: Buffer): boolean {

@@ -19,7 +19,10 @@ import type { ForwardProxyConfig } from '../controlplane/snapshot.js';
 import type { ForwardProxy } from '../egress/forward-proxy.js';
 import { Exchange, type DataPlaneContext } from './exchange.js';
 import { H1Sink, H2StreamSink, type PeerIdentity, type SinkOwner } from './h2-sink.js';
+import { principalOf, spiffeIdOfSan } from '../tls/spiffe.js';
 import { hostOnly, validAuthority } from '../routing/authority.js';
+import type { SecurityFilters } from '../security/pipeline.js';
+import { parseProxyHeader } from './proxy-protocol.js';
 import { MAX_REQUEST_HEADERS_BYTES, MAX_URL_BYTES } from './uws-listener.js';
 
 // As the uWS listener: headers of the client connection, never forwarded; `x-forwarded-proto` and
@@ -48,6 +51,15 @@ export interface H2ListenerOptions {
    * false destroys it before any request is read. Read at each connection, so it can be swapped.
    */
   acceptSecure?: (socket: TLSSocket) => boolean;
+  /** Plaintext only: each connection starts with a PROXY protocol header (v1 or v2), required. */
+  proxyProtocol?: boolean;
+}
+
+/** The addresses a PROXY protocol header gave a connection (read through HTTP/2's socket proxy too). */
+const PROXIED = Symbol('gatehouse.proxied');
+interface Proxied {
+  source: string | undefined;
+  destination: string | undefined;
 }
 
 export class H2Listener implements SinkOwner {
@@ -72,6 +84,9 @@ export class H2Listener implements SinkOwner {
   acceptSecure: ((socket: TLSSocket) => boolean) | undefined;
   /** An egress forward proxy (absolute-form requests, CONNECT): swapped with each config version. */
   forwardProxy: { config: ForwardProxyConfig; proxy: ForwardProxy } | null = null;
+  /** The security filters (JWT, AuthorizationPolicy) of the current config version. */
+  security: SecurityFilters | null = null;
+  readonly proxyProtocol: boolean;
 
   constructor(opts: H2ListenerOptions, ctx: DataPlaneContext, table: RouteTable | undefined) {
     this.bind = opts.bind;
@@ -79,6 +94,7 @@ export class H2Listener implements SinkOwner {
     this.routeName = opts.routeName;
     this.scheme = opts.tls ? 'https' : 'http';
     this.acceptSecure = opts.acceptSecure;
+    this.proxyProtocol = opts.proxyProtocol === true && !opts.tls;
     this.ctx = ctx;
     this.table = table;
     this.#h2 = http2.createServer({
@@ -205,9 +221,24 @@ export class H2Listener implements SinkOwner {
   #onPlain(socket: Socket): void {
     this.#track(socket);
     let seen: Buffer | null = null;
+    let proxy = this.proxyProtocol;
     socket.setTimeout(FIRST_BYTES_TIMEOUT_MS, () => socket.destroy());
     const onData = (chunk: Buffer): void => {
-      const buf: Buffer = seen === null ? chunk : Buffer.concat([seen, chunk]);
+      let buf: Buffer = seen === null ? chunk : Buffer.concat([seen, chunk]);
+      if (proxy) {
+        // The PROXY protocol header first (Envoy's proxy_protocol listener filter): required.
+        const h = parseProxyHeader(buf);
+        if (h.kind === 'incomplete') {
+          seen = buf;
+          return;
+        }
+        if (h.kind === 'invalid') return void socket.destroy();
+        proxy = false;
+        (socket as Socket & { [PROXIED]?: Proxied })[PROXIED] = { source: h.source, destination: h.destination };
+        buf = buf.subarray(h.consumed);
+        seen = null;
+        if (buf.length === 0) return;
+      }
       const n = Math.min(buf.length, PREFACE.length);
       const h2 = buf.compare(PREFACE, 0, n, 0, n) === 0;
       if (h2 && buf.length < PREFACE.length) {
@@ -233,11 +264,23 @@ export class H2Listener implements SinkOwner {
     let p = this.#peers.get(key);
     if (!p) {
       const cert = (socket as TLSSocket).getPeerX509Certificate?.();
-      const uri = cert?.subjectAltName?.split(/,\s*/).find((s) => s.startsWith('URI:spiffe://'));
-      p = { certificate: cert, spiffeId: uri?.slice(4) };
+      const spiffeId = spiffeIdOfSan(cert?.subjectAltName);
+      const who = principalOf(spiffeId);
+      p = { certificate: cert, spiffeId, principal: who?.principal, namespace: who?.namespace || undefined };
       this.#peers.set(key, p);
     }
     return p;
+  }
+
+  /** The client's and the local address (the PROXY protocol's when it gave them) and the SNI. */
+  #addresses(sink: H2StreamSink | H1Sink, socket: Socket | TLSSocket | null | undefined): void {
+    const proxied = (socket as (Socket & { [PROXIED]?: Proxied }) | null | undefined)?.[PROXIED];
+    sink.remoteAddress = proxied?.source ?? clientAddress(socket?.remoteAddress);
+    sink.localAddress = proxied?.destination ?? clientAddress(socket?.localAddress);
+    if (this.scheme === 'https') {
+      const sni = (socket as TLSSocket | null | undefined)?.servername;
+      if (typeof sni === 'string') sink.serverName = sni;
+    }
   }
 
   // ---- Requests ----
@@ -247,11 +290,13 @@ export class H2Listener implements SinkOwner {
     try {
       const session = stream.session;
       const socket = session?.socket;
-      sink.remoteAddress = clientAddress(socket?.remoteAddress);
+      this.#addresses(sink, socket);
       const peer = session ? this.#peer(session, socket) : undefined;
       if (peer) {
         sink.peerCertificate = peer.certificate;
         sink.peerSpiffeId = peer.spiffeId;
+        sink.peerPrincipal = peer.principal;
+        sink.peerNamespace = peer.namespace;
       }
       const target = headers[':path'];
       const authority = headers[':authority'] ?? headers['host'];
@@ -268,11 +313,13 @@ export class H2Listener implements SinkOwner {
     const sink = new H1Sink(req, res, this);
     try {
       const socket = req.socket;
-      sink.remoteAddress = clientAddress(socket.remoteAddress);
+      this.#addresses(sink, socket);
       const peer = this.#peer(socket, socket);
       if (peer) {
         sink.peerCertificate = peer.certificate;
         sink.peerSpiffeId = peer.spiffeId;
+        sink.peerPrincipal = peer.principal;
+        sink.peerNamespace = peer.namespace;
       }
       const h = req.headers;
       const hasBody = (h['content-length'] !== undefined && h['content-length'] !== '0') || h['transfer-encoding'] !== undefined;
@@ -358,6 +405,7 @@ export class H2Listener implements SinkOwner {
     if (!authority || !validAuthority(authority) || !rawPath.startsWith('/')) return local(400, 'Bad Request');
     const match = this.table?.match(head);
     const ex = (sink.exchange = new Exchange(sink, this.ctx, head, match?.route));
+    ex.security = this.security;
     ex.begin(hasBody && match !== undefined && match.route.action.kind === 'forward', headers);
   }
 }

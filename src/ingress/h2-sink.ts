@@ -23,6 +23,9 @@ export interface SinkOwner {
 export interface PeerIdentity {
   certificate: X509Certificate | undefined;
   spiffeId: string | undefined;
+  /** `source.principal` / `source.namespace` (principalOf in src/tls/spiffe.ts). */
+  principal: string | undefined;
+  namespace: string | undefined;
 }
 
 // Connection-specific headers HTTP/2 forbids in a response (Node throws on them).
@@ -61,6 +64,10 @@ export class H2StreamSink implements ResponseSink {
   remoteAddress = '';
   peerCertificate: X509Certificate | undefined;
   peerSpiffeId: string | undefined;
+  peerPrincipal: string | undefined;
+  peerNamespace: string | undefined;
+  localAddress: string | undefined;
+  serverName: string | undefined;
   readonly #stream: ServerHttp2Stream;
   readonly #owner: SinkOwner;
   #head: OutgoingHttpHeaders | null = null;
@@ -199,6 +206,10 @@ export class H1Sink implements ResponseSink {
   remoteAddress = '';
   peerCertificate: X509Certificate | undefined;
   peerSpiffeId: string | undefined;
+  peerPrincipal: string | undefined;
+  peerNamespace: string | undefined;
+  localAddress: string | undefined;
+  serverName: string | undefined;
   readonly #req: IncomingMessage;
   readonly #res: ServerResponse;
   readonly #owner: SinkOwner;

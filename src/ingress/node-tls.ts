@@ -6,6 +6,8 @@
 // - MUTUAL: a verified client certificate is required;
 // - OPTIONAL_MUTUAL: no certificate is fine, one that does not verify is refused;
 // - subjectAltNames: the client certificate must carry one of them.
+// PeerAuthentication reaches this file already translated by resolve(): STRICT makes a chain
+// MUTUAL (require_client_certificate), PERMISSIVE OPTIONAL_MUTUAL, DISABLE SIMPLE.
 // Node applies protocol versions and ciphers from the server's default context to every
 // handshake (the SNI switch comes after version selection), so those of the default server rule.
 import { createSecureContext, type SecureContext, type SecureContextOptions, type TLSSocket } from 'node:tls';

@@ -44,4 +44,12 @@ export interface ResponseSink {
   readonly peerCertificate?: X509Certificate | undefined;
   /** The `spiffe://` URI SAN of the client's certificate, when it has one (Istio's source principal). */
   readonly peerSpiffeId?: string | undefined;
+  /** Istio's `source.principal`: the SPIFFE id without `spiffe://` (`cluster.local/ns/x/sa/y`). */
+  readonly peerPrincipal?: string | undefined;
+  /** Istio's `source.namespace`: the `ns` segment of the SPIFFE id. */
+  readonly peerNamespace?: string | undefined;
+  /** The local address the connection came in on (`destination.ip`; the PROXY destination with the PROXY protocol). */
+  readonly localAddress?: string | undefined;
+  /** The TLS server name the client asked for (`connection.sni`), when known. */
+  readonly serverName?: string | undefined;
 }

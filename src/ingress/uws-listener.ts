@@ -17,6 +17,7 @@ import type { HeaderValue, ResponseSink } from './sink.js';
 import { statusLine } from './status.js';
 import { ACME_CHALLENGE_PREFIX, acmeChallenges } from '../tls/acme-challenges.js';
 import { WebSocketProxy } from './websocket.js';
+import type { SecurityFilters } from '../security/pipeline.js';
 
 /** Envoy's default `max_request_headers_kb` (60 KiB): beyond it, 431. */
 export const MAX_REQUEST_HEADERS_BYTES = 60 * 1024;
@@ -35,6 +36,10 @@ export class UwsSink implements ResponseSink {
   exchange: Exchange | null = null;
   closed = false;
   remoteAddress = '';
+  /** uWS does not tell a connection's local address: the listener's bind address (unless a wildcard). */
+  readonly localAddress: string;
+  /** The TLS server name whose router took the request (exact names only; '' for the default). */
+  serverName = '';
   #length = -1;
   #noBody = false;
   #pending: Buffer | null = null;
@@ -48,6 +53,7 @@ export class UwsSink implements ResponseSink {
     res.onAborted(() => this.#aborted());
     this.#res = res;
     this.#listener = listener;
+    this.localAddress = listener.localAddress;
     listener.inflight++;
   }
 
@@ -236,6 +242,10 @@ export class UwsHttpListener {
   /** Swapped on every config version; requests in flight keep the table they matched with. */
   table: RouteTable | undefined;
   ctx: DataPlaneContext;
+  /** The security filters (JWT, AuthorizationPolicy) of the current config version. */
+  security: SecurityFilters | null = null;
+  /** `destination.ip` for its requests: the bind address, '' when it is a wildcard. */
+  readonly localAddress: string;
   inflight = 0;
   onError: (err: unknown) => void = () => undefined;
   #app: uWS.TemplatedApp;
@@ -255,6 +265,7 @@ export class UwsHttpListener {
     this.port = opts.port;
     this.routeName = opts.routeName;
     this.scheme = opts.scheme;
+    this.localAddress = opts.bind === '0.0.0.0' || opts.bind === '::' ? '' : opts.bind;
     this.ctx = ctx;
     this.table = table;
     this.websockets = new WebSocketProxy(this);
@@ -276,7 +287,7 @@ export class UwsHttpListener {
   }
 
   /** The handlers, on the app's current router (uWS keeps one router per TLS server name). */
-  #attachRoutes(app: uWS.TemplatedApp): void {
+  #attachRoutes(app: uWS.TemplatedApp, serverName = ''): void {
     const state = this.#state;
     const ws = this.websockets.behavior();
     const close = ws.close;
@@ -287,6 +298,7 @@ export class UwsHttpListener {
     app.ws('/*', ws);
     app.any('/*', (res, req) => {
       const sink = new UwsSink(res, this);
+      sink.serverName = serverName;
       try {
         this.#serve(sink, res, req);
       } catch (err) {
@@ -298,7 +310,7 @@ export class UwsHttpListener {
   /** TLS: serves this server name (exact, or `*.example.com` for one label) with these files. */
   addServerName(name: string, files: uWS.AppOptions): void {
     this.#app.addServerName(name, files);
-    this.#attachRoutes(this.#app.domain(name));
+    this.#attachRoutes(this.#app.domain(name), name.startsWith('*') ? '' : name);
   }
 
   /** TLS: forgets a server name (and, in uWS, its routes); new handshakes get the default. */
@@ -424,6 +436,7 @@ export class UwsHttpListener {
     }
     const match = this.table?.match(head);
     const ex = (sink.exchange = new Exchange(sink, this.ctx, head, match?.route));
+    ex.security = this.security;
     // Always consume a body, even one answered locally: unread, it would stall the keep-alive connection.
     if (hasBody) res.onData((ab, isLast) => sink.data(ab, isLast));
     ex.begin(hasBody && match !== undefined && match.route.action.kind === 'forward', headers);

@@ -20,7 +20,8 @@ import { applyHeaderOps, pickCluster, type CompiledCors, type CompiledRoute, typ
 import type { LoggedRequest } from '../telemetry/access-log.js';
 import { OVERFLOW, OVERFLOW_REPLY, PENDING } from '../upstream/circuit-breaker.js';
 import type { ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manager.js';
-import type { DataPlaneContext } from './exchange.js';
+import { securityRequest, type DataPlaneContext } from './exchange.js';
+import type { SecurityFilters, Verdict } from '../security/pipeline.js';
 import { statusLine } from './status.js';
 // A cycle (uws-listener.ts registers this module), safe because these are only used at run time.
 import { hostOnly, validAuthority } from '../routing/authority.js';
@@ -62,6 +63,10 @@ export interface WebSocketHost {
   readonly table: RouteTable | undefined;
   readonly ctx: DataPlaneContext;
   readonly scheme: 'http' | 'https';
+  /** The listener port, and its security filters (JWT, AuthorizationPolicy) for this version. */
+  readonly port?: number;
+  readonly security?: SecurityFilters | null;
+  readonly localAddress?: string;
   onError(err: unknown): void;
 }
 
@@ -247,23 +252,51 @@ class Bridge implements LoggedRequest {
 
     const { headers, host: authority, size } = readForwardHeaders(req, ip, host.scheme);
     if (size > MAX_REQUEST_HEADERS_BYTES || path.length + query.length > MAX_URL_BYTES || !authority || !validAuthority(authority)) return this.#yield();
-    this.head = { method, path, query, host: hostOnly(authority), authority, scheme: host.scheme, headers };
+    this.head = { method, path, query, host: hostOnly(authority), authority, scheme: host.scheme, headers, ...(host.port !== undefined ? { localPort: host.port } : {}) };
 
     const route = host.table?.match(this.head)?.route;
     if (!route || route.action.kind !== 'forward') return this.#yield();
     this.route = route;
     this.#context = context;
     this.#protocols = offered ? offered.split(',').map((s) => s.trim()).filter((s) => s.length > 0) : [];
+    // As for HTTP: JWT and authorization first, then CORS, fault injection and the router.
+    const sec = host.security;
+    if (sec && sec.active) {
+      const conn = { remoteAddress: ip, localAddress: host.localAddress ?? '' };
+      const verdict = sec.check(securityRequest(this.head, conn, sec.numTrustedProxies, headers));
+      if (verdict instanceof Promise) {
+        verdict.then(
+          (v) => this.#verdictReady(v),
+          () => this.#verdictReady(null),
+        );
+        return true;
+      }
+      this.#verdictReady(verdict);
+      return true;
+    }
+    this.#afterSecurity();
+    return true;
+  }
+
+  #verdictReady(v: Verdict | null): void {
+    if (this.#res === null) return; // the client went away meanwhile
+    if (v === null) return this.#reply(403, '', 'RBAC: access denied');
+    if (!v.allow) return this.#reply(v.status, v.flags, v.body, ['server', SERVER, ...(v.body.length > 0 && !v.headers.includes('content-type') ? ['content-type', 'text/plain'] : []), ...v.headers]);
+    if (v.headers !== null) this.head.headers = v.headers;
+    this.#afterSecurity();
+  }
+
+  #afterSecurity(): void {
+    const route = this.route!;
     // As for HTTP: CORS, then fault injection, then the router. Mirrors do not copy upgrades.
     if (route.cors !== null) this.#corsOps = corsResponseOps(route.cors, this.head);
     const fault = route.fault;
     if (fault !== null && fault.delayPerMillion > 0 && roll(fault.delayPerMillion)) {
       this.flags = 'DI';
       this.#timer = setTimeout(() => this.#route(), fault.delayMs);
-      return true;
+      return;
     }
     this.#route();
-    return true;
   }
 
   #route(): void {

@@ -2,7 +2,7 @@
 // version of each kept when a new one fails (a bad file replacement logs and changes nothing),
 // ACME secrets from the ACME manager, and the expiry of each as a metric.
 import { Gauge, type Registry } from 'prom-client';
-import type { AcmeSecretSource, Secret } from '../controlplane/snapshot.js';
+import { MESH_CERT_SECRET, MESH_ROOT_SECRET, type AcmeSecretSource, type Secret } from '../controlplane/snapshot.js';
 import type { Logger } from '../telemetry/log.js';
 import { loadSecret, secretFiles } from './material.js';
 import type { CaBundle, Material, ServerCertificate } from './pem.js';
@@ -17,6 +17,16 @@ export interface AcmeProvider {
   onUpdate: (name: string) => void;
 }
 
+/**
+ * The mesh identity of this process (src/tls/mesh-ca.ts): SDS `default` (its workload
+ * certificate) and `ROOTCA` (the mesh root), which ISTIO_MUTUAL clusters name. A secret of the
+ * snapshot with the same name (a replica's, received over SDS) wins.
+ */
+export interface MeshIdentityProvider {
+  certificate(): ServerCertificate | undefined;
+  root(): CaBundle | undefined;
+}
+
 export const EXPIRY_METRIC = 'gatehouse_certificate_expiry_timestamp_seconds';
 
 export class SecretStore {
@@ -28,9 +38,12 @@ export class SecretStore {
   /** Certificates that changed outside a config change (ACME issuance); set by the data plane. */
   onChange: (names: ReadonlySet<string>) => void = () => undefined;
 
-  constructor(log: Logger, registry: Registry | null, acme?: AcmeProvider) {
+  readonly #mesh: MeshIdentityProvider | undefined;
+
+  constructor(log: Logger, registry: Registry | null, acme?: AcmeProvider, mesh?: MeshIdentityProvider) {
     this.#log = log;
     this.#acme = acme;
+    this.#mesh = mesh;
     this.#expiry = registry
       ? new Gauge({ name: EXPIRY_METRIC, help: 'Expiry time (notAfter, unix seconds) of each certificate the gateway serves, by SDS secret name', labelNames: ['secret'], registers: [registry] })
       : null;
@@ -98,11 +111,13 @@ export class SecretStore {
 
   certificate(name: string): ServerCertificate | undefined {
     const m = this.#material.get(name);
+    if (m === undefined && name === MESH_CERT_SECRET) return this.#mesh?.certificate();
     return m?.kind === 'cert' ? m : undefined;
   }
 
   ca(name: string): CaBundle | undefined {
     const m = this.#material.get(name);
+    if (m === undefined && name === MESH_ROOT_SECRET) return this.#mesh?.root();
     return m?.kind === 'ca' ? m : undefined;
   }
 

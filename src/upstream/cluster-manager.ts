@@ -24,7 +24,7 @@ import { createLoadBalancer, type LoadBalancer } from './load-balancer.js';
 import { Maglev } from './maglev.js';
 import { HostHealth, OutlierDetector, outlierSettings, type LocalFailure } from './outlier-detection.js';
 import { RingHash } from './ring-hash.js';
-import { TlsOrigination } from './tls-origination.js';
+import { TlsOrigination, type SdsMaterial } from './tls-origination.js';
 
 /** Envoy's stream idle timeout (5 min): a stalled upstream cannot hold a request forever. */
 const STREAM_IDLE_TIMEOUT_MS = 300_000;
@@ -221,6 +221,8 @@ export interface ClusterManagerOptions {
   log?: Logger | null;
   /** Where the resolver registers gatehouse_dns_resolutions_total. */
   registry?: Registry | null;
+  /** SDS-named TLS material (ISTIO_MUTUAL's mesh certificate and root). */
+  sds?: SdsMaterial;
 }
 
 export class ClusterManager {
@@ -347,7 +349,7 @@ export class ClusterManager {
       // name, as Istio's auto SNI does for a ServiceEntry host, unless the rule sets `sni`.
       const host = dns ? cluster.metadata.filter_metadata.istio.host : '';
       const k = host ? `${JSON.stringify(tc)}|${host}` : JSON.stringify(tc);
-      tls = originations.get(k) ?? this.#originations.get(k) ?? new TlsOrigination(tc, host);
+      tls = originations.get(k) ?? this.#originations.get(k) ?? new TlsOrigination(tc, host, this.#opts.sds);
       originations.set(k, tls);
     }
     const poolOpts = poolOptions(cluster, tls);
@@ -441,10 +443,10 @@ export class ClusterManager {
 
   /** The original-destination side of an ORIGINAL_DST cluster (pools shared by settings). */
   #originalDstFor(cluster: Cluster): OriginalDst {
-    this.#originalDst ??= new OriginalDstPools(this.resolver);
+    this.#originalDst ??= new OriginalDstPools(this.resolver, this.#opts.sds);
     const tc = cluster.transport_socket?.typed_config ?? null;
     // poolOptions only reads the TLS setting's key: one made for the settings, not a host.
-    const settings = poolOptions(cluster, tc ? new TlsOrigination(tc) : null);
+    const settings = poolOptions(cluster, tc ? new TlsOrigination(tc, '', this.#opts.sds) : null);
     return new OriginalDst(this.#originalDst, cluster.metadata.filter_metadata.istio, settings, tc);
   }
 
@@ -562,10 +564,12 @@ export function splitAuthority(authority: string, defaultPort: number): { host: 
 class OriginalDstPools {
   readonly #resolver: DnsResolver;
   readonly #lru: LRUCache<string, UpstreamEndpoint>;
+  readonly #sds: SdsMaterial | undefined;
   #draining = false;
 
-  constructor(resolver: DnsResolver) {
+  constructor(resolver: DnsResolver, sds?: SdsMaterial) {
     this.#resolver = resolver;
+    this.#sds = sds;
     this.#lru = new LRUCache<string, UpstreamEndpoint>({
       max: ORIGINAL_DST_MAX_POOLS,
       dispose: (ep, _key, reason) => {
@@ -600,7 +604,7 @@ class OriginalDstPools {
   #createPool(host: string, port: number, hostPort: string, settings: PoolSettings, tc: UpstreamTlsContext | null): UpstreamPool {
     const literal = isIP(host) !== 0;
     // TLS to a named destination presents that name (and checks the certificate against it).
-    const tls = tc ? new TlsOrigination(tc, literal ? '' : host) : null;
+    const tls = tc ? new TlsOrigination(tc, literal ? '' : host, this.#sds) : null;
     if (literal) return createPool(host, port, hostPort, { ...settings, h2: settings.h2 ? { ...settings.h2, tls } : null }, tls);
     // HTTP/2 sessions connect by name (the system resolver); HTTP/1.1 pools resolve with ours.
     if (settings.h2) return new H2Pool(host, port, { ...settings.h2, tls });

@@ -4,6 +4,9 @@
 // shared by the undici pools (HTTP/1.1) and the HTTP/2 sessions of the cluster's endpoints.
 // Files are read when the object is made and re-read, for new connections, when they change on
 // disk (checked at most once a second), so a rotated client certificate needs no reload.
+// ISTIO_MUTUAL names its material over SDS instead (`default`, `ROOTCA`): it comes from the data
+// plane's secret store (the mesh CA's current workload certificate, or SDS from a control plane)
+// and is re-read the same way, so a rotated workload certificate is used by new connections.
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import type { ConnectionOptions, PeerCertificate } from 'node:tls';
@@ -13,6 +16,12 @@ import type { UpstreamTlsContext } from '../controlplane/snapshot.js';
 /** Envoy's client default: TLS 1.2 and later. */
 const MIN_VERSION = 'TLSv1.2';
 const RECHECK_MS = 1000;
+
+/** Where SDS-named material comes from (the data plane's SecretStore). */
+export interface SdsMaterial {
+  certificate(name: string): { certPem: string; keyPem: string; hash: string } | undefined;
+  ca(name: string): { caPem: string; hash: string } | undefined;
+}
 
 /** A TLS setting that cannot be used (unreadable file, certificate that does not parse, key mismatch). */
 export class TlsConfigError extends Error {
@@ -35,9 +44,11 @@ export class TlsOrigination {
   #checkedAt = 0;
   #options: ConnectionOptions | null = null;
   #error: TlsConfigError | null = null;
+  readonly #sds: SdsMaterial | undefined;
 
-  constructor(ctx: UpstreamTlsContext, host = '') {
+  constructor(ctx: UpstreamTlsContext, host = '', sds?: SdsMaterial) {
     this.#ctx = ctx;
+    this.#sds = sds;
     this.#host = host ? sniOf(host) : '';
     this.key = this.#host ? `${JSON.stringify(ctx)}|host=${this.#host}` : JSON.stringify(ctx);
     const c = ctx.common_tls_context;
@@ -109,10 +120,13 @@ export class TlsOrigination {
         stamp += `${f}:missing;`;
       }
     }
+    const sds = sdsNames(this.#ctx);
+    for (const n of sds.certs) stamp += `sds:${n}:${this.#sds?.certificate(n)?.hash ?? 'missing'};`;
+    if (sds.ca) stamp += `sds-ca:${sds.ca}:${this.#sds?.ca(sds.ca)?.hash ?? 'missing'};`;
     if (!force && stamp === this.#stamp) return;
     this.#stamp = stamp;
     try {
-      this.#options = buildOptions(this.#ctx);
+      this.#options = buildOptions(this.#ctx, this.#sds);
       this.#error = null;
     } catch (err) {
       // Keep the last good options for a file being replaced; report when there never were any.
@@ -121,8 +135,14 @@ export class TlsOrigination {
   }
 }
 
-function buildOptions(ctx: UpstreamTlsContext): ConnectionOptions {
+function sdsNames(ctx: UpstreamTlsContext): { certs: string[]; ca: string | undefined } {
   const c = ctx.common_tls_context;
+  return { certs: (c.tls_certificate_sds_secret_configs ?? []).map((x) => x.name), ca: c.combined_validation_context?.validation_context_sds_secret_config.name };
+}
+
+function buildOptions(ctx: UpstreamTlsContext, sds: SdsMaterial | undefined): ConnectionOptions {
+  const c = ctx.common_tls_context;
+  if (c.tls_certificate_sds_secret_configs || c.combined_validation_context) return buildSdsOptions(ctx, sds);
   const vc = c.validation_context;
   const opts: ConnectionOptions = { minVersion: MIN_VERSION };
   if (vc?.trusted_ca) opts.ca = readCertificates(vc.trusted_ca.filename, 'caCertificates');
@@ -157,6 +177,37 @@ function buildOptions(ctx: UpstreamTlsContext): ConnectionOptions {
     opts.checkServerIdentity = () => undefined;
   }
   // Otherwise Node's default check: the certificate must name the SNI host (auto_san_validation).
+  return opts;
+}
+
+/**
+ * ISTIO_MUTUAL: present the SDS certificate (`default`), verify the server's chain against the SDS
+ * root (`ROOTCA`) and, only when the rule lists subjectAltNames, its SANs, as Istio does (the
+ * `outbound_...` SNI is no host name to check).
+ */
+function buildSdsOptions(ctx: UpstreamTlsContext, sds: SdsMaterial | undefined): ConnectionOptions {
+  const names = sdsNames(ctx);
+  const opts: ConnectionOptions = { minVersion: MIN_VERSION };
+  const certName = names.certs[0];
+  if (certName) {
+    const m = sds?.certificate(certName);
+    if (!m) throw new TlsConfigError(`the mesh certificate (SDS "${certName}") is not available in this process`);
+    opts.cert = m.certPem;
+    opts.key = m.keyPem;
+  }
+  if (ctx.insecure_skip_verify) {
+    opts.rejectUnauthorized = false;
+    opts.checkServerIdentity = () => undefined;
+    return opts;
+  }
+  if (names.ca) {
+    const ca = sds?.ca(names.ca);
+    if (!ca) throw new TlsConfigError(`the mesh root certificate (SDS "${names.ca}") is not available in this process`);
+    opts.ca = ca.caPem;
+  }
+  opts.rejectUnauthorized = true;
+  const sans = ctx.common_tls_context.combined_validation_context?.default_validation_context.match_subject_alt_names?.map((m) => m.exact) ?? [];
+  opts.checkServerIdentity = sans.length > 0 ? (_host, cert) => matchSubjectAltNames(cert, sans) : () => undefined;
   return opts;
 }
 

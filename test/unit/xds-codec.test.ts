@@ -216,6 +216,7 @@ spec:
   trafficPolicy:
     loadBalancer: {consistentHash: {useSourceIp: true}}
     outlierDetection: {consecutiveGatewayErrors: 0, consecutive5xxErrors: 0, splitExternalLocalOriginErrors: false}
+    tls: {mode: ISTIO_MUTUAL, subjectAltNames: [spiffe://cluster.local/ns/shop/sa/ratings]}
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -264,7 +265,7 @@ metadata: {name: db, namespace: shop}
 spec:
   host: db.shop.svc.cluster.local
   trafficPolicy: {connectionPool: {tcp: {idleTimeout: 90s}}}
-  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]
+  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -319,6 +320,11 @@ describe('xDS codec: snapshot <-> Envoy v3 protos', () => {
     const clusters = [...s.clusters.values()];
     expect(clusters.some((c) => c.transport_socket?.typed_config.insecure_skip_verify === true)).toBe(true);
     expect(clusters.some((c) => c.transport_socket?.typed_config.common_tls_context.tls_certificates)).toBe(true);
+    // ISTIO_MUTUAL: the mesh identity over SDS, with and without SANs to check.
+    const mesh = clusters.filter((c) => c.transport_socket?.typed_config.common_tls_context.tls_certificate_sds_secret_configs?.[0]?.name === 'default');
+    expect(mesh.map((c) => c.transport_socket!.typed_config.common_tls_context.combined_validation_context!.validation_context_sds_secret_config.name)).toContain('ROOTCA');
+    expect(mesh.some((c) => c.transport_socket!.typed_config.common_tls_context.combined_validation_context!.default_validation_context.match_subject_alt_names)).toBe(true);
+    expect(mesh.some((c) => c.transport_socket!.typed_config.sni === 'outbound_.27017_.v2_.db.shop.svc.cluster.local')).toBe(true);
     expect(new Set(clusters.map((c) => c.lb_policy))).toEqual(new Set(['RING_HASH', 'MAGLEV', 'LEAST_REQUEST', 'ROUND_ROBIN']));
     expect(clusters.some((c) => c.outlier_detection?.split_external_local_origin_errors === false)).toBe(true);
     expect([...s.endpoints.values()].some((e) => e.endpoints.length === 0)).toBe(true);

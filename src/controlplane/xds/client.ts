@@ -50,6 +50,9 @@ export class XdsReplicaClient {
   #client: grpc.Client | null = null;
   #call: grpc.ClientDuplexStream<unknown, DiscoveryResponse> | null = null;
   #types = new Map<string, TypeState>();
+  /** SDS names the listeners and the clusters need (one SDS subscription holds both). */
+  #listenerSecrets: string[] = [];
+  #clusterSecrets: string[] = [];
   #closed = false;
   #backoffMs = 250;
   #retry: NodeJS.Timeout | null = null;
@@ -168,9 +171,13 @@ export class XdsReplicaClient {
     this.#send(r.type_url, st);
     if (r.type_url === LISTENER_TYPE) {
       this.#follow(ROUTE_TYPE, routeNames([...decoded.values()] as Listener[]));
-      this.#follow(SECRET_TYPE, secretNames([...decoded.values()] as Listener[]));
+      this.#listenerSecrets = secretNames([...decoded.values()] as Listener[]);
+      this.#follow(SECRET_TYPE, [...this.#listenerSecrets, ...this.#clusterSecrets]);
     } else if (r.type_url === CLUSTER_TYPE) {
       this.#follow(ENDPOINT_TYPE, [...(decoded.values() as Iterable<Cluster>)].filter((c) => c.type === 'EDS').map((c) => c.name));
+      // ISTIO_MUTUAL clusters name the mesh identity over SDS (`default`, `ROOTCA`).
+      this.#clusterSecrets = clusterSecretNames([...decoded.values()] as Cluster[]);
+      if (this.#types.get(SECRET_TYPE) || this.#clusterSecrets.length > 0) this.#follow(SECRET_TYPE, [...this.#listenerSecrets, ...this.#clusterSecrets]);
     }
     this.#maybeEmit();
   }
@@ -239,6 +246,17 @@ function key(o: unknown): string {
 
 function routeNames(listeners: Listener[]): string[] {
   return listeners.flatMap((l) => (l.filter_chains ?? []).flatMap((fc) => (fc.filters ?? []).map((f) => f.typed_config?.rds?.route_config_name).filter((n): n is string => !!n)));
+}
+
+function clusterSecretNames(clusters: Cluster[]): string[] {
+  const out: string[] = [];
+  for (const c of clusters) {
+    const ctx = c.transport_socket?.typed_config.common_tls_context;
+    for (const s of ctx?.tls_certificate_sds_secret_configs ?? []) out.push(s.name);
+    const v = ctx?.combined_validation_context?.validation_context_sds_secret_config.name;
+    if (v) out.push(v);
+  }
+  return out;
 }
 
 function secretNames(listeners: Listener[]): string[] {
