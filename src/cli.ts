@@ -136,8 +136,10 @@ async function run(args: string[]): Promise<number> {
     namespace: values.namespace ?? 'istio-system',
     meshConfigFile: values['mesh-config'],
     xdsAddress: values['xds-address'],
+    workers,
+    logLevel: level,
   };
-  if (workers !== undefined && workers !== 1) log.info({ workers }, '--workers: multi-worker mode is not active yet in this version; running 1 worker');
+  if (workers !== undefined && workers > 1) log.info({ workers }, `data plane on ${workers} worker threads`);
 
   const gateway = new Gateway(opts, log);
   try {

@@ -11,7 +11,7 @@ import type { Snapshot } from './controlplane/snapshot.js';
 import { XdsReplicaClient } from './controlplane/xds/client.js';
 import { XdsServer } from './controlplane/xds/server.js';
 import { SnapshotViews } from './controlplane/xds/snapshot-views.js';
-import { DataPlane } from './ingress/data-plane.js';
+import { DataPlane, type ApplyResult } from './ingress/data-plane.js';
 import type { Logger } from './telemetry/log.js';
 import { IstioMetrics } from './telemetry/metrics.js';
 import { AcmeManager } from './tls/acme.js';
@@ -21,6 +21,7 @@ import { CertFileWatcher } from './tls/file-watch.js';
 import { CA_CERT_ENV, GatewayIdentity, MeshCa, WorkloadCertificates, workloadTtlMs } from './tls/mesh-ca.js';
 import { parseCaBundle, type CaBundle } from './tls/pem.js';
 import { spiffeId } from './tls/spiffe.js';
+import { WorkerPool } from './workers/pool.js';
 
 export interface RunOptions {
   configPaths: string[];
@@ -33,6 +34,10 @@ export interface RunOptions {
   labels: Record<string, string>;
   namespace: string;
   meshConfigFile?: string | undefined;
+  /** Data-plane worker threads (src/workers); 1 (default): the data plane runs on the main thread. */
+  workers?: number | undefined;
+  /** The log level, passed on to worker threads. */
+  logLevel?: string | undefined;
 }
 
 export class ConfigError extends Error {
@@ -50,7 +55,12 @@ export class Gateway {
   readonly #opts: RunOptions;
   readonly #log: Logger;
   readonly metrics: IstioMetrics;
+  /**
+   * The data plane. With `--workers N` (N > 1) it serves no listener: it keeps the main thread's
+   * copy of the secrets (SDS for xDS, ACME, watched files) and the pool runs the listeners.
+   */
   readonly dataPlane: DataPlane;
+  readonly #pool: WorkerPool | null = null;
   #admin: AdminServer | null = null;
   #watcher: ConfigWatcher | null = null;
   readonly #acme: AcmeManager;
@@ -70,6 +80,7 @@ export class Gateway {
   #draining = false;
   #reloading: Promise<void> | null = null;
   #reloadAgain = false;
+  #changedDuringStart = false;
   adminPort = 0;
   xdsPort = 0;
   readonly #views: SnapshotViews;
@@ -113,11 +124,36 @@ export class Gateway {
     this.dataPlane.onSecretsChanged = () => {
       this.#views.secretsChanged();
       this.#xds?.push();
+      this.#pool?.secretsChanged();
     };
+    if ((opts.workers ?? 1) > 1) {
+      this.#pool = new WorkerPool({
+        workers: opts.workers!,
+        log: log.child({ stage: 'workers' }),
+        logLevel: opts.logLevel ?? 'info',
+        labels: opts.labels,
+        namespace: opts.namespace,
+        secrets,
+        mesh: { certificate: () => this.#identity?.certificate ?? undefined, root: () => this.#meshRoot },
+      });
+    }
+  }
+
+  /** The data plane applies a snapshot: on this thread, or on every worker thread. */
+  async #apply(snapshot: Snapshot): Promise<ApplyResult> {
+    if (!this.#pool) return this.dataPlane.apply(snapshot);
+    // The main thread's copy of the secrets (ACME issuance, SDS for xDS clients, watched files).
+    await this.dataPlane.secrets.update(snapshot.secrets ?? new Map());
+    return this.#pool.apply(snapshot);
+  }
+
+  #refreshSecrets(): void {
+    this.dataPlane.refreshSecrets();
+    this.#pool?.refreshSecrets();
   }
 
   get ready(): boolean {
-    return this.#ready && !this.#draining && this.dataPlane.allBound;
+    return this.#ready && !this.#draining && (this.#pool ? this.#pool.allBound : this.dataPlane.allBound);
   }
 
   get snapshot(): Snapshot | null {
@@ -131,32 +167,41 @@ export class Gateway {
         ready: () => this.ready,
         snapshot: () => this.#snapshot,
         registry: this.metrics.registry,
-        clusters: () => this.dataPlane.clusters.summary(),
-        listeners: () => this.dataPlane.listenersSummary(),
+        clusters: () => (this.#pool ? this.#pool.clusters() : this.dataPlane.clusters.summary()),
+        listeners: () => (this.#pool ? this.#pool.listeners() : this.dataPlane.listenersSummary()),
+        ...(this.#pool ? { prometheus: () => this.#pool!.prometheus(this.metrics.registry), workers: () => this.#pool!.workers() } : {}),
         syncz: () => (this.#xds ? this.#xds.syncz() : { version: null, clients: [], note: this.#replica ? `replica of ${o.xdsAddress}; no control plane here` : 'the xDS port is off (--xds-port 0)' }),
       });
       this.adminPort = await this.#admin.listen(o.adminPort, o.adminBind);
       this.#log.info({ port: this.adminPort, bind: o.adminBind }, 'admin listening');
     }
+    await this.#pool?.start();
     if (o.xdsAddress) return this.#startReplica(o.xdsAddress);
+    // Watch before reading, so that a change made while starting is not lost: it is applied once
+    // the first configuration is (reload() compares content hashes, so a no-op costs nothing).
+    this.#watcher = new ConfigWatcher(o.configPaths, () => {
+      if (this.#ready) void this.reload();
+      else this.#changedDuringStart = true;
+    });
     const result = this.#load();
     this.#logWarnings(result.problems);
     if (!result.config) throw new ConfigError('invalid configuration', result.problems.filter((p) => p.severity === 'error'));
     await this.#startMesh(result.config.mesh.trustDomain);
     const snapshot = this.#resolve(result.config);
-    const applied = await this.dataPlane.apply(snapshot);
+    const applied = await this.#apply(snapshot);
     if (applied.errors.length > 0) throw new Error(applied.errors.join('; '));
     await this.#certWatcher.set(this.dataPlane.secretFiles());
     this.#config = result.config;
     this.#setSnapshot(snapshot);
-    this.#ready = true;
     this.#log.info({ version: snapshot.version, listeners: snapshot.listeners.length, clusters: snapshot.clusters.size }, 'configuration applied');
     if (o.xdsPort > 0) {
       this.#xds = new XdsServer(this.#views, { log: this.#log.child({ stage: 'xds' }) });
       this.xdsPort = await this.#xds.listen(o.bind, o.xdsPort);
     }
-    this.#watcher = new ConfigWatcher(o.configPaths, () => void this.reload());
     await this.#watcher.ready();
+    // Ready only once the watcher sees every change: a file written right after readiness is applied.
+    this.#ready = true;
+    if (this.#changedDuringStart) void this.reload();
   }
 
   /**
@@ -185,6 +230,7 @@ export class Gateway {
       // TLS origination re-reads SDS material for new connections; SDS clients get theirs re-checked.
       this.#views.secretsChanged();
       this.#xds?.push();
+      this.#pool?.meshChanged();
     };
     this.#views.setMesh({
       trustDomain,
@@ -225,7 +271,7 @@ export class Gateway {
     // Listeners bind to this replica's own --bind, not the control plane's.
     const bind = this.#opts.bind;
     const snapshot: Snapshot = { ...received, listeners: received.listeners.map((l) => ({ ...l, address: { socket_address: { ...l.address.socket_address, address: bind } } })) };
-    const applied = await this.dataPlane.apply(snapshot);
+    const applied = await this.#apply(snapshot);
     for (const e of applied.errors) this.#log.error({ error: e }, 'listener could not be opened');
     this.#snapshot = snapshot;
     this.#ready = true;
@@ -287,7 +333,7 @@ export class Gateway {
       return;
     }
     if (result.config.hash === this.#config?.hash) {
-      if (certsChanged) this.dataPlane.refreshSecrets();
+      if (certsChanged) this.#refreshSecrets();
       else this.#log.debug('configuration unchanged');
       return;
     }
@@ -298,7 +344,7 @@ export class Gateway {
       const s = resolve(result.config.resources, { labels: o2.labels, namespace: o2.namespace, bind: o2.bind, mesh: result.config.mesh });
       if (s.hash === this.#snapshot?.hash) {
         this.#config = result.config;
-        if (certsChanged) this.dataPlane.refreshSecrets();
+        if (certsChanged) this.#refreshSecrets();
         else this.#log.info('configuration changed, resolved config unchanged; nothing to apply');
         return;
       }
@@ -307,9 +353,9 @@ export class Gateway {
       this.#log.error({ err }, 'configuration change could not be resolved; the last good configuration keeps serving');
       return;
     }
-    const applied = await this.dataPlane.apply(snapshot);
+    const applied = await this.#apply(snapshot);
     for (const e of applied.errors) this.#log.error({ error: e }, 'listener could not be opened');
-    if (certsChanged) this.dataPlane.refreshSecrets();
+    if (certsChanged) this.#refreshSecrets();
     await this.#certWatcher.set(this.dataPlane.secretFiles());
     this.#config = result.config;
     this.#setSnapshot(snapshot);
@@ -327,6 +373,7 @@ export class Gateway {
     await this.#xds?.close();
     this.#acme.close();
     this.#identity?.close();
+    if (this.#pool) await this.#pool.close(drainMs);
     await this.dataPlane.close(drainMs);
     await this.#admin?.close();
     this.#log.info('stopped');

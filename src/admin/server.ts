@@ -9,13 +9,21 @@ export interface AdminSources {
   ready(): boolean;
   snapshot(): Snapshot | null;
   registry: Registry;
-  clusters(): Array<{
-    name: string;
-    lb_policy: string;
-    endpoints: Array<{ address: string; weight: number; active: number; labels: Record<string, string>; health_flags?: string; ejections?: number }>;
-  }>;
-  listeners(): Array<{ name: string; address: string; protocol: string; route_config: string; active_requests: number }>;
+  clusters(): ClusterRow[] | Promise<ClusterRow[]>;
+  listeners(): ListenerRow[] | Promise<ListenerRow[]>;
   syncz(): unknown;
+  /** Prometheus text from elsewhere than `registry` (`--workers N`: merged over the workers). */
+  prometheus?: () => Promise<string>;
+  /** `--workers N`: per-worker state and request counts. */
+  workers?: () => Promise<unknown>;
+}
+
+type ListenerRow = { name: string; address: string; protocol: string; route_config: string; active_requests: number };
+
+interface ClusterRow {
+  name: string;
+  lb_policy: string;
+  endpoints: Array<{ address: string; weight: number; active: number; labels: Record<string, string>; health_flags?: string; ejections?: number }>;
 }
 
 const TYPE = 'type.googleapis.com/envoy.admin.v3.';
@@ -107,9 +115,9 @@ export class AdminServer {
         return send(res, 200, JSON.stringify(configDump(s.snapshot()), null, 2), 'application/json');
       case '/stats/prometheus':
       case '/metrics':
-        return send(res, 200, await s.registry.metrics(), s.registry.contentType);
+        return send(res, 200, s.prometheus ? await s.prometheus() : await s.registry.metrics(), s.registry.contentType);
       case '/clusters': {
-        const clusters = s.clusters();
+        const clusters = await s.clusters();
         if (json) return send(res, 200, JSON.stringify({ cluster_statuses: clusters }, null, 2), 'application/json');
         const lines: string[] = [];
         for (const c of clusters) {
@@ -126,10 +134,13 @@ export class AdminServer {
         return send(res, 200, lines.join('\n') + (lines.length ? '\n' : ''));
       }
       case '/listeners': {
-        const ls = s.listeners();
+        const ls = await s.listeners();
         if (json) return send(res, 200, JSON.stringify({ listener_statuses: ls }, null, 2), 'application/json');
         return send(res, 200, ls.map((l) => `${l.name}::${l.address}::${l.protocol}::${l.route_config}::active_requests::${l.active_requests}`).join('\n') + (ls.length ? '\n' : ''));
       }
+      case '/workers':
+        if (!s.workers) return send(res, 404, 'no worker threads (--workers 1)\n');
+        return send(res, 200, JSON.stringify({ workers: await s.workers() }, null, 2), 'application/json');
       case '/debug/syncz':
         return send(res, 200, JSON.stringify(s.syncz(), null, 2), 'application/json');
       case '/':

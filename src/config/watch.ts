@@ -14,6 +14,7 @@ function ignored(path: string, stats?: Stats): boolean {
 
 export class ConfigWatcher {
   readonly #watcher: FSWatcher;
+  readonly #ready: Promise<void>;
   #timer: NodeJS.Timeout | null = null;
 
   constructor(paths: readonly string[], onChange: () => void) {
@@ -22,6 +23,8 @@ export class ConfigWatcher {
       ignored,
       awaitWriteFinish: { stabilityThreshold: 60, pollInterval: 20 },
     });
+    // Listened for at once: the scan may finish before anyone asks.
+    this.#ready = new Promise((resolve) => this.#watcher.once('ready', () => resolve()));
     this.#watcher.on('all', () => {
       if (this.#timer) clearTimeout(this.#timer);
       this.#timer = setTimeout(() => {
@@ -33,7 +36,7 @@ export class ConfigWatcher {
 
   /** Resolves once the initial scan is done, so no change after it is missed. */
   ready(): Promise<void> {
-    return new Promise((resolve) => this.#watcher.once('ready', () => resolve()));
+    return this.#ready;
   }
 
   async close(): Promise<void> {

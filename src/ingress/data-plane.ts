@@ -93,6 +93,11 @@ export interface DataPlaneOptions {
   acme?: AcmeProvider;
   /** The mesh identity (SDS `default` / `ROOTCA`) for ISTIO_MUTUAL origination. */
   mesh?: MeshIdentityProvider;
+  /**
+   * Serve only the uWS listeners (plain HTTP/1.1, SIMPLE TLS): `--workers N` threads other than
+   * the first, since node:net servers cannot share a port across threads on Node 20.
+   */
+  uwsOnly?: boolean;
 }
 
 export class DataPlane {
@@ -107,9 +112,11 @@ export class DataPlane {
   #notServed = new Set<string>();
   readonly #forwardProxy: ForwardProxy;
   readonly #security: SecurityRegistry;
+  readonly #uwsOnly: boolean;
 
   constructor(metrics: IstioMetrics, log: Logger, opts: DataPlaneOptions = {}) {
     this.#log = log;
+    this.#uwsOnly = opts.uwsOnly ?? false;
     this.#security = new SecurityRegistry(log.child({ component: 'security' }));
     this.clusters = new ClusterManager({
       log: log.child({ component: 'dns' }),
@@ -209,6 +216,8 @@ export class DataPlane {
       }
       this.#notServedOnce(port, protocol, `Gateway servers with protocol ${protocol} are not served by this version yet; port ${port} is not opened`);
     }
+
+    if (this.#uwsOnly) for (const [port, w] of wanted) if (w.engine !== 'http' && w.engine !== 'uws-tls') wanted.delete(port);
 
     // Remove first, so that a port moving between protocols or engines can be re-bound.
     const closing: Array<Promise<void>> = [];
@@ -354,6 +363,11 @@ export class DataPlane {
       route_config: l instanceof L4Listener ? (engine === 'tcp' ? 'tcp_proxy' : 'tcp_proxy by SNI') : l.routeName,
       active_requests: l.inflight,
     }));
+  }
+
+  /** Closes the uWS listeners and their connections now (a worker thread that is exiting). */
+  abortUws(): void {
+    for (const e of this.#listeners.values()) if (e.listener instanceof UwsHttpListener) e.listener.abort();
   }
 
   /** Stops accepting on every listener, lets requests finish up to `drainMs`, then closes. */

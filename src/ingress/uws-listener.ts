@@ -349,12 +349,18 @@ export class UwsHttpListener {
     this.#retiredTimer.unref();
   }
 
+  /**
+   * False in `--workers N` threads: they share each port through SO_REUSEPORT (uSockets' default),
+   * and the main thread probes new ports for stale listeners instead (src/workers/pool.ts).
+   */
+  static exclusivePort = true;
+
   #listenApp(app: uWS.TemplatedApp, cb: (token: uWS.us_listen_socket | false) => void): void {
     // Exclusive: a stale process on the port must make this fail, not silently share it (SO_REUSEPORT).
     (app as unknown as { listen(h: string, p: number, o: number, cb: (t: uWS.us_listen_socket | false) => void): void }).listen(
       this.bind,
       this.port,
-      (uWS as unknown as { LIBUS_LISTEN_EXCLUSIVE_PORT: number }).LIBUS_LISTEN_EXCLUSIVE_PORT,
+      UwsHttpListener.exclusivePort ? (uWS as unknown as { LIBUS_LISTEN_EXCLUSIVE_PORT: number }).LIBUS_LISTEN_EXCLUSIVE_PORT : 0,
       cb,
     );
   }
@@ -401,6 +407,20 @@ export class UwsHttpListener {
     await websockets;
     this.#idle = null;
     this.websockets.closeAll();
+    this.#app.close();
+    if (this.#retiredTimer) clearInterval(this.#retiredTimer);
+    this.#retiredTimer = null;
+    for (const r of this.#retired) r.app.close();
+    this.#retired.clear();
+  }
+
+  /**
+   * Closes the listening socket and every app and connection at once, synchronously: a worker
+   * thread about to exit must (Node aborts the whole process if a uWS socket is still open).
+   */
+  abort(): void {
+    if (this.#socket) uWS.us_listen_socket_close(this.#socket);
+    this.#socket = null;
     this.#app.close();
     if (this.#retiredTimer) clearInterval(this.#retiredTimer);
     this.#retiredTimer = null;

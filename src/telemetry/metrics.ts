@@ -213,9 +213,10 @@ export class IstioMetrics {
   readonly #tcpHandles = new WeakMap<object, Map<string, TcpSeries>>();
   readonly #l4Rejected: Counter<'listener_port' | 'reason'>;
 
-  constructor(identity: GatewayIdentity, registry = new Registry()) {
+  /** `defaultMetrics: false` in `--workers N` threads: process metrics come from the main thread. */
+  constructor(identity: GatewayIdentity, registry = new Registry(), opts: { defaultMetrics?: boolean } = {}) {
     this.registry = registry;
-    collectDefaultMetrics({ register: registry });
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: registry });
     const s = this.#series;
     const add = (m: SeriesMetric): void => registry.registerMetric(m as unknown as PromMetric<string>);
     add(new SeriesMetric('istio_requests_total', 'Total requests handled by the gateway, by Istio labels', s, null));

@@ -1,0 +1,48 @@
+// Messages between the main thread (control plane, admin, ACME, mesh CA) and the data-plane
+// worker threads of `--workers N`. Everything is structured-cloned: snapshots keep their Maps
+// (frozenness is lost, which nothing relies on); certificates travel as PEM text and are parsed
+// again in the worker (X509Certificate objects do not clone).
+import type { Snapshot } from '../controlplane/snapshot.js';
+
+export interface WorkerInit {
+  index: number;
+  logLevel: string;
+  labels: Record<string, string>;
+  namespace: string;
+}
+
+/** ACME-issued certificates by secret name: [name, certPem, keyPem]. */
+export type AcmeMaterial = Array<[name: string, certPem: string, keyPem: string]>;
+
+/** The main thread's mesh identity (SDS `default` and `ROOTCA`). */
+export interface MeshMaterial {
+  cert: { certPem: string; keyPem: string } | null;
+  rootPem: string | null;
+}
+
+export type Query = 'metrics' | 'clusters' | 'listeners' | 'stats';
+
+export type ToWorker =
+  | { t: 'apply'; id: number; snapshot: Snapshot; acme: AcmeMaterial; mesh: MeshMaterial; challenges: Array<[string, string]> }
+  | { t: 'acme'; acme: AcmeMaterial }
+  | { t: 'mesh'; mesh: MeshMaterial }
+  | { t: 'challenges'; challenges: Array<[string, string]> }
+  | { t: 'refresh' }
+  | { t: 'query'; id: number; what: Query }
+  | { t: 'drain'; id: number; ms: number };
+
+export type FromWorker =
+  | { t: 'started' }
+  | { t: 'reply'; id: number; value: unknown };
+
+export interface ApplyReply {
+  errors: string[];
+  allBound: boolean;
+}
+
+/** Per-worker figures for the admin `/workers` page. */
+export interface WorkerStats {
+  requests: number;
+  active_requests: number;
+  listeners: number;
+}

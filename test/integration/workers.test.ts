@@ -1,0 +1,90 @@
+// `--workers 2`: the data plane on two worker threads sharing the listener port (SO_REUSEPORT).
+// Both threads take connections, a config reload reaches both, the merged /stats/prometheus counts
+// every request exactly once, and SIGTERM drains (readiness 503, the request in flight finishes,
+// exit 0).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startGateway, type GatewayProcess } from '../helpers/gateway.js';
+import { findSamples, parsePrometheus, sumSamples } from '../helpers/metrics.js';
+import { freePort, http, sleep, waitFor } from '../helpers/net.js';
+import { startEcho, type Echo } from '../helpers/upstream.js';
+import { dest, gateway, service, virtualService, yamlDocs } from '../helpers/yaml.js';
+
+const HOST = 'workers.test';
+
+let gw: GatewayProcess;
+let port: number;
+let v1: Echo;
+let v2: Echo;
+
+const vsTo = (subset: string): string => yamlDocs(virtualService('w', [HOST], [{ route: [dest('app', subset)] }]));
+const get = (path = '/') => http(port, path, { headers: { host: HOST } });
+
+interface WorkerRow {
+  worker: number;
+  state: string;
+  requests: number;
+}
+const workers = async (): Promise<WorkerRow[]> => (await gw.admin('/workers')).json.workers;
+const requestsTotal = async (): Promise<number> => sumSamples(findSamples(parsePrometheus((await gw.admin('/stats/prometheus')).text), 'istio_requests_total'));
+
+beforeAll(async () => {
+  v1 = await startEcho('v1');
+  v2 = await startEcho('v2');
+  port = await freePort();
+  gw = await startGateway({
+    files: { 'gw.yaml': yamlDocs(gateway('gw', port)), 'svc.yaml': yamlDocs(...service('app', { v1: v1.port, v2: v2.port })), 'vs.yaml': vsTo('v1') },
+    args: ['--workers', '2'],
+  });
+});
+
+afterAll(async () => {
+  await gw?.stop();
+  await v1?.close();
+  await v2?.close();
+});
+
+describe('--workers 2', () => {
+  it('both worker threads take connections on the shared port, and the merged metrics count every request exactly once', async () => {
+    const before = await workers();
+    expect(before.map((w) => w.state)).toEqual(['ready', 'ready']);
+    expect(await requestsTotal()).toBe(0);
+    // 40 fresh connections (one request each), a few at a time.
+    for (let i = 0; i < 40; i += 8) {
+      const rs = await Promise.all(Array.from({ length: 8 }, () => get()));
+      for (const r of rs) expect(r.status).toBe(200);
+    }
+    const after = await workers();
+    expect(after).toHaveLength(2);
+    for (const w of after) expect(w.requests).toBeGreaterThan(0);
+    expect(after[0]!.requests + after[1]!.requests).toBe(40);
+    expect(await requestsTotal()).toBe(40);
+    // Process metrics come from the main thread, once.
+    expect(findSamples(parsePrometheus((await gw.admin('/stats/prometheus')).text), 'process_start_time_seconds')).toHaveLength(1);
+    const listeners = (await gw.admin('/listeners?format=json')).json.listener_statuses;
+    expect(listeners.map((l: { address: string }) => l.address)).toEqual([`127.0.0.1:${port}`]);
+  });
+
+  it('a config reload reaches both workers: the new route is seen on 20 fresh connections', async () => {
+    gw.writeFile('vs.yaml', vsTo('v2'));
+    await waitFor(async () => (await get()).json?.name === 'v2', 3000);
+    // Give the other worker the same moment, then every fresh connection must see v2.
+    await waitFor(async () => (await workers()).every((w) => w.state === 'ready'), 3000);
+    const names = await Promise.all(Array.from({ length: 20 }, async () => (await get()).json?.name));
+    expect(names).toEqual(Array(20).fill('v2'));
+  });
+
+  it('SIGTERM: readiness 503, the slow request in flight completes, exit 0', async () => {
+    expect((await gw.admin('/healthz/ready')).status).toBe(200);
+    const started = Date.now();
+    const slow = http(port, '/slow', { headers: { host: HOST, 'x-test-delay': '800' } });
+    await sleep(150);
+    gw.proc.kill('SIGTERM');
+    await sleep(100);
+    expect((await gw.admin('/healthz/ready')).status).toBe(503);
+    const r = await slow;
+    expect(r.status).toBe(200);
+    expect(r.json.url).toBe('/slow');
+    expect(await gw.exited).toBe(0);
+    expect(Date.now() - started).toBeLessThan(4000);
+  });
+});
