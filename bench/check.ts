@@ -45,7 +45,7 @@ function measure(): { ratios: Record<string, number>; commit: string; rounds: nu
   const run = spawnSync(process.execPath, [...process.execArgv, path.join(REPO, 'bench', 'run.ts')], {
     cwd: REPO,
     stdio: ['ignore', 'inherit', 'inherit'],
-    env: { ...process.env, BENCH_SCENARIOS: SCENARIOS.join(','), BENCH_TARGETS: 'direct,gateway', BENCH_ROUNDS: rounds, BENCH_DURATION: duration },
+    env: { ...process.env, BENCH_SCENARIOS: SCENARIOS.join(','), BENCH_TARGETS: 'direct,gateway', BENCH_ROUNDS: rounds, BENCH_DURATION: duration, BENCH_EXTRA: '0' },
   });
   if (run.status !== 0) throw new Error(`bench/run.ts failed (exit ${run.status ?? run.signal})`);
   const result = JSON.parse(fs.readFileSync(RESULT, 'utf8')) as { commit: string; rounds: number; duration: number; rows: ResultRow[] };

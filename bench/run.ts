@@ -27,6 +27,7 @@ import * as grpc from '@grpc/grpc-js';
 // @ts-ignore -- untyped CommonJS module
 import autocannon from 'autocannon';
 import uWS from 'uWebSockets.js';
+import WebSocket from 'ws';
 
 const SELF = fileURLToPath(import.meta.url);
 const REPO = path.resolve(path.dirname(SELF), '..');
@@ -42,6 +43,15 @@ const GRPC_MAX_INFLIGHT = 64; // total calls in flight: min(BENCH_CONNECTIONS, t
 // The upstream child learns where the self-signed certificate is from these (set by the bench).
 const ENV_CERT = 'GATEHOUSE_BENCH_TLS_CERT';
 const ENV_KEY = 'GATEHOUSE_BENCH_TLS_KEY';
+// routes1k: this many extra VirtualServices (hosts vs-<i>.bench.local, 2 header-matched routes
+// each); the request goes to the last one's second route.
+const ROUTES_COUNT = 1000;
+const ROUTES_SWAP_COUNT = 10_000; // the config-swap extra measurement's big config
+const ROUTES_HEADER = 'x-bench-variant';
+const routesHost = (i: number): string => `vs-${i}.bench.local`;
+const WS_MESSAGE = Buffer.alloc(100, 'w'); // ws: each connection sends this and waits for its echo
+const IDLE_CONNECTIONS = 10_000; // extra (a): idle keep-alive connections held open
+const IDLE_BATCH = 500;
 
 // gRPC without protos: messages are raw bytes (identity serialisers).
 const raw = (b: Buffer): Buffer => b;
@@ -90,6 +100,14 @@ function runUpstream(): void {
   const ok = Buffer.from('ok\n');
 
   const addRoutes = (app: uWS.TemplatedApp): uWS.TemplatedApp => {
+    app.ws('/ws', {
+      compression: uWS.DISABLED,
+      maxPayloadLength: 1024 * 1024,
+      idleTimeout: 120,
+      message: (ws, message, isBinary) => {
+        ws.send(message, isBinary);
+      },
+    });
     app.get('/16k', (res) => {
       res.end(BIG_BODY);
     });
@@ -188,12 +206,13 @@ const TARGET_ORDER: TargetName[] = ['direct', 'gateway', 'nginx'];
 interface Scenario {
   id: string;
   title: string;
-  /** http (default): autocannon over HTTP/1.1; https: the same over TLS; grpc: the grpc-js loop. */
-  kind?: 'http' | 'https' | 'grpc';
+  /** http (default): autocannon over HTTP/1.1; https: the same over TLS; grpc: the grpc-js loop; ws: a `ws` echo loop. */
+  kind?: 'http' | 'https' | 'grpc' | 'ws';
   method: 'GET' | 'POST';
   path: string;
   body?: Buffer;
   headers?: Record<string, string>;
+  host?: string; // Host header (default bench.local)
   expectBytes: number; // response body length that the sanity check expects
 }
 const SCENARIOS: Scenario[] = [
@@ -207,7 +226,12 @@ const SCENARIOS: Scenario[] = [
   { id: 'https', title: 'GET 100 B over HTTPS', kind: 'https', method: 'GET', path: '/', expectBytes: SMALL_BODY.length },
   // Unary gRPC (100 B request, 100 B answer) from grpc-js clients; req/s = OK calls/s.
   { id: 'grpc', title: 'gRPC unary, 100 B', kind: 'grpc', method: 'POST', path: GRPC_PATH, expectBytes: SMALL_BODY.length },
+  // Route lookup at scale: 1,000 extra VirtualServices (nginx: 1,000 server blocks), the last one hit.
+  { id: 'routes1k', title: 'GET 100 B, 1,000 VirtualServices, last one hit', method: 'GET', path: '/', host: routesHost(ROUTES_COUNT - 1), headers: { [ROUTES_HEADER]: 'b' }, expectBytes: SMALL_BODY.length },
+  // WebSocket: each connection sends 100 B and waits for the echo, in a loop; req/s = messages/s.
+  { id: 'ws', title: 'WebSocket messages, 100 B echo', kind: 'ws', method: 'GET', path: '/ws', expectBytes: WS_MESSAGE.length },
 ];
+const scHost = (sc: Scenario): string => sc.host ?? HOST;
 
 interface Settings {
   rounds: number;
@@ -418,14 +442,14 @@ interface Reply {
 }
 
 /** One request on a fresh connection; `tls`: HTTPS with SNI bench.local, certificate not verified. */
-function request(port: number, method: string, urlPath: string, body?: Buffer, host = HOST, tls = false): Promise<Reply> {
+function request(port: number, method: string, urlPath: string, body?: Buffer, host = HOST, tls = false, extra: Record<string, string> = {}): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const opts: https.RequestOptions = {
       host: '127.0.0.1',
       port,
       method,
       path: urlPath,
-      headers: { host, ...(body ? { 'content-length': String(body.length) } : {}) },
+      headers: { host, ...extra, ...(body ? { 'content-length': String(body.length) } : {}) },
       agent: false,
       timeout: 5000,
       ...(tls ? { servername: HOST, rejectUnauthorized: false } : {}),
@@ -474,6 +498,7 @@ interface Target {
   tlsPort?: number; // HTTPS (only when the https scenario runs)
   grpcPort: number; // h2c gRPC
   child?: Child; // CPU/RSS are measured for targets that are our children (gateway, nginx)
+  config?: { dir: string; base: string; text: string }; // gateway: its config folder, the file without/with extra routes
 }
 
 interface Upstream {
@@ -671,6 +696,41 @@ spec:
 `;
 }
 
+/**
+ * `n` extra VirtualServices bound to bench-gateway: host vs-<i>.bench.local, two routes each that
+ * match on the x-bench-variant header (a, b), both to the upstream.
+ */
+function routesYaml(n: number): string {
+  const out: string[] = [];
+  for (let i = 0; i < n; i++) {
+    out.push(`---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: vs-${i}
+  namespace: bench
+spec:
+  hosts: ['${routesHost(i)}']
+  gateways: [bench-gateway]
+  http:
+    - name: a
+      match: [{ headers: { ${ROUTES_HEADER}: { exact: a } } }]
+      route: [{ destination: { host: upstream.bench.svc.cluster.local, port: { number: 80 } } }]
+    - name: b
+      match: [{ headers: { ${ROUTES_HEADER}: { exact: b } } }]
+      route: [{ destination: { host: upstream.bench.svc.cluster.local, port: { number: 80 } } }]
+`);
+  }
+  return out.join('');
+}
+
+/** Replaces the gateway's config file in one rename (the watcher ignores dot files). */
+function writeGatewayConfig(configDir: string, text: string): void {
+  const tmpFile = path.join(configDir, '.bench.yaml.tmp');
+  fs.writeFileSync(tmpFile, text);
+  fs.renameSync(tmpFile, path.join(configDir, 'bench.yaml'));
+}
+
 async function waitReady(child: Child, port: number, urlPath: string, host: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let last = 'no answer';
@@ -698,7 +758,9 @@ async function startGateway(s: Settings, tmp: string, up: Upstream, cert: CertPa
   const ports: GatewayPorts = { http: port, grpc: grpcPort, ...(cert ? { https: tlsPort } : {}) };
   const configDir = path.join(tmp, 'gateway-config');
   fs.mkdirSync(configDir);
-  fs.writeFileSync(path.join(configDir, 'bench.yaml'), gatewayConfig(ports, up, cert));
+  const base = gatewayConfig(ports, up, cert);
+  const configText = base + routesYaml(s.scenarios.some((sc) => sc.id === 'routes1k') ? ROUTES_COUNT : 0);
+  fs.writeFileSync(path.join(configDir, 'bench.yaml'), configText);
   const logFile = path.join(tmp, 'gateway.log');
   const log = fs.openSync(logFile, 'a');
   const args = [
@@ -716,11 +778,23 @@ async function startGateway(s: Settings, tmp: string, up: Upstream, cert: CertPa
   fs.closeSync(log);
   const child = track('gateway', proc, logFile);
   await waitReady(child, adminPort, '/healthz/ready', '127.0.0.1', s.readyTimeoutMs);
-  return { name: 'gateway', port, grpcPort, ...(ports.https !== undefined ? { tlsPort: ports.https } : {}), child };
+  return { name: 'gateway', port, grpcPort, ...(ports.https !== undefined ? { tlsPort: ports.https } : {}), child, config: { dir: configDir, base, text: configText } };
 }
 
 /** nginx as a reverse proxy: one process, upstream keepalive. Undefined (with a note) if unusable. */
-async function startNginx(tmp: string, up: Upstream, cert: CertPaths | undefined, notes: string[]): Promise<{ target: Target; version: string } | undefined> {
+interface NginxOptions {
+  routes: number; // extra server blocks for vs-<i>.bench.local (routes1k)
+  workerConnections: number;
+  name: string; // temp sub-folder and child name
+}
+
+async function startNginx(
+  tmp: string,
+  up: Upstream,
+  cert: CertPaths | undefined,
+  notes: string[],
+  o: NginxOptions = { routes: 0, workerConnections: 1024, name: 'nginx' },
+): Promise<{ target: Target; version: string } | undefined> {
   const bin = findOnPath('nginx');
   if (!bin) {
     notes.push('nginx: not on PATH, skipped (the bench installs nothing).');
@@ -731,7 +805,7 @@ async function startNginx(tmp: string, up: Upstream, cert: CertPaths | undefined
   let version = `${v.stderr ?? ''}${v.stdout ?? ''}`.trim() || 'nginx';
   version = version.replace(/^nginx version:\s*/, '');
 
-  const dir = path.join(tmp, 'nginx');
+  const dir = path.join(tmp, o.name);
   fs.mkdirSync(dir);
   for (const sub of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) fs.mkdirSync(path.join(dir, sub));
   const [port, tlsPort, grpcPort] = (await freePorts(3)) as [number, number, number];
@@ -756,13 +830,29 @@ async function startNginx(tmp: string, up: Upstream, cert: CertPaths | undefined
     : '';
   // master_process off: the PID we start is the one process that serves (= "1 worker"), so its
   // /proc/<pid>/stat holds all of nginx's CPU. Every path points into the temp dir.
+  // routes1k: one server block per VirtualService host; like the gateway's two header-matched
+  // routes, a request without x-bench-variant a or b gets a 404.
+  const routeServers: string[] = [];
+  for (let i = 0; i < o.routes; i++) {
+    routeServers.push(`
+  server {
+    listen 127.0.0.1:${port};
+    server_name ${routesHost(i)};
+    location / {
+      if ($http_${ROUTES_HEADER.replace(/-/g, '_')} !~ ^[ab]$) { return 404; }${proxyToUpstream}
+    }
+  }`);
+  }
   const conf = `daemon off;
 master_process off;
 worker_processes 1;
-pid ${dir}/nginx.pid;
+${o.workerConnections > 1024 ? `worker_rlimit_nofile ${o.workerConnections + 100};
+` : ''}pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
-events { worker_connections 1024; }
+events { worker_connections ${o.workerConnections}; }
 http {
+  server_names_hash_max_size 32768;
+  server_names_hash_bucket_size 128;
   access_log off;
   client_body_temp_path ${dir}/client_body;
   proxy_temp_path ${dir}/proxy;
@@ -797,9 +887,17 @@ http {
       proxy_read_timeout 10s;
       add_header x-bench-policy applied;
     }
+    location /ws {
+      proxy_pass http://bench_upstream;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade $http_upgrade;
+      proxy_set_header Connection "upgrade";
+      proxy_set_header Host $host;
+      proxy_read_timeout 300s;
+    }
     location / {${proxyToUpstream}
     }
-  }${tlsServer}
+  }${routeServers.join('')}${tlsServer}
   server {
     listen 127.0.0.1:${grpcPort}${http2Directive ? ';\n    http2 on' : ' http2'};
     location / {
@@ -814,7 +912,7 @@ http {
   const log = fs.openSync(logFile, 'a');
   const proc = spawn(bin, ['-p', `${dir}/`, '-e', `${dir}/error.log`, '-c', confFile], { cwd: dir, stdio: ['ignore', log, log] });
   fs.closeSync(log);
-  const child = track('nginx', proc, logFile);
+  const child = track(o.name, proc, logFile);
   try {
     await waitReady(child, port, '/', HOST, 10_000);
   } catch (err) {
@@ -873,6 +971,7 @@ function portFor(target: Target, sc: Scenario): number {
 
 async function load(s: Settings, target: Target, sc: Scenario, seconds: number): Promise<Sample> {
   if (sc.kind === 'grpc') return loadGrpc(s, target, sc, seconds);
+  if (sc.kind === 'ws') return loadWs(s, target, sc, seconds);
   const tls = sc.kind === 'https';
   const lat = new Latencies();
   const pid = target.child?.pid;
@@ -885,7 +984,7 @@ async function load(s: Settings, target: Target, sc: Scenario, seconds: number):
     connections: s.connections,
     duration: seconds,
     method: sc.method,
-    headers: { host: HOST, ...(sc.body ? { 'content-type': 'application/octet-stream' } : {}), ...(sc.headers ?? {}) },
+    headers: { host: scHost(sc), ...(sc.body ? { 'content-type': 'application/octet-stream' } : {}), ...(sc.headers ?? {}) },
     ...(sc.body ? { body: sc.body } : {}),
     timeout: 10,
   });
@@ -1019,6 +1118,125 @@ async function loadGrpc(s: Settings, target: Target, sc: Scenario, seconds: numb
   }
 }
 
+/** One WebSocket client connection (no compression), open. */
+function wsConnect(port: number, sc: Scenario): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}${sc.path}`, { headers: { host: scHost(sc) }, perMessageDeflate: false, handshakeTimeout: 5000 });
+    ws.binaryType = 'nodebuffer';
+    const onError = (err: Error): void => {
+      ws.terminate();
+      reject(err);
+    };
+    ws.once('error', onError);
+    ws.once('unexpected-response', (_req, res) => onError(new Error(`upgrade refused: HTTP ${res.statusCode}`)));
+    ws.once('open', () => {
+      ws.off('error', onError);
+      resolve(ws);
+    });
+  });
+}
+
+/**
+ * WebSocket echo load: `connections` sockets (opened before the window), each sending a 100 B
+ * binary message and waiting for its echo, in a loop, for the duration. req/s = echoed messages/s,
+ * latency per message, CPU of the target tree per message. errors = wrong echoes, socket errors
+ * and sockets closed during the window.
+ */
+async function loadWs(s: Settings, target: Target, sc: Scenario, seconds: number): Promise<Sample> {
+  const sockets: WebSocket[] = [];
+  try {
+    for (let i = 0; i < s.connections; i += 16) {
+      const batch = await Promise.all(Array.from({ length: Math.min(16, s.connections - i) }, () => wsConnect(target.port, sc)));
+      sockets.push(...batch);
+    }
+    const lat = new Latencies();
+    let msgs = 0;
+    let errors = 0;
+    const details = new Map<string, number>();
+    const problem = (key: string): void => {
+      errors++;
+      details.set(key, (details.get(key) ?? 0) + 1);
+    };
+    const pid = target.child?.pid;
+    const cpuBefore = pid !== undefined ? cpuSnapshot(pid) : undefined;
+    const clientBefore = process.cpuUsage();
+    const t0 = process.hrtime.bigint();
+    const endAt = performance.now() + seconds * 1000;
+    let stopped = false;
+    current = {
+      stop: () => {
+        stopped = true;
+      },
+    };
+    await new Promise<void>((resolve) => {
+      let running = sockets.length;
+      const done = (): void => {
+        if (--running === 0) resolve();
+      };
+      for (const ws of sockets) {
+        let sentAt = 0;
+        let finished = false;
+        const finish = (): void => {
+          if (finished) return;
+          finished = true;
+          done();
+        };
+        const send = (): void => {
+          if (stopped || performance.now() >= endAt) return finish();
+          sentAt = performance.now();
+          ws.send(WS_MESSAGE);
+        };
+        ws.on('message', (data: Buffer) => {
+          if (data.length === sc.expectBytes) {
+            msgs++;
+            lat.add(performance.now() - sentAt);
+          } else problem(`echo of ${data.length} B`);
+          send();
+        });
+        ws.on('error', (err) => problem(`error: ${err.message}`));
+        ws.on('close', (code) => {
+          if (!finished) problem(`closed (${code})`);
+          finish();
+        });
+        send();
+      }
+      // A socket that never gets its echo must not hang the bench: give up 10 s after the window.
+      setTimeout(() => {
+        for (const ws of sockets) ws.terminate();
+      }, (seconds + 10) * 1000).unref();
+    });
+    current = undefined;
+    const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+    const client = process.cpuUsage(clientBefore);
+    const [p50 = NaN, p99 = NaN] = lat.percentiles([50, 99]);
+    const sample: Sample = {
+      reqs: msgs,
+      rps: msgs / wall,
+      p50,
+      p99,
+      non2xx: 0,
+      errors,
+      clientCpuPct: ((client.user + client.system) / 1e6 / wall) * 100,
+      ...(details.size ? { errorDetail: [...details].map(([k, n]) => `${n}× ${k}`).join('; ') } : {}),
+    };
+    if (pid !== undefined && cpuBefore && msgs > 0) {
+      sample.cpuUsPerReq = (cpuDelta(cpuBefore, cpuSnapshot(pid)) * 1e6) / msgs;
+    }
+    if (target.child && !alive(target.child)) {
+      throw new Error(`${target.child.name} died during ${sc.title}\n${tail(target.child.logFile)}`);
+    }
+    return sample;
+  } finally {
+    current = undefined;
+    for (const ws of sockets) {
+      ws.removeAllListeners();
+      ws.on('error', () => {});
+      ws.close();
+      setTimeout(() => ws.terminate(), 2000).unref();
+    }
+  }
+}
+
 async function sanityCheck(target: Target, sc: Scenario, notes: string[]): Promise<void> {
   if (sc.kind === 'grpc') {
     const client = grpcClient(target.grpcPort);
@@ -1042,15 +1260,324 @@ async function sanityCheck(target: Target, sc: Scenario, notes: string[]): Promi
     }
     return;
   }
-  const r = await request(portFor(target, sc), sc.method, sc.path, sc.body, HOST, sc.kind === 'https');
+  if (sc.kind === 'ws') {
+    try {
+      const ws = await wsConnect(target.port, sc);
+      const echo = await new Promise<Buffer>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error('no echo after 5 s')), 5000);
+        ws.once('message', (data: Buffer) => {
+          clearTimeout(t);
+          resolve(data);
+        });
+        ws.send(WS_MESSAGE);
+      });
+      ws.terminate();
+      if (echo.length !== sc.expectBytes) throw new Error(`echo of ${echo.length} B`);
+    } catch (err) {
+      throw new Error(
+        `${target.name}: WebSocket ${sc.path} (Host: ${HOST}) on 127.0.0.1:${target.port} failed, expected a ${sc.expectBytes} B echo: ${(err as Error).message}` +
+          (target.child?.logFile ? `\n${tail(target.child.logFile)}` : ''),
+      );
+    }
+    return;
+  }
+  const r = await request(portFor(target, sc), sc.method, sc.path, sc.body, scHost(sc), sc.kind === 'https', sc.headers);
   if (r.tls) notes.push(`${sc.id}: ${target.name} negotiated ${r.tls} (SNI ${HOST}).`);
   if (r.status !== 200 || r.body.length !== sc.expectBytes) {
     const detail = r.body.subarray(0, 200).toString('utf8').replace(/\s+/g, ' ');
     throw new Error(
-      `${target.name}: ${sc.method} ${sc.path} (Host: ${HOST}) answered ${r.status} with ${r.body.length} B, expected 200 with ${sc.expectBytes} B: ${detail}` +
+      `${target.name}: ${sc.method} ${sc.path} (Host: ${scHost(sc)}) answered ${r.status} with ${r.body.length} B, expected 200 with ${sc.expectBytes} B: ${detail}` +
         (target.child?.logFile ? `\n${tail(target.child.logFile)}` : ''),
     );
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Extra measurements (run once after the scenarios unless BENCH_EXTRA=0)
+
+/** Resident set (VmRSS) of the tree, in MiB. */
+function rssMiB(root: number): number {
+  let kb = 0;
+  for (const pid of processTree(root)) {
+    try {
+      const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+      if (m?.[1]) kb += Number(m[1]);
+    } catch {
+      /* exited */
+    }
+  }
+  return kb / 1024;
+}
+
+/** Soft and hard "Max open files" of a process. */
+function nofile(pid: number | 'self'): { soft: number; hard: number } {
+  const m = /^Max open files\s+(\S+)\s+(\S+)/m.exec(fs.readFileSync(`/proc/${pid}/limits`, 'utf8'));
+  const n = (x: string | undefined): number => (x === undefined || x === 'unlimited' ? Infinity : Number(x));
+  return { soft: n(m?.[1]), hard: n(m?.[2]) };
+}
+
+/** Raises a process's soft open-files limit to `want` (at most its hard limit) with prlimit(1). */
+function raiseNofile(pid: number, want: number): string {
+  const { soft, hard } = nofile(pid);
+  if (soft >= want) return `${soft}`;
+  const to = Math.min(want, hard);
+  try {
+    execFileSync('prlimit', ['--pid', String(pid), `--nofile=${to}:${Number.isFinite(hard) ? hard : to}`], { stdio: 'ignore' });
+  } catch {
+    /* not allowed: keep the soft limit */
+  }
+  const after = nofile(pid).soft;
+  return after === soft ? `${soft} (could not raise it)` : `${soft} → ${after}`;
+}
+
+/**
+ * Opens `count` keep-alive connections (batches of IDLE_BATCH), each sending one GET / and
+ * reading its whole answer, then keeping the socket. Returns the sockets whose request got a 200.
+ */
+async function openIdle(port: number, count: number): Promise<{ sockets: net.Socket[]; failed: number; ms: number }> {
+  const sockets: net.Socket[] = [];
+  let failed = 0;
+  const t0 = performance.now();
+  const one = (): Promise<net.Socket | undefined> =>
+    new Promise((resolve) => {
+      const sock = net.connect({ host: '127.0.0.1', port });
+      let buf = Buffer.alloc(0);
+      const fail = (): void => {
+        sock.destroy();
+        resolve(undefined);
+      };
+      sock.setTimeout(10_000, fail);
+      sock.once('error', fail);
+      sock.once('connect', () => sock.write(`GET / HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`));
+      const onData = (chunk: Buffer): void => {
+        buf = Buffer.concat([buf, chunk]);
+        const end = buf.indexOf('\r\n\r\n');
+        if (end < 0) return;
+        const head = buf.subarray(0, end).toString('latin1');
+        const len = Number(/\r\ncontent-length:\s*(\d+)/i.exec(head)?.[1] ?? '0');
+        if (buf.length < end + 4 + len) return;
+        sock.off('data', onData);
+        sock.setTimeout(0);
+        sock.removeAllListeners('error');
+        sock.on('error', () => {}); // a reset while idle is counted by the caller (destroyed)
+        if (!head.startsWith('HTTP/1.1 200')) return fail();
+        resolve(sock);
+      };
+      sock.on('data', onData);
+    });
+  for (let i = 0; i < count; i += IDLE_BATCH) {
+    const batch = await Promise.all(Array.from({ length: Math.min(IDLE_BATCH, count - i) }, one));
+    for (const x of batch) {
+      if (x) sockets.push(x);
+      else failed++;
+    }
+  }
+  return { sockets, failed, ms: performance.now() - t0 };
+}
+
+async function closeIdle(sockets: net.Socket[]): Promise<void> {
+  for (const x of sockets) x.destroy();
+  await sleep(500);
+}
+
+async function idleConnections(s: Settings, t: Target, lines: string[]): Promise<void> {
+  const pid = t.child?.pid;
+  if (pid === undefined) return;
+  // Each idle connection holds one fd here and one in the target (the gateway: plus none upstream).
+  const own = raiseNofile(process.pid, IDLE_CONNECTIONS + 1000);
+  const theirs = raiseNofile(pid, IDLE_CONNECTIONS + 1000);
+  const cap = Math.min(nofile('self').soft, nofile(pid).soft) - 1000;
+  const count = Math.max(0, Math.min(IDLE_CONNECTIONS, cap));
+  if (count < IDLE_CONNECTIONS) lines.push(`- ${t.name}: open-files limit (bench ${own}, ${t.name} ${theirs}) caps the idle connections at ${count}.`);
+  await sleep(1000);
+  const before = rssMiB(pid);
+  const { sockets, failed, ms } = await openIdle(t.port, count);
+  await sleep(1000);
+  const open = sockets.filter((x) => !x.destroyed && x.readyState === 'open').length;
+  const during = rssMiB(pid);
+  await closeIdle(sockets);
+  await sleep(1000);
+  const after = rssMiB(pid);
+  const per = open > 0 ? ((during - before) * 1024 * 1024) / open : NaN;
+  lines.push(
+    `| ${t.name} | ${fmt(count)} | ${fmt(ms / 1000, 1)} | ${failed} | ${fmt(open)} | ${fmt(before, 1)} | ${fmt(during, 1)} | ${fmt(after, 1)} | ${fmt(per / 1024, 1)} |`,
+  );
+  if (t.child && !alive(t.child)) throw new Error(`${t.child.name} died holding idle connections\n${tail(t.child.logFile)}`);
+}
+
+interface LogEvent {
+  msg: string;
+  ms?: number;
+  at: number; // performance.now() when the bench saw it
+}
+
+/** Waits for the gateway to log "configuration applied" (with ms) after byte `offset` of its log. */
+async function waitApplied(logFile: string, offset: number, timeoutMs: number): Promise<{ event: LogEvent; offset: number }> {
+  const deadline = performance.now() + timeoutMs;
+  let pos = offset;
+  let rest = '';
+  while (performance.now() < deadline) {
+    const fd = fs.openSync(logFile, 'r');
+    try {
+      const size = fs.fstatSync(fd).size;
+      if (size > pos) {
+        const b = Buffer.alloc(size - pos);
+        fs.readSync(fd, b, 0, b.length, pos);
+        pos = size;
+        const text = rest + b.toString('utf8');
+        const parts = text.split('\n');
+        rest = parts.pop() ?? '';
+        for (const line of parts) {
+          let o: { msg?: string; ms?: number };
+          try {
+            o = JSON.parse(line) as { msg?: string; ms?: number };
+          } catch {
+            continue;
+          }
+          if (o.msg === 'configuration applied' && typeof o.ms === 'number') return { event: { msg: o.msg, ms: o.ms, at: performance.now() }, offset: pos };
+          if (o.msg && /rejected|could not be resolved/.test(o.msg)) throw new Error(`gateway: ${o.msg}: ${line.slice(0, 300)}`);
+        }
+      }
+    } finally {
+      fs.closeSync(fd);
+    }
+    await sleep(20);
+  }
+  throw new Error(`gateway: no "configuration applied" within ${timeoutMs / 1000} s`);
+}
+
+/**
+ * Config swap under load: autocannon GETs / (Host bench.local) at the gateway; after 2 s the
+ * config file becomes the 10,000-VirtualService one, once applied (+1.5 s) it goes back, and the
+ * load stops 2 s after that (at least 8 s in all). Per-response completion times split the
+ * latencies into "swap windows" (from the write until 1 s after the gateway logged "configuration
+ * applied") and the rest.
+ */
+async function configSwap(s: Settings, t: Target, lines: string[]): Promise<void> {
+  const cfg = t.config;
+  const logFile = t.child?.logFile;
+  if (!cfg || !logFile || !t.child) return;
+  const big = cfg.base + routesYaml(ROUTES_SWAP_COUNT);
+  const times: number[] = [];
+  const lats: number[] = [];
+  let bad = 0;
+  const start = performance.now();
+  const inst = runAutocannon({
+    url: `http://127.0.0.1:${t.port}/`,
+    connections: s.connections,
+    duration: 180,
+    method: 'GET',
+    headers: { host: HOST },
+    timeout: 10,
+  });
+  current = inst;
+  inst.on('response', (_c, status, _b, ms) => {
+    if (status >= 200 && status < 300) {
+      times.push(performance.now());
+      lats.push(ms);
+    } else bad++;
+  });
+  const windows: { from: number; to: number; ms: number; what: string }[] = [];
+  let error: Error | undefined;
+  try {
+    let offset = fs.statSync(logFile).size;
+    await sleep(2000);
+    for (const [what, text] of [[`→ ${fmt(ROUTES_SWAP_COUNT)} VirtualServices`, big], ['→ back', cfg.text]] as const) {
+      const from = performance.now();
+      writeGatewayConfig(cfg.dir, text);
+      const r = await waitApplied(logFile, offset, 120_000);
+      offset = r.offset;
+      windows.push({ from, to: r.event.at + 1000, ms: r.event.ms ?? NaN, what });
+      await sleep(1500);
+    }
+    await sleep(Math.max(2000, start + 8000 - performance.now()));
+  } catch (err) {
+    error = err as Error;
+    writeGatewayConfig(cfg.dir, cfg.text);
+  } finally {
+    inst.stop();
+  }
+  const r = await inst;
+  current = undefined;
+  const end = performance.now();
+  const inWin = (x: number): boolean => windows.some((w) => x >= w.from && x <= w.to);
+  const inside = new Latencies();
+  const outside = new Latencies();
+  let nIn = 0;
+  let nOut = 0;
+  let maxIn = 0;
+  for (let i = 0; i < times.length; i++) {
+    const x = times[i] as number;
+    const l = lats[i] as number;
+    if (inWin(x)) {
+      inside.add(l);
+      nIn++;
+      maxIn = Math.max(maxIn, l);
+    } else {
+      outside.add(l);
+      nOut++;
+    }
+  }
+  const winSec = windows.reduce((a, w) => a + (Math.min(w.to, end) - w.from) / 1000, 0);
+  const outSec = (end - start) / 1000 - winSec;
+  // p99 per 1-s bin inside the windows: the worst second.
+  let worstBin = 0;
+  for (const w of windows) {
+    for (let b = w.from; b < w.to; b += 1000) {
+      const bin = new Latencies();
+      for (let i = 0; i < times.length; i++) if ((times[i] as number) >= b && (times[i] as number) < b + 1000) bin.add(lats[i] as number);
+      const [p = NaN] = bin.percentiles([99]);
+      if (p > worstBin) worstBin = p;
+    }
+  }
+  // The longest time without any response completing (a stalled event loop shows up here).
+  let gap = 0;
+  for (let i = 1; i < times.length; i++) gap = Math.max(gap, (times[i] as number) - (times[i - 1] as number));
+  const [pIn = NaN] = inside.percentiles([99]);
+  const [pOut = NaN] = outside.percentiles([99]);
+  for (const w of windows) {
+    lines.push(`| ${w.what} | ${fmt(w.ms)} | ${fmt((w.to - 1000 - w.from) / 1000, 2)} |`);
+  }
+  lines.push(
+    '',
+    `Under ${s.connections} connections of GET 100 B for ${fmt((end - start) / 1000, 1)} s: outside the swap windows ${fmt(nOut / outSec)} req/s, p99 ${fmt(pOut, 2)} ms; ` +
+      `inside them (${fmt(winSec, 1)} s: from each write until 1 s after "configuration applied") ${fmt(winSec > 0 ? nIn / winSec : NaN)} req/s, p99 ${fmt(pIn, 2)} ms ` +
+      `(${ratio(pIn, pOut)} the outside p99; worst 1-s bin p99 ${fmt(worstBin, 2)} ms, max ${fmt(maxIn, 2)} ms); longest time without any response ${fmt(gap)} ms; non-2xx ${bad}, errors ${r.errors} of which timeouts (no answer in 10 s, not in the latencies) ${r.timeouts}.`,
+  );
+  if (error) lines.push(`- swap failed: ${error.message.split('\n')[0]}`);
+  if (!alive(t.child)) throw new Error(`gateway died during the config swap\n${tail(logFile)}`);
+}
+
+async function extras(s: Settings, targets: Target[], up: Upstream, cert: CertPaths | undefined, tmp: string, notes: string[]): Promise<string> {
+  const lines: string[] = ['## Extra measurements', '', '### Idle keep-alive connections', ''];
+  lines.push(
+    '| target | connections | open s | failed | still open at measurement | RSS MiB before | RSS MiB with them | RSS MiB after close | KiB per connection |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+  );
+  const gw = targets.find((t) => t.name === 'gateway');
+  if (gw) await idleConnections(s, gw, lines);
+  if (targets.some((t) => t.name === 'nginx')) {
+    // A separate nginx (same config, worker_connections sized for the idle connections) so the
+    // scenario nginx keeps its usual 1,024: its "before" includes the bigger connection table.
+    const n = await startNginx(tmp, up, cert, notes, { routes: 0, workerConnections: IDLE_CONNECTIONS + 1024, name: 'nginx-idle' });
+    if (n?.target.child) {
+      try {
+        await idleConnections(s, n.target, lines);
+      } finally {
+        await stopChild(n.target.child);
+      }
+    }
+  }
+  lines.push(
+    '',
+    `Each connection sent one \`GET /\` (Host ${HOST}) and kept its socket; opened in batches of ${IDLE_BATCH}, measured 1 s after the last. RSS = VmRSS of the process tree. ` +
+      `nginx here is a second instance with worker_connections ${fmt(IDLE_CONNECTIONS + 1024)} (its "before" includes that connection table).`,
+  );
+  if (gw) {
+    lines.push('', '### Config swap under load', '', '| swap | gateway "configuration applied" ms | write → applied seen, s |', '|---|---:|---:|');
+    await configSwap(s, gw, lines);
+  }
+  return lines.join('\n') + '\n';
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1166,7 +1693,7 @@ async function main(): Promise<void> {
       if (name === 'direct') targets.push({ name, port: up.port, grpcPort: up.grpcPort, ...(up.tlsPort !== undefined ? { tlsPort: up.tlsPort } : {}) });
       else if (name === 'gateway') targets.push(await startGateway(s, tmp, up, cert));
       else {
-        const n = await startNginx(tmp, up, cert, notes);
+        const n = await startNginx(tmp, up, cert, notes, { routes: s.scenarios.some((sc) => sc.id === 'routes1k') ? ROUTES_COUNT : 0, workerConnections: 1024, name: 'nginx' });
         if (n) {
           targets.push(n.target);
           nginxVersion = n.version;
@@ -1224,7 +1751,8 @@ async function main(): Promise<void> {
       }
     }
 
-    const md = report(s, rows, header, notes);
+    const extra = process.env['BENCH_EXTRA'] !== '0' ? await extras(s, targets, up, cert, tmp, notes) : '';
+    const md = report(s, rows, header, notes) + (extra ? '\n' + extra : '');
     process.stdout.write('\n' + md.split('\n').slice(header.length + 1).join('\n'));
     const resultsDir = path.join(REPO, 'bench', 'results');
     fs.mkdirSync(resultsDir, { recursive: true });
