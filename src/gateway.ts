@@ -4,7 +4,7 @@
 // imports this file.
 import { AdminServer } from './admin/server.js';
 import { loadConfig } from './config/pipeline.js';
-import { formatProblem, type ConfigSet, type Problem } from './config/types.js';
+import { formatProblem, type ConfigSet, type MeshConfig, type Problem, type Resource } from './config/types.js';
 import { ConfigWatcher } from './config/watch.js';
 import { resolve } from './controlplane/resolve.js';
 import type { Snapshot } from './controlplane/snapshot.js';
@@ -21,6 +21,7 @@ import { CertFileWatcher } from './tls/file-watch.js';
 import { CA_CERT_ENV, GatewayIdentity, MeshCa, WorkloadCertificates, workloadTtlMs } from './tls/mesh-ca.js';
 import { parseCaBundle, type CaBundle } from './tls/pem.js';
 import { spiffeId } from './tls/spiffe.js';
+import { ConfigThread } from './workers/config-thread.js';
 import { WorkerPool } from './workers/pool.js';
 
 export interface RunOptions {
@@ -38,6 +39,13 @@ export interface RunOptions {
   workers?: number | undefined;
   /** The log level, passed on to worker threads. */
   logLevel?: string | undefined;
+}
+
+/** The configuration serving: its hash, mesh config and (read again on demand) its resources. */
+interface ServingConfig {
+  hash: string;
+  mesh: MeshConfig;
+  resources: () => readonly Resource[];
 }
 
 export class ConfigError extends Error {
@@ -73,7 +81,10 @@ export class Gateway {
     void this.reload();
   });
   #certsChanged = false;
-  #config: ConfigSet | null = null;
+  /** The configuration serving: its hash, mesh config and (read again on demand) its resources. */
+  #config: ServingConfig | null = null;
+  /** Reloads are read, validated and resolved on this thread, not the serving one. */
+  #configThread: ConfigThread | null = null;
   #snapshot: Snapshot | null = null;
   #seq = 0;
   #ready = false;
@@ -118,7 +129,7 @@ export class Gateway {
       (labels) => {
         if (this.#snapshot && sameLabels(labels, opts.labels)) return this.#snapshot;
         const c = this.#config!;
-        return resolve(c.resources, { labels, namespace: opts.namespace, bind: opts.bind, mesh: c.mesh });
+        return resolve(c.resources(), { labels, namespace: opts.namespace, bind: opts.bind, mesh: c.mesh });
       },
     );
     this.dataPlane.onSecretsChanged = () => {
@@ -191,7 +202,8 @@ export class Gateway {
     const applied = await this.#apply(snapshot);
     if (applied.errors.length > 0) throw new Error(applied.errors.join('; '));
     await this.#certWatcher.set(this.dataPlane.secretFiles());
-    this.#config = result.config;
+    const initial = result.config;
+    this.#config = { hash: initial.hash, mesh: initial.mesh, resources: () => initial.resources };
     this.#setSnapshot(snapshot);
     this.#log.info({ version: snapshot.version, listeners: snapshot.listeners.length, clusters: snapshot.clusters.size }, 'configuration applied');
     if (o.xdsPort > 0) {
@@ -290,7 +302,11 @@ export class Gateway {
 
   #resolve(config: ConfigSet): Snapshot {
     const o = this.#opts;
-    const s = resolve(config.resources, { labels: o.labels, namespace: o.namespace, bind: o.bind, mesh: config.mesh });
+    return this.#version(resolve(config.resources, { labels: o.labels, namespace: o.namespace, bind: o.bind, mesh: config.mesh }));
+  }
+
+  /** A resolved snapshot with this process's version number; its warnings are logged. */
+  #version(s: Snapshot): Snapshot {
     this.#seq++;
     this.#logWarnings(s.warnings);
     return Object.freeze({ ...s, version: `${this.#seq}-${s.hash.slice(0, 8)}` });
@@ -325,41 +341,60 @@ export class Gateway {
     const started = performance.now();
     const certsChanged = this.#certsChanged;
     this.#certsChanged = false;
-    const result = this.#load();
-    if (!result.config) {
-      const errors = result.problems.filter((p) => p.severity === 'error');
+    const o = this.#opts;
+    this.#configThread ??= new ConfigThread(this.#log.child({ stage: 'config' }));
+    let r;
+    try {
+      r = await this.#configThread.run({
+        paths: o.configPaths,
+        meshConfigFile: o.meshConfigFile,
+        namespace: o.namespace,
+        labels: o.labels,
+        bind: o.bind,
+        configHash: this.#config?.hash ?? null,
+        snapshotHash: this.#snapshot?.hash ?? null,
+      });
+    } catch (err) {
+      this.#log.error({ err }, 'configuration change could not be processed; the last good configuration keeps serving');
+      return;
+    }
+    if (this.#draining) return;
+    if (r.kind === 'invalid') {
+      const errors = r.problems.filter((p) => p.severity === 'error');
       for (const p of errors) this.#log.error({ problem: formatProblem(p) }, 'config problem');
       this.#log.error({ problems: errors.length, serving: this.#snapshot?.version }, 'configuration change rejected; the last good configuration keeps serving');
       return;
     }
-    if (result.config.hash === this.#config?.hash) {
+    if (r.kind === 'unchanged') {
       if (certsChanged) this.#refreshSecrets();
       else this.#log.debug('configuration unchanged');
       return;
     }
-    this.#logWarnings(result.problems);
-    let snapshot: Snapshot;
-    try {
-      const o2 = this.#opts;
-      const s = resolve(result.config.resources, { labels: o2.labels, namespace: o2.namespace, bind: o2.bind, mesh: result.config.mesh });
-      if (s.hash === this.#snapshot?.hash) {
-        this.#config = result.config;
-        if (certsChanged) this.#refreshSecrets();
-        else this.#log.info('configuration changed, resolved config unchanged; nothing to apply');
-        return;
-      }
-      snapshot = this.#resolve(result.config);
-    } catch (err) {
-      this.#log.error({ err }, 'configuration change could not be resolved; the last good configuration keeps serving');
+    this.#logWarnings(r.problems);
+    if (r.kind === 'same-snapshot') {
+      this.#config = this.#configOf(r.configHash, r.mesh);
+      if (certsChanged) this.#refreshSecrets();
+      else this.#log.info('configuration changed, resolved config unchanged; nothing to apply');
       return;
     }
+    const snapshot = this.#version(r.snapshot);
     const applied = await this.#apply(snapshot);
     for (const e of applied.errors) this.#log.error({ error: e }, 'listener could not be opened');
     if (certsChanged) this.#refreshSecrets();
     await this.#certWatcher.set(this.dataPlane.secretFiles());
-    this.#config = result.config;
+    this.#config = this.#configOf(r.configHash, r.mesh);
     this.#setSnapshot(snapshot);
     this.#log.info({ version: snapshot.version, ms: Math.round(performance.now() - started) }, 'configuration applied');
+  }
+
+  /** A reloaded configuration; its resources are read again only if a replica with other labels asks. */
+  #configOf(hash: string, mesh: MeshConfig): ServingConfig {
+    let cached: readonly Resource[] | null = null;
+    return {
+      hash,
+      mesh,
+      resources: () => (cached ??= this.#load().config?.resources ?? []),
+    };
   }
 
   /** Graceful stop: readiness fails, listeners stop accepting, requests finish (bounded), then close. */
@@ -369,6 +404,7 @@ export class Gateway {
     this.#log.info({ drainMs }, 'draining');
     await this.#watcher?.close();
     await this.#certWatcher.close();
+    await this.#configThread?.close();
     this.#replica?.close();
     await this.#xds?.close();
     this.#acme.close();
