@@ -3,7 +3,7 @@
 // (`--xds-address`), snapshots from another Gatehouse's control plane → data plane. Only the CLI
 // imports this file.
 import { AdminServer } from './admin/server.js';
-import { loadConfig } from './config/pipeline.js';
+import type { PipelineResult } from './config/pipeline.js';
 import { formatProblem, type ConfigSet, type MeshConfig, type Problem, type Resource } from './config/types.js';
 import { ConfigWatcher } from './config/watch.js';
 import { resolve } from './controlplane/resolve.js';
@@ -15,12 +15,12 @@ import { DataPlane, type ApplyResult } from './ingress/data-plane.js';
 import type { Logger } from './telemetry/log.js';
 import { IstioMetrics } from './telemetry/metrics.js';
 import { AcmeManager } from './tls/acme.js';
-import { checkCertificates } from './tls/check.js';
 import { loadSecret } from './tls/material.js';
 import { CertFileWatcher } from './tls/file-watch.js';
 import { CA_CERT_ENV, GatewayIdentity, MeshCa, WorkloadCertificates, workloadTtlMs } from './tls/mesh-ca.js';
 import { parseCaBundle, type CaBundle } from './tls/pem.js';
 import { spiffeId } from './tls/spiffe.js';
+import { loadCheckedConfig } from './workers/config-job.js';
 import { ConfigThread } from './workers/config-thread.js';
 import { WorkerPool } from './workers/pool.js';
 
@@ -291,13 +291,9 @@ export class Gateway {
   }
 
   /** The config pipeline plus the certificate checks (files and Secrets must load and match). */
-  #load(): ReturnType<typeof loadConfig> {
+  #load(): PipelineResult {
     const o = this.#opts;
-    const result = loadConfig({ paths: o.configPaths, meshConfigFile: o.meshConfigFile, gatewayNamespace: o.namespace, labels: o.labels });
-    if (!result.config) return result;
-    const certProblems = checkCertificates(result.config.resources, { namespace: o.namespace, labels: o.labels });
-    if (certProblems.length === 0) return result;
-    return { problems: [...result.problems, ...certProblems] };
+    return loadCheckedConfig({ paths: o.configPaths, meshConfigFile: o.meshConfigFile, namespace: o.namespace, labels: o.labels });
   }
 
   #resolve(config: ConfigSet): Snapshot {

@@ -3,7 +3,7 @@
 // does not stall the thread serving requests, or inline when no worker is available. Everything
 // it returns is structured-cloneable (the parsed resources, which carry line-lookup closures,
 // stay behind).
-import { loadConfig } from '../config/pipeline.js';
+import { loadConfig, type PipelineResult } from '../config/pipeline.js';
 import type { MeshConfig, Problem } from '../config/types.js';
 import { resolve } from '../controlplane/resolve.js';
 import type { Snapshot } from '../controlplane/snapshot.js';
@@ -29,11 +29,18 @@ export type ConfigJobResult =
   | { kind: 'same-snapshot'; problems: Problem[]; configHash: string; mesh: MeshConfig }
   | { kind: 'snapshot'; problems: Problem[]; configHash: string; mesh: MeshConfig; snapshot: Snapshot };
 
+/** The config pipeline plus the certificate checks (files and Secrets must load and match). */
+export function loadCheckedConfig(o: { paths: string[]; meshConfigFile?: string | undefined; namespace: string; labels: Record<string, string> }): PipelineResult {
+  const result = loadConfig({ paths: o.paths, meshConfigFile: o.meshConfigFile, gatewayNamespace: o.namespace, labels: o.labels });
+  if (!result.config) return result;
+  const certProblems = checkCertificates(result.config.resources, { namespace: o.namespace, labels: o.labels });
+  if (certProblems.length === 0) return result;
+  return { problems: [...result.problems, ...certProblems] };
+}
+
 export function runConfigJob(job: ConfigJob): ConfigJobResult {
-  const result = loadConfig({ paths: job.paths, meshConfigFile: job.meshConfigFile, gatewayNamespace: job.namespace, labels: job.labels });
+  const result = loadCheckedConfig(job);
   if (!result.config) return { kind: 'invalid', problems: result.problems };
-  const certProblems = checkCertificates(result.config.resources, { namespace: job.namespace, labels: job.labels });
-  if (certProblems.length > 0) return { kind: 'invalid', problems: [...result.problems, ...certProblems] };
   const c = result.config;
   if (c.hash === job.configHash) return { kind: 'unchanged', problems: result.problems };
   const snapshot = resolve(c.resources, { labels: job.labels, namespace: job.namespace, bind: job.bind, mesh: c.mesh });

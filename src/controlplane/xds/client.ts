@@ -12,7 +12,7 @@ import { DEFAULT_MESH_CONFIG } from '../../config/types.js';
 import type { Cluster, ClusterLoadAssignment, Listener, RouteConfiguration, Secret, Snapshot } from '../snapshot.js';
 import type { Logger } from '../../telemetry/log.js';
 import { decodeSnapshotResource } from './codec.js';
-import { adsServiceClient, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE } from './protos.js';
+import { adsServiceClient, shortTypeName, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE } from './protos.js';
 
 export interface ReplicaOptions {
   /** `host:port` of the control plane's xDS port. */
@@ -159,8 +159,8 @@ export class XdsReplicaClient {
       }
     } catch (err) {
       st.nonce = r.nonce;
-      const message = `${shortType(r.type_url)} version ${r.version_info}: ${(err as Error).message}`;
-      this.#o.log.error({ type: shortType(r.type_url), version: r.version_info, err: (err as Error).message }, 'xDS response rejected (NACK); the last good configuration keeps serving');
+      const message = `${shortTypeName(r.type_url)} version ${r.version_info}: ${(err as Error).message}`;
+      this.#o.log.error({ type: shortTypeName(r.type_url), version: r.version_info, err: (err as Error).message }, 'xDS response rejected (NACK); the last good configuration keeps serving');
       this.#send(r.type_url, st, message);
       return;
     }
@@ -205,7 +205,7 @@ export class XdsReplicaClient {
       this.#warming ??= setTimeout(() => {
         this.#warming = null;
         const still = st.names?.filter((n) => !st.resources.has(n)) ?? [];
-        if (still.length > 0) this.#o.log.warn({ type: shortType(t), missing: still.slice(0, 10) }, 'xDS resources named but not served by the control plane; applying without them');
+        if (still.length > 0) this.#o.log.warn({ type: shortTypeName(t), missing: still.slice(0, 10) }, 'xDS resources named but not served by the control plane; applying without them');
         this.#maybeEmit(true);
       }, WARMING_TIMEOUT_MS);
       return;
@@ -273,6 +273,3 @@ function secretNames(listeners: Listener[]): string[] {
   return out;
 }
 
-function shortType(typeUrl: string): string {
-  return ({ [LISTENER_TYPE]: 'LDS', [ROUTE_TYPE]: 'RDS', [CLUSTER_TYPE]: 'CDS', [ENDPOINT_TYPE]: 'EDS', [SECRET_TYPE]: 'SDS' } as Record<string, string>)[typeUrl] ?? typeUrl;
-}

@@ -29,6 +29,25 @@ export const HTTP_FAULT_TYPE = 'type.googleapis.com/envoy.extensions.filters.htt
 export const CORS_POLICY_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy';
 export const CORS_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors';
 
+/** Envoy's short names of the resource types (LDS, RDS, ...), for logs and proxy status. */
+const SHORT_TYPE_NAMES: ReadonlyMap<string, string> = new Map([
+  [LISTENER_TYPE, 'LDS'],
+  [ROUTE_TYPE, 'RDS'],
+  [CLUSTER_TYPE, 'CDS'],
+  [ENDPOINT_TYPE, 'EDS'],
+  [SECRET_TYPE, 'SDS'],
+]);
+
+/** `LDS` for the Listener type URL, ...; other type URLs as they are. */
+export function shortTypeName(typeUrl: string): string {
+  return SHORT_TYPE_NAMES.get(typeUrl) ?? typeUrl;
+}
+
+/** Whether a type URL is one of the five resource types ADS serves. */
+export function isResourceType(typeUrl: string): boolean {
+  return SHORT_TYPE_NAMES.has(typeUrl);
+}
+
 /** The resource types an ADS stream carries, in the order Envoy asks for them. */
 export const RESOURCE_TYPES = [CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE] as const;
 

@@ -5,7 +5,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../../telemetry/log.js';
-import { adsServiceClient } from './protos.js';
+import { adsServiceClient, isResourceType, shortTypeName } from './protos.js';
 import type { ClientInfo, ClientKind, ViewSource, XdsView } from './view.js';
 
 export type { ClientInfo, ClientKind, ViewSource, XdsView } from './view.js';
@@ -99,17 +99,6 @@ export interface DeltaDiscoveryResponse {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
-
-const TYPE_PREFIX = 'type.googleapis.com/';
-/** Short names for syncz; also the set of type URLs served even when a view has none of them. */
-const SHORT_TYPE: ReadonlyMap<string, string> = new Map([
-  [`${TYPE_PREFIX}envoy.config.listener.v3.Listener`, 'LDS'],
-  [`${TYPE_PREFIX}envoy.config.route.v3.RouteConfiguration`, 'RDS'],
-  [`${TYPE_PREFIX}envoy.config.cluster.v3.Cluster`, 'CDS'],
-  [`${TYPE_PREFIX}envoy.config.endpoint.v3.ClusterLoadAssignment`, 'EDS'],
-  [`${TYPE_PREFIX}envoy.extensions.transport_sockets.tls.v3.Secret`, 'SDS'],
-]);
-const shortType = (typeUrl: string): string => SHORT_TYPE.get(typeUrl) ?? typeUrl;
 
 const hashCache = new WeakMap<Uint8Array, string>();
 /** Short content hash of a resource's bytes (the delta per-resource version), cached per buffer. */
@@ -266,7 +255,7 @@ abstract class Conn {
 
   /** Known types are the five xDS types plus whatever the client's view carries. */
   protected knownType(typeUrl: string): boolean {
-    if (SHORT_TYPE.has(typeUrl) || this.view.resources.has(typeUrl)) return true;
+    if (isResourceType(typeUrl) || this.view.resources.has(typeUrl)) return true;
     if (!this.#unknownLogged.has(typeUrl)) {
       this.#unknownLogged.add(typeUrl);
       this.ctx.log.warn({ node: this.info.id, typeUrl, stream: this.kind }, 'xds: ignoring request for unknown type URL');
@@ -278,14 +267,14 @@ abstract class Conn {
   protected ackOrNack(typeUrl: string, t: Track, nonce: string, versionInfo: string | undefined, err: StatusMsg | null | undefined): boolean {
     if (!nonce || t.nonce === null) return true; // initial request (or reconnect): nothing to (N)ACK
     if (nonce !== t.nonce) {
-      this.ctx.log.debug({ node: this.info.id, type: shortType(typeUrl), nonce, latest: t.nonce }, 'xds: stale nonce ignored');
+      this.ctx.log.debug({ node: this.info.id, type: shortTypeName(typeUrl), nonce, latest: t.nonce }, 'xds: stale nonce ignored');
       return false;
     }
     if (err) {
       const message = err.message ?? '';
       t.nacked = { version: t.sentVersion ?? '', message };
       this.ctx.log.warn(
-        { node: this.info.id, type: shortType(typeUrl), version: t.sentVersion, clientVersion: versionInfo ?? null, code: err.code, message },
+        { node: this.info.id, type: shortTypeName(typeUrl), version: t.sentVersion, clientVersion: versionInfo ?? null, code: err.code, message },
         'xds: NACK',
       );
     } else {
@@ -314,7 +303,7 @@ abstract class Conn {
     const types: Record<string, TypeSyncz> = {};
     for (const [typeUrl, t] of this.tracks()) {
       const status: TypeStatus = t.nonce === null ? 'NOT SENT' : t.ackedNonce === t.nonce ? 'SYNCED' : 'STALE';
-      types[shortType(typeUrl)] = {
+      types[shortTypeName(typeUrl)] = {
         sent: t.sentVersion,
         acked: t.acked,
         ...(t.nacked ? { nacked: { ...t.nacked } } : {}),
@@ -401,7 +390,7 @@ class SotwConn extends Conn {
     t.nonce = nonce;
     t.sentVersion = this.view.version;
     t.sentDigest = selectionDigest(selected);
-    this.ctx.log.debug({ node: this.info.id, type: shortType(typeUrl), version: t.sentVersion, nonce, count: selected.length }, 'xds: push');
+    this.ctx.log.debug({ node: this.info.id, type: shortTypeName(typeUrl), version: t.sentVersion, nonce, count: selected.length }, 'xds: push');
     this.write({
       version_info: this.view.version,
       resources: selected.map(([, value]) => ({ type_url: typeUrl, value })),
@@ -539,7 +528,7 @@ class DeltaConn extends Conn {
     t.nonce = nonce;
     t.sentVersion = this.view.version;
     this.ctx.log.debug(
-      { node: this.info.id, type: shortType(typeUrl), version: t.sentVersion, nonce, count: resources.length, removed: removed.length },
+      { node: this.info.id, type: shortTypeName(typeUrl), version: t.sentVersion, nonce, count: resources.length, removed: removed.length },
       'xds: delta push',
     );
     this.write({
