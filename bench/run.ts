@@ -243,6 +243,8 @@ interface Settings {
   gatewayCli: string;
   gatewayArgs: string[];
   gatewayNodeArgs: string[];
+  /** Data-plane threads of the gateway (`--workers`) and worker processes of nginx, alike. */
+  workers: number;
   readyTimeoutMs: number;
   keepTmp: boolean;
 }
@@ -267,6 +269,7 @@ function readSettings(): Settings {
     gatewayCli: path.resolve(REPO, process.env['BENCH_GATEWAY_CLI'] ?? 'dist/cli.js'),
     gatewayArgs: envList('BENCH_GATEWAY_ARGS') ?? [],
     gatewayNodeArgs: envList('BENCH_GATEWAY_NODE_ARGS') ?? [],
+    workers: Math.max(1, Math.round(envNumber('BENCH_WORKERS', 1))),
     readyTimeoutMs: envNumber('BENCH_READY_TIMEOUT', 30) * 1000,
     keepTmp: process.env['BENCH_KEEP_TMP'] === '1',
   };
@@ -772,6 +775,7 @@ async function startGateway(s: Settings, tmp: string, up: Upstream, cert: CertPa
     '--admin-port', String(adminPort),
     '--admin-bind', '127.0.0.1',
     '--xds-port', '0',
+    '--workers', String(s.workers),
     ...s.gatewayArgs,
   ];
   const proc = spawn(process.execPath, args, { cwd: REPO, stdio: ['ignore', log, log] });
@@ -786,6 +790,7 @@ interface NginxOptions {
   routes: number; // extra server blocks for vs-<i>.bench.local (routes1k)
   workerConnections: number;
   name: string; // temp sub-folder and child name
+  workers: number; // worker_processes (the gateway's --workers)
 }
 
 async function startNginx(
@@ -793,7 +798,7 @@ async function startNginx(
   up: Upstream,
   cert: CertPaths | undefined,
   notes: string[],
-  o: NginxOptions = { routes: 0, workerConnections: 1024, name: 'nginx' },
+  o: NginxOptions = { routes: 0, workerConnections: 1024, name: 'nginx', workers: 1 },
 ): Promise<{ target: Target; version: string } | undefined> {
   const bin = findOnPath('nginx');
   if (!bin) {
@@ -843,9 +848,10 @@ async function startNginx(
     }
   }`);
   }
+  // One worker: no master (one process, as measured in PERFORMANCE.md); more: a master and N workers.
   const conf = `daemon off;
-master_process off;
-worker_processes 1;
+master_process ${o.workers > 1 ? 'on' : 'off'};
+worker_processes ${o.workers};
 ${o.workerConnections > 1024 ? `worker_rlimit_nofile ${o.workerConnections + 100};
 ` : ''}pid ${dir}/nginx.pid;
 error_log ${dir}/error.log warn;
@@ -1559,7 +1565,7 @@ async function extras(s: Settings, targets: Target[], up: Upstream, cert: CertPa
   if (targets.some((t) => t.name === 'nginx')) {
     // A separate nginx (same config, worker_connections sized for the idle connections) so the
     // scenario nginx keeps its usual 1,024: its "before" includes the bigger connection table.
-    const n = await startNginx(tmp, up, cert, notes, { routes: 0, workerConnections: IDLE_CONNECTIONS + 1024, name: 'nginx-idle' });
+    const n = await startNginx(tmp, up, cert, notes, { routes: 0, workerConnections: IDLE_CONNECTIONS + 1024, name: 'nginx-idle', workers: s.workers });
     if (n?.target.child) {
       try {
         await idleConnections(s, n.target, lines);
@@ -1693,7 +1699,7 @@ async function main(): Promise<void> {
       if (name === 'direct') targets.push({ name, port: up.port, grpcPort: up.grpcPort, ...(up.tlsPort !== undefined ? { tlsPort: up.tlsPort } : {}) });
       else if (name === 'gateway') targets.push(await startGateway(s, tmp, up, cert));
       else {
-        const n = await startNginx(tmp, up, cert, notes, { routes: s.scenarios.some((sc) => sc.id === 'routes1k') ? ROUTES_COUNT : 0, workerConnections: 1024, name: 'nginx' });
+        const n = await startNginx(tmp, up, cert, notes, { routes: s.scenarios.some((sc) => sc.id === 'routes1k') ? ROUTES_COUNT : 0, workerConnections: 1024, name: 'nginx', workers: s.workers });
         if (n) {
           targets.push(n.target);
           nginxVersion = n.version;
@@ -1709,7 +1715,9 @@ async function main(): Promise<void> {
       `commit ${gitCommit()} · node ${process.version} · ${os.cpus().length} × ${cpuModel} · ` +
         `${s.rounds} round(s) × ${s.duration} s, warm-up ${s.warmup} s, ${s.connections} connections · autocannon 9 in the bench process` +
         (s.scenarios.some((sc) => sc.kind === 'grpc') ? ` (gRPC: a grpc-js ${grpcVersion()} loop)` : ''),
-      `targets: ${targets.map((t) => (t.name === 'nginx' ? `nginx (${nginxVersion}, 1 process, upstream keepalive 64)` : t.name)).join(', ')}` +
+      `workers: ${s.workers} (gateway --workers ${s.workers}, nginx worker_processes ${s.workers}; BENCH_WORKERS)` +
+        (os.cpus().length <= s.workers ? ` · ${os.cpus().length} cores: the client, upstream and proxy share them, so this box cannot show scaling` : ''),
+      `targets: ${targets.map((t) => (t.name === 'nginx' ? `nginx (${nginxVersion}, ${s.workers === 1 ? '1 process' : `${s.workers} worker processes`}, upstream keepalive 64)` : t.name)).join(', ')}` +
         (s.gatewayArgs.length || s.gatewayNodeArgs.length ? ` · gateway flags: ${[...s.gatewayNodeArgs, ...s.gatewayArgs].join(' ')}` : ''),
     ];
     process.stdout.write(header.join('\n') + '\n\n');

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The `gatehouse` command line (CONTRACT.md). Every flag of the contract is parsed from the start;
 // unknown flags are errors with the usage text.
+import os from 'node:os';
 import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -124,8 +125,9 @@ async function run(args: string[]): Promise<number> {
     if (configPaths.length > 0) throw new UsageError('--config and --xds-address exclude each other');
     parseHostPort('xds-address', values['xds-address']);
   }
-  const workers = values.workers === undefined ? undefined : Number(values.workers);
-  if (workers !== undefined && (!Number.isInteger(workers) || workers < 1)) throw new UsageError('--workers must be a positive integer');
+  // Default: one data-plane thread per core the process may use (1: everything on the main thread).
+  const workers = values.workers === undefined ? os.availableParallelism() : Number(values.workers);
+  if (!Number.isInteger(workers) || workers < 1) throw new UsageError('--workers must be a positive integer');
   const opts: RunOptions = {
     configPaths,
     bind: values.bind ?? '0.0.0.0',
@@ -139,7 +141,7 @@ async function run(args: string[]): Promise<number> {
     workers,
     logLevel: level,
   };
-  if (workers !== undefined && workers > 1) log.info({ workers }, `data plane on ${workers} worker threads`);
+  if (workers > 1) log.info({ workers }, `data plane on ${workers} worker threads`);
 
   const gateway = new Gateway(opts, log);
   try {

@@ -41,8 +41,10 @@ export interface GatewayProcess {
 
 export interface StartOptions {
   files: Record<string, string>;
-  /** Extra CLI arguments, appended after the defaults. */
+  /** Extra CLI arguments, appended after the defaults (`--workers 1` among them: a later `--workers` wins). */
   args?: string[];
+  /** Leave `--workers` at the CLI's default (one per core) instead of 1. */
+  defaultWorkers?: boolean;
   /** Default true: resolve once `/healthz/ready` answers 200. */
   waitReady?: boolean;
   readyTimeoutMs?: number;
@@ -60,7 +62,7 @@ export async function startGateway(opts: StartOptions): Promise<GatewayProcess> 
   for (const [name, text] of Object.entries(opts.files)) writeFileSync(join(dir, name), text);
   const adminPort = await freePort();
   const source = opts.xdsAddress ? ['--xds-address', opts.xdsAddress] : ['--config', dir];
-  const args = [CLI, 'run', ...source, '--bind', '127.0.0.1', '--admin-port', String(adminPort), '--xds-port', '0', '--log-level', 'warn', '--labels', GATEWAY_LABELS, ...(opts.args ?? [])];
+  const args = [CLI, 'run', ...source, '--bind', '127.0.0.1', '--admin-port', String(adminPort), '--xds-port', '0', '--log-level', 'warn', '--labels', GATEWAY_LABELS, ...(opts.defaultWorkers ? [] : ['--workers', '1']), ...(opts.args ?? [])];
   const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}) });
   live.add(proc);
   let out = '';

@@ -88,3 +88,26 @@ describe('--workers 2', () => {
     expect(Date.now() - started).toBeLessThan(4000);
   });
 });
+
+describe('--workers left out', () => {
+  it('defaults to one data-plane thread per core the process may use', async () => {
+    const echo = await startEcho('d');
+    const p = await freePort();
+    const cores = (await import('node:os')).availableParallelism();
+    const g = await startGateway({
+      files: { 'gw.yaml': yamlDocs(gateway('gw', p)), 'svc.yaml': yamlDocs(...service('app', { v1: echo.port, v2: echo.port })), 'vs.yaml': yamlDocs(virtualService('w', [HOST], [{ route: [dest('app', 'v1')] }])) },
+      defaultWorkers: true,
+    });
+    try {
+      const r = await http(p, '/', { headers: { host: HOST } });
+      expect(r.status).toBe(200);
+      const w = await g.admin('/workers');
+      // One core: everything on the main thread (no /workers); more: that many worker threads.
+      if (cores > 1) expect(w.json.workers.map((x: WorkerRow) => x.state)).toEqual(Array(cores).fill('ready'));
+      else expect(w.status).toBe(404);
+    } finally {
+      await g.stop();
+      await echo.close();
+    }
+  });
+});
