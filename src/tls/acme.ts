@@ -7,7 +7,7 @@
 // Until the first certificate exists, a self-signed placeholder is served (and logged).
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
-import acme from 'acme-client';
+import type AcmeLib from 'acme-client';
 import { createHash, webcrypto } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { Agent } from 'node:https';
@@ -66,6 +66,7 @@ export class AcmeManager implements AcmeProvider {
   readonly #orders: Counter<'secret' | 'result'> | null;
   readonly #managed = new Map<string, Managed>();
   readonly #trusted = new Set<string>();
+  #acmeLib: Promise<typeof AcmeLib> | null = null;
   onUpdate: (name: string) => void = () => undefined;
 
   constructor(opts: AcmeManagerOptions) {
@@ -77,12 +78,24 @@ export class AcmeManager implements AcmeProvider {
     this.#orders = opts.registry
       ? new Counter({ name: 'gatehouse_acme_orders_total', help: 'ACME certificate orders by SDS secret name and result (success, failure)', labelNames: ['secret', 'result'], registers: [opts.registry] })
       : null;
-    acme.setLogger((msg) => this.#log.debug({ acme: msg }, 'acme-client'));
-    // acme-client retries each failed request 5 times over 75 s on its own; one quick retry, then
-    // the order fails and our backoff (logged, counted) takes over.
-    const settings = (acme.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number; retryDefaultDelay: number } }).acmeSettings;
-    settings.retryMaxAttempts = 1;
-    settings.retryDefaultDelay = 2;
+  }
+
+  /**
+   * acme-client, loaded on the first order: it (with axios) costs ~26 MB of RSS, which gateways
+   * without ACME issuers should not carry.
+   */
+  #lib(): Promise<typeof AcmeLib> {
+    this.#acmeLib ??= import('acme-client').then(({ default: acme }) => {
+      acme.setLogger((msg) => this.#log.debug({ acme: msg }, 'acme-client'));
+      // acme-client retries each failed request 5 times over 75 s on its own; one quick retry, then
+      // the order fails and our backoff (logged, counted) takes over.
+      const settings = (acme.axios.defaults as unknown as { acmeSettings: { retryMaxAttempts: number; retryDefaultDelay: number } }).acmeSettings;
+      settings.retryMaxAttempts = 1;
+      settings.retryDefaultDelay = 2;
+      this.#applyTrust(acme);
+      return acme;
+    });
+    return this.#acmeLib;
   }
 
   async ensure(name: string, source: AcmeSecretSource): Promise<ServerCertificate> {
@@ -133,7 +146,12 @@ export class AcmeManager implements AcmeProvider {
   #trust(file: string): void {
     if (this.#trusted.has(file)) return;
     this.#trusted.add(file);
-    // acme-client talks to the directory through one shared axios instance.
+    void this.#acmeLib?.then((acme) => this.#applyTrust(acme));
+  }
+
+  /** acme-client talks to the directory through one shared axios instance: trust our CA files there. */
+  #applyTrust(acme: typeof AcmeLib): void {
+    if (this.#trusted.size === 0) return;
     const ca = [...rootCertificates, ...[...this.#trusted].flatMap((f) => (existsSync(f) ? [readFileSync(f, 'utf8')] : []))];
     acme.axios.defaults.httpsAgent = new Agent({ ca });
   }
@@ -165,6 +183,7 @@ export class AcmeManager implements AcmeProvider {
     const started = Date.now();
     try {
       this.#log.info({ secret: name, hosts: source.hosts, directory: source.directory_url }, m.placeholder ? 'ordering an ACME certificate' : 'renewing the ACME certificate');
+      const acme = await this.#lib();
       const client = new acme.Client({ directoryUrl: source.directory_url, accountKey: await this.#accountKey(source.directory_url) });
       const [key, csr] = await acme.crypto.createCsr({ commonName: source.hosts[0]!, altNames: source.hosts }, await acme.crypto.createPrivateEcdsaKey());
       const chain = await client.auto({
@@ -212,7 +231,7 @@ export class AcmeManager implements AcmeProvider {
     const dir = this.#ensureDir('accounts', createHash('sha256').update(directory).digest('hex').slice(0, 16));
     const file = join(dir, 'account.key');
     if (existsSync(file)) return readFileSync(file);
-    const key = await acme.crypto.createPrivateEcdsaKey();
+    const key = await (await this.#lib()).crypto.createPrivateEcdsaKey();
     writeAtomic(file, key);
     writeAtomic(join(dir, 'directory.txt'), `${directory}\n`);
     this.#log.info({ directory, file }, 'created an ACME account key');
