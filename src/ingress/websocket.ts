@@ -25,7 +25,7 @@ import type { SecurityFilters, Verdict } from '../security/pipeline.js';
 import { statusLine } from './status.js';
 // A cycle (uws-listener.ts registers this module), safe because these are only used at run time.
 import { hostOnly, validAuthority } from '../routing/authority.js';
-import { MAX_REQUEST_HEADERS_BYTES, MAX_URL_BYTES, readForwardHeaders, remoteAddress } from './uws-listener.js';
+import { MAX_REQUEST_HEADERS_BYTES, MAX_URL_BYTES, copyArrayBuffer, readForwardHeaders, remoteAddress } from './uws-listener.js';
 
 /** Largest message accepted from either side (uWS `maxPayloadLength`, `ws` `maxPayload`). */
 export const WS_MAX_PAYLOAD = 16 * 1024 * 1024;
@@ -586,7 +586,7 @@ class Bridge implements LoggedRequest {
   downstreamMessage(message: ArrayBuffer, isBinary: boolean): void {
     const up = this.#up;
     if (up === null || up.readyState !== OPEN) return;
-    const data = Buffer.copyBytesFrom(new Uint8Array(message));
+    const data = copyArrayBuffer(message);
     this.requestBytes += data.length;
     up.send(data, { binary: isBinary });
     if (up.bufferedAmount > UPSTREAM_BUFFER_LIMIT) {

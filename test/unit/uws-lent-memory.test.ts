@@ -1,7 +1,7 @@
-// The peer address read from uWS's binary form: IPv4, IPv4-mapped IPv6 and real IPv6.
+// Reading what uWS lends per call: the peer address (IPv4, IPv4-mapped, IPv6) and body memory copies.
 import { describe, expect, it } from 'vitest';
 import type uWS from 'uWebSockets.js';
-import { remoteAddress } from '../../src/ingress/uws-listener.js';
+import { copyArrayBuffer, remoteAddress } from '../../src/ingress/uws-listener.js';
 
 const fakeRes = (bin: number[], text: string): uWS.HttpResponse =>
   ({
@@ -25,5 +25,19 @@ describe('remoteAddress', () => {
     const v6 = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 1, 2, 3, 4]; // not v4-mapped: prefix non-zero
     expect(remoteAddress(fakeRes(v6, '2001:db8::ffff:102:304'))).toBe('2001:db8::ffff:102:304');
     expect(remoteAddress(fakeRes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], '::1'))).toBe('::1');
+  });
+});
+
+describe('copyArrayBuffer', () => {
+  it('copies: the Buffer keeps its bytes after the lent memory changes (uWS reuses it)', () => {
+    for (const size of [0, 1, 100, 4096, 65536]) {
+      const ab = new ArrayBuffer(size);
+      const view = new Uint8Array(ab);
+      for (let i = 0; i < size; i++) view[i] = i & 0xff;
+      const b = copyArrayBuffer(ab);
+      view.fill(0xee);
+      expect(b.length).toBe(size);
+      for (let i = 0; i < size; i += 97) expect(b[i]).toBe(i & 0xff);
+    }
   });
 });
