@@ -245,6 +245,8 @@ interface Settings {
   gatewayNodeArgs: string[];
   /** Data-plane threads of the gateway (`--workers`) and worker processes of nginx, alike. */
   workers: number;
+  /** Load generator of the plain-HTTP scenarios: wrk (C, far cheaper per request) or autocannon. */
+  client: 'wrk' | 'autocannon';
   readyTimeoutMs: number;
   keepTmp: boolean;
 }
@@ -270,6 +272,7 @@ function readSettings(): Settings {
     gatewayArgs: envList('BENCH_GATEWAY_ARGS') ?? [],
     gatewayNodeArgs: envList('BENCH_GATEWAY_NODE_ARGS') ?? [],
     workers: Math.max(1, Math.round(envNumber('BENCH_WORKERS', 1))),
+    client: process.env['BENCH_CLIENT'] === 'autocannon' ? 'autocannon' : 'wrk',
     readyTimeoutMs: envNumber('BENCH_READY_TIMEOUT', 30) * 1000,
     keepTmp: process.env['BENCH_KEEP_TMP'] === '1',
   };
@@ -469,6 +472,25 @@ function request(port: number, method: string, urlPath: string, body?: Buffer, h
     req.on('error', reject);
     req.end(body);
   });
+}
+
+/**
+ * `bin` on PATH, else `apt-get install -y <pkg>` when running as root on Debian (bounded to 5
+ * minutes, noted in the report). False when it is still missing.
+ */
+function ensureDebianPackage(bin: string, pkg: string, notes: string[]): boolean {
+  if (findOnPath(bin)) return true;
+  if (process.getuid?.() !== 0 || !findOnPath('apt-get')) return false;
+  process.stderr.write(`${bin} missing: apt-get install -y ${pkg}\n`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  let r = spawnSync('apt-get', ['install', '-y', '--no-install-recommends', pkg], { stdio: 'ignore', timeout: 300_000, env });
+  if (r.status !== 0) {
+    spawnSync('apt-get', ['update'], { stdio: 'ignore', timeout: 300_000, env });
+    r = spawnSync('apt-get', ['install', '-y', '--no-install-recommends', pkg], { stdio: 'ignore', timeout: 300_000, env });
+  }
+  const ok = findOnPath(bin) !== undefined;
+  notes.push(ok ? `${bin}: was missing, installed from Debian (${pkg}).` : `${bin}: missing, and apt-get install ${pkg} failed.`);
+  return ok;
 }
 
 function findOnPath(bin: string): string | undefined {
@@ -978,6 +1000,8 @@ function portFor(target: Target, sc: Scenario): number {
 async function load(s: Settings, target: Target, sc: Scenario, seconds: number): Promise<Sample> {
   if (sc.kind === 'grpc') return loadGrpc(s, target, sc, seconds);
   if (sc.kind === 'ws') return loadWs(s, target, sc, seconds);
+  // wrk cannot set the TLS server name apart from the URL's host: HTTPS stays on autocannon.
+  if (s.client === 'wrk' && sc.kind !== 'https') return loadWrk(s, target, sc, seconds);
   const tls = sc.kind === 'https';
   const lat = new Latencies();
   const pid = target.child?.pid;
@@ -1019,6 +1043,77 @@ async function load(s: Settings, target: Target, sc: Scenario, seconds: number):
   if (target.child && !alive(target.child)) {
     throw new Error(`${target.child.name} died during ${sc.title}\n${tail(target.child.logFile)}`);
   }
+  return sample;
+}
+
+/**
+ * Plain-HTTP load with wrk (one thread, `s.connections` connections, keep-alive): about a third of
+ * autocannon's CPU per request, so the client takes less of the 2 cores the targets need. Latency
+ * percentiles are wrk's (all responses; it prints p50 and p99 with --latency); client CPU is read
+ * from /proc while it runs.
+ */
+async function loadWrk(s: Settings, target: Target, sc: Scenario, seconds: number): Promise<Sample> {
+  const bin = findOnPath('wrk');
+  if (!bin) throw new Error('wrk: not on PATH (BENCH_CLIENT=autocannon uses autocannon instead)');
+  const pid = target.child?.pid;
+  const cpuBefore = pid !== undefined ? cpuSnapshot(pid) : undefined;
+  const args = ['-t1', `-c${s.connections}`, `-d${seconds}s`, '--timeout', '10s', '--latency', '-H', `Host: ${scHost(sc)}`];
+  for (const [k, v] of Object.entries(sc.headers ?? {})) args.push('-H', `${k}: ${v}`);
+  if (sc.body) {
+    // The body as a Lua long string of one repeated byte (the bench's bodies are).
+    const byte = String.fromCharCode(sc.body[0] ?? 0x70);
+    const script = path.join(os.tmpdir(), `gatehouse-bench-wrk-${process.pid}-${sc.id}.lua`);
+    fs.writeFileSync(script, `wrk.method = "${sc.method}"\nwrk.headers["Content-Type"] = "application/octet-stream"\nwrk.body = string.rep("${byte}", ${sc.body.length})\n`);
+    args.push('-s', script);
+  }
+  args.push(`http://127.0.0.1:${portFor(target, sc)}${sc.path}`);
+  const t0 = process.hrtime.bigint();
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  current = { stop: () => child.kill('SIGINT') };
+  let out = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  // wrk's own CPU seconds, read until it exits (its /proc entry goes with it).
+  let clientSec = 0;
+  const poll = setInterval(() => {
+    const st = child.pid !== undefined ? readStat(child.pid) : undefined;
+    if (st) clientSec = st.ticks / CLK_TCK;
+  }, 100);
+  const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+  clearInterval(poll);
+  current = undefined;
+  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (code !== 0) throw new Error(`wrk exited ${code}: ${out.trim().slice(-500)}`);
+  const num = (re: RegExp): number => {
+    const m = re.exec(out);
+    return m ? Number(m[1]) : 0;
+  };
+  const ms = (re: RegExp): number => {
+    const m = re.exec(out);
+    if (!m) return NaN;
+    const unit = m[2];
+    const x = Number(m[1]);
+    return unit === 'us' ? x / 1000 : unit === 's' ? x * 1000 : unit === 'm' ? x * 60_000 : x;
+  };
+  const reqs = num(/(\d+) requests in/);
+  const duration = (() => {
+    const m = /requests in ([\d.]+)(ms|s|m)/.exec(out);
+    if (!m) return seconds;
+    const x = Number(m[1]);
+    return m[2] === 'ms' ? x / 1000 : m[2] === 'm' ? x * 60 : x;
+  })();
+  const sockErr = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const sample: Sample = {
+    reqs,
+    rps: reqs / duration,
+    p50: ms(/^\s+50%\s+([\d.]+)(us|ms|s|m)$/m),
+    p99: ms(/^\s+99%\s+([\d.]+)(us|ms|s|m)$/m),
+    non2xx: num(/Non-2xx or 3xx responses: (\d+)/),
+    errors: sockErr ? sockErr.slice(1).reduce((a, x) => a + Number(x), 0) : 0,
+    clientCpuPct: (clientSec / wall) * 100,
+  };
+  if (pid !== undefined && cpuBefore && reqs > 0) sample.cpuUsPerReq = (cpuDelta(cpuBefore, cpuSnapshot(pid)) * 1e6) / reqs;
+  if (target.child && !alive(target.child)) throw new Error(`${target.child.name} died during ${sc.title}\n${tail(target.child.logFile)}`);
   return sample;
 }
 
@@ -1633,7 +1728,7 @@ function report(s: Settings, rows: Row[], header: string[], notes: string[]): st
   out.push(
     `Medians of ${s.rounds} interleaved round(s) of ${s.duration} s, ${s.connections} connections; non-2xx and errors are totals over the rounds. ` +
       'CPU µs/req = (utime+stime of the target process tree over the window) / responses; peak RSS = VmHWM since start. ' +
-      'Client CPU % = the bench process, autocannon or the grpc-js loop (100 = one core): near 100 means the client, not the target, is the limit.' +
+      'Client CPU % = the load generator: the wrk process, or this process for autocannon / the grpc-js loop / the ws loop (100 = one core): near 100 means the client, not the target, is the limit.' +
       (s.scenarios.some((sc) => sc.kind === 'grpc')
         ? ` gRPC: req/s = OK calls/s from ${GRPC_CHANNELS} grpc-js clients (one HTTP/2 connection each) with ${Math.min(s.connections, GRPC_MAX_INFLIGHT)} calls in flight in all; errors = calls that did not end OK with ${SMALL_BODY.length} B.`
         : ''),
@@ -1691,6 +1786,11 @@ async function main(): Promise<void> {
   process.once('SIGTERM', interrupt);
 
   try {
+    if (s.targets.includes('nginx')) ensureDebianPackage('nginx', 'nginx', notes);
+    if (s.client === 'wrk' && s.scenarios.some((sc) => (sc.kind ?? 'http') === 'http') && !ensureDebianPackage('wrk', 'wrk', notes)) {
+      notes.push('wrk: missing and not installable here; the HTTP scenarios ran on autocannon.');
+      s.client = 'autocannon';
+    }
     const cert = s.scenarios.some((sc) => sc.kind === 'https') ? makeCert(tmp) : undefined;
     const up = await startUpstream(cert);
     const targets: Target[] = [];
@@ -1713,7 +1813,7 @@ async function main(): Promise<void> {
       `# Gatehouse bench, ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}`,
       '',
       `commit ${gitCommit()} · node ${process.version} · ${os.cpus().length} × ${cpuModel} · ` +
-        `${s.rounds} round(s) × ${s.duration} s, warm-up ${s.warmup} s, ${s.connections} connections · autocannon 9 in the bench process` +
+        `${s.rounds} round(s) × ${s.duration} s, warm-up ${s.warmup} s, ${s.connections} connections · ${s.client === 'wrk' ? 'wrk 4 (1 thread) for plain HTTP, autocannon 9 in the bench process for HTTPS' : 'autocannon 9 in the bench process'}` +
         (s.scenarios.some((sc) => sc.kind === 'grpc') ? ` (gRPC: a grpc-js ${grpcVersion()} loop)` : ''),
       `workers: ${s.workers} (gateway --workers ${s.workers}, nginx worker_processes ${s.workers}; BENCH_WORKERS)` +
         (os.cpus().length <= s.workers ? ` · ${os.cpus().length} cores: the client, upstream and proxy share them, so this box cannot show scaling` : ''),
