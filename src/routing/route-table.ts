@@ -1,8 +1,9 @@
-// A RouteConfiguration compiled once per config version into lookups the hot path only reads:
+// A RouteConfiguration compiled once per config version into lookups the hot path only reads
+// (virtual hosts compiled on first use, see VhostSlot):
 // virtual hosts indexed by exact name and wildcard suffix, routes as ordered precompiled predicates
 // (first match wins), weighted clusters as cumulative arrays, header edits as flat lists.
 import { fullMatchRegExp, searchRegExp } from '../config/regex.js';
-import { durationToMs, type CorsPolicy, type HttpFault, type HeaderMatcher, type HeaderValueOption, type QueryParameterMatcher, type Route, type RouteConfiguration, type VirtualHost } from '../controlplane/snapshot.js';
+import { durationToMs, type CorsPolicy, type HttpFault, type HeaderMatcher, type HeaderValueOption, type QueryParameterMatcher, type Route, type RouteConfiguration, type StringMatcher, type VirtualHost } from '../controlplane/snapshot.js';
 import { headerValue, queryParam, type RequestHead } from './request.js';
 import { compileStringMatcher, type StringPredicate } from './string-matcher.js';
 
@@ -118,33 +119,54 @@ export interface RouteMatchResult {
   route: CompiledRoute;
 }
 
+/**
+ * One virtual host of a table: its routes are compiled on the first request that needs them (a
+ * 10,000-VirtualService configuration would otherwise cost the serving thread ~150 ms of compile
+ * on every swap, for hosts most of which see no request soon). What compile can throw (regexes,
+ * a route without an action) is checked when the table is built, so a bad configuration is still
+ * refused at apply time.
+ */
+interface VhostSlot {
+  source: VirtualHost | null;
+  compiled: CompiledVirtualHost | null;
+}
+
+function compiledOf(slot: VhostSlot): CompiledVirtualHost {
+  if (slot.compiled) return slot.compiled;
+  const compiled = compileVirtualHost(slot.source!);
+  slot.compiled = compiled;
+  slot.source = null;
+  return compiled;
+}
+
 export class RouteTable {
   readonly name: string;
-  readonly #exact = new Map<string, CompiledVirtualHost>();
+  readonly #exact = new Map<string, VhostSlot>();
   /** `*.example.com` domains as [".example.com", vhost], longest suffix first. */
-  readonly #suffix: Array<readonly [string, CompiledVirtualHost]> = [];
+  readonly #suffix: Array<readonly [string, VhostSlot]> = [];
   /** `example.*` domains as ["example.", vhost], longest prefix first. */
-  readonly #prefix: Array<readonly [string, CompiledVirtualHost]> = [];
-  #any: CompiledVirtualHost | undefined;
+  readonly #prefix: Array<readonly [string, VhostSlot]> = [];
+  #any: VhostSlot | undefined;
   /** Whether some exact domain names a port (`host:8080`): the authority is then looked up first. */
   #portDomains = false;
 
   constructor(rc: RouteConfiguration) {
     this.name = rc.name;
     for (const vh of rc.virtual_hosts) {
-      const compiled = compileVirtualHost(vh);
+      checkVirtualHost(vh);
+      const slot: VhostSlot = { source: vh, compiled: null };
       for (const raw of vh.domains) {
         const d = raw.toLowerCase();
         if (d === '*') {
-          this.#any ??= compiled;
+          this.#any ??= slot;
         } else if (d.endsWith(':*')) {
           continue; // the port is stripped before lookup, so `host:*` is `host`
         } else if (d.startsWith('*')) {
-          this.#suffix.push([d.slice(1), compiled]);
+          this.#suffix.push([d.slice(1), slot]);
         } else if (d.endsWith('*')) {
-          this.#prefix.push([d.slice(0, -1), compiled]);
+          this.#prefix.push([d.slice(0, -1), slot]);
         } else if (!this.#exact.has(d)) {
-          this.#exact.set(d, compiled);
+          this.#exact.set(d, slot);
           if (d.includes(':')) this.#portDomains = true;
         }
       }
@@ -153,8 +175,7 @@ export class RouteTable {
     this.#prefix.sort((a, b) => b[0].length - a[0].length);
   }
 
-  /** Envoy's order: exact domain, longest suffix wildcard, longest prefix wildcard, then `*`. */
-  findVirtualHost(host: string): CompiledVirtualHost | undefined {
+  #findSlot(host: string): VhostSlot | undefined {
     const exact = this.#exact.get(host);
     if (exact) return exact;
     for (const [suffix, vh] of this.#suffix) if (host.length > suffix.length && host.endsWith(suffix)) return vh;
@@ -162,10 +183,29 @@ export class RouteTable {
     return this.#any;
   }
 
+  /** Envoy's order: exact domain, longest suffix wildcard, longest prefix wildcard, then `*`. */
+  findVirtualHost(host: string): CompiledVirtualHost | undefined {
+    const slot = this.#findSlot(host);
+    return slot ? compiledOf(slot) : undefined;
+  }
+
+  /** How many virtual hosts have been compiled so far (tests, diagnostics). */
+  get compiledVirtualHosts(): number {
+    const seen = new Set<VhostSlot>();
+    for (const s of this.#exact.values()) seen.add(s);
+    for (const [, s] of this.#suffix) seen.add(s);
+    for (const [, s] of this.#prefix) seen.add(s);
+    if (this.#any) seen.add(this.#any);
+    let n = 0;
+    for (const s of seen) if (s.compiled) n++;
+    return n;
+  }
+
   match(head: RequestHead): RouteMatchResult | undefined {
     // Envoy matches `host:port` domains against the Host header with its port.
-    const vhost = (this.#portDomains && head.authority !== head.host ? this.#exact.get(head.authority.toLowerCase()) : undefined) ?? this.findVirtualHost(head.host);
-    if (!vhost) return undefined;
+    const slot = (this.#portDomains && head.authority !== head.host ? this.#exact.get(head.authority.toLowerCase()) : undefined) ?? this.#findSlot(head.host);
+    if (!slot) return undefined;
+    const vhost = slot.compiled ?? compiledOf(slot);
     const routes = vhost.routes;
     for (let i = 0; i < routes.length; i++) {
       const route = routes[i]!;
@@ -177,6 +217,29 @@ export class RouteTable {
 
 function compileVirtualHost(vh: VirtualHost): CompiledVirtualHost {
   return { name: vh.name, routes: vh.routes.map(compileRoute) };
+}
+
+/**
+ * Throws what compiling the virtual host would throw, without building it: invalid regexes (a
+ * snapshot from another control plane is not validated here) and a route with no action. The
+ * rest of compile only reads fields the snapshot types make present.
+ */
+function checkVirtualHost(vh: VirtualHost): void {
+  for (const r of vh.routes) {
+    const m = r.match;
+    if (m.path === undefined && m.safe_regex) fullMatchRegExp(m.safe_regex.regex);
+    for (const h of m.headers) if (h.string_match) checkStringMatcher(h.string_match);
+    for (const q of m.query_parameters) if (q.string_match) checkStringMatcher(q.string_match);
+    const cors = r.typed_per_filter_config?.['envoy.filters.http.cors'];
+    if (cors) for (const o of cors.allow_origin_string_match) checkStringMatcher(o);
+    if (r.redirect || r.direct_response) continue;
+    if (!r.route) throw new TypeError(`route ${r.name} of ${vh.name} has no action (route, redirect or direct_response)`);
+    if (r.route.regex_rewrite) searchRegExp(r.route.regex_rewrite.pattern.regex);
+  }
+}
+
+function checkStringMatcher(m: StringMatcher): void {
+  if (m.safe_regex) fullMatchRegExp(m.safe_regex.regex, m.ignore_case);
 }
 
 export function compileRoute(r: Route): CompiledRoute {

@@ -4,12 +4,21 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from '../telemetry/log.js';
 import { runConfigJob, type ConfigJob, type ConfigJobResult } from './config-job.js';
+import { unpackSnapshot, type PackedSnapshot } from './snapshot-transfer.js';
+
+type SnapshotResult = Extract<ConfigJobResult, { kind: 'snapshot' }>;
+
+/** What the configuration thread posts back: a new snapshot comes packed (snapshot-transfer.ts). */
+export type ConfigReply =
+  | { id: number; result: Exclude<ConfigJobResult, SnapshotResult>; packed?: undefined; error?: undefined }
+  | { id: number; packed: Omit<SnapshotResult, 'snapshot'> & { snapshot: PackedSnapshot }; result?: undefined; error?: undefined }
+  | { id: number; error: string; result?: undefined; packed?: undefined };
 
 export class ConfigThread {
   readonly #log: Logger;
   #worker: Worker | null = null;
   #seq = 0;
-  #pending = new Map<number, { resolve: (r: ConfigJobResult) => void; reject: (e: Error) => void }>();
+  #pending = new Map<number, { resolve: (r: ConfigReply) => void; reject: (e: Error) => void }>();
   #broken = false;
 
   constructor(log: Logger) {
@@ -20,8 +29,9 @@ export class ConfigThread {
     const w = this.#ensure();
     if (!w) return runConfigJob(job);
     const id = ++this.#seq;
+    let reply: ConfigReply;
     try {
-      return await new Promise<ConfigJobResult>((resolve, reject) => {
+      reply = await new Promise<ConfigReply>((resolve, reject) => {
         this.#pending.set(id, { resolve, reject });
         w.postMessage({ id, job });
       });
@@ -29,6 +39,14 @@ export class ConfigThread {
       this.#log.warn({ err: (err as Error).message }, 'configuration thread failed; processing this change on the serving thread');
       return runConfigJob(job);
     }
+    if (reply.result) return reply.result;
+    if (reply.packed) {
+      // Deserialised in slices, the event loop serving requests in between (snapshot-transfer.ts).
+      const { snapshot, ...rest } = reply.packed;
+      return { ...rest, snapshot: await unpackSnapshot(snapshot) };
+    }
+    this.#log.warn({ err: reply.error }, 'configuration thread failed; processing this change on the serving thread');
+    return runConfigJob(job);
   }
 
   #ensure(): Worker | null {
@@ -42,12 +60,11 @@ export class ConfigThread {
       return null;
     }
     w.unref();
-    w.on('message', (m: { id: number; result?: ConfigJobResult; error?: string }) => {
+    w.on('message', (m: ConfigReply) => {
       const p = this.#pending.get(m.id);
       if (!p) return;
       this.#pending.delete(m.id);
-      if (m.result) p.resolve(m.result);
-      else p.reject(new Error(m.error ?? 'configuration job failed'));
+      p.resolve(m);
     });
     const fail = (err: Error): void => {
       if (this.#worker === w) this.#worker = null;
