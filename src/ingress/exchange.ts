@@ -757,9 +757,11 @@ export class Exchange {
     const tlsFailure = connect && isTlsError(err);
     const timedOut = err.code === 'UND_ERR_HEADERS_TIMEOUT' || err.code === 'UND_ERR_BODY_TIMEOUT';
     this.#cluster!.reportFailure(attempt.endpoint, connect ? 'connect' : timedOut ? 'timeout' : 'reset');
+    // An invalid response (bad framing, smuggling guard, oversized head): Envoy's 502 UPE.
+    const protocolError = err.code !== undefined && (err.code.startsWith('HPE_') || err.code === 'UND_ERR_HEADERS_OVERFLOW');
     if (this.phase === Phase.Responding) {
       // The response has begun: it cannot turn into an error reply any more.
-      this.flags = 'UC';
+      this.flags = protocolError ? 'UPE' : 'UC';
       this.sink.reset();
       this.#finish(this.#respStatus);
       return;
@@ -769,6 +771,8 @@ export class Exchange {
       const reason =
         err.code === 'UND_ERR_CONNECT_TIMEOUT' ? 'connection timeout' : tlsFailure ? `TLS_error: ${err.code}: ${err.message}` : `delayed connect error: ${err.code ?? err.message}`;
       this.localReply(503, this.#attempts > 1 ? 'UF,URX' : 'UF', `upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: ${reason}`);
+    } else if (protocolError) {
+      this.localReply(502, this.#attempts > 1 ? 'UPE,URX' : 'UPE', 'upstream connect error or disconnect/reset before headers. reset reason: protocol error');
     } else {
       this.localReply(503, this.#attempts > 1 ? 'UC,URX' : 'UC', 'upstream connect error or disconnect/reset before headers. reset reason: connection termination');
     }

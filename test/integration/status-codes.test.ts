@@ -1,7 +1,8 @@
-// Istio's local replies and response flags: NR, NC, UH, UF (after the default retries), UC, UT.
+// Istio's local replies and response flags: NR, NC, UH, UF (after the default retries), UC, UPE, UT.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGateway, type GatewayProcess } from '../helpers/gateway.js';
 import { findSamples, parsePrometheus, sumSamples } from '../helpers/metrics.js';
+import { createServer, type Server } from 'node:net';
 import { freePort, freePorts, http } from '../helpers/net.js';
 import { startEcho, type Echo } from '../helpers/upstream.js';
 import { dest, fqdn, gateway, service, virtualService, yamlDocs } from '../helpers/yaml.js';
@@ -11,11 +12,40 @@ let port: number;
 let live: Echo;
 let slow: Echo;
 let deadPort: number;
+let raw: Server;
+
+// Answers with exact bytes chosen by the request path: responses a strict HTTP/1.1 client refuses.
+const RAW_ANSWERS: Record<string, string> = {
+  '/te-and-cl': 'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n',
+  '/gzip-chunked': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n',
+  '/two-lengths': 'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd',
+  '/bare-lf': 'HTTP/1.1 200 OK\nContent-Length: 3\n\nabc',
+  '/good-chunked': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n',
+};
+
+function startRaw(): Promise<{ server: Server; port: number }> {
+  const server = createServer((sock) => {
+    let head = '';
+    sock.setEncoding('latin1');
+    sock.on('error', () => undefined);
+    sock.on('data', (d: string) => {
+      head += d;
+      const end = head.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const path = head.slice(head.indexOf(' ') + 1, head.indexOf(' ', head.indexOf(' ') + 1));
+      head = head.slice(end + 4);
+      sock.write(RAW_ANSWERS[path] ?? 'HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n');
+    });
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ server, port: (server.address() as { port: number }).port })));
+}
 
 beforeAll(async () => {
   live = await startEcho('live');
   slow = await startEcho('slow');
   [port, deadPort] = (await freePorts(2)) as [number, number];
+  const r = await startRaw();
+  raw = r.server;
   gw = await startGateway({
     files: {
       'config.yaml': yamlDocs(
@@ -24,6 +54,8 @@ beforeAll(async () => {
         ...service('dead', { v1: deadPort }),
         ...service('half', { v1: [deadPort, live.port] }),
         ...service('slow', { v1: slow.port }),
+        ...service('raw', { v1: r.port }),
+        virtualService('raw', ['raw.test'], [{ route: [dest('raw')] }]),
         virtualService('status', ['status.test'], [
           { match: [{ uri: { exact: '/empty' } }], route: [dest('app', 'empty')] },
           { match: [{ uri: { exact: '/refused' } }], route: [dest('dead')] },
@@ -44,6 +76,7 @@ afterAll(async () => {
   await gw?.stop();
   await live?.close();
   await slow?.close();
+  raw?.close();
 });
 
 const get = (path: string, headers: Record<string, string> = {}, host = 'status.test') => http(port, path, { headers: { host, ...headers } });
@@ -103,6 +136,20 @@ describe('status codes and response flags', () => {
     expect(r.text).toBe('upstream connect error or disconnect/reset before headers. reset reason: connection termination');
     expect(live.requests.filter((q) => q.url === '/reset')).toHaveLength(1);
     expect(await requestsTotal({ response_code: '503', response_flags: /(^|,)UC(,|$)/, destination_service: fqdn('app') })).toBeGreaterThanOrEqual(1);
+  });
+
+  it('an invalid upstream response (smuggling guards, bad framing): 502 `... reset reason: protocol error`, flag UPE', async () => {
+    for (const path of ['/te-and-cl', '/gzip-chunked', '/two-lengths', '/bare-lf']) {
+      const r = await get(path, {}, 'raw.test');
+      expect(r.status, path).toBe(502);
+      expect(r.text, path).toBe('upstream connect error or disconnect/reset before headers. reset reason: protocol error');
+      expect(r.text).not.toContain('abc');
+    }
+    expect(await requestsTotal({ response_code: '502', response_flags: 'UPE', destination_service: fqdn('raw') })).toBe(4);
+    // The same upstream's valid chunked answer passes, de-chunked and re-framed.
+    const ok = await get('/good-chunked', {}, 'raw.test');
+    expect(ok.status).toBe(200);
+    expect(ok.text).toBe('abc');
   });
 
   it('route timeout 0.2s with a slower upstream: 504 `upstream request timeout`, flag UT', async () => {
