@@ -9,6 +9,7 @@ import { createServer } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue, type Registry } from 'prom-client';
 import type { Snapshot } from '../controlplane/snapshot.js';
+import { packSnapshot, type PackedSnapshot } from './snapshot-transfer.js';
 import type { ApplyResult } from '../ingress/data-plane.js';
 import type { Logger } from '../telemetry/log.js';
 import { acmeChallenges } from '../tls/acme-challenges.js';
@@ -54,7 +55,8 @@ export class WorkerPool {
   readonly #slots: Slot[] = [];
   #nextId = 1;
   /** The newest apply message (restarted workers get it), and its id. */
-  #current: { id: number; snapshot: Snapshot } | null = null;
+  /** The newest snapshot, and the same packed once for every worker (copied, not transferred, to each). */
+  #current: { id: number; snapshot: Snapshot; packed: PackedSnapshot } | null = null;
   /** `bind:port` of the listeners the workers hold, not probed again. */
   #held = new Set<string>();
   #closing = false;
@@ -85,7 +87,7 @@ export class WorkerPool {
           slot.started = true;
           resolveStarted();
           // A restarted worker catches up with the current configuration.
-          if (this.#current) void this.#applyTo(slot, this.#current.id, this.#current.snapshot);
+          if (this.#current) void this.#applyTo(slot, this.#current.id, this.#current.snapshot, this.#current.packed);
           return;
         }
         const done = slot.pending.get(m.id);
@@ -152,10 +154,10 @@ export class WorkerPool {
     return { cert: c ? { certPem: c.certPem, keyPem: c.keyPem } : null, rootPem: this.#o.mesh.root()?.caPem ?? null };
   }
 
-  async #applyTo(slot: Slot, id: number, snapshot: Snapshot): Promise<ApplyReply> {
+  async #applyTo(slot: Slot, id: number, snapshot: Snapshot, packed: PackedSnapshot): Promise<ApplyReply> {
     const r = (await this.#call(
       slot,
-      (_id) => ({ t: 'apply', id: _id, snapshot, acme: this.#acme(snapshot), mesh: this.#mesh(), challenges: [...acmeChallenges] }),
+      (_id) => ({ t: 'apply', id: _id, snapshot: packed, acme: this.#acme(snapshot), mesh: this.#mesh(), challenges: [...acmeChallenges] }),
       APPLY_TIMEOUT_MS,
     )) as ApplyReply | undefined;
     if (!r) return { errors: [`data plane worker ${slot.index} did not apply configuration ${snapshot.version}`], allBound: false };
@@ -192,8 +194,9 @@ export class WorkerPool {
       listeners: busy.size === 0 ? received.listeners : received.listeners.filter((l) => !busy.has(`${l.address.socket_address.address}:${l.address.socket_address.port_value}`)),
     };
     const id = this.#nextId++;
-    this.#current = { id, snapshot };
-    const replies = await Promise.all(this.#slots.map((s) => this.#applyTo(s, id, snapshot)));
+    const packed = packSnapshot(snapshot).packed;
+    this.#current = { id, snapshot, packed };
+    const replies = await Promise.all(this.#slots.map((s) => this.#applyTo(s, id, snapshot, packed)));
     for (const r of replies) for (const e of r.errors) if (!errors.includes(e)) errors.push(e);
     this.#held = new Set([...wanted].filter((k) => !busy.has(k)));
     return { errors };

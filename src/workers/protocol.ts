@@ -2,7 +2,7 @@
 // worker threads of `--workers N`. Everything is structured-cloned: snapshots keep their Maps
 // (frozenness is lost, which nothing relies on); certificates travel as PEM text and are parsed
 // again in the worker (X509Certificate objects do not clone).
-import type { Snapshot } from '../controlplane/snapshot.js';
+import type { PackedSnapshot } from './snapshot-transfer.js';
 
 export interface WorkerInit {
   index: number;
@@ -23,7 +23,8 @@ export interface MeshMaterial {
 export type Query = 'metrics' | 'clusters' | 'listeners' | 'stats';
 
 export type ToWorker =
-  | { t: 'apply'; id: number; snapshot: Snapshot; acme: AcmeMaterial; mesh: MeshMaterial; challenges: Array<[string, string]> }
+  /** The snapshot packed in chunks (snapshot-transfer.ts): the worker takes it in without one long stall. */
+  | { t: 'apply'; id: number; snapshot: PackedSnapshot; acme: AcmeMaterial; mesh: MeshMaterial; challenges: Array<[string, string]> }
   | { t: 'acme'; acme: AcmeMaterial }
   | { t: 'mesh'; mesh: MeshMaterial }
   | { t: 'challenges'; challenges: Array<[string, string]> }

@@ -6,6 +6,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { Registry } from 'prom-client';
 import type { Snapshot } from '../controlplane/snapshot.js';
+import { unpackSnapshot } from './snapshot-transfer.js';
 import { DataPlane } from '../ingress/data-plane.js';
 import { UwsHttpListener } from '../ingress/uws-listener.js';
 import { createLogger, type LogLevel, type Logger } from '../telemetry/log.js';
@@ -100,7 +101,8 @@ function main(): void {
           let result: ApplyReply;
           try {
             if (draining) throw new Error('draining');
-            const applied = await dataPlane.apply(Object.freeze(m.snapshot) as Snapshot);
+            // Deserialised in slices: this thread keeps serving requests meanwhile.
+            const applied = await dataPlane.apply(Object.freeze(await unpackSnapshot(m.snapshot)) as Snapshot);
             result = { errors: applied.errors, allBound: dataPlane.allBound };
           } catch (err) {
             result = { errors: [`worker ${init.index}: ${(err as Error).message}`], allBound: false };
