@@ -1500,6 +1500,7 @@ async function idleConnections(s: Settings, t: Target, lines: string[]): Promise
   await sleep(1000);
   const after = rssMiB(pid);
   const per = open > 0 ? ((during - before) * 1024 * 1024) / open : NaN;
+  if (t.name === 'gateway') figures.idle = { rss: during, open };
   lines.push(
     `| ${t.name} | ${fmt(count)} | ${fmt(ms / 1000, 1)} | ${failed} | ${fmt(open)} | ${fmt(before, 1)} | ${fmt(during, 1)} | ${fmt(after, 1)} | ${fmt(per / 1024, 1)} |`,
   );
@@ -1636,6 +1637,7 @@ async function configSwap(s: Settings, t: Target, lines: string[]): Promise<void
   for (let i = 1; i < times.length; i++) gap = Math.max(gap, (times[i] as number) - (times[i - 1] as number));
   const [pIn = NaN] = inside.percentiles([99]);
   const [pOut = NaN] = outside.percentiles([99]);
+  if (!error) figures.swap = { gapMs: gap, p99Ratio: pOut > 0 ? pIn / pOut : NaN };
   for (const w of windows) {
     lines.push(`| ${w.what} | ${fmt(w.ms)} | ${fmt((w.to - 1000 - w.from) / 1000, 2)} |`);
   }
@@ -1683,6 +1685,41 @@ async function extras(s: Settings, targets: Target[], up: Upstream, cert: CertPa
 
 // ---------------------------------------------------------------------------------------------
 // Report
+
+/** What the extra measurements found, for the targets table. */
+const figures: { idle?: { rss: number; open: number }; swap?: { gapMs: number; p99Ratio: number } } = {};
+
+/**
+ * The hot-path issue's targets against this run (one worker, same run as nginx). A target that
+ * this run did not measure says so. Never asserted anywhere: a table to read.
+ */
+function targetsTable(s: Settings, sum: ReturnType<typeof summarize>): string[] {
+  const by = (id: string, t: TargetName) => sum.find((x) => x.row.scenario.id === id && x.row.target === t);
+  const rows: string[] = [];
+  const verdict = (ok: boolean | undefined, floorOk?: boolean): string => (ok === undefined ? 'not measured' : ok ? 'met' : floorOk ? 'missed (above the floor)' : 'missed');
+  const g = by('get', 'gateway');
+  const n = by('get', 'nginx');
+  if (g && n) {
+    const r = g.rps / n.rps;
+    const cpu = g.cpu;
+    rows.push(`| small GET req/s vs nginx | ≥ 0.6× (floor 0.45×) | ${r.toFixed(2)}× | ${verdict(r >= 0.6, r >= 0.45)} |`);
+    rows.push(`| small GET CPU per request | ≤ 25 µs (floor 35 µs) | ${fmt(cpu, 1)} µs (nginx ${fmt(n.cpu, 1)} µs) | ${verdict(cpu === undefined ? undefined : cpu <= 25, cpu !== undefined && cpu <= 35)} |`);
+    rows.push(`| small GET p99 vs nginx | ≤ 2× | ${(g.p99 / n.p99).toFixed(2)}× | ${verdict(g.p99 / n.p99 <= 2)} |`);
+  } else rows.push('| small GET vs nginx | ≥ 0.6×, ≤ 25 µs, p99 ≤ 2× | – | not measured (needs get with gateway and nginx) |');
+  for (const [id, title] of [['get16k', '16 KiB GET'], ['post64k', '64 KiB POST']] as const) {
+    const a = by(id, 'gateway');
+    const b = by(id, 'nginx');
+    if (a && b) rows.push(`| ${title} req/s vs nginx | ≥ 0.5× | ${(a.rps / b.rps).toFixed(2)}× | ${verdict(a.rps / b.rps >= 0.5)} |`);
+    else rows.push(`| ${title} req/s vs nginx | ≥ 0.5× | – | not measured |`);
+  }
+  const idle = figures.idle;
+  rows.push(idle ? `| RSS with ${fmt(idle.open)} idle keep-alive connections | ≤ 150 MB | ${fmt(idle.rss * 1.048576, 0)} MB (${fmt(idle.rss, 0)} MiB) | ${verdict(idle.rss * 1.048576 <= 150)} |` : '| RSS with 10,000 idle keep-alive connections | ≤ 150 MB | – | not measured (BENCH_EXTRA=0) |');
+  const sw = figures.swap;
+  rows.push(sw ? `| 10,000-route config swap: longest time without a response | < 200 ms | ${fmt(sw.gapMs)} ms | ${verdict(sw.gapMs < 200)} |` : '| 10,000-route config swap stall | < 200 ms | – | not measured (BENCH_EXTRA=0) |');
+  rows.push(sw ? `| 10,000-route config swap: p99 inside vs outside the swap | ≤ 2× | ${sw.p99Ratio.toFixed(2)}× | ${verdict(sw.p99Ratio <= 2)} |` : '| config swap p99 | ≤ 2× | – | not measured |');
+  rows.push(`| CPU per request, 2 workers vs 1 | unchanged | – | compare \`BENCH_WORKERS=2\` with this run${os.cpus().length <= 2 ? ' (this box has 2 cores: it cannot show scaling)' : ''} |`);
+  return ['', `### Targets (workers: ${s.workers})`, '', '| target | wanted | this run | verdict |', '|---|---|---|---|', ...rows];
+}
 
 const fmt = (x: number | undefined, digits = 0): string =>
   x === undefined || Number.isNaN(x) ? '–' : x.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
@@ -1746,6 +1783,10 @@ function report(s: Settings, rows: Row[], header: string[], notes: string[]): st
   }
   if (notes.length) out.push('', ...notes.map((n) => `- ${n}`));
   return out.join('\n') + '\n';
+}
+
+function targetsReport(s: Settings, rows: Row[]): string {
+  return targetsTable(s, summarize(rows)).join('\n') + '\n';
 }
 
 function grpcVersion(): string {
@@ -1860,7 +1901,7 @@ async function main(): Promise<void> {
     }
 
     const extra = process.env['BENCH_EXTRA'] !== '0' ? await extras(s, targets, up, cert, tmp, notes) : '';
-    const md = report(s, rows, header, notes) + (extra ? '\n' + extra : '');
+    const md = report(s, rows, header, notes) + (extra ? '\n' + extra : '') + (s.targets.includes('gateway') ? targetsReport(s, rows) : '');
     process.stdout.write('\n' + md.split('\n').slice(header.length + 1).join('\n'));
     const resultsDir = path.join(REPO, 'bench', 'results');
     fs.mkdirSync(resultsDir, { recursive: true });
