@@ -31,6 +31,8 @@ interface Baseline {
   rounds: number;
   duration: number;
   ratios: Record<string, number>;
+  /** The load generator the ratios were measured with (absent: autocannon, before wrk was the default). */
+  client?: 'wrk' | 'autocannon';
 }
 
 interface ResultRow {
@@ -39,13 +41,13 @@ interface ResultRow {
   rps: number;
 }
 
-function measure(): { ratios: Record<string, number>; commit: string; rounds: number; duration: number } {
+function measure(client: 'wrk' | 'autocannon'): { ratios: Record<string, number>; commit: string; rounds: number; duration: number } {
   const rounds = process.env.BENCH_CHECK_ROUNDS ?? '3';
   const duration = process.env.BENCH_CHECK_DURATION ?? '4';
   const run = spawnSync(process.execPath, [...process.execArgv, path.join(REPO, 'bench', 'run.ts')], {
     cwd: REPO,
     stdio: ['ignore', 'inherit', 'inherit'],
-    env: { ...process.env, BENCH_SCENARIOS: SCENARIOS.join(','), BENCH_TARGETS: 'direct,gateway', BENCH_ROUNDS: rounds, BENCH_DURATION: duration, BENCH_EXTRA: '0' },
+    env: { ...process.env, BENCH_SCENARIOS: SCENARIOS.join(','), BENCH_TARGETS: 'direct,gateway', BENCH_ROUNDS: rounds, BENCH_DURATION: duration, BENCH_EXTRA: '0', BENCH_CLIENT: client, BENCH_WORKERS: '1' },
   });
   if (run.status !== 0) throw new Error(`bench/run.ts failed (exit ${run.status ?? run.signal})`);
   const result = JSON.parse(fs.readFileSync(RESULT, 'utf8')) as { commit: string; rounds: number; duration: number; rows: ResultRow[] };
@@ -61,19 +63,22 @@ function measure(): { ratios: Record<string, number>; commit: string; rounds: nu
 
 function main(): number {
   const update = process.argv.includes('--update');
-  const m = measure();
+  const old = fs.existsSync(BASELINE) ? (JSON.parse(fs.readFileSync(BASELINE, 'utf8')) as Baseline) : undefined;
+  // Compared with the same load generator as the baseline (a ratio to direct depends on it).
+  const client = update ? (process.env.BENCH_CLIENT === 'autocannon' ? 'autocannon' : 'wrk') : (old?.client ?? 'autocannon');
+  const m = measure(client);
   const machine = `${os.cpus().length} × ${os.cpus()[0]?.model.trim() ?? 'unknown CPU'}, node ${process.version}`;
   if (update) {
-    const b: Baseline = { recorded: new Date().toISOString(), commit: m.commit, machine, rounds: m.rounds, duration: m.duration, ratios: m.ratios };
+    const b: Baseline = { recorded: new Date().toISOString(), commit: m.commit, machine, rounds: m.rounds, duration: m.duration, ratios: m.ratios, client };
     fs.writeFileSync(BASELINE, JSON.stringify(b, null, 2) + '\n');
     process.stdout.write(`\nbaseline written to bench/baseline.json: ${JSON.stringify(m.ratios)}\n`);
     return 0;
   }
-  if (!fs.existsSync(BASELINE)) {
+  if (!old) {
     process.stderr.write('bench/baseline.json is missing: record one with `npm run bench:check -- --update`\n');
     return 1;
   }
-  const b = JSON.parse(fs.readFileSync(BASELINE, 'utf8')) as Baseline;
+  const b = old;
   let failed = false;
   process.stdout.write(`\n| scenario | gateway/direct now | baseline (${b.commit}, ${b.recorded.slice(0, 10)}) | floor (−${TOLERANCE * 100}%) | |\n|---|---:|---:|---:|---|\n`);
   for (const sc of SCENARIOS) {
