@@ -775,7 +775,7 @@ async function waitReady(child: Child, port: number, urlPath: string, host: stri
   throw new Error(`${child.name}: not ready after ${timeoutMs / 1000} s (${last})\n${tail(child.logFile)}`);
 }
 
-async function startGateway(s: Settings, tmp: string, up: Upstream, cert: CertPaths | undefined, name = 'gateway'): Promise<Target> {
+async function startGateway(s: Settings, tmp: string, up: Upstream, cert: CertPaths | undefined, name = 'gateway', extraRoutes?: number): Promise<Target> {
   if (!fs.existsSync(s.gatewayCli)) {
     throw new Error(`${path.relative(REPO, s.gatewayCli)} not found: run \`npm run build\` (npm run bench does), or drop gateway from BENCH_TARGETS`);
   }
@@ -784,7 +784,7 @@ async function startGateway(s: Settings, tmp: string, up: Upstream, cert: CertPa
   const configDir = path.join(tmp, `${name}-config`);
   fs.mkdirSync(configDir);
   const base = gatewayConfig(ports, up, cert);
-  const configText = base + routesYaml(s.scenarios.some((sc) => sc.id === 'routes1k') ? ROUTES_COUNT : 0);
+  const configText = base + routesYaml(extraRoutes ?? (s.scenarios.some((sc) => sc.id === 'routes1k') ? ROUTES_COUNT : 0));
   fs.writeFileSync(path.join(configDir, 'bench.yaml'), configText);
   const logFile = path.join(tmp, `${name}.log`);
   const log = fs.openSync(logFile, 'a');
@@ -1663,9 +1663,10 @@ async function extras(s: Settings, targets: Target[], up: Upstream, cert: CertPa
   const gw = targets.find((t) => t.name === 'gateway');
   if (gw) {
     await idleConnections(s, gw, lines);
-    // A second gateway, started now with the same config: what 10,000 idle connections cost
-    // without the heap the scenarios grew (V8 keeps it; gRPC alone takes the RSS to ~330 MiB).
-    const fresh = await startGateway(s, tmp, up, cert, 'gateway-idle');
+    // A second gateway, started now with the base config (no routes1k extras, like nginx-idle):
+    // what 10,000 idle connections cost without the heap the scenarios grew (V8 keeps it; gRPC
+    // alone takes the RSS to ~300 MiB) or the 1,000 extra VirtualServices (~40 MiB).
+    const fresh = await startGateway(s, tmp, up, cert, 'gateway-idle', 0);
     try {
       await idleConnections(s, fresh, lines);
     } finally {
