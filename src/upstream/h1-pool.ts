@@ -588,23 +588,13 @@ class Conn {
             this.complete(null, buf, pos);
             return;
           }
-          const req = this.req!;
-          if (req.handler.onData?.(slice) === false && !req.done) {
-            this.pause(buf, pos);
-            return;
-          }
-          if (this.state === S_DEAD) return;
+          if (!this.bodySlice(slice, buf, pos)) return;
           break;
         }
         case S_BODY_EOF: {
           const slice = pos === 0 ? buf : buf.subarray(pos);
           pos = len;
-          const req = this.req!;
-          if (req.handler.onData?.(slice) === false && !req.done) {
-            this.pause(buf, pos);
-            return;
-          }
-          if (this.state === S_DEAD) return;
+          if (!this.bodySlice(slice, buf, pos)) return;
           break;
         }
         case S_CHUNK_SIZE:
@@ -621,12 +611,7 @@ class Conn {
           pos += n;
           this.remaining -= n;
           if (this.remaining === 0) this.state = S_CHUNK_DATA_CR;
-          const req = this.req!;
-          if (req.handler.onData?.(slice) === false && !req.done) {
-            this.pause(buf, pos);
-            return;
-          }
-          if (this.state === S_DEAD) return;
+          if (!this.bodySlice(slice, buf, pos)) return;
           break;
         }
         case S_CHUNK_DATA_CR:
@@ -645,6 +630,16 @@ class Conn {
           return;
       }
     }
+  }
+
+  /** A body slice to the handler; false when parsing stops here (it paused, or the socket died). */
+  bodySlice(slice: Buffer, buf: Buffer, pos: number): boolean {
+    const req = this.req!;
+    if (req.handler.onData?.(slice) === false && !req.done) {
+      this.pause(buf, pos);
+      return false;
+    }
+    return this.state !== S_DEAD;
   }
 
   /** The last slice of a body: onData (a pause does not matter, the response is complete). */
