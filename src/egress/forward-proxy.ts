@@ -39,17 +39,38 @@ export type ConnectDecision =
   | { kind: 'passthrough'; host: string; port: number }
   | { kind: 'refuse'; status: 403 | 502; reason: string };
 
+type ConnectEntry = ForwardProxyConfig['connect'][number];
+
+/** A config's CONNECT registry as lookups: exact hosts in a map, wildcards longest first. */
+interface CompiledConnect {
+  exact: Map<string, ConnectEntry>;
+  wildcards: ConnectEntry[];
+}
+
+/** Compiled once per configuration object (snapshots are immutable), not per tunnel. */
+const compiledConnect = new WeakMap<ForwardProxyConfig, CompiledConnect>();
+
+function compileConnect(cfg: ForwardProxyConfig): CompiledConnect {
+  let c = compiledConnect.get(cfg);
+  if (c) return c;
+  const exact = new Map<string, ConnectEntry>();
+  const wildcards: ConnectEntry[] = [];
+  for (const entry of cfg.connect) {
+    if (entry.host.startsWith('*')) wildcards.push(entry);
+    else if (!exact.has(entry.host)) exact.set(entry.host, entry);
+  }
+  // Stable: among wildcards of one length the first in the config wins, as before.
+  wildcards.sort((a, b) => b.host.length - a.host.length);
+  c = { exact, wildcards };
+  compiledConnect.set(cfg, c);
+  return c;
+}
+
 /** What the policy says about a CONNECT target. */
 export function decideConnect(cfg: ForwardProxyConfig, t: ConnectTarget): ConnectDecision {
   // The most specific registered host: exact first, then the longest wildcard.
-  let best: ForwardProxyConfig['connect'][number] | undefined;
-  for (const entry of cfg.connect) {
-    if (entry.host === t.host) {
-      best = entry;
-      break;
-    }
-    if (entry.host.startsWith('*') && hostMatches(entry.host, t.host) && (!best || entry.host.length > best.host.length)) best = entry;
-  }
+  const c = compileConnect(cfg);
+  const best = c.exact.get(t.host) ?? c.wildcards.find((entry) => hostMatches(entry.host, t.host));
   if (best) {
     if (!best.ports.includes(t.port)) return { kind: 'refuse', status: 403, reason: `port ${t.port} of ${t.host} is not declared by its ServiceEntry (ports ${best.ports.join(', ')})` };
     return { kind: 'cluster', cluster: clusterName(t.port, '', best.host), host: t.host, port: t.port };

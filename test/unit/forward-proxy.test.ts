@@ -22,6 +22,24 @@ describe('CONNECT targets', () => {
     expect(decideConnect(cfg, { host: 'db.example.com', port: 8443 })).toMatchObject({ kind: 'cluster', cluster: 'outbound|8443||*.example.com' });
   });
 
+  it('the longest matching wildcard wins whatever the config order; an exact host listed last still wins', () => {
+    const c: ForwardProxyConfig = {
+      policy: 'REGISTRY_ONLY',
+      connect: [
+        { host: '*.com', ports: [1] },
+        { host: '*.example.com', ports: [2] },
+        { host: '*.eu.example.com', ports: [3] },
+        { host: 'db.eu.example.com', ports: [4] },
+      ],
+    };
+    expect(decideConnect(c, { host: 'x.eu.example.com', port: 3 })).toMatchObject({ kind: 'cluster', cluster: 'outbound|3||*.eu.example.com' });
+    expect(decideConnect(c, { host: 'x.example.com', port: 2 })).toMatchObject({ kind: 'cluster', cluster: 'outbound|2||*.example.com' });
+    expect(decideConnect(c, { host: 'other.com', port: 1 })).toMatchObject({ kind: 'cluster', cluster: 'outbound|1||*.com' });
+    expect(decideConnect(c, { host: 'db.eu.example.com', port: 4 })).toMatchObject({ kind: 'cluster', cluster: 'outbound|4||db.eu.example.com' });
+    // Asked again (compiled form reused): the same answers.
+    expect(decideConnect(c, { host: 'x.eu.example.com', port: 2 })).toMatchObject({ kind: 'refuse', status: 403 });
+  });
+
   it('an undeclared port is 403; an unknown host is 502 under REGISTRY_ONLY and passes under ALLOW_ANY', () => {
     expect(decideConnect(cfg, { host: 'api.example.com', port: 8443 })).toMatchObject({ kind: 'refuse', status: 403 });
     expect(decideConnect(cfg, { host: 'other.test', port: 443 })).toMatchObject({ kind: 'refuse', status: 502 });
