@@ -55,10 +55,11 @@ function toHeaderObject(list: readonly HeaderValue[], into: OutgoingHttpHeaders)
   return into;
 }
 
-/** An HTTP/2 stream (h2 or h2c). The response head is sent with the first body bytes, or alone
- *  with END_STREAM when there is no body: a gRPC trailers-only response is one HEADERS frame. */
-export class H2StreamSink implements ResponseSink {
-  readonly protocol = 'HTTP/2';
+/**
+ * What both node sinks share: the ResponseSink fields, the single drain callback, the end of the
+ * exchange when the client goes, and the request body's flow control (RequestBody).
+ */
+abstract class NodeSink {
   exchange: Exchange | null = null;
   closed = false;
   remoteAddress = '';
@@ -68,39 +69,96 @@ export class H2StreamSink implements ResponseSink {
   peerNamespace: string | undefined;
   localAddress: string | undefined;
   serverName: string | undefined;
-  readonly #stream: ServerHttp2Stream;
-  readonly #owner: SinkOwner;
-  #head: OutgoingHttpHeaders | null = null;
-  #noBody = false;
-  #responded = false;
-  #ended = false;
-  #trailers: OutgoingHttpHeaders | null = null;
+  protected readonly owner: SinkOwner;
+  protected readonly body: RequestBody;
+  /** The response was ended by us (not cut off by the client). */
+  protected ended = false;
   #drain: (() => void) | null = null;
-  readonly #body: RequestBody;
 
-  constructor(stream: ServerHttp2Stream, owner: SinkOwner) {
-    this.#stream = stream;
-    this.#body = new RequestBody(stream);
-    this.#owner = owner;
+  constructor(source: Readable, owner: SinkOwner) {
+    this.body = new RequestBody(source);
+    this.owner = owner;
     owner.inflight++;
-    stream.on('error', () => undefined); // resets and protocol errors end in 'close'
-    stream.on('close', () => this.#closed());
-    stream.on('drain', () => {
-      const cb = this.#drain;
-      this.#drain = null;
-      cb?.();
-    });
-    stream.on('wantTrailers', () => {
-      if (!stream.destroyed) stream.sendTrailers(this.#trailers ?? {});
-    });
   }
 
-  #closed(): void {
+  /** The stream or response closed: the client went away unless we had ended the response. */
+  protected closedByTransport(): void {
     const ex = this.exchange;
     this.exchange = null;
     this.closed = true;
-    if (ex && !this.#ended) ex.downstreamAborted();
+    if (ex && !this.ended) ex.downstreamAborted();
     else this.finished();
+  }
+
+  protected drained(): void {
+    const cb = this.#drain;
+    this.#drain = null;
+    cb?.();
+  }
+
+  onDrain(cb: () => void): void {
+    this.#drain = cb;
+  }
+
+  pauseRequestBody(): void {
+    if (!this.closed) this.body.pause();
+  }
+
+  resumeRequestBody(): void {
+    this.body.resume();
+  }
+
+  finished(): void {
+    // Whatever the client still sends is read and dropped: an unread body would stall the stream
+    // or keep-alive connection.
+    if (!this.body.finish()) return;
+    this.exchange = null;
+    this.owner.requestDone();
+  }
+
+  /** Request body: every chunk as it comes, then an empty last one at the end. */
+  readBody(): void {
+    this.body.read(this);
+  }
+
+  abstract start(status: number, headers: readonly HeaderValue[], length: number, noBody: boolean): void;
+  abstract end(chunk?: Buffer): void;
+
+  /** A handler error: a 500 if the response has not started (then the request is done). */
+  fail(err: unknown): void {
+    this.owner.onError(err);
+    const ex = this.exchange;
+    if (ex) {
+      ex.localReply(500, 'DPE', 'internal error');
+      return;
+    }
+    if (!this.closed) {
+      this.start(500, ['server', 'istio-envoy'], 0, false);
+      this.end();
+    }
+    this.finished();
+  }
+}
+
+/** An HTTP/2 stream (h2 or h2c). The response head is sent with the first body bytes, or alone
+ *  with END_STREAM when there is no body: a gRPC trailers-only response is one HEADERS frame. */
+export class H2StreamSink extends NodeSink implements ResponseSink {
+  readonly protocol = 'HTTP/2';
+  readonly #stream: ServerHttp2Stream;
+  #head: OutgoingHttpHeaders | null = null;
+  #noBody = false;
+  #responded = false;
+  #trailers: OutgoingHttpHeaders | null = null;
+
+  constructor(stream: ServerHttp2Stream, owner: SinkOwner) {
+    super(stream, owner);
+    this.#stream = stream;
+    stream.on('error', () => undefined); // resets and protocol errors end in 'close'
+    stream.on('close', () => this.closedByTransport());
+    stream.on('drain', () => this.drained());
+    stream.on('wantTrailers', () => {
+      if (!stream.destroyed) stream.sendTrailers(this.#trailers ?? {});
+    });
   }
 
   start(status: number, headers: readonly HeaderValue[], length: number, noBody: boolean): void {
@@ -129,14 +187,10 @@ export class H2StreamSink implements ResponseSink {
     return this.#stream.write(chunk);
   }
 
-  onDrain(cb: () => void): void {
-    this.#drain = cb;
-  }
-
   end(chunk?: Buffer): void {
     if (this.closed) return;
     this.closed = true;
-    this.#ended = true;
+    this.ended = true;
     const stream = this.#stream;
     if (stream.destroyed) return;
     if (!this.#responded) {
@@ -155,7 +209,7 @@ export class H2StreamSink implements ResponseSink {
     this.#trailers = toHeaderObject(trailers, {});
     if (!this.#responded) this.#respond(false);
     this.closed = true;
-    this.#ended = true;
+    this.ended = true;
     const stream = this.#stream;
     if (stream.destroyed) return;
     if (chunk !== undefined && chunk.length > 0 && !this.#noBody) stream.end(chunk);
@@ -172,71 +226,20 @@ export class H2StreamSink implements ResponseSink {
   batch(fn: () => void): void {
     fn();
   }
-
-  pauseRequestBody(): void {
-    if (!this.closed) this.#body.pause();
-  }
-
-  resumeRequestBody(): void {
-    this.#body.resume();
-  }
-
-  finished(): void {
-    // Whatever the client still sends is read and dropped, so the stream can close.
-    if (!this.#body.finish()) return;
-    this.exchange = null;
-    this.#owner.requestDone();
-  }
-
-  /** Request body: every chunk as it comes, then an empty last one at END_STREAM. */
-  readBody(): void {
-    this.#body.read(this);
-  }
-
-  fail(err: unknown): void {
-    failSink(this, err, this.#owner);
-  }
 }
 
 /** An HTTP/1.1 request on the node:http2 listener (its HTTP/1.1 fallback, served by node:http). */
-export class H1Sink implements ResponseSink {
+export class H1Sink extends NodeSink implements ResponseSink {
   readonly protocol = 'HTTP/1.1';
-  exchange: Exchange | null = null;
-  closed = false;
-  remoteAddress = '';
-  peerCertificate: X509Certificate | undefined;
-  peerSpiffeId: string | undefined;
-  peerPrincipal: string | undefined;
-  peerNamespace: string | undefined;
-  localAddress: string | undefined;
-  serverName: string | undefined;
-  readonly #req: IncomingMessage;
   readonly #res: ServerResponse;
-  readonly #owner: SinkOwner;
-  #ended = false;
-  #drain: (() => void) | null = null;
-  readonly #body: RequestBody;
 
   constructor(req: IncomingMessage, res: ServerResponse, owner: SinkOwner) {
-    this.#req = req;
-    this.#body = new RequestBody(req);
+    super(req, owner);
     this.#res = res;
-    this.#owner = owner;
-    owner.inflight++;
     req.on('error', () => undefined);
     res.on('error', () => undefined);
-    res.on('close', () => {
-      const ex = this.exchange;
-      this.exchange = null;
-      this.closed = true;
-      if (ex && !this.#ended) ex.downstreamAborted();
-      else this.finished();
-    });
-    res.on('drain', () => {
-      const cb = this.#drain;
-      this.#drain = null;
-      cb?.();
-    });
+    res.on('close', () => this.closedByTransport());
+    res.on('drain', () => this.drained());
   }
 
   start(status: number, headers: readonly HeaderValue[], length: number, noBody: boolean): void {
@@ -257,14 +260,10 @@ export class H1Sink implements ResponseSink {
     return this.#res.write(chunk);
   }
 
-  onDrain(cb: () => void): void {
-    this.#drain = cb;
-  }
-
   end(chunk?: Buffer): void {
     if (this.closed) return;
     this.closed = true;
-    this.#ended = true;
+    this.ended = true;
     if (chunk !== undefined && chunk.length > 0) this.#res.end(chunk);
     else this.#res.end();
   }
@@ -285,29 +284,6 @@ export class H1Sink implements ResponseSink {
     } finally {
       socket.uncork();
     }
-  }
-
-  pauseRequestBody(): void {
-    if (!this.closed) this.#body.pause();
-  }
-
-  resumeRequestBody(): void {
-    this.#body.resume();
-  }
-
-  finished(): void {
-    // An unread body would stall the keep-alive connection: read and drop the rest.
-    if (!this.#body.finish()) return;
-    this.exchange = null;
-    this.#owner.requestDone();
-  }
-
-  readBody(): void {
-    this.#body.read(this);
-  }
-
-  fail(err: unknown): void {
-    failSink(this, err, this.#owner);
   }
 }
 
@@ -348,16 +324,3 @@ class RequestBody {
   }
 }
 
-function failSink(sink: H2StreamSink | H1Sink, err: unknown, owner: SinkOwner): void {
-  owner.onError(err);
-  const ex = sink.exchange;
-  if (ex) {
-    ex.localReply(500, 'DPE', 'internal error');
-    return;
-  }
-  if (!sink.closed) {
-    sink.start(500, ['server', 'istio-envoy'], 0, false);
-    sink.end();
-  }
-  sink.finished();
-}
