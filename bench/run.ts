@@ -997,6 +997,17 @@ function portFor(target: Target, sc: Scenario): number {
   return target.port;
 }
 
+/**
+ * Ends a measurement: the target tree's CPU per request (`count` responses) since `cpuBefore`,
+ * and a clear error if the target died during the scenario.
+ */
+function closeSample(sample: Sample, target: Target, sc: Scenario, cpuBefore: Map<number, number> | undefined, count: number): Sample {
+  const pid = target.child?.pid;
+  if (pid !== undefined && cpuBefore && count > 0) sample.cpuUsPerReq = (cpuDelta(cpuBefore, cpuSnapshot(pid)) * 1e6) / count;
+  if (target.child && !alive(target.child)) throw new Error(`${target.child.name} died during ${sc.title}\n${tail(target.child.logFile)}`);
+  return sample;
+}
+
 async function load(s: Settings, target: Target, sc: Scenario, seconds: number): Promise<Sample> {
   if (sc.kind === 'grpc') return loadGrpc(s, target, sc, seconds);
   if (sc.kind === 'ws') return loadWs(s, target, sc, seconds);
@@ -1037,13 +1048,7 @@ async function load(s: Settings, target: Target, sc: Scenario, seconds: number):
     errors: r.errors,
     clientCpuPct: ((client.user + client.system) / 1e6 / wall) * 100,
   };
-  if (pid !== undefined && cpuBefore && reqs > 0) {
-    sample.cpuUsPerReq = (cpuDelta(cpuBefore, cpuSnapshot(pid)) * 1e6) / reqs;
-  }
-  if (target.child && !alive(target.child)) {
-    throw new Error(`${target.child.name} died during ${sc.title}\n${tail(target.child.logFile)}`);
-  }
-  return sample;
+  return closeSample(sample, target, sc, cpuBefore, reqs);
 }
 
 /**
@@ -1112,9 +1117,7 @@ async function loadWrk(s: Settings, target: Target, sc: Scenario, seconds: numbe
     errors: sockErr ? sockErr.slice(1).reduce((a, x) => a + Number(x), 0) : 0,
     clientCpuPct: (clientSec / wall) * 100,
   };
-  if (pid !== undefined && cpuBefore && reqs > 0) sample.cpuUsPerReq = (cpuDelta(cpuBefore, cpuSnapshot(pid)) * 1e6) / reqs;
-  if (target.child && !alive(target.child)) throw new Error(`${target.child.name} died during ${sc.title}\n${tail(target.child.logFile)}`);
-  return sample;
+  return closeSample(sample, target, sc, cpuBefore, reqs);
 }
 
 function grpcClient(port: number): grpc.Client {
@@ -1206,13 +1209,7 @@ async function loadGrpc(s: Settings, target: Target, sc: Scenario, seconds: numb
       clientCpuPct: ((client.user + client.system) / 1e6 / wall) * 100,
       ...(byStatus.size ? { errorDetail: [...byStatus].map(([k, n]) => `${n}× ${k}`).join('; ') } : {}),
     };
-    if (pid !== undefined && cpuBefore && reqs > 0) {
-      sample.cpuUsPerReq = (cpuDelta(cpuBefore, cpuSnapshot(pid)) * 1e6) / reqs;
-    }
-    if (target.child && !alive(target.child)) {
-      throw new Error(`${target.child.name} died during ${sc.title}\n${tail(target.child.logFile)}`);
-    }
-    return sample;
+    return closeSample(sample, target, sc, cpuBefore, reqs);
   } finally {
     current = undefined;
     for (const c of clients) c.close();
@@ -1320,13 +1317,7 @@ async function loadWs(s: Settings, target: Target, sc: Scenario, seconds: number
       clientCpuPct: ((client.user + client.system) / 1e6 / wall) * 100,
       ...(details.size ? { errorDetail: [...details].map(([k, n]) => `${n}× ${k}`).join('; ') } : {}),
     };
-    if (pid !== undefined && cpuBefore && msgs > 0) {
-      sample.cpuUsPerReq = (cpuDelta(cpuBefore, cpuSnapshot(pid)) * 1e6) / msgs;
-    }
-    if (target.child && !alive(target.child)) {
-      throw new Error(`${target.child.name} died during ${sc.title}\n${tail(target.child.logFile)}`);
-    }
-    return sample;
+    return closeSample(sample, target, sc, cpuBefore, msgs);
   } finally {
     current = undefined;
     for (const ws of sockets) {
