@@ -30,6 +30,7 @@ interface JwtRuleSpec {
   outputClaimToHeaders?: Array<{ header: string; claim: string }>;
   forwardOriginalToken?: boolean;
   timeout?: string;
+  spaceDelimitedClaims?: string[];
 }
 
 interface RequestAuthenticationSpec extends Selectable {
@@ -132,6 +133,9 @@ function jwtRule(policy: string, r: JwtRuleSpec): JwtRuleConfig {
   if (r.jwks !== undefined) c.jwks = r.jwks;
   else if (r.jwksUri !== undefined) c.jwks_uri = r.jwksUri;
   if (r.outputPayloadToHeader !== undefined) c.output_payload_to_header = r.outputPayloadToHeader.toLowerCase();
+  // Istio always splits `permission` and `scope` (the data plane knows those); others as listed.
+  const extra = [...new Set(r.spaceDelimitedClaims ?? [])].filter((n) => n !== 'permission' && n !== 'scope').sort();
+  if (extra.length > 0) c.space_delimited_claims = extra;
   return c;
 }
 

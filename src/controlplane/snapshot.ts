@@ -210,6 +210,12 @@ export interface JwtRuleConfig {
   output_payload_to_header?: string;
   output_claim_to_headers: Array<{ header: string; claim: string }>;
   forward_original_token: boolean;
+  /**
+   * Claims besides Istio's default `permission` and `scope` whose space-delimited string value is
+   * a list in the verified payload (Istio `spaceDelimitedClaims`, Envoy's
+   * normalize_payload_in_metadata); absent when none.
+   */
+  space_delimited_claims?: string[];
 }
 
 export interface AuthzPolicyConfig {

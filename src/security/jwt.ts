@@ -423,6 +423,8 @@ interface CompiledRule {
   forward: boolean;
   payloadHeader: string;
   claimHeaders: Array<{ header: string; claim: string; path: string[] }>;
+  /** Top-level claims whose space-delimited string value becomes a list (Istio: permission, scope, + spaceDelimitedClaims). */
+  spaceDelimited: readonly string[];
 }
 
 interface Location {
@@ -581,6 +583,27 @@ function claimValue(payload: Record<string, unknown>, claim: string, path: strin
   return v;
 }
 
+/**
+ * The verified payload as Envoy puts it in the request's metadata (normalize_payload_in_metadata):
+ * each listed top-level claim holding a space-delimited string is a list of its words instead.
+ * What claim routing and `request.auth.claims[...]` conditions read. The payload itself is kept.
+ */
+export function normalizePayload(payload: Record<string, unknown>, spaceDelimited: readonly string[]): Record<string, unknown> {
+  let out = payload;
+  for (const c of spaceDelimited) {
+    const v = Object.hasOwn(payload, c) ? payload[c] : undefined;
+    if (typeof v !== 'string') continue;
+    const words = v.split(' ').filter((w) => w !== '');
+    if (words.length === 0) continue;
+    if (out === payload) out = { ...payload };
+    out[c] = words;
+  }
+  return out;
+}
+
+/** Claims Istio always has Envoy split at spaces. */
+const DEFAULT_SPACE_DELIMITED = ['permission', 'scope'];
+
 function setHeader(headers: string[], name: string, value: string): void {
   removeHeader(headers, name);
   headers.push(name, value);
@@ -602,6 +625,12 @@ class JwtAuthenticator implements Authenticator {
   readonly #headerLocs = new Map<string, Location[]>();
   readonly #paramLocs: Location[] = [];
   readonly #cookieLocs: Location[] = [];
+  /**
+   * Headers the rules write (outputPayloadToHeader, outputClaimToHeaders): removed from every
+   * request first, token or not, so that a client cannot send them itself (Envoy's extractor
+   * sanitizes them before verifying).
+   */
+  readonly #written = new Set<string>();
   readonly #empty: boolean;
   #closed = false;
 
@@ -613,6 +642,8 @@ class JwtAuthenticator implements Authenticator {
     const remotes = new Map<string, RemoteJwks>();
     for (const r of rules) {
       const rule = this.#compile(r, cache, remotes);
+      if (rule.payloadHeader) this.#written.add(rule.payloadHeader);
+      for (const c of rule.claimHeaders) this.#written.add(c.header);
       const defaults = r.from_headers.length === 0 && r.from_params.length === 0 && r.from_cookies.length === 0;
       const at: Array<Omit<Location, 'byIssuer'>> = defaults
         ? [{ kind: 'header', name: 'authorization', prefix: 'Bearer ' }, { kind: 'param', name: 'access_token', prefix: '' }]
@@ -674,14 +705,28 @@ class JwtAuthenticator implements Authenticator {
       forward: r.forward_original_token,
       payloadHeader: r.output_payload_to_header?.toLowerCase() ?? '',
       claimHeaders: r.output_claim_to_headers.map((c) => ({ header: c.header.toLowerCase(), claim: c.claim, path: c.claim.split('.') })),
+      spaceDelimited: r.space_delimited_claims?.length ? [...DEFAULT_SPACE_DELIMITED, ...r.space_delimited_claims] : DEFAULT_SPACE_DELIMITED,
     };
   }
 
   authenticate(req: SecurityRequest): AuthnOutcome | Promise<AuthnOutcome> {
     if (this.#empty) return { ok: true, auth: null, headers: req.headers };
-    const found = this.#extract(req);
-    if (found === null) return { ok: true, auth: null, headers: req.headers };
-    return this.#verifyAll(req, found);
+    const headers = this.#sanitized(req.headers);
+    const found = this.#extract(headers, req.query);
+    if (found === null) return { ok: true, auth: null, headers };
+    return this.#verifyAll(req, headers, found);
+  }
+
+  /** `headers` without the ones the rules write; the same array when it has none of them. */
+  #sanitized(headers: string[]): string[] {
+    const written = this.#written;
+    if (written.size === 0) return headers;
+    let i = 0;
+    while (i < headers.length && !written.has(headers[i]!)) i += 2;
+    if (i >= headers.length) return headers;
+    const out = headers.slice(0, i);
+    for (; i < headers.length; i += 2) if (!written.has(headers[i]!)) out.push(headers[i]!, headers[i + 1]!);
+    return out;
   }
 
   close(): void {
@@ -690,9 +735,8 @@ class JwtAuthenticator implements Authenticator {
     for (const r of this.#remotes) r.release();
   }
 
-  #extract(req: SecurityRequest): FoundToken[] | null {
+  #extract(h: readonly string[], query: string): FoundToken[] | null {
     let found: FoundToken[] | null = null;
-    const h = req.headers;
     const cookies = this.#cookieLocs.length > 0;
     for (let i = 0; i + 1 < h.length; i += 2) {
       const name = h[i]!;
@@ -710,10 +754,10 @@ class JwtAuthenticator implements Authenticator {
         }
       }
     }
-    if (this.#paramLocs.length > 0 && req.query.length > 1) {
+    if (this.#paramLocs.length > 0 && query.length > 1) {
       for (const loc of this.#paramLocs) {
-        if (!req.query.includes(loc.name)) continue;
-        const t = queryParam(req.query, loc.name);
+        if (!query.includes(loc.name)) continue;
+        const t = queryParam(query, loc.name);
         if (t !== null) (found ??= []).push({ token: t, loc });
       }
     }
@@ -721,9 +765,10 @@ class JwtAuthenticator implements Authenticator {
   }
 
   /** Envoy: every token found must verify (a good one does not cover a bad one). */
-  async #verifyAll(req: SecurityRequest, found: FoundToken[]): Promise<AuthnOutcome> {
+  async #verifyAll(req: SecurityRequest, sanitized: string[], found: FoundToken[]): Promise<AuthnOutcome> {
     let auth: RequestAuth | null = null;
-    let headers: string[] | null = null;
+    // Edited in place once it is a copy of the request's own list.
+    let headers: string[] | null = sanitized !== req.headers ? sanitized : null;
     for (const f of found) {
       const r = await this.#verify(f);
       if (typeof r === 'string') {
@@ -737,7 +782,7 @@ class JwtAuthenticator implements Authenticator {
         principal: `${jwt.iss}/${jwt.sub}`,
         audiences: jwt.aud,
         presenter: jwt.azp,
-        claims: jwt.payload,
+        claims: normalizePayload(jwt.payload, rule.spaceDelimited),
       };
       if (!rule.forward && f.loc.kind === 'header') {
         headers ??= req.headers.slice();

@@ -276,6 +276,33 @@ describe('jwt authenticator: locations and outputs', () => {
     a.close();
   });
 
+  it('headers the rules write are removed from every request first, token or not (Envoy sanitizes them), so they cannot be spoofed', async () => {
+    const a = createJwtAuthenticator([rule({ jwks: jwks(rsa.jwk), output_payload_to_header: 'x-jwt-payload', output_claim_to_headers: [{ header: 'x-team', claim: 'team' }] })], log);
+    const spoofed = ['host', 'h.example', 'x-team', 'admins', 'x-jwt-payload', 'e30', 'x-other', '1'];
+    // No token: answered synchronously, without the spoofed headers.
+    expect(a.authenticate(req(spoofed))).toEqual({ ok: true, auth: null, headers: ['host', 'h.example', 'x-other', '1'] });
+    // A token without the claim: the spoofed header does not survive either.
+    const out = await allowed(a, req(['authorization', `Bearer ${await token(rsa, {})}`, ...spoofed]));
+    expect(header(out.headers, 'x-team')).toBeUndefined();
+    expect(header(out.headers, 'x-jwt-payload')).not.toBe('e30');
+    // Nothing to remove: the request's own list, untouched.
+    const clean = ['host', 'h.example'];
+    expect((a.authenticate(req(clean)) as AuthnOutcome & { ok: true }).headers).toBe(clean);
+    a.close();
+  });
+
+  it('request.auth.claims: space-delimited scope and permission (and space_delimited_claims) are lists, as Envoy normalizes the payload', async () => {
+    const a = createJwtAuthenticator([rule({ jwks: jwks(rsa.jwk), space_delimited_claims: ['roles'] })], log);
+    const t = await token(rsa, { scope: 'read  write', permission: 'p1', roles: 'a b', other: 'x y', org: { scope: 'n m' }, empty: '', level: 3 });
+    const out = await allowed(a, req(bearer(t)));
+    expect(out.auth!.claims).toMatchObject({ scope: ['read', 'write'], permission: ['p1'], roles: ['a', 'b'], other: 'x y', org: { scope: 'n m' }, empty: '', level: 3 });
+    // Without the rule's list, only Istio's defaults.
+    const b = createJwtAuthenticator([rule({ jwks: jwks(rsa.jwk) })], log);
+    expect((await allowed(b, req(bearer(t)))).auth!.claims).toMatchObject({ scope: ['read', 'write'], roles: 'a b' });
+    a.close();
+    b.close();
+  });
+
   it('no rules: everything passes untouched', () => {
     const a = createJwtAuthenticator([], log);
     const headers = bearer('garbage');
