@@ -4,6 +4,7 @@
 // validate-refs.ts.
 import { isIP } from 'node:net';
 import { isValidHostPattern } from './hosts.js';
+import { claimKeyProblem, routingClaim } from './jwt-claims.js';
 import {
   any, asArr, asObj, asStr, atMostOne, bool, duration, exactlyOne, has, ignored, int, intOneOf, isObj, list, looseObj, map,
   nonEmptyStr, num, obj, oneOf, port, quote, refine, regex, req, setKeys, str, base64,
@@ -94,6 +95,11 @@ function matchHeaderNameProblem(s: string): string | undefined {
   if (s !== s.toLowerCase()) return `header name ${quote(s)} must be lowercase`;
   return headerNameProblem(s);
 }
+/** A `headers`/`withoutHeaders` key: a header name, or a JWT claim (`@request.auth.claims.<claim>`, case kept). */
+function matchHeaderKeyProblem(s: string): string | undefined {
+  if (routingClaim(s) !== null || s.startsWith('@')) return claimKeyProblem(s);
+  return matchHeaderNameProblem(s);
+}
 
 function gatewayRefProblem(s: string): string | undefined {
   if (s === 'mesh') return undefined;
@@ -178,7 +184,7 @@ const exportTo = refine(
 );
 const presenceMatch = obj({ exact: str(), prefix: str(), regex: regex() }, atMostOne('exact', 'prefix', 'regex'));
 const stringMatch = obj({ exact: str(), prefix: str(), regex: regex() }, exactlyOne('exact', 'prefix', 'regex'));
-const headerMatches = map(presenceMatch, matchHeaderNameProblem);
+const headerMatches = map(presenceMatch, matchHeaderKeyProblem);
 const percent = obj({ value: num(0, 100) });
 const portSelector = obj({ number: port() });
 const destination = obj({ host: req(str((h) => hostProblem(h))), subset: str(dnsLabel('subset name')), port: portSelector });

@@ -10,6 +10,7 @@ import {
   requestAuthenticationSpec, secretDocument, serviceEntrySpec, sidecarSpec, virtualServiceSpec, workloadEntrySpec,
 } from './schema-istio.js';
 import { crossCheck, reporterFor } from './validate-refs.js';
+import { checkClaimRoutes } from './jwt-claims.js';
 
 export interface ValidateOptions {
   /** This gateway's own namespace (`--namespace`, default `istio-system`). */
@@ -32,7 +33,7 @@ const SECURITY = ['security.istio.io/v1', 'security.istio.io/v1beta1'];
 
 const KINDS: Readonly<Record<string, KindDef>> = {
   Gateway: { apiVersions: NETWORKING, schema: gatewaySpec, root: 'spec' },
-  VirtualService: { apiVersions: NETWORKING, schema: virtualServiceSpec, root: 'spec' },
+  VirtualService: { apiVersions: NETWORKING, schema: virtualServiceSpec, root: 'spec', extra: (r, problems) => checkClaimRoutes(r, reporterFor(r, problems)) },
   DestinationRule: { apiVersions: NETWORKING, schema: destinationRuleSpec, root: 'spec' },
   ServiceEntry: { apiVersions: NETWORKING, schema: serviceEntrySpec, root: 'spec' },
   WorkloadEntry: { apiVersions: NETWORKING, schema: workloadEntrySpec, root: 'spec' },

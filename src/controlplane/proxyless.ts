@@ -3,13 +3,15 @@
 // warnings, so `gatehouse validate` and the log say so), and how the sidecar view is encoded for
 // them. Their rules (gRFCs A27-A52, ISTIO-REFERENCE.md §3):
 // - a RouteConfiguration with a redirect or direct-response route is NACKed whole: such routes
-//   are left out; a route with a query-parameter matcher is ignored by the client: left out too;
+//   are left out; a route with a query-parameter matcher is ignored by the client: left out too,
+//   and so is one with a JWT claim (dynamic metadata) matcher, which the client does not know;
 // - timeouts are read from `max_stream_duration`, not `timeout` (Istio does the same for them);
 // - retries: only gRPC status conditions (cancelled, deadline-exceeded, internal,
 //   resource-exhausted, unavailable) and the count; per-try timeouts, host predicates ignored;
 // - ring hash with header hash policies only (on the route), XX_HASH, ring ≤ 8M; no Maglev;
 // - circuit breaking: only max_requests; outlier detection: only success-rate/failure-percentage
 //   (Istio's consecutive-error settings have no effect); no header edits, mirrors, CORS, rewrites.
+import { routingClaim } from '../config/jwt-claims.js';
 import type { HTTPRoute, TrafficPolicy } from '../config/types.js';
 import type { Cluster, HashPolicy, Route, RouteConfiguration } from './snapshot.js';
 
@@ -31,6 +33,11 @@ export function proxylessRouteGaps(http: HTTPRoute): Gap[] {
   if (http.directResponse) gaps.push({ path: ['directResponse'], message: 'proxyless gRPC clients reject route configurations with direct responses; this route is left out for them' });
   (http.match ?? []).forEach((m, i) => {
     if (m.queryParams && Object.keys(m.queryParams).length > 0) gaps.push({ path: ['match', i, 'queryParams'], message: `${IGNORED} routes that match query parameters; this match is left out for them` });
+    for (const field of ['headers', 'withoutHeaders'] as const) {
+      for (const key of Object.keys(m[field] ?? {})) {
+        if (routingClaim(key) !== null) gaps.push({ path: ['match', i, field, key], message: 'proxyless gRPC clients have no JWT claims to match (claim routing is a gateway feature); this match is left out for them' });
+      }
+    }
   });
   if (http.headers) gaps.push({ path: ['headers'], message: `${IGNORED} header edits` });
   (http.route ?? []).forEach((d, i) => {
@@ -75,7 +82,7 @@ export function toProxylessRoutes(rc: RouteConfiguration, clusters: ReadonlyMap<
     name: rc.name,
     virtual_hosts: rc.virtual_hosts.map((vh) => ({
       ...vh,
-      routes: vh.routes.filter((r) => r.route !== undefined && r.match.query_parameters.length === 0).map((r) => proxylessRoute(r, clusters)),
+      routes: vh.routes.filter((r) => r.route !== undefined && r.match.query_parameters.length === 0 && !r.match.dynamic_metadata?.length).map((r) => proxylessRoute(r, clusters)),
     })),
     validate_clusters: false,
   };

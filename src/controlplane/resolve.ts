@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
 import { CLUSTER_DOMAIN, completeHost, hostMatches, serviceNameAndNamespace } from '../config/hosts.js';
 import { parseDurationMs } from '../config/duration.js';
+import { routingClaim } from '../config/jwt-claims.js';
 import type {
   DestinationRuleSpec,
   GatewayServer,
@@ -34,6 +35,8 @@ import {
   MESH_CERT_SECRET,
   MESH_ROOT_SECRET,
   BLACKHOLE_CLUSTER,
+  JWT_AUTHN_FILTER,
+  JWT_PAYLOAD_METADATA_KEY,
   PASSTHROUGH_CLUSTER,
   type ForwardProxyConfig,
   clusterName,
@@ -53,6 +56,7 @@ import {
   type LbEndpoint,
   type LbPolicy,
   type Listener,
+  type MetadataMatcher,
   type ListenerProtocol,
   type QueryParameterMatcher,
   type RedirectAction,
@@ -1288,8 +1292,17 @@ function routeMatch(m: HTTPMatchRequest | undefined): RouteMatch {
     if (invert) hm.invert_match = true;
     return hm;
   };
-  for (const [name, sm] of Object.entries(m?.headers ?? {})) match.headers.push(header(name.toLowerCase(), sm, false));
-  for (const [name, sm] of Object.entries(m?.withoutHeaders ?? {})) match.headers.push(header(name.toLowerCase(), sm, true));
+  const headerOrClaim = (name: string, sm: StringMatch, invert: boolean): void => {
+    // Istio: a `@request.auth.claims...` key matches a claim of the verified JWT, not a header.
+    const claims = routingClaim(name);
+    if (claims === null) match.headers.push(header(name.toLowerCase(), sm, invert));
+    else {
+      const c = claimMatcher(claims, sm, invert);
+      if (c) (match.dynamic_metadata ??= []).push(c);
+    }
+  };
+  for (const [name, sm] of Object.entries(m?.headers ?? {})) headerOrClaim(name, sm, false);
+  for (const [name, sm] of Object.entries(m?.withoutHeaders ?? {})) headerOrClaim(name, sm, true);
   if (m?.method) match.headers.push(header(':method', m.method, false));
   if (m?.authority) match.headers.push(header(':authority', m.authority, false));
   if (m?.scheme) match.headers.push(header(':scheme', m.scheme, false));
@@ -1299,6 +1312,23 @@ function routeMatch(m: HTTPMatchRequest | undefined): RouteMatch {
     match.query_parameters.push(q);
   }
   return match;
+}
+
+/**
+ * A JWT claim match as Istio emits it (MetadataMatcherForJWTClaims): the claim under the JWT
+ * filter's `payload` metadata, matched as a string or, for a list claim, by any element.
+ * `withoutHeaders` inverts it, so a request without a verified token matches. undefined for a
+ * match without a value (validation refuses it; Envoy would reject the route).
+ */
+function claimMatcher(claims: readonly string[], sm: StringMatch, invert: boolean): MetadataMatcher | undefined {
+  if (stringMatcher(sm) === undefined) return undefined;
+  const m: MetadataMatcher = {
+    filter: JWT_AUTHN_FILTER,
+    path: [JWT_PAYLOAD_METADATA_KEY, ...claims].map((key) => ({ key })),
+    value: { or_match: { value_matchers: [{ list_match: { one_of: { string_match: stringMatcher(sm)! } } }, { string_match: stringMatcher(sm)! }] } },
+  };
+  if (invert) m.invert = true;
+  return m;
 }
 
 /** Istio percentages (0-100, fractional) as Envoy's parts per million. */

@@ -281,6 +281,43 @@ export interface QueryParameterMatcher {
   present_match?: boolean;
 }
 
+/**
+ * envoy.type.matcher.v3.ValueMatcher: one of its members. Istio's JWT claim matches use
+ * `or_match` of [`list_match.one_of` a string matcher, the string matcher] (a list claim matches
+ * when an element does, a string claim when it does; other values never).
+ */
+export interface ValueMatcher {
+  null_match?: Record<string, never>;
+  double_match?: { exact?: number; range?: { start: number; end: number } };
+  string_match?: StringMatcher;
+  bool_match?: boolean;
+  present_match?: boolean;
+  list_match?: { one_of: ValueMatcher };
+  or_match?: { value_matchers: ValueMatcher[] };
+}
+
+/**
+ * envoy.type.matcher.v3.MetadataMatcher: the value at `path` (keys into Structs) of the dynamic
+ * metadata `filter` set for this request; `invert` flips the result (a value that is absent
+ * matches an inverted matcher).
+ */
+export interface MetadataMatcher {
+  filter: string;
+  path: Array<{ key: string }>;
+  value: ValueMatcher;
+  invert?: boolean;
+}
+
+/** Envoy's JWT filter, and the key under which Istio has it put the verified payload (`payload_in_metadata`). */
+export const JWT_AUTHN_FILTER = 'envoy.filters.http.jwt_authn';
+export const JWT_PAYLOAD_METADATA_KEY = 'payload';
+
+/**
+ * A request's dynamic metadata as route matching reads it (Envoy's `filter_metadata`): per filter
+ * name, a Struct as plain JSON. The JWT filter sets `{[JWT_AUTHN_FILTER]: {payload: <claims>}}`.
+ */
+export type FilterMetadata = Readonly<Record<string, Readonly<Record<string, unknown>>>>;
+
 export interface RouteMatch {
   prefix?: string;
   path?: string;
@@ -288,6 +325,8 @@ export interface RouteMatch {
   case_sensitive: boolean;
   headers: HeaderMatcher[];
   query_parameters: QueryParameterMatcher[];
+  /** JWT claim matches (Istio `@request.auth.claims...` keys); absent when none. */
+  dynamic_metadata?: MetadataMatcher[];
 }
 
 export interface HeaderValueOption {

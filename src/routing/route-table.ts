@@ -3,7 +3,8 @@
 // virtual hosts indexed by exact name and wildcard suffix, routes as ordered precompiled predicates
 // (first match wins), weighted clusters as cumulative arrays, header edits as flat lists.
 import { fullMatchRegExp, searchRegExp } from '../config/regex.js';
-import { durationToMs, type CorsPolicy, type HttpFault, type HeaderMatcher, type HeaderValueOption, type QueryParameterMatcher, type Route, type RouteConfiguration, type StringMatcher, type VirtualHost } from '../controlplane/snapshot.js';
+import { durationToMs, type CorsPolicy, type FilterMetadata, type HttpFault, type HeaderMatcher, type HeaderValueOption, type QueryParameterMatcher, type Route, type RouteConfiguration, type StringMatcher, type VirtualHost } from '../controlplane/snapshot.js';
+import { checkMetadataMatcher, compileMetadataMatcher } from './metadata-matcher.js';
 import { headerValue, queryParam, type RequestHead } from './request.js';
 import { compileStringMatcher, type StringPredicate } from './string-matcher.js';
 
@@ -101,7 +102,8 @@ export interface CompiledRoute {
   name: string;
   /** `/apis/networking.istio.io/...` of the VirtualService, for logs. */
   config: string;
-  matches: (head: RequestHead) => boolean;
+  /** `md`: the request's dynamic metadata (JWT claims), once JWT authentication has set it. */
+  matches: (head: RequestHead, md?: FilterMetadata) => boolean;
   action: RouteActionCompiled;
   request: HeaderOps | null;
   response: HeaderOps | null;
@@ -112,6 +114,13 @@ export interface CompiledRoute {
 export interface CompiledVirtualHost {
   name: string;
   routes: readonly CompiledRoute[];
+  /**
+   * Some route matches JWT claims (dynamic metadata) or request headers: when JWT authentication
+   * verified a token or edited the headers (token removed, claim headers set), the route is
+   * selected again with its metadata and headers, as Envoy's jwt_authn `clear_route_cache` (set by
+   * Istio at gateways) makes it. Hosts without such routes never pay for a second match.
+   */
+  rerouteAfterAuthn: boolean;
 }
 
 export interface RouteMatchResult {
@@ -201,22 +210,38 @@ export class RouteTable {
     return n;
   }
 
-  match(head: RequestHead): RouteMatchResult | undefined {
+  /** The virtual host of a request (Envoy's domain order), compiled on first use. */
+  virtualHost(head: RequestHead): CompiledVirtualHost | undefined {
     // Envoy matches `host:port` domains against the Host header with its port.
     const slot = (this.#portDomains && head.authority !== head.host ? this.#exact.get(head.authority.toLowerCase()) : undefined) ?? this.#findSlot(head.host);
     if (!slot) return undefined;
-    const vhost = slot.compiled ?? compiledOf(slot);
-    const routes = vhost.routes;
-    for (let i = 0; i < routes.length; i++) {
-      const route = routes[i]!;
-      if (route.matches(head)) return { vhost, route };
-    }
-    return undefined;
+    return slot.compiled ?? compiledOf(slot);
+  }
+
+  match(head: RequestHead): RouteMatchResult | undefined {
+    const vhost = this.virtualHost(head);
+    if (!vhost) return undefined;
+    const route = firstMatch(vhost, head);
+    return route ? { vhost, route } : undefined;
   }
 }
 
+/** The first route of a virtual host that matches (`md`: dynamic metadata, once known). */
+export function firstMatch(vhost: CompiledVirtualHost, head: RequestHead, md?: FilterMetadata): CompiledRoute | undefined {
+  const routes = vhost.routes;
+  for (let i = 0; i < routes.length; i++) {
+    const route = routes[i]!;
+    if (route.matches(head, md)) return route;
+  }
+  return undefined;
+}
+
 function compileVirtualHost(vh: VirtualHost): CompiledVirtualHost {
-  return { name: vh.name, routes: vh.routes.map(compileRoute) };
+  return {
+    name: vh.name,
+    routes: vh.routes.map(compileRoute),
+    rerouteAfterAuthn: vh.routes.some((r) => (r.match.dynamic_metadata?.length ?? 0) > 0 || r.match.headers.some((h) => !h.name.startsWith(':'))),
+  };
 }
 
 /**
@@ -230,6 +255,7 @@ function checkVirtualHost(vh: VirtualHost): void {
     if (m.path === undefined && m.safe_regex) fullMatchRegExp(m.safe_regex.regex);
     for (const h of m.headers) if (h.string_match) checkStringMatcher(h.string_match);
     for (const q of m.query_parameters) if (q.string_match) checkStringMatcher(q.string_match);
+    for (const d of m.dynamic_metadata ?? []) checkMetadataMatcher(d);
     const cors = r.typed_per_filter_config?.['envoy.filters.http.cors'];
     if (cors) for (const o of cors.allow_origin_string_match) checkStringMatcher(o);
     if (r.redirect || r.direct_response) continue;
@@ -289,7 +315,7 @@ function compileCors(c: CorsPolicy | undefined): CompiledCors | null {
   };
 }
 
-function compileMatch(r: Route): (head: RequestHead) => boolean {
+function compileMatch(r: Route): (head: RequestHead, md?: FilterMetadata) => boolean {
   const m = r.match;
   let path: (p: string) => boolean;
   if (m.path !== undefined) {
@@ -304,11 +330,22 @@ function compileMatch(r: Route): (head: RequestHead) => boolean {
   }
   const headers = m.headers.map(compileHeaderMatcher);
   const params = m.query_parameters.map(compileQueryMatcher);
-  if (headers.length === 0 && params.length === 0) return (head) => path(head.path);
-  return (head) => {
+  const metadata = (m.dynamic_metadata ?? []).map(compileMetadataMatcher);
+  if (headers.length === 0 && params.length === 0 && metadata.length === 0) return (head) => path(head.path);
+  if (metadata.length === 0) {
+    return (head) => {
+      if (!path(head.path)) return false;
+      for (let i = 0; i < headers.length; i++) if (!headers[i]!(head)) return false;
+      for (let i = 0; i < params.length; i++) if (!params[i]!(head)) return false;
+      return true;
+    };
+  }
+  // Without metadata (no verified token yet, or none at all) a claim never matches; an inverted one does.
+  return (head, md) => {
     if (!path(head.path)) return false;
     for (let i = 0; i < headers.length; i++) if (!headers[i]!(head)) return false;
     for (let i = 0; i < params.length; i++) if (!params[i]!(head)) return false;
+    for (let i = 0; i < metadata.length; i++) if (!metadata[i]!(md)) return false;
     return true;
   };
 }

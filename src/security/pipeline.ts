@@ -3,21 +3,35 @@
 // fault injection and the router. Compiled once per SecurityConfig; the request lifecycle calls
 // `check` and gets a verdict synchronously when nothing has to wait (no JWKS fetch, no CUSTOM
 // provider to ask), else a promise.
-import type { ExtAuthzConfig, SecurityConfig } from '../controlplane/snapshot.js';
+import { JWT_AUTHN_FILTER, JWT_PAYLOAD_METADATA_KEY, type ExtAuthzConfig, type FilterMetadata, type SecurityConfig } from '../controlplane/snapshot.js';
 import type { Logger } from '../telemetry/log.js';
 import { CompiledAuthz, type AuthzDecision } from './authz.js';
 import { ExtAuthzClient } from './ext-authz.js';
 import { createJwtAuthenticator } from './jwt.js';
 import type { AuthnOutcome, Authenticator, RequestAuth, SecurityRequest } from './types.js';
 
+/**
+ * What the route is selected again with after JWT authentication (Envoy's jwt_authn
+ * `clear_route_cache`, set by Istio at gateways): the request headers as authentication left them
+ * (token removed, claim headers written) and its dynamic metadata (the verified payload; null
+ * without a token). Authorization edits come later and do not count, as in Envoy.
+ */
+export interface Reroute {
+  readonly headers: string[];
+  readonly metadata: FilterMetadata | null;
+}
+
 export type Verdict =
-  /** Go on. `headers`: the upstream header list when a filter edited it (null: unchanged). */
-  | { readonly allow: true; readonly headers: string[] | null; readonly responseHeaders: readonly string[] | null }
+  /**
+   * Go on. `headers`: the upstream header list when a filter edited it (null: unchanged).
+   * `reroute`: set when JWT authentication verified a token or edited the headers.
+   */
+  | { readonly allow: true; readonly headers: string[] | null; readonly responseHeaders: readonly string[] | null; readonly reroute: Reroute | null }
   /** A local reply: 401 (JWT), 403 (RBAC), or the external authorizer's answer. */
   | { readonly allow: false; readonly status: number; readonly body: string | Buffer; readonly flags: string; readonly headers: readonly string[]; readonly policy: string };
 
 /** The verdict of every request a listener without policies (or a passing one) lets through. */
-export const ALLOWED: Verdict = Object.freeze({ allow: true, headers: null, responseHeaders: null });
+export const ALLOWED: Verdict = Object.freeze({ allow: true, headers: null, responseHeaders: null, reroute: null });
 /** Envoy's RBAC filter denial. */
 export const RBAC_DENIED_BODY = 'RBAC: access denied';
 
@@ -54,10 +68,15 @@ export class SecurityFilters {
     return this.#authz.auditCounts;
   }
 
+  /** Whether a RequestAuthentication applies: only then can a verdict carry a `reroute`. */
+  get authenticates(): boolean {
+    return this.#authn !== null;
+  }
+
   check(req: SecurityRequest): Verdict | Promise<Verdict> {
     if (!this.active) return ALLOWED;
     const authn = this.#authn;
-    if (authn === null) return this.#authorize(req, null, false);
+    if (authn === null) return this.#authorize(req, null, false, null);
     const out = authn.authenticate(req);
     if (out instanceof Promise) return out.then((o) => this.#afterAuthn(req, o));
     return this.#afterAuthn(req, out);
@@ -67,22 +86,23 @@ export class SecurityFilters {
     if (!o.ok) return { allow: false, status: o.status, body: o.body, flags: '', headers: o.headers, policy: '' };
     const edited = o.headers !== req.headers;
     if (edited) req.headers = o.headers;
-    return this.#authorize(req, o.auth, edited);
+    const reroute = edited || o.auth !== null ? { headers: o.headers, metadata: o.auth !== null ? jwtMetadata(o.auth) : null } : null;
+    return this.#authorize(req, o.auth, edited, reroute);
   }
 
-  #authorize(req: SecurityRequest, auth: RequestAuth | null, edited: boolean): Verdict | Promise<Verdict> {
+  #authorize(req: SecurityRequest, auth: RequestAuth | null, edited: boolean, reroute: Reroute | null): Verdict | Promise<Verdict> {
     const d = this.#authz.evaluate(req, auth);
-    if (d.kind === 'custom') return this.#custom(req, auth, edited, d);
-    return this.#final(d, req, edited, null);
+    if (d.kind === 'custom') return this.#custom(req, auth, edited, reroute, d);
+    return this.#final(d, req, edited, null, reroute);
   }
 
-  #final(d: AuthzDecision, req: SecurityRequest, edited: boolean, responseHeaders: readonly string[] | null): Verdict {
+  #final(d: AuthzDecision, req: SecurityRequest, edited: boolean, responseHeaders: readonly string[] | null, reroute: Reroute | null): Verdict {
     if (d.kind === 'deny') return rbacDenied(d.policy);
-    if (!edited && responseHeaders === null) return ALLOWED;
-    return { allow: true, headers: edited ? req.headers : null, responseHeaders };
+    if (!edited && responseHeaders === null && reroute === null) return ALLOWED;
+    return { allow: true, headers: edited ? req.headers : null, responseHeaders, reroute };
   }
 
-  async #custom(req: SecurityRequest, auth: RequestAuth | null, edited: boolean, d: { policy: string; provider: ExtAuthzConfig }): Promise<Verdict> {
+  async #custom(req: SecurityRequest, auth: RequestAuth | null, edited: boolean, reroute: Reroute | null, d: { policy: string; provider: ExtAuthzConfig }): Promise<Verdict> {
     const client = this.#clients.get(d.provider.name)!;
     const r = await client.check(req);
     if (!r.allow) {
@@ -93,7 +113,7 @@ export class SecurityFilters {
       req.headers = setHeaders(req.headers, r.upstreamHeaders);
       edited = true;
     }
-    return this.#final(this.#authz.evaluate(req, auth, true), req, edited, r.downstreamHeaders.length > 0 ? r.downstreamHeaders : null);
+    return this.#final(this.#authz.evaluate(req, auth, true), req, edited, r.downstreamHeaders.length > 0 ? r.downstreamHeaders : null, reroute);
   }
 
   /** Stops what the version keeps running (JWKS refreshes, authorizer connections). */
@@ -101,6 +121,11 @@ export class SecurityFilters {
     this.#authn?.close();
     for (const c of this.#clients.values()) c.close();
   }
+}
+
+/** The JWT filter's dynamic metadata for a verified token (Istio's `payload_in_metadata: payload`). */
+function jwtMetadata(auth: RequestAuth): FilterMetadata {
+  return { [JWT_AUTHN_FILTER]: { [JWT_PAYLOAD_METADATA_KEY]: auth.claims } };
 }
 
 /** `list` with each header of `set` replacing every value of that name (added when absent). */

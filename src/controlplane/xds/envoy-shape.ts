@@ -332,12 +332,18 @@ const ROUTE_ACTION: Spec = {
 const FAULT: Spec = { delay: obj({ percentage: obj(FRACTION) }), abort: obj({ percentage: obj(FRACTION) }) };
 const CORS: Spec = { allow_origin_string_match: arr(STRING_MATCHER) };
 
+/** ValueMatcher (recursive: list_match.one_of and or_match hold ValueMatchers). */
+const VALUE_MATCHER: Record<string, Rule> = { string_match: obj(STRING_MATCHER) };
+VALUE_MATCHER.list_match = obj({ one_of: obj(VALUE_MATCHER) });
+VALUE_MATCHER.or_match = obj({ value_matchers: arr(VALUE_MATCHER) });
+
 const ROUTE: Spec = {
   name: val(''),
   match: obj({
     safe_regex: obj({ regex: val('') }),
     headers: arr({ name: val(''), string_match: obj(STRING_MATCHER) }),
     query_parameters: arr({ name: val(''), string_match: obj(STRING_MATCHER) }),
+    dynamic_metadata: optArr({ value: obj(VALUE_MATCHER) }),
   }),
   route: obj(ROUTE_ACTION),
   redirect: obj({ response_code: val('MOVED_PERMANENTLY') }),
