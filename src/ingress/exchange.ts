@@ -4,7 +4,7 @@
 import { isIP } from 'node:net';
 import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { applyHeaderOps, pickCluster, type CompiledCors, type CompiledMirror, type CompiledRoute, type ForwardAction, type HeaderOps } from '../routing/route-table.js';
+import { applyHeaderOps, firstMatch, pickCluster, type CompiledCors, type CompiledMirror, type CompiledRoute, type CompiledVirtualHost, type ForwardAction, type HeaderOps, type RedirectResponse } from '../routing/route-table.js';
 import { portOf, stripPort } from '../routing/authority.js';
 import { getHeader, type RequestHead } from '../routing/request.js';
 import type { ClusterManager, ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manager.js';
@@ -12,7 +12,7 @@ import { isTlsError } from '../upstream/tls-origination.js';
 import { OVERFLOW, OVERFLOW_REPLY, PENDING, type CircuitBreaker } from '../upstream/circuit-breaker.js';
 import type { IstioMetrics } from '../telemetry/metrics.js';
 import type { AccessLog } from '../telemetry/access-log.js';
-import type { SecurityFilters, Verdict } from '../security/pipeline.js';
+import type { Reroute, SecurityFilters, Verdict } from '../security/pipeline.js';
 import type { SecurityRequest } from '../security/types.js';
 import type { HeaderValue, ResponseSink } from './sink.js';
 
@@ -68,7 +68,14 @@ export class Exchange {
   readonly ctx: DataPlaneContext;
   readonly head: RequestHead;
   readonly startedAt: number;
-  readonly route: CompiledRoute | undefined;
+  /** The matched route; selected again after JWT authentication when `rerouteIn` is set. */
+  route: CompiledRoute | undefined;
+  /**
+   * The virtual host, when its routes match JWT claims or headers (`rerouteAfterAuthn`): the route
+   * is then selected again with what JWT authentication established (Envoy's clear_route_cache).
+   * Set before begin; null for every other request (no second match).
+   */
+  rerouteIn: CompiledVirtualHost | null = null;
   phase: Phase = Phase.Upstream;
   /** Final response code and flags, for metrics and logs. */
   code = 0;
@@ -133,8 +140,9 @@ export class Exchange {
   // ---- Entry points used by the engine ----
 
   /**
-   * Runs the route action. `hasBody`: the request has a body that will arrive via `requestData`.
-   * `upstreamHeaders` is the filtered header list to forward, to which the proxy headers are added.
+   * Runs the route action. `hasBody`: the request has a body that will arrive via `requestData`
+   * (forwarded when the route is a forward route, else read and dropped). `upstreamHeaders` is the
+   * filtered header list to forward, to which the proxy headers are added.
    */
   begin(hasBody: boolean, upstreamHeaders: string[]): void {
     // Istio's filter order: jwt_authn, ext_authz (CUSTOM), rbac DENY / ALLOW, then CORS, fault, router.
@@ -145,7 +153,8 @@ export class Exchange {
         // Held like a fault delay: body chunks that arrive meanwhile are kept, the client paused.
         // Small bodies are read meanwhile (so that a client going away is seen), larger ones paused.
         this.phase = Phase.Delayed;
-        if (hasBody) {
+        // (Only a body that may go upstream: the route may still change when it is selected again.)
+        if (hasBody && (this.rerouteIn !== null || this.route?.action.kind === 'forward')) {
           this.#early ??= [];
           this.#holdLimit = RETRY_BUFFER_LIMIT;
         }
@@ -156,6 +165,7 @@ export class Exchange {
         return;
       }
       if (!verdict.allow) return this.#denied(verdict);
+      if (verdict.reroute !== null && this.rerouteIn !== null) this.#reroute(verdict.reroute);
       if (verdict.headers !== null) upstreamHeaders = verdict.headers;
       if (verdict.responseHeaders !== null) this.#authzOps = { set: [], add: pairs(verdict.responseHeaders), remove: [] };
     }
@@ -169,8 +179,15 @@ export class Exchange {
     // A failing filter fails closed.
     if (v === null) return this.localReply(403, '', 'RBAC: access denied');
     if (!v.allow) return this.#denied(v);
+    if (v.reroute !== null && this.rerouteIn !== null) this.#reroute(v.reroute);
     if (v.responseHeaders !== null) this.#authzOps = { set: [], add: pairs(v.responseHeaders), remove: [] };
     this.#afterSecurity(hasBody, v.headers ?? upstreamHeaders);
+  }
+
+  /** The route again, with the headers and JWT claims authentication left (Envoy's clear_route_cache). */
+  #reroute(r: Reroute): void {
+    const head = r.headers === this.head.headers ? this.head : { ...this.head, headers: r.headers };
+    this.route = firstMatch(this.rerouteIn!, head, r.metadata ?? undefined);
   }
 
   #denied(v: Extract<Verdict, { allow: false }>): void {
@@ -193,7 +210,8 @@ export class Exchange {
   #afterSecurity(hasBody: boolean, upstreamHeaders: string[]): void {
     const route = this.route;
     if (!route) return this.localReply(LOCAL_REPLY.noRoute.status, LOCAL_REPLY.noRoute.flags, LOCAL_REPLY.noRoute.body);
-    this.#hasBody = hasBody;
+    // Only a forward route takes the body; a local answer reads and drops it.
+    this.#hasBody = hasBody && route.action.kind === 'forward';
     this.#upstreamHeaders = upstreamHeaders;
     // Istio's filter order: CORS, then fault injection, then the router.
     if (route.cors !== null && this.#applyCors(route.cors)) return;
@@ -201,7 +219,7 @@ export class Exchange {
     if (fault !== null && fault.delayPerMillion > 0 && roll(fault.delayPerMillion)) {
       this.flags = 'DI';
       this.phase = Phase.Delayed;
-      if (hasBody) this.#holdBody();
+      if (this.#hasBody) this.#holdBody();
       this.#faultTimer = setTimeout(onFaultDelay, fault.delayMs, this);
       return;
     }
@@ -468,24 +486,8 @@ export class Exchange {
     this.#finish(200);
   }
 
-  #redirect(r: Extract<CompiledRoute['action'], { kind: 'redirect' }>): void {
-    const scheme = r.scheme ?? this.head.scheme;
-    let host = r.host ?? this.head.authority;
-    const defaultPort = scheme === 'https' ? 443 : scheme === 'http' ? 80 : -1;
-    if (r.port !== null) {
-      // 0: derivePort FROM_PROTOCOL_DEFAULT, the scheme's default port (not written).
-      host = stripPort(host);
-      if (r.port > 0 && r.port !== defaultPort) host = `${host}:${r.port}`;
-    } else if (r.portFromRequest) {
-      const port = portOf(this.head.authority) ?? this.head.localPort;
-      host = stripPort(host);
-      if (port !== undefined && port !== defaultPort) host = `${host}:${port}`;
-    } else if (r.scheme !== null && r.scheme !== this.head.scheme) {
-      host = stripPort(host);
-    }
-    let path = r.path ?? this.head.path;
-    if (r.path === null || !r.path.includes('?')) path = this.head.query ? `${path}?${this.head.query}` : path;
-    this.localReply(r.status, '', '', this.route?.response ?? null, ['location', `${scheme}://${host}${path}`]);
+  #redirect(r: RedirectResponse): void {
+    this.localReply(r.status, '', '', this.route?.response ?? null, ['location', redirectLocation(r, this.head)]);
   }
 
   // ---- Upstream attempts ----
@@ -839,6 +841,27 @@ export class Exchange {
   get upstreamCluster(): string {
     return this.#cluster?.name ?? '';
   }
+}
+
+/** The `location` of a redirect route's answer to a request, as Envoy builds it. */
+export function redirectLocation(r: RedirectResponse, head: RequestHead): string {
+  const scheme = r.scheme ?? head.scheme;
+  let host = r.host ?? head.authority;
+  const defaultPort = scheme === 'https' ? 443 : scheme === 'http' ? 80 : -1;
+  if (r.port !== null) {
+    // 0: derivePort FROM_PROTOCOL_DEFAULT, the scheme's default port (not written).
+    host = stripPort(host);
+    if (r.port > 0 && r.port !== defaultPort) host = `${host}:${r.port}`;
+  } else if (r.portFromRequest) {
+    const port = portOf(head.authority) ?? head.localPort;
+    host = stripPort(host);
+    if (port !== undefined && port !== defaultPort) host = `${host}:${port}`;
+  } else if (r.scheme !== null && r.scheme !== head.scheme) {
+    host = stripPort(host);
+  }
+  let path = r.path ?? head.path;
+  if (r.path === null || !r.path.includes('?')) path = head.query ? `${path}?${head.query}` : path;
+  return `${scheme}://${host}${path}`;
 }
 
 /** What the security filters read of a connection (a ResponseSink has it). */

@@ -14,7 +14,7 @@ import net, { type Socket } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
 import { normalizePath } from '../routing/path.js';
 import type { RequestHead } from '../routing/request.js';
-import type { RouteTable } from '../routing/route-table.js';
+import { firstMatch, type RouteTable } from '../routing/route-table.js';
 import type { ForwardProxyConfig } from '../controlplane/snapshot.js';
 import type { ForwardProxy } from '../egress/forward-proxy.js';
 import { Exchange, type DataPlaneContext } from './exchange.js';
@@ -403,10 +403,11 @@ export class H2Listener implements SinkOwner {
     if (size > MAX_REQUEST_HEADERS_BYTES) return local(431, 'Request Header Fields Too Large');
     if (path.length + query.length > MAX_URL_BYTES) return local(414, 'URI Too Long');
     if (!authority || !validAuthority(authority) || !rawPath.startsWith('/')) return local(400, 'Bad Request');
-    const match = this.table?.match(head);
-    const ex = (sink.exchange = new Exchange(sink, this.ctx, head, match?.route));
+    const vhost = this.table?.virtualHost(head);
+    const ex = (sink.exchange = new Exchange(sink, this.ctx, head, vhost && firstMatch(vhost, head)));
     ex.security = this.security;
-    ex.begin(hasBody && match !== undefined && match.route.action.kind === 'forward', headers);
+    if (vhost?.rerouteAfterAuthn) ex.rerouteIn = vhost;
+    ex.begin(hasBody, headers);
   }
 }
 

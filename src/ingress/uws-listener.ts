@@ -10,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import uWS from 'uWebSockets.js';
 import { hostOnly, validAuthority } from '../routing/authority.js';
 import { normalizePath } from '../routing/path.js';
-import type { RouteTable } from '../routing/route-table.js';
+import { firstMatch, type RouteTable } from '../routing/route-table.js';
 import type { RequestHead } from '../routing/request.js';
 import { Exchange, type DataPlaneContext } from './exchange.js';
 import type { HeaderValue, ResponseSink } from './sink.js';
@@ -454,12 +454,13 @@ export class UwsHttpListener {
       const answer = acmeChallenges.get(path.slice(ACME_CHALLENGE_PREFIX.length));
       if (answer !== undefined) return (sink.exchange = new Exchange(sink, this.ctx, head, undefined)).localReply(200, '', answer);
     }
-    const match = this.table?.match(head);
-    const ex = (sink.exchange = new Exchange(sink, this.ctx, head, match?.route));
+    const vhost = this.table?.virtualHost(head);
+    const ex = (sink.exchange = new Exchange(sink, this.ctx, head, vhost && firstMatch(vhost, head)));
     ex.security = this.security;
+    if (vhost?.rerouteAfterAuthn) ex.rerouteIn = vhost;
     // Always consume a body, even one answered locally: unread, it would stall the keep-alive connection.
     if (hasBody) res.onData((ab, isLast) => sink.data(ab, isLast));
-    ex.begin(hasBody && match !== undefined && match.route.action.kind === 'forward', headers);
+    ex.begin(hasBody, headers);
   }
 }
 

@@ -16,11 +16,11 @@ import uWS from 'uWebSockets.js';
 import WebSocket from 'ws';
 import { normalizePath } from '../routing/path.js';
 import { getHeader, type RequestHead } from '../routing/request.js';
-import { applyHeaderOps, pickCluster, type CompiledCors, type CompiledRoute, type ForwardAction, type HeaderOps, type RouteTable } from '../routing/route-table.js';
+import { applyHeaderOps, firstMatch, pickCluster, type CompiledCors, type CompiledRoute, type CompiledVirtualHost, type ForwardAction, type HeaderOps, type RouteTable } from '../routing/route-table.js';
 import type { LoggedRequest } from '../telemetry/access-log.js';
 import { OVERFLOW, OVERFLOW_REPLY, PENDING } from '../upstream/circuit-breaker.js';
 import type { ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manager.js';
-import { securityRequest, type DataPlaneContext } from './exchange.js';
+import { redirectLocation, securityRequest, type DataPlaneContext } from './exchange.js';
 import type { SecurityFilters, Verdict } from '../security/pipeline.js';
 import { statusLine } from './status.js';
 // A cycle (uws-listener.ts registers this module), safe because these are only used at run time.
@@ -178,6 +178,8 @@ class Bridge implements LoggedRequest {
   head!: RequestHead;
   readonly startedAt: number;
   route: CompiledRoute | undefined;
+  /** The virtual host whose route is selected again after JWT authentication (see Exchange.rerouteIn). */
+  #rerouteIn: CompiledVirtualHost | null = null;
   /** For the access log, and for the circuit breaker's retry accounting (`closed`: handshake over). */
   readonly sink = { remoteAddress: '', closed: false };
   code = 0;
@@ -254,13 +256,19 @@ class Bridge implements LoggedRequest {
     if (size > MAX_REQUEST_HEADERS_BYTES || path.length + query.length > MAX_URL_BYTES || !authority || !validAuthority(authority)) return this.#yield();
     this.head = { method, path, query, host: hostOnly(authority), authority, scheme: host.scheme, headers, ...(host.port !== undefined ? { localPort: host.port } : {}) };
 
-    const route = host.table?.match(this.head)?.route;
-    if (!route || route.action.kind !== 'forward') return this.#yield();
+    const vhost = host.table?.virtualHost(this.head);
+    const route = vhost && firstMatch(vhost, this.head);
+    const sec = host.security;
+    // A host whose route may change once JWT authentication has run (claim matches, headers it
+    // writes) keeps the handshake whatever the first match says, and answers it here when the
+    // route it ends up with does not forward. Any other non-forward route yields to the HTTP handler.
+    const reroute = vhost !== undefined && vhost.rerouteAfterAuthn && sec != null && sec.active && sec.authenticates;
+    if (!reroute && (!route || route.action.kind !== 'forward')) return this.#yield();
     this.route = route;
+    if (reroute) this.#rerouteIn = vhost;
     this.#context = context;
     this.#protocols = offered ? offered.split(',').map((s) => s.trim()).filter((s) => s.length > 0) : [];
     // As for HTTP: JWT and authorization first, then CORS, fault injection and the router.
-    const sec = host.security;
     if (sec && sec.active) {
       const conn = { remoteAddress: ip, localAddress: host.localAddress ?? '' };
       const verdict = sec.check(securityRequest(this.head, conn, sec.numTrustedProxies, headers));
@@ -282,12 +290,17 @@ class Bridge implements LoggedRequest {
     if (this.#res === null) return; // the client went away meanwhile
     if (v === null) return this.#reply(403, '', 'RBAC: access denied');
     if (!v.allow) return this.#reply(v.status, v.flags, v.body, ['server', SERVER, ...(v.body.length > 0 && !v.headers.includes('content-type') ? ['content-type', 'text/plain'] : []), ...v.headers]);
+    if (v.reroute !== null && this.#rerouteIn !== null) {
+      const head = v.reroute.headers === this.head.headers ? this.head : { ...this.head, headers: v.reroute.headers };
+      this.route = firstMatch(this.#rerouteIn, head, v.reroute.metadata ?? undefined);
+    }
     if (v.headers !== null) this.head.headers = v.headers;
     this.#afterSecurity();
   }
 
   #afterSecurity(): void {
-    const route = this.route!;
+    const route = this.route;
+    if (!route) return this.#reply(404, 'NR', '');
     // As for HTTP: CORS, then fault injection, then the router. Mirrors do not copy upgrades.
     if (route.cors !== null) this.#corsOps = corsResponseOps(route.cors, this.head);
     const fault = route.fault;
@@ -308,7 +321,16 @@ class Bridge implements LoggedRequest {
       if (fault.abortGrpcStatus < 0) return this.#reply(fault.abortStatus, 'FI', 'fault filter abort');
       return this.#reply(200, 'FI', '', ['server', SERVER, 'content-type', 'application/grpc', 'grpc-status', String(fault.abortGrpcStatus), 'grpc-message', 'fault filter abort']);
     }
-    this.#forward(route, route.action as ForwardAction);
+    const action = route.action;
+    if (action.kind === 'forward') return this.#forward(route, action);
+    // Only when the route was selected again after JWT authentication: answered as the HTTP path would.
+    const body = action.kind === 'direct' ? (action.body ?? Buffer.alloc(0)) : Buffer.alloc(0);
+    let headers = ['server', SERVER];
+    if (body.length > 0) headers.push('content-type', 'text/plain');
+    if (action.kind === 'redirect') headers.push('location', redirectLocation(action, this.head));
+    if (route.response) headers = applyHeaderOps(headers, route.response);
+    if (this.#corsOps) headers = applyHeaderOps(headers, this.#corsOps);
+    this.#reply(action.status, '', body, headers);
   }
 
   #yield(): false {

@@ -58,7 +58,7 @@ async function startListener(throwingTable: boolean): Promise<{ listener: UwsHtt
   const ctx = { clusters, metrics: new IstioMetrics({ labels: {}, namespace: 'istio-system' }), accessLog: null };
   const table = new RouteTable(snapshot.routes.get(`http.${port}`)!);
   if (throwingTable) {
-    table.match = (): never => {
+    table.virtualHost = (): never => {
       throw new Error('injected routing failure');
     };
   }
