@@ -258,14 +258,14 @@ describe('security verdict: what the route is selected again with', () => {
   const log = createLogger('silent');
   const ISS = 'https://issuer.claims.test';
 
-  async function setup(): Promise<{ filters: SecurityFilters; sign: (c: Record<string, unknown>) => Promise<string> }> {
+  async function setup(allow: SecurityConfig['allow'] = []): Promise<{ filters: SecurityFilters; sign: (c: Record<string, unknown>) => Promise<string> }> {
     const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
     const jwks = JSON.stringify({ keys: [{ ...(await exportJWK(publicKey)), kid: 'k', alg: 'ES256' }] });
     const config: SecurityConfig = {
       jwt_rules: [{ policy: 'istio-system/jwt', issuer: ISS, audiences: [], jwks, timeout_ms: 1000, from_headers: [], from_params: [], from_cookies: [], output_claim_to_headers: [{ header: 'x-team', claim: 'team' }], forward_original_token: false }],
       custom: [],
       deny: [],
-      allow: [],
+      allow,
       audit: [],
       num_trusted_proxies: 0,
     };
@@ -297,6 +297,13 @@ describe('security verdict: what the route is selected again with', () => {
     expect(filters.check(request(['x-a', '1']))).toBe(ALLOWED);
     const v = allowed(await filters.check(request(['x-team', 'admins', 'x-a', '1'])));
     expect(v.reroute).toEqual({ headers: ['x-a', '1'], metadata: null });
+    filters.close();
+  });
+
+  it('request.auth.claims conditions read the same normalized claims: one scope of a space-delimited scope matches', async () => {
+    const { filters, sign } = await setup([{ policy: 'istio-system/writers', rules: [{ from: [], to: [], when: [{ key: 'request.auth.claims[scope]', values: ['write'], not_values: [] }] }] }]);
+    expect((await filters.check(request(['authorization', `Bearer ${await sign({ scope: 'read write' })}`]))).allow).toBe(true);
+    expect((await filters.check(request(['authorization', `Bearer ${await sign({ scope: 'read' })}`]))).allow).toBe(false);
     filters.close();
   });
 
