@@ -11,6 +11,11 @@ import { PROTOCOLS, listenerClass } from './schema-istio.js';
 export interface CrossCheckOptions {
   gatewayNamespace: string;
   labels: Record<string, string>;
+  /**
+   * `validate` without --labels: check the servers of every Gateway, as each workload their
+   * selectors name would serve them (a Gateway with another selector never shares its ports).
+   */
+  allGateways?: boolean;
 }
 
 /** Reports problems of one resource, with the line of the offending field. */
@@ -37,8 +42,24 @@ export function resolveGatewayRef(ref: string, namespace: string): string {
   return `${namespace}/${ref}`;
 }
 
+/** This gateway's workload labels without `--labels`: those of Istio's ingress gateway deployment. */
+export const DEFAULT_GATEWAY_LABELS: Readonly<Record<string, string>> = Object.freeze({ istio: 'ingressgateway' });
+
+/** `a=b,c=d` (as `--labels` takes them), or `(none)`. */
+export function formatLabels(labels: Readonly<Record<string, unknown>>): string {
+  const parts = Object.entries(labels).map(([k, v]) => `${k}=${String(v)}`);
+  return parts.length > 0 ? parts.join(',') : '(none)';
+}
+
+/** The labels in force, said so when they are the default: `istio=ingressgateway (the default)`. */
+export function describeLabels(labels: Readonly<Record<string, string>>): string {
+  const d = Object.entries(DEFAULT_GATEWAY_LABELS);
+  const isDefault = Object.keys(labels).length === d.length && d.every(([k, v]) => labels[k] === v);
+  return `${formatLabels(labels)}${isDefault ? ' (the default)' : ''}`;
+}
+
 /** Whether a Gateway applies to this gateway process (empty selector, or all its labels match). */
-export function gatewayApplies(g: Resource, labels: Record<string, string>): boolean {
+export function gatewayApplies(g: Resource, labels: Readonly<Record<string, string>>): boolean {
   return Object.entries(asObj(spec(g).selector)).every(([k, v]) => labels[k] === v);
 }
 
@@ -184,16 +205,40 @@ export function crossCheck(accepted: readonly Resource[], opts: CrossCheckOption
         }),
       );
       if (!hosts.some(([, h]) => admitted.some((a) => hostsIntersect(a, completeHost(h, ns))))) {
-        out.warn(['spec', 'gateways', gi], `no host of this VirtualService is admitted by gateway ${quote(gw)} for namespace ${ns}; Istio ignores this binding`);
+        out.warn(['spec', 'gateways', gi], `[IST0132] no host of this VirtualService is admitted by gateway ${quote(gw)} for namespace ${ns}; Istio ignores this binding`);
       }
     });
   }
 
   // Servers of the Gateways this process serves: one listener per port; protocols and TLS must agree.
+  const allGw = ofKind('Gateway');
+  if (!opts.allGateways) {
+    checkServers(allGw.filter((g) => gatewayApplies(g, opts.labels)), secrets, opts, problems);
+    return;
+  }
+  // Every workload a selector names (labelled exactly so) serves the Gateways whose selectors it satisfies.
+  const workloads = new Map<string, Record<string, string>>([[stableJson(opts.labels), opts.labels]]);
+  for (const g of allGw) {
+    const sel = Object.fromEntries(Object.entries(asObj(spec(g).selector)).filter((e): e is [string, string] => typeof e[1] === 'string'));
+    workloads.set(stableJson(sel), sel);
+  }
+  const seen = new Set<string>();
+  for (const labels of workloads.values()) {
+    const found: Problem[] = [];
+    checkServers(allGw.filter((g) => gatewayApplies(g, labels)), secrets, opts, found);
+    for (const p of found) {
+      const k = `${p.file}|${p.line}|${p.path}|${p.message}`;
+      if (seen.has(k)) continue;
+      seen.add(k);
+      problems.push(p);
+    }
+  }
+}
+
+function checkServers(gateways: readonly Resource[], secrets: ReadonlyMap<string, Resource>, opts: CrossCheckOptions, problems: Problem[]): void {
   interface Slot { gw: Resource; protocol: string; cls: string; hosts: Set<string>; tls: string }
   const slots = new Map<string, Slot[]>();
-  for (const g of ofKind('Gateway')) {
-    if (!gatewayApplies(g, opts.labels)) continue;
+  for (const g of gateways) {
     const out = reporterFor(g, problems);
     asArr(spec(g).servers).forEach((srv, i) => {
       const sv = asObj(srv);
@@ -250,3 +295,21 @@ export function crossCheck(accepted: readonly Resource[], opts: CrossCheckOption
   }
 }
 
+
+export interface GatewaySelection {
+  /** `namespace/name` and where each Gateway is defined. */
+  selected: Array<{ gateway: string; file: string; line: number }>;
+  /** The Gateways whose selector these labels do not satisfy, with the selector and its line. */
+  skipped: Array<{ gateway: string; file: string; line: number; selector: string }>;
+}
+
+/** Which Gateways a gateway with these labels serves, and which it skips (and why). */
+export function gatewaySelection(resources: readonly Resource[], labels: Readonly<Record<string, string>>): GatewaySelection {
+  const out: GatewaySelection = { selected: [], skipped: [] };
+  for (const g of resources) {
+    if (g.kind !== 'Gateway') continue;
+    if (gatewayApplies(g, labels)) out.selected.push({ gateway: key(g), file: g.source.file, line: g.source.line });
+    else out.skipped.push({ gateway: key(g), file: g.source.file, line: g.source.lineOf(['spec', 'selector']), selector: formatLabels(asObj(spec(g).selector)) });
+  }
+  return out;
+}

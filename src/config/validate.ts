@@ -18,6 +18,8 @@ export interface ValidateOptions {
   /** This gateway's workload labels (`--labels`). */
   labels: Record<string, string>;
   rootNamespace: string;
+  /** `validate` without --labels: check the servers of every Gateway (validate-refs.ts). */
+  allGateways?: boolean;
 }
 
 interface KindDef {
@@ -50,9 +52,18 @@ function kindDef(r: Resource): KindDef | undefined {
   return def && def.apiVersions.includes(r.apiVersion) ? def : undefined;
 }
 
-export function validate(resources: readonly Resource[], opts: ValidateOptions): { problems: Problem[]; accepted: Resource[] } {
+export interface ValidateResult {
+  problems: Problem[];
+  /** The resources Gatehouse uses: known kinds, first of each kind/namespace/name. */
+  accepted: Resource[];
+  /** Those of them whose own structure is valid, so that later stages can check them too. */
+  checkable: Resource[];
+}
+
+export function validate(resources: readonly Resource[], opts: ValidateOptions): ValidateResult {
   const problems: Problem[] = [];
   const accepted: Resource[] = [];
+  const checkable: Resource[] = [];
   const unsupported = new Set<string>();
   const first = new Map<string, Resource>();
 
@@ -68,8 +79,10 @@ export function validate(resources: readonly Resource[], opts: ValidateOptions):
       continue;
     }
     const out = reporterFor(r, problems);
+    const before = problems.length;
     def.schema.check(r.spec, def.root === 'spec' ? ['spec'] : [], out);
     def.extra?.(r, problems);
+    const wellFormed = !problems.slice(before).some((p) => p.severity === 'error');
 
     const id = resourceId(r);
     const prev = first.get(id);
@@ -79,10 +92,11 @@ export function validate(resources: readonly Resource[], opts: ValidateOptions):
     }
     first.set(id, r);
     accepted.push(r);
+    if (wellFormed) checkable.push(r);
   }
 
   crossCheck(accepted, opts, problems);
-  return { problems: sortProblems(problems, resources), accepted };
+  return { problems: sortProblems(problems, resources), accepted, checkable };
 }
 
 /** In file order (as the files were given), then by line; stable otherwise. */

@@ -3,7 +3,7 @@
 // does not stall the thread serving requests, or inline when no worker is available. Everything
 // it returns is structured-cloneable (the parsed resources, which carry line-lookup closures,
 // stay behind).
-import { loadConfig, type PipelineResult } from '../config/pipeline.js';
+import { loadConfig, sortProblems, type PipelineResult } from '../config/pipeline.js';
 import type { MeshConfig, Problem } from '../config/types.js';
 import { resolve } from '../controlplane/resolve.js';
 import type { Snapshot } from '../controlplane/snapshot.js';
@@ -29,13 +29,45 @@ export type ConfigJobResult =
   | { kind: 'same-snapshot'; problems: Problem[]; configHash: string; mesh: MeshConfig }
   | { kind: 'snapshot'; problems: Problem[]; configHash: string; mesh: MeshConfig; snapshot: Snapshot };
 
-/** The config pipeline plus the certificate checks (files and Secrets must load and match). */
-export function loadCheckedConfig(o: { paths: string[]; meshConfigFile?: string | undefined; namespace: string; labels: Record<string, string> }): PipelineResult {
-  const result = loadConfig({ paths: o.paths, meshConfigFile: o.meshConfigFile, gatewayNamespace: o.namespace, labels: o.labels });
-  if (!result.config) return result;
-  const certProblems = checkCertificates(result.config.resources, { namespace: o.namespace, labels: o.labels });
-  if (certProblems.length === 0) return result;
-  return { problems: [...result.problems, ...certProblems] };
+export interface CheckOptions {
+  paths: readonly string[];
+  meshConfigFile?: string | undefined;
+  namespace: string;
+  /** The labels in force (`--labels`, else the default). */
+  labels: Record<string, string>;
+  /** `validate` without --labels: every Gateway's certificates and translation, whatever its selector. */
+  allGateways?: boolean;
+  /**
+   * Also translate a valid configuration for its warnings (`validate`). `run` translates a valid
+   * one itself (and logs the warnings then); an invalid one is always translated here, so that its
+   * translation warnings are reported with its errors.
+   */
+  translationWarnings?: boolean;
+}
+
+/**
+ * Every check a configuration gets, each over what it can check whatever the others found: the
+ * config pipeline (syntax, schema, references, analyzer), the certificate checks (files and
+ * Secrets must load and match) and the translation's warnings, sorted by file and line.
+ */
+export function loadCheckedConfig(o: CheckOptions): PipelineResult {
+  const result = loadConfig({ paths: o.paths, meshConfigFile: o.meshConfigFile, gatewayNamespace: o.namespace, labels: o.labels, ...(o.allGateways ? { allGateways: true } : {}) });
+  const { resources, mesh } = result.checkable;
+  const problems = [...result.problems, ...checkCertificates(resources, { namespace: o.namespace, labels: o.labels, ...(o.allGateways ? { allGateways: true } : {}) })];
+  const invalid = problems.some((p) => p.severity === 'error');
+  if (invalid || o.translationWarnings) {
+    try {
+      const s = resolve(resources, { labels: o.labels, namespace: o.namespace, bind: '0.0.0.0', mesh, ...(o.allGateways ? { allGateways: true } : {}) });
+      problems.push(...s.warnings);
+    } catch (err) {
+      // Resources that are valid each on their own may still not translate together; the errors
+      // already found are what the user must fix first.
+      if (!invalid) throw err;
+    }
+  }
+  const sorted = sortProblems(problems);
+  if (invalid) return { problems: sorted, checkable: result.checkable };
+  return { ...result, problems: sorted };
 }
 
 export function runConfigJob(job: ConfigJob): ConfigJobResult {

@@ -925,7 +925,7 @@ describe('validate: references and conflicts', () => {
     expect(r.errors).toEqual([]);
     expect(r.warnings).toEqual([
       'cfg.yaml:21: VirtualService/default/b: spec.hosts[1]: host "shop.example.com" is also defined by VirtualService/default/a bound to the same gateway "default/gw" (Istio merges their routes in no defined order)',
-      'cfg.yaml:30: VirtualService/default/c: spec.gateways[0]: no host of this VirtualService is admitted by gateway "default/gw" for namespace default; Istio ignores this binding',
+      'cfg.yaml:30: VirtualService/default/c: spec.gateways[0]: [IST0132] no host of this VirtualService is admitted by gateway "default/gw" for namespace default; Istio ignores this binding',
     ]);
   });
 
