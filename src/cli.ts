@@ -5,20 +5,19 @@ import os from 'node:os';
 import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { loadConfig } from './config/pipeline.js';
-import { formatProblem, type Problem } from './config/types.js';
-import { resolve } from './controlplane/resolve.js';
+import { problemLine } from './config/pipeline.js';
+import { DEFAULT_GATEWAY_LABELS } from './config/validate-refs.js';
 import { fetchSyncz, formatSyncz } from './controlplane/xds/status-client.js';
 import { ConfigError, Gateway, type RunOptions } from './gateway.js';
-import { checkCertificates } from './tls/check.js';
-import { createLogger, LOG_LEVELS, type LogLevel } from './telemetry/log.js';
+import { createLogger, defaultLogFormat, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './telemetry/log.js';
+import { loadCheckedConfig } from './workers/config-job.js';
 
 export const USAGE = `Usage:
   gatehouse run --config <file|dir> [--config ...]   (or --xds-address host:port)
                 [--bind 0.0.0.0] [--admin-port 15000] [--admin-bind 127.0.0.1] [--xds-port 15010]
                 [--labels istio=ingressgateway] [--namespace istio-system] [--mesh-config <file>]
-                [--workers N] [--log-level info]
-  gatehouse validate <file|dir>... [--labels k=v,...] [--namespace ns] [--mesh-config <file>]
+                [--workers N] [--log-level info] [--log-format pretty|json]
+  gatehouse validate <file|dir>... [--labels istio=ingressgateway] [--namespace istio-system] [--mesh-config <file>]
   gatehouse proxy-status --xds-address host:port [-o json]
   gatehouse ca sign --spiffe spiffe://cluster.local/ns/<ns>/sa/<sa> [--out-dir .] [--ttl 24h | --days N] [--csr <file>]
   gatehouse ca root
@@ -73,6 +72,7 @@ const RUN_OPTIONS = {
   'mesh-config': { type: 'string' },
   workers: { type: 'string' },
   'log-level': { type: 'string' },
+  'log-format': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -118,7 +118,9 @@ async function run(args: string[]): Promise<number> {
   }
   const level = (values['log-level'] ?? 'info') as LogLevel;
   if (!LOG_LEVELS.includes(level)) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}`);
-  const log = createLogger(level);
+  // Readable lines on a terminal, JSON lines otherwise (log collectors), unless --log-format says.
+  const format = (values['log-format'] ?? defaultLogFormat()) as LogFormat;
+  if (!LOG_FORMATS.includes(format)) throw new UsageError(`--log-format must be one of ${LOG_FORMATS.join(', ')}`);
   const configPaths = values.config ?? [];
   if (configPaths.length === 0 && !values['xds-address']) throw new UsageError('run needs --config <file|dir> (or --xds-address host:port)');
   if (values['xds-address'] !== undefined) {
@@ -128,18 +130,23 @@ async function run(args: string[]): Promise<number> {
   // Default: one data-plane thread per core the process may use (1: everything on the main thread).
   const workers = values.workers === undefined ? os.availableParallelism() : Number(values.workers);
   if (!Number.isInteger(workers) || workers < 1) throw new UsageError('--workers must be a positive integer');
+  // Given labels replace the default (Istio's ingress gateway deployment's).
+  const labels = values.labels === undefined ? { ...DEFAULT_GATEWAY_LABELS } : parseLabels(values.labels);
+  const logOptions = { format, colorize: format === 'pretty' && process.stdout.isTTY === true && !process.env.NO_COLOR };
+  const log = createLogger(level, logOptions);
   const opts: RunOptions = {
     configPaths,
     bind: values.bind ?? '0.0.0.0',
     adminPort: parsePort('admin-port', values['admin-port'], 15000),
     adminBind: values['admin-bind'] ?? '127.0.0.1',
     xdsPort: parsePort('xds-port', values['xds-port'], 15010),
-    labels: parseLabels(values.labels ?? []),
+    labels,
     namespace: values.namespace ?? 'istio-system',
     meshConfigFile: values['mesh-config'],
     xdsAddress: values['xds-address'],
     workers,
     logLevel: level,
+    logOptions,
   };
   if (workers > 1) log.info({ workers }, `data plane on ${workers} worker threads`);
 
@@ -148,8 +155,10 @@ async function run(args: string[]): Promise<number> {
     await gateway.start();
   } catch (e) {
     if (e instanceof ConfigError) {
-      for (const p of e.problems) process.stderr.write(`${formatProblem(p)}\n`);
-      log.fatal({ problems: e.problems.length }, 'invalid configuration at start-up; not starting');
+      // Every problem, as `validate` prints them (warnings too: they may explain the errors).
+      for (const p of e.problems) process.stderr.write(`${problemLine(p)}\n`);
+      const errors = e.problems.filter((p) => p.severity === 'error').length;
+      log.fatal({ problems: errors }, `invalid configuration at start-up (${errors} error${errors === 1 ? '' : 's'}, printed above); not starting`);
     } else {
       log.fatal({ err: e }, `cannot start: ${(e as Error).message}`);
     }
@@ -181,20 +190,19 @@ function validateCommand(args: string[]): number {
     strict: true,
   });
   if (positionals.length === 0) throw new UsageError('validate needs at least one file or folder');
-  const labels = parseLabels(values.labels ?? []);
-  const namespace = values.namespace ?? 'istio-system';
-  const result = loadConfig({ paths: positionals, meshConfigFile: values['mesh-config'], gatewayNamespace: namespace, labels });
-  const problems: Problem[] = [...result.problems];
-  if (result.config) problems.push(...checkCertificates(result.config.resources, { namespace, labels, allGateways: values.labels === undefined }));
-  if (result.config) {
-    // Translation warnings: what the gateway cannot honour. Without --labels, every Gateway counts.
-    const s = resolve(result.config.resources, { labels, namespace, bind: '0.0.0.0', mesh: result.config.mesh, allGateways: values.labels === undefined });
-    problems.push(...s.warnings);
-  }
-  for (const p of problems) {
-    process.stdout.write(`${p.severity === 'warning' ? formatProblem({ ...p, message: `warning: ${p.message}` }) : formatProblem(p)}\n`);
-  }
-  return problems.some((p) => p.severity === 'error') ? 1 : 0;
+  // Without --labels: every Gateway is checked (certificates, servers, translation), and those the
+  // default labels would not select are reported, as `run` without --labels would skip them.
+  const labels = values.labels === undefined ? { ...DEFAULT_GATEWAY_LABELS } : parseLabels(values.labels);
+  const result = loadCheckedConfig({
+    paths: positionals,
+    meshConfigFile: values['mesh-config'],
+    namespace: values.namespace ?? 'istio-system',
+    labels,
+    allGateways: values.labels === undefined,
+    translationWarnings: true,
+  });
+  for (const p of result.problems) process.stdout.write(`${problemLine(p)}\n`);
+  return result.problems.some((p) => p.severity === 'error') ? 1 : 0;
 }
 
 async function proxyStatus(args: string[]): Promise<number> {

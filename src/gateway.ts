@@ -4,7 +4,8 @@
 // imports this file.
 import { AdminServer } from './admin/server.js';
 import type { PipelineResult } from './config/pipeline.js';
-import { formatProblem, type ConfigSet, type MeshConfig, type Problem, type Resource } from './config/types.js';
+import { formatProblem, type ConfigSet, type GatewaySpec, type MeshConfig, type Problem, type Resource } from './config/types.js';
+import { describeLabels, gatewaySelection } from './config/validate-refs.js';
 import { ConfigWatcher } from './config/watch.js';
 import { resolve } from './controlplane/resolve.js';
 import type { Snapshot } from './controlplane/snapshot.js';
@@ -12,7 +13,7 @@ import { XdsReplicaClient } from './controlplane/xds/client.js';
 import { XdsServer } from './controlplane/xds/server.js';
 import { SnapshotViews } from './controlplane/xds/snapshot-views.js';
 import { DataPlane, type ApplyResult } from './ingress/data-plane.js';
-import type { Logger } from './telemetry/log.js';
+import type { Logger, LoggerOptions } from './telemetry/log.js';
 import { IstioMetrics } from './telemetry/metrics.js';
 import { AcmeManager } from './tls/acme.js';
 import { loadSecret } from './tls/material.js';
@@ -39,6 +40,8 @@ export interface RunOptions {
   workers?: number | undefined;
   /** The log level, passed on to worker threads. */
   logLevel?: string | undefined;
+  /** The log format, passed on to worker threads (theirs is no terminal to tell by). */
+  logOptions?: LoggerOptions | undefined;
 }
 
 /** The configuration serving: its hash, mesh config and (read again on demand) its resources. */
@@ -92,6 +95,8 @@ export class Gateway {
   #reloading: Promise<void> | null = null;
   #reloadAgain = false;
   #changedDuringStart = false;
+  /** Ports open after the last configuration applied (-1: none applied yet); "no listener" is said once per drop to 0. */
+  #openPorts = -1;
   adminPort = 0;
   xdsPort = 0;
   readonly #views: SnapshotViews;
@@ -142,6 +147,7 @@ export class Gateway {
         workers: opts.workers!,
         log: log.child({ stage: 'workers' }),
         logLevel: opts.logLevel ?? 'info',
+        logOptions: opts.logOptions,
         labels: opts.labels,
         namespace: opts.namespace,
         secrets,
@@ -195,8 +201,9 @@ export class Gateway {
       else this.#changedDuringStart = true;
     });
     const result = this.#load();
+    // Every problem, warnings among them: the caller prints them all before giving up.
+    if (!result.config) throw new ConfigError('invalid configuration', result.problems);
     this.#logWarnings(result.problems);
-    if (!result.config) throw new ConfigError('invalid configuration', result.problems.filter((p) => p.severity === 'error'));
     await this.#startMesh(result.config.mesh.trustDomain);
     const snapshot = this.#resolve(result.config);
     const applied = await this.#apply(snapshot);
@@ -213,7 +220,60 @@ export class Gateway {
     await this.#watcher.ready();
     // Ready only once the watcher sees every change: a file written right after readiness is applied.
     this.#ready = true;
+    await this.#reportStartup(initial.resources, snapshot);
     if (this.#changedDuringStart) void this.reload();
+  }
+
+  /** The listeners actually open (on worker 0 with `--workers N`, which serves every port). */
+  async #listenerRows(): Promise<ReturnType<DataPlane['listenersSummary']>> {
+    return this.#pool ? this.#pool.listeners() : this.dataPlane.listenersSummary();
+  }
+
+  /**
+   * The start-up lines: what listens where (each port with its protocol, TLS mode and engine; the
+   * admin and xDS ports), which Gateways were selected and which skipped (and why); a warning
+   * when no port at all is open, saying what to change.
+   */
+  async #reportStartup(resources: readonly Resource[], snapshot: Snapshot): Promise<void> {
+    const o = this.#opts;
+    const rows = await this.#listenerRows();
+    this.#openPorts = rows.length;
+    const selection = gatewaySelection(resources, o.labels);
+    const selected = new Set(selection.selected.map((g) => g.gateway));
+    const listeners = rows.map((row) => {
+      const port = Number(row.address.slice(row.address.lastIndexOf(':') + 1));
+      const l = snapshot.listeners.find((x) => x.address.socket_address.port_value === port);
+      const protocol = l?.metadata.filter_metadata.istio.protocol ?? row.protocol;
+      const gateways = new Set<string>();
+      const modes = new Set<string>();
+      for (const g of resources) {
+        if (g.kind !== 'Gateway' || !selected.has(`${g.metadata.namespace}/${g.metadata.name}`)) continue;
+        for (const srv of (g.spec as GatewaySpec).servers ?? []) {
+          if (srv.port?.number !== port) continue;
+          gateways.add(`${g.metadata.namespace}/${g.metadata.name}`);
+          if (srv.tls?.mode && ['HTTPS', 'TLS'].includes(String(srv.port.protocol).toUpperCase())) modes.add(srv.tls.mode);
+        }
+      }
+      return { address: row.address, protocol, ...(modes.size > 0 ? { tls: [...modes].join('/') } : {}), engine: row.engine, serves: row.protocol, gateways: [...gateways] };
+    });
+    const admin = this.adminPort > 0 ? `${o.adminBind}:${this.adminPort}` : 'off';
+    const xds = this.xdsPort > 0 ? `${o.bind}:${this.xdsPort}` : 'off';
+    const where = listeners.map((l) => `${l.address} (${l.protocol}${l.tls ? ` ${l.tls}` : ''} on ${l.engine})`).join(', ');
+    this.#log.info({ version: snapshot.version, listeners, admin, xds }, `ready: ${listeners.length > 0 ? `listening on ${where}` : 'no listener'}; admin ${admin === 'off' ? 'off' : `on ${admin}`}; xDS ${xds === 'off' ? 'off' : `on ${xds}`}`);
+    const labels = describeLabels(o.labels);
+    const sel = selection.selected.map((g) => `${g.gateway} (${g.file}:${g.line})`).join(', ');
+    const skip = selection.skipped.map((g) => `${g.gateway} (${g.file}:${g.line}: selector ${g.selector})`).join(', ');
+    if (resources.some((r) => r.kind === 'Gateway')) {
+      this.#log.info({ labels: o.labels, selected: selection.selected, skipped: selection.skipped }, `Gateways for labels ${labels}: ${sel ? `selected ${sel}` : 'none selected'}${skip ? `; skipped ${skip}, whose selector these labels do not satisfy` : ''}`);
+    }
+    if (listeners.length > 0) return;
+    let why: string;
+    if (!resources.some((r) => r.kind === 'Gateway')) why = 'the configuration has no Gateway (a Gateway server opens each port)';
+    else if (selection.selected.length === 0) {
+      const first = selection.skipped[0]!;
+      why = `no Gateway selects this gateway's labels ${labels}: ${skip}; run with --labels ${first.selector}`;
+    } else why = `the selected Gateways (${sel}) yield no port that can be opened; see the warnings above`;
+    this.#log.warn({ labels: o.labels, selected: selection.selected, skipped: selection.skipped }, `no listener: ${why}`);
   }
 
   /**
@@ -286,8 +346,21 @@ export class Gateway {
     const applied = await this.#apply(snapshot);
     for (const e of applied.errors) this.#log.error({ error: e }, 'listener could not be opened');
     this.#snapshot = snapshot;
+    const first = !this.#ready;
     this.#ready = true;
     this.#log.info({ version: snapshot.version, listeners: snapshot.listeners.length, clusters: snapshot.clusters.size, ms: Math.round(performance.now() - started) }, 'configuration from the control plane applied');
+    const rows = await this.#listenerRows();
+    if (first) {
+      const o = this.#opts;
+      const admin = this.adminPort > 0 ? `${o.adminBind}:${this.adminPort}` : 'off';
+      const where = rows.map((l) => `${l.address} (${l.protocol} on ${l.engine})`).join(', ');
+      this.#log.info({ version: snapshot.version, listeners: rows, admin, controlPlane: this.#opts.xdsAddress }, `ready: ${rows.length > 0 ? `listening on ${where}` : 'no listener'}; admin ${admin === 'off' ? 'off' : `on ${admin}`}; configuration from the control plane at ${this.#opts.xdsAddress}`);
+    }
+    const dropped = rows.length === 0 && this.#openPorts !== 0;
+    this.#openPorts = rows.length;
+    if (dropped) {
+      this.#log.warn({ version: snapshot.version, labels: this.#opts.labels }, `no listener: the control plane at ${this.#opts.xdsAddress} has no Gateway selecting this replica's labels ${describeLabels(this.#opts.labels)}`);
+    }
   }
 
   /** The config pipeline plus the certificate checks (files and Secrets must load and match). */
@@ -309,7 +382,7 @@ export class Gateway {
   }
 
   #logWarnings(problems: readonly Problem[]): void {
-    for (const p of problems) if (p.severity === 'warning') this.#log.warn({ problem: formatProblem(p) }, 'config warning');
+    for (const p of problems) if (p.severity === 'warning') this.#log.warn({ problem: formatProblem(p) }, `config warning: ${formatProblem(p)}`);
   }
 
   /** Re-reads the config; an invalid change is logged and rejected, the last good config keeps serving. */
@@ -356,9 +429,13 @@ export class Gateway {
     }
     if (this.#draining) return;
     if (r.kind === 'invalid') {
-      const errors = r.problems.filter((p) => p.severity === 'error');
-      for (const p of errors) this.#log.error({ problem: formatProblem(p) }, 'config problem');
-      this.#log.error({ problems: errors.length, serving: this.#snapshot?.version }, 'configuration change rejected; the last good configuration keeps serving');
+      // Every problem, as `validate` prints them: the errors and what else the change would bring.
+      for (const p of r.problems) {
+        if (p.severity === 'error') this.#log.error({ problem: formatProblem(p) }, `config problem: ${formatProblem(p)}`);
+      }
+      this.#logWarnings(r.problems);
+      const errors = r.problems.filter((p) => p.severity === 'error').length;
+      this.#log.error({ problems: errors, serving: this.#snapshot?.version }, `configuration change rejected (${errors} error${errors === 1 ? '' : 's'}); the last good configuration keeps serving`);
       return;
     }
     if (r.kind === 'unchanged') {
@@ -381,6 +458,12 @@ export class Gateway {
     this.#config = this.#configOf(r.configHash, r.mesh);
     this.#setSnapshot(snapshot);
     this.#log.info({ version: snapshot.version, ms: Math.round(performance.now() - started) }, 'configuration applied');
+    const open = (await this.#listenerRows()).length;
+    const dropped = open === 0 && this.#openPorts !== 0;
+    this.#openPorts = open;
+    if (dropped) {
+      this.#log.warn({ version: snapshot.version, labels: o.labels }, `no listener: this configuration opens no port for this gateway's labels ${describeLabels(o.labels)}; see the config warnings above`);
+    }
   }
 
   /** A reloaded configuration; its resources are read again only if a replica with other labels asks. */

@@ -353,10 +353,12 @@ export class DataPlane {
     return true;
   }
 
-  listenersSummary(): Array<{ name: string; address: string; protocol: string; route_config: string; active_requests: number }> {
+  listenersSummary(): Array<{ name: string; address: string; protocol: string; engine: 'uWS' | 'node:http2' | 'node:net'; route_config: string; active_requests: number }> {
     return [...this.#listeners.values()].map(({ listener: l, engine, alpn }) => ({
       name: `${l.bind}_${l.port}`,
       address: `${l.bind}:${l.port}`,
+      // The library serving the port (node:http2's listener also answers HTTP/1.1, through node:http).
+      engine: engine === 'http' || engine === 'uws-tls' ? 'uWS' : engine === 'tcp' || engine === 'tls-passthrough' ? 'node:net' : 'node:http2',
       protocol:
         engine === 'tcp' ? 'TCP' : engine === 'tls-passthrough' ? 'TLS passthrough' : engine === 'http' ? 'HTTP/1.1' : engine === 'h2c' ? 'HTTP/1.1, h2c' : engine === 'uws-tls' || alpn === 'http/1.1' ? 'HTTPS (HTTP/1.1)' : 'HTTPS (HTTP/1.1, h2)',
       // L4 listeners have no route configuration: their routes are the tcp_proxy filter chains.

@@ -10,8 +10,8 @@ import { Worker } from 'node:worker_threads';
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue, type Registry } from 'prom-client';
 import type { Snapshot } from '../controlplane/snapshot.js';
 import { packSnapshot, type PackedSnapshot } from './snapshot-transfer.js';
-import type { ApplyResult } from '../ingress/data-plane.js';
-import type { Logger } from '../telemetry/log.js';
+import type { ApplyResult, DataPlane } from '../ingress/data-plane.js';
+import type { Logger, LoggerOptions } from '../telemetry/log.js';
 import { acmeChallenges } from '../tls/acme-challenges.js';
 import { EXPIRY_METRIC, type MeshIdentityProvider, type SecretStore } from '../tls/secret-store.js';
 import type { ClusterSummary } from '../upstream/cluster-manager.js';
@@ -25,6 +25,7 @@ export interface WorkerPoolOptions {
   workers: number;
   log: Logger;
   logLevel: string;
+  logOptions?: LoggerOptions | undefined;
   labels: Record<string, string>;
   namespace: string;
   /** The main thread's copy of the secrets: ACME certificates are sent from here. */
@@ -33,7 +34,7 @@ export interface WorkerPoolOptions {
   mesh: MeshIdentityProvider;
 }
 
-type ListenerSummary = { name: string; address: string; protocol: string; route_config: string; active_requests: number };
+type ListenerSummary = ReturnType<DataPlane['listenersSummary']>[number];
 
 interface Slot {
   index: number;
@@ -75,7 +76,7 @@ export class WorkerPool {
   }
 
   #spawn(slot: Slot): Promise<void> {
-    const init: WorkerInit = { index: slot.index, logLevel: this.#o.logLevel, labels: this.#o.labels, namespace: this.#o.namespace };
+    const init: WorkerInit = { index: slot.index, logLevel: this.#o.logLevel, ...(this.#o.logOptions ? { logOptions: this.#o.logOptions } : {}), labels: this.#o.labels, namespace: this.#o.namespace };
     const worker = new Worker(WORKER_URL, { workerData: init, name: `gatehouse-worker-${slot.index}` });
     slot.worker = worker;
     slot.started = false;

@@ -2,11 +2,14 @@
 // worker threads of `--workers N`. Everything is structured-cloned: snapshots keep their Maps
 // (frozenness is lost, which nothing relies on); certificates travel as PEM text and are parsed
 // again in the worker (X509Certificate objects do not clone).
+import type { LoggerOptions } from '../telemetry/log.js';
 import type { PackedSnapshot } from './snapshot-transfer.js';
 
 export interface WorkerInit {
   index: number;
   logLevel: string;
+  /** The main thread's log format (a worker thread's stdout is no terminal to tell by). */
+  logOptions?: LoggerOptions;
   labels: Record<string, string>;
   namespace: string;
 }

@@ -74,7 +74,7 @@ function setChallenges(entries: Array<[string, string]>): void {
 function main(): void {
   const port = parentPort!;
   const init = workerData as WorkerInit;
-  const log = createLogger(init.logLevel as LogLevel).child({ worker: init.index });
+  const log = createLogger(init.logLevel as LogLevel, init.logOptions).child({ worker: init.index });
   // The kernel spreads connections over the threads listening on one port (SO_REUSEPORT).
   UwsHttpListener.exclusivePort = false;
   const metrics = new IstioMetrics({ labels: init.labels, namespace: init.namespace }, new Registry(), { defaultMetrics: false });

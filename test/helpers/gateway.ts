@@ -45,6 +45,8 @@ export interface StartOptions {
   args?: string[];
   /** Leave `--workers` at the CLI's default (one per core) instead of 1. */
   defaultWorkers?: boolean;
+  /** Leave `--labels` at the CLI's default instead of GATEWAY_LABELS. */
+  defaultLabels?: boolean;
   /** Default true: resolve once `/healthz/ready` answers 200. */
   waitReady?: boolean;
   readyTimeoutMs?: number;
@@ -62,7 +64,7 @@ export async function startGateway(opts: StartOptions): Promise<GatewayProcess> 
   for (const [name, text] of Object.entries(opts.files)) writeFileSync(join(dir, name), text);
   const adminPort = await freePort();
   const source = opts.xdsAddress ? ['--xds-address', opts.xdsAddress] : ['--config', dir];
-  const args = [CLI, 'run', ...source, '--bind', '127.0.0.1', '--admin-port', String(adminPort), '--xds-port', '0', '--log-level', 'warn', '--labels', GATEWAY_LABELS, ...(opts.defaultWorkers ? [] : ['--workers', '1']), ...(opts.args ?? [])];
+  const args = [CLI, 'run', ...source, '--bind', '127.0.0.1', '--admin-port', String(adminPort), '--xds-port', '0', '--log-level', 'warn', ...(opts.defaultLabels ? [] : ['--labels', GATEWAY_LABELS]), ...(opts.defaultWorkers ? [] : ['--workers', '1']), ...(opts.args ?? [])];
   const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}) });
   live.add(proc);
   let out = '';

@@ -1,11 +1,14 @@
-// The `gatehouse` command line as a user runs it: validate, run failures, usage errors, version.
+// The `gatehouse` command line as a user runs it: validate, run failures, usage errors, version;
+// default labels, start-up reporting and the log formats.
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { removeDir, ROOT, runCli, tempConfigDir } from '../helpers/gateway.js';
-import { freePort, freePorts } from '../helpers/net.js';
-import { dest, gateway, service, virtualService, yamlDocs } from '../helpers/yaml.js';
+import { CLI, removeDir, ROOT, runCli, startGateway, tempConfigDir } from '../helpers/gateway.js';
+import { freePort, freePorts, http, waitFor } from '../helpers/net.js';
+import { startEcho } from '../helpers/upstream.js';
+import { dest, gateway, service, virtualService, yamlDocs, type Obj } from '../helpers/yaml.js';
 
 const GOOD = {
   'gw.yaml': yamlDocs(gateway('gw', 18080)),
@@ -150,3 +153,193 @@ describe.concurrent('cli: usage and version', () => {
   });
 });
 
+
+/** The line of `file` (1-based) a problem line points at. */
+const lineOf = (problem: string): number => Number(/^\S+?:(\d+): /.exec(problem)![1]);
+
+/** A Gateway like Istio's egress gateway samples: `selector: {istio: egressgateway}`. */
+const egressGateway = (port: number): Obj => {
+  const g = gateway('egress', port) as { spec: { selector: Record<string, string> } };
+  g.spec.selector = { istio: 'egressgateway' };
+  return g as unknown as Obj;
+};
+
+// Gateways started one at a time: the machine may be busy with other suites.
+describe('cli: default labels (istio=ingressgateway) and Gateways that select nothing', () => {
+  it('run without --labels serves a Gateway selecting istio: ingressgateway, as Istio\'s samples all do', async () => {
+    const echo = await startEcho('app');
+    const port = await freePort();
+    const gw = await startGateway({
+      defaultLabels: true,
+      files: { 'gw.yaml': yamlDocs(gateway('gw', port)), 'app.yaml': yamlDocs(...service('app', { v1: echo.port }), virtualService('app', ['app.test'], [{ route: [dest('app', 'v1')] }])) },
+    });
+    try {
+      const r = await http(port, '/hello', { headers: { host: 'app.test' } });
+      expect(r.status).toBe(200);
+      expect(echo.requests.map((q) => q.url)).toEqual(['/hello']);
+    } finally {
+      await gw.stop();
+      await echo.close();
+    }
+  });
+
+  it('validate reports a Gateway the default labels do not select, at its selector, with the labels and the fix; --labels replaces the default', async () => {
+    const d = dir({ 'gw.yaml': yamlDocs(gateway('gw', 18080), egressGateway(18081)) });
+    const r = await runCli(['validate', d]);
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/gw\.yaml:\d+: Gateway\/default\/egress: spec\.selector: warning: \[IST0101\] selector istio=egressgateway selects nothing: this gateway's labels are istio=ingressgateway \(the default\), .*\(run with --labels istio=egressgateway\)$/);
+    expect(readFileSync(join(d, 'gw.yaml'), 'utf8').split('\n')[lineOf(lines[0]!) - 1]).toMatch(/selector:/);
+    const egress = await runCli(['validate', '--labels', 'istio=egressgateway', d]);
+    expect(egress.code).toBe(0);
+    expect(egress.stdout.trim().split('\n')).toEqual([expect.stringMatching(/Gateway\/default\/gw: spec\.selector: warning: \[IST0101\] selector istio=ingressgateway selects nothing: this gateway's labels are istio=egressgateway, .*\(run with --labels istio=ingressgateway\)$/)]);
+  });
+
+  it('run logs the skipped Gateway with file:line and the labels, and which Gateways were selected', async () => {
+    const [p1, p2] = (await freePorts(2)) as [number, number];
+    const gw = await startGateway({ defaultLabels: true, args: ['--log-level', 'info'], files: { 'gw.yaml': yamlDocs(gateway('gw', p1), egressGateway(p2)) } });
+    try {
+      const file = join(gw.dir, 'gw.yaml');
+      const records = await waitFor(() => {
+        const rs = jsonLines(gw.stdout());
+        return rs.some((l) => String(l.msg).startsWith('Gateways for labels')) ? rs : undefined;
+      }, 5000);
+      const warning = records.find((l) => String(l.msg).includes('[IST0101]'));
+      expect(warning?.level).toBe(40);
+      expect(String(warning?.msg)).toMatch(new RegExp(`^config warning: ${escape(file)}:\\d+: Gateway/default/egress: spec\\.selector: .*istio=ingressgateway \\(the default\\)`));
+      const selection = records.find((l) => String(l.msg).startsWith('Gateways for labels'))!;
+      expect(selection.msg).toMatch(new RegExp(`^Gateways for labels istio=ingressgateway \\(the default\\): selected default/gw \\(${escape(file)}:1\\); skipped default/egress \\(${escape(file)}:\\d+: selector istio=egressgateway\\)`));
+      expect(await http(p2, '/', { headers: { host: 'x' } }).catch((e: Error) => e.message)).toMatch(/ECONNREFUSED/);
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  it('a start with no listener at all says so, with the labels in force and what to run instead', async () => {
+    const port = await freePort();
+    const gw = await startGateway({ defaultLabels: true, files: { 'gw.yaml': yamlDocs(egressGateway(port)) } });
+    try {
+      const file = join(gw.dir, 'gw.yaml');
+      const warning = await waitFor(() => jsonLines(gw.stdout()).find((l) => String(l.msg).startsWith('no listener')), 5000);
+      expect(warning.level).toBe(40);
+      const selectorLine = readFileSync(file, 'utf8').split('\n').findIndex((l) => l.includes('selector:')) + 1;
+      expect(warning.msg).toBe(`no listener: no Gateway selects this gateway's labels istio=ingressgateway (the default): default/egress (${file}:${selectorLine}: selector istio=egressgateway); run with --labels istio=egressgateway`);
+    } finally {
+      await gw.stop();
+    }
+  });
+});
+
+describe.concurrent('cli: every problem at once', () => {
+  // One input with an error (a missing subset), a certificate problem and a translation warning.
+  const files = (): Record<string, string> => {
+    const g = gateway('gw', 18080, ['*'], { servers: [{ port: { number: 18443, name: 'https', protocol: 'HTTPS' }, hosts: ['*'], tls: { mode: 'SIMPLE', serverCertificate: 'missing-cert.pem', privateKey: 'missing-key.pem' } }] });
+    return {
+      'gw.yaml': yamlDocs(g),
+      'app.yaml': yamlDocs(
+        ...service('app', { v1: 19001 }),
+        virtualService('app', ['app.test'], [
+          { match: [{ uri: { prefix: '/nosub' } }], route: [dest('app', 'v7')] },
+          { match: [{ uri: { prefix: '/abort' } }], fault: { abort: { http2Error: 'REFUSED_STREAM', percentage: { value: 1 } } }, route: [dest('app', 'v1')] },
+          { route: [dest('app', 'v1')] },
+        ]),
+      ),
+    };
+  };
+  const expectAll = (out: string, d: string): void => {
+    const lines = out.trim().split('\n').filter((l) => l.includes(d));
+    expect(lines).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/app\.yaml:\d+: VirtualService\/default\/app: spec\.http\[0\]\.route\[0\]\.destination\.subset: subset "v7" is not defined/),
+        expect.stringMatching(/gw\.yaml:\d+: Gateway\/default\/gw: spec\.servers\[1\]\.tls\.serverCertificate: cannot read certificate .*missing-cert\.pem/),
+        expect.stringMatching(/app\.yaml:\d+: VirtualService\/default\/app: spec\.http\[1\]\.fault\.abort\.http2Error: warning: http2Error aborts are not implemented/),
+      ]),
+    );
+    // Sorted by file, then line.
+    const keys = lines.map((l) => /^(\S+?):(\d+):/.exec(l)!).map((m) => [m[1]!, Number(m[2])] as const);
+    expect([...keys].sort((a, b) => (a[0] === b[0] ? a[1] - b[1] : a[0] < b[0] ? -1 : 1))).toEqual(keys);
+  };
+
+  it('validate: a missing subset does not hide the certificate problem and the translation warning', async () => {
+    const d = dir(files());
+    const r = await runCli(['validate', d]);
+    expect(r.code).toBe(1);
+    expectAll(r.stdout, d);
+  });
+
+  it('run at start-up prints them all too, and exits 1', async () => {
+    const d = dir(files());
+    const r = await runCli(await runArgs(d));
+    expect(r.code).toBe(1);
+    expectAll(r.stderr, d);
+  });
+
+  it('validate runs the analyzer: a rule after a catch-all is reported (IST0130)', async () => {
+    const d = dir({ ...GOOD, 'vs.yaml': yamlDocs(virtualService('dead', ['dead.test'], [{ route: [dest('app', 'v1')] }, { match: [{ uri: { prefix: '/x' } }], route: [dest('app', 'v2')] }])) });
+    const r = await runCli(['validate', d]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/vs\.yaml:\d+: VirtualService\/default\/dead: spec\.http\[1\]: warning: \[IST0130\] VirtualService rule #1 not used \(route without matches defined before\)/);
+  });
+});
+
+/** The JSON records among these lines (every line, when the format is json). */
+function jsonLines(text: string): Array<Record<string, unknown>> {
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+describe('cli: logs', () => {
+  it('stdout not a terminal: one JSON object per line; the start-up line names every listener, its engine, admin and xDS', async () => {
+    const [port, xds] = (await freePorts(2)) as [number, number];
+    const gw = await startGateway({ args: ['--log-level', 'info', '--xds-port', String(xds)], files: { 'gw.yaml': yamlDocs(gateway('gw', port)) } });
+    try {
+      const ready = await waitFor(() => jsonLines(gw.stdout()).find((l) => String(l.msg).startsWith('ready:')), 5000);
+      for (const l of gw.stdout().split('\n').filter(Boolean)) expect(() => JSON.parse(l), l).not.toThrow();
+      expect(ready.msg).toBe(`ready: listening on 127.0.0.1:${port} (HTTP on uWS); admin on 127.0.0.1:${gw.adminPort}; xDS on 127.0.0.1:${xds}`);
+      expect(ready.listeners).toEqual([{ address: `127.0.0.1:${port}`, protocol: 'HTTP', engine: 'uWS', serves: 'HTTP/1.1', gateways: ['default/gw'] }]);
+      expect(ready.admin).toBe(`127.0.0.1:${gw.adminPort}`);
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  it('--log-format pretty: readable lines, no JSON', async () => {
+    const port = await freePort();
+    const gw = await startGateway({ args: ['--log-level', 'info', '--log-format', 'pretty'], files: { 'gw.yaml': yamlDocs(gateway('gw', port)) } });
+    try {
+      await waitFor(() => gw.stdout().includes('ready: '), 5000);
+      const lines = gw.stdout().split('\n').filter(Boolean);
+      for (const l of lines) expect(l).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] (TRACE|DEBUG|INFO|WARN|ERROR|FATAL): /);
+      const ready = new RegExp(`INFO: ready: listening on 127\\.0\\.0\\.1:${port} \\(HTTP on uWS\\); admin on 127\\.0\\.0\\.1:${gw.adminPort}; xDS off version=\\S+$`);
+      expect(lines.some((l) => ready.test(l))).toBe(true);
+      expect(lines.some((l) => /INFO: \[ingress\] listening \(HTTP\/1\.1\) port=\d+ bind=127\.0\.0\.1 engine=http$/.test(l))).toBe(true);
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  it('on a terminal, readable lines by default', async () => {
+    const d = dir(BAD);
+    // `script` runs the command on a pseudo-terminal; an invalid configuration ends it by itself.
+    const cmd = [process.execPath, CLI, ...(await runArgs(d))].map((a) => `'${a}'`).join(' ');
+    const proc = spawn('script', ['-q', '-e', '-c', cmd, '/dev/null'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+    let out = '';
+    proc.stdout.setEncoding('utf8').on('data', (c: string) => (out += c));
+    const code = await new Promise<number | null>((res) => proc.once('exit', (c) => res(c)));
+    expect(code).toBe(1);
+    expect(out).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] FATAL: invalid configuration at start-up \(\d+ errors?, printed above\); not starting( \S+=\S+)*\r?$/m);
+    expect(out).not.toMatch(/^\{"level"/m);
+  });
+
+  it('--log-format takes pretty or json; the usage shows it', async () => {
+    const r = await runCli(['run', '--config', dir(GOOD), '--log-format', 'xml']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--log-format must be one of pretty, json');
+    expect(r.stderr).toContain('[--log-format pretty|json]');
+  });
+});
