@@ -55,7 +55,7 @@ function gatewaySelectors(gateways: readonly Resource[], opts: AnalyzeOptions, p
     const selector = formatLabels(asObj(spec(g).selector));
     reporterFor(g, problems).warn(
       ['spec', 'selector'],
-      `[IST0101] selector ${selector} selects nothing: this gateway's labels are ${labels}, so none of this Gateway's servers is served (run with --labels ${selector})`,
+      `[IST0101] selector ${selector} selects nothing here: this gateway's labels are ${labels}, so none of this Gateway's servers is served (run with --labels ${selector} to serve them)`,
     );
   }
 }
@@ -195,15 +195,17 @@ function exportScopes(exportTo: unknown, namespace: string): string[] {
   return [...new Set(e.map((x) => (x === '.' ? namespace : x)))];
 }
 
-/** `*` matches every host, `*.example.com` every host under it (Istio's host.Name.Matches). */
-function hostCovers(pattern: string, host: string): boolean {
-  if (pattern === host) return true;
-  if (pattern === '*') return true;
-  return pattern.startsWith('*.') && host.endsWith(pattern.slice(1));
+/** Whether two host names overlap: equal, or one a wildcard (`*`, `*.example.com`) covering the other. */
+function hostsOverlap(a: string, b: string): boolean {
+  const covers = (pattern: string, host: string): boolean => pattern === '*' || (pattern.startsWith('*.') && host.endsWith(pattern.slice(1)));
+  return a === b || covers(a, b) || covers(b, a);
 }
 
 function meshHostConflicts(virtualServices: readonly Resource[], problems: Problem[]): void {
   const byScopedHost = new Map<string, Array<{ vs: Resource; index: number }>>();
+  /** Hosts visible to every namespace (exportTo `*`), and the wildcard ones among them. */
+  const everywhere = new Map<string, Array<{ vs: Resource; index: number }>>();
+  const everywhereWild: string[] = [];
   for (const vs of virtualServices) {
     const s = spec(vs);
     const gws = asArr(s.gateways);
@@ -211,10 +213,15 @@ function meshHostConflicts(virtualServices: readonly Resource[], problems: Probl
     for (const scope of exportScopes(s.exportTo, vs.metadata.namespace)) {
       asArr(s.hosts).forEach((h, index) => {
         if (typeof h !== 'string') return;
-        const key = `${scope}|${completeHost(h, vs.metadata.namespace)}`;
+        const host = completeHost(h, vs.metadata.namespace);
+        const key = `${scope}|${host}`;
         const list = byScopedHost.get(key) ?? [];
         if (!list.some((e) => e.vs === vs)) list.push({ vs, index });
         byScopedHost.set(key, list);
+        if (scope === '*') {
+          if (!everywhere.has(host) && host.includes('*')) everywhereWild.push(host);
+          everywhere.set(host, list);
+        }
       });
     }
   }
@@ -225,10 +232,9 @@ function meshHostConflicts(virtualServices: readonly Resource[], problems: Probl
     const host = key.slice(bar + 1);
     const list = [...own];
     if (scope !== '*') {
-      for (const [other, entries] of byScopedHost) {
-        const ob = other.indexOf('|');
-        if (other.slice(0, ob) === '*' && hostCovers(host, other.slice(ob + 1))) for (const e of entries) if (!list.some((x) => x.vs === e.vs)) list.push(e);
-      }
+      // A namespace also sees what is exported everywhere (Istio adds those for overlapping hosts).
+      const overlapping = host.includes('*') ? [...everywhere.keys()].filter((h) => hostsOverlap(host, h)) : [host, ...everywhereWild.filter((w) => hostsOverlap(host, w))];
+      for (const h of overlapping) for (const e of everywhere.get(h) ?? []) if (!list.some((x) => x.vs === e.vs)) list.push(e);
     }
     if (list.length < 2) continue;
     const names = list.map((e) => nsName(e.vs)).sort().join(',');
@@ -318,16 +324,19 @@ function serviceEntryProtocols(serviceEntries: readonly Resource[], problems: Pr
 function subsetsSelectingNothing(drs: readonly Resource[], serviceEntries: readonly Resource[], workloadEntries: readonly Resource[], problems: Problem[]): void {
   // Each host's endpoints' label sets, from the ServiceEntry defining it first (as resolve does).
   const endpointsByHost = new Map<string, { se: Resource; labels: Array<Record<string, string>> }>();
+  /** Each WorkloadEntry's labels (resource and spec labels), by namespace. */
+  const weLabels = new Map<string, Array<Record<string, string>>>();
+  for (const we of workloadEntries) {
+    const list = weLabels.get(we.metadata.namespace) ?? [];
+    list.push({ ...(we.metadata.labels ?? {}), ...(asObj(spec(we).labels) as Record<string, string>) });
+    weLabels.set(we.metadata.namespace, list);
+  }
   for (const se of serviceEntries) {
     const s = spec(se);
     const labels: Array<Record<string, string>> = asArr(s.endpoints).map((e) => ({ ...(asObj(asObj(e).labels) as Record<string, string>) }));
-    const selector = asObj(asObj(s.workloadSelector).labels) as Record<string, string>;
     if (s.workloadSelector !== undefined) {
-      for (const we of workloadEntries) {
-        if (we.metadata.namespace !== se.metadata.namespace) continue;
-        const l = { ...(we.metadata.labels ?? {}), ...(asObj(spec(we).labels) as Record<string, string>) };
-        if (Object.entries(selector).every(([k, v]) => l[k] === v)) labels.push(l);
-      }
+      const selector = Object.entries(asObj(asObj(s.workloadSelector).labels));
+      for (const l of weLabels.get(se.metadata.namespace) ?? []) if (selector.every(([k, v]) => l[k] === v)) labels.push(l);
     }
     for (const h of asArr(s.hosts)) {
       if (typeof h !== 'string') continue;

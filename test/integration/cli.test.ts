@@ -189,11 +189,11 @@ describe('cli: default labels (istio=ingressgateway) and Gateways that select no
     expect(r.code).toBe(0);
     const lines = r.stdout.trim().split('\n');
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/gw\.yaml:\d+: Gateway\/default\/egress: spec\.selector: warning: \[IST0101\] selector istio=egressgateway selects nothing: this gateway's labels are istio=ingressgateway \(the default\), .*\(run with --labels istio=egressgateway\)$/);
+    expect(lines[0]).toMatch(/gw\.yaml:\d+: Gateway\/default\/egress: spec\.selector: warning: \[IST0101\] selector istio=egressgateway selects nothing here: this gateway's labels are istio=ingressgateway \(the default\), .*\(run with --labels istio=egressgateway to serve them\)$/);
     expect(readFileSync(join(d, 'gw.yaml'), 'utf8').split('\n')[lineOf(lines[0]!) - 1]).toMatch(/selector:/);
     const egress = await runCli(['validate', '--labels', 'istio=egressgateway', d]);
     expect(egress.code).toBe(0);
-    expect(egress.stdout.trim().split('\n')).toEqual([expect.stringMatching(/Gateway\/default\/gw: spec\.selector: warning: \[IST0101\] selector istio=ingressgateway selects nothing: this gateway's labels are istio=egressgateway, .*\(run with --labels istio=ingressgateway\)$/)]);
+    expect(egress.stdout.trim().split('\n')).toEqual([expect.stringMatching(/Gateway\/default\/gw: spec\.selector: warning: \[IST0101\] selector istio=ingressgateway selects nothing here: this gateway's labels are istio=egressgateway, .*\(run with --labels istio=ingressgateway to serve them\)$/)]);
   });
 
   it('run logs the skipped Gateway with file:line and the labels, and which Gateways were selected', async () => {

@@ -4,6 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { analyze, type AnalyzeOptions } from '../../src/config/analyze.js';
 import { parseYamlText } from '../../src/config/load.js';
+import { sortProblems } from '../../src/config/pipeline.js';
 import { formatProblem } from '../../src/config/types.js';
 
 const OPTS: AnalyzeOptions = { labels: { istio: 'ingressgateway' }, gatewayNamespace: 'istio-system', rootNamespace: 'istio-system' };
@@ -21,7 +22,8 @@ const docs = (...texts: string[]): string => texts.map(dedent).join('---\n');
 function run(yaml: string, opts: AnalyzeOptions = OPTS): string[] {
   const parsed = parseYamlText(dedent(yaml), 'cfg.yaml');
   expect(parsed.problems.map(formatProblem)).toEqual([]);
-  const problems = analyze(parsed.resources, opts);
+  // In the order validate prints them: by line (one file here), stable.
+  const problems = sortProblems(analyze(parsed.resources, opts));
   for (const p of problems) expect(p.severity).toBe('warning');
   return problems.map(formatProblem);
 }
@@ -216,6 +218,29 @@ describe('analyze: conflicts across resources', () => {
     expect(out).toEqual([`cfg.yaml:5: VirtualService/default/a: spec.hosts[0]: ${msg}`, `cfg.yaml:12: VirtualService/default/b: spec.hosts[0]: ${msg}`]);
   });
 
+  it('a namespace sees the mesh hosts exported everywhere: a wildcard one overlaps its own (IST0109)', () => {
+    const out = run(`
+      apiVersion: networking.istio.io/v1
+      kind: VirtualService
+      metadata: {name: wild, namespace: default}
+      spec:
+        hosts: ["*.default.svc.cluster.local"]
+        http: [{route: [{destination: {host: reviews}}]}]
+      ---
+      apiVersion: networking.istio.io/v1
+      kind: VirtualService
+      metadata: {name: local, namespace: team-a}
+      spec:
+        hosts: [ratings.default.svc.cluster.local]
+        exportTo: [.]
+        http: [{route: [{destination: {host: ratings.default.svc.cluster.local}}]}]
+    `);
+    expect(out).toEqual([
+      'cfg.yaml:5: VirtualService/default/wild: spec.hosts[0]: [IST0109] The VirtualServices default/wild,team-a/local associated with mesh gateway define the same host ratings.default.svc.cluster.local which can lead to undefined behavior. This can be fixed by merging the conflicting VirtualServices into a single resource.',
+      'cfg.yaml:12: VirtualService/team-a/local: spec.hosts[0]: [IST0109] The VirtualServices default/wild,team-a/local associated with mesh gateway define the same host ratings.default.svc.cluster.local which can lead to undefined behavior. This can be fixed by merging the conflicting VirtualServices into a single resource.',
+    ]);
+  });
+
   it('ServiceEntries giving one host and port different protocols (IST0177), in the scope exportTo gives them', () => {
     const se = (name: string, ns: string, protocol: string, exportTo = ''): string => `
       apiVersion: networking.istio.io/v1
@@ -268,10 +293,10 @@ describe('analyze: gateways and their labels', () => {
     `;
     const text = docs(gw('ingress', '{istio: ingressgateway}'), gw('egress', '{istio: egressgateway}'), gw('any', '{}'));
     expect(run(text)).toEqual([
-      `cfg.yaml:12: Gateway/default/egress: spec.selector: [IST0101] selector istio=egressgateway selects nothing: this gateway's labels are istio=ingressgateway (the default), so none of this Gateway's servers is served (run with --labels istio=egressgateway)`,
+      `cfg.yaml:12: Gateway/default/egress: spec.selector: [IST0101] selector istio=egressgateway selects nothing here: this gateway's labels are istio=ingressgateway (the default), so none of this Gateway's servers is served (run with --labels istio=egressgateway to serve them)`,
     ]);
     expect(run(text, { ...OPTS, labels: { istio: 'egressgateway', app: 'edge' } })).toEqual([
-      `cfg.yaml:5: Gateway/default/ingress: spec.selector: [IST0101] selector istio=ingressgateway selects nothing: this gateway's labels are istio=egressgateway,app=edge, so none of this Gateway's servers is served (run with --labels istio=ingressgateway)`,
+      `cfg.yaml:5: Gateway/default/ingress: spec.selector: [IST0101] selector istio=ingressgateway selects nothing here: this gateway's labels are istio=egressgateway,app=edge, so none of this Gateway's servers is served (run with --labels istio=ingressgateway to serve them)`,
     ]);
   });
 
