@@ -6,6 +6,7 @@
 import type { FieldPath, Problem, Resource } from './types.js';
 import { resourceId } from './types.js';
 import { completeHost } from './hosts.js';
+import { routingClaim } from './jwt-claims.js';
 import { describeLabels, formatLabels, gatewayApplies, reporterFor, resolveGatewayRef } from './validate-refs.js';
 
 export interface AnalyzeOptions {
@@ -393,8 +394,6 @@ function sidecarSelectors(sidecars: readonly Resource[], opts: AnalyzeOptions, p
 
 // ---- JWT claim routing on a gateway no RequestAuthentication applies to (IST0149) ----------------
 
-const CLAIM_PREFIX = '@request.auth.claims';
-
 function jwtClaimRoutes(virtualServices: readonly Resource[], gateways: readonly Resource[], ras: readonly Resource[], opts: AnalyzeOptions, problems: Problem[]): void {
   const byKey = new Map(gateways.map((g) => [nsName(g), g]));
   const applies = ras.some((ra) => {
@@ -410,7 +409,7 @@ function jwtClaimRoutes(virtualServices: readonly Resource[], gateways: readonly
     asArr(s.http).forEach((rule, i) =>
       asArr(asObj(rule).match).forEach((m, j) => {
         for (const field of ['headers', 'withoutHeaders']) {
-          for (const k of Object.keys(asObj(asObj(m)[field]))) if (!found && k.startsWith(CLAIM_PREFIX)) found = { path: ['spec', 'http', i, 'match', j, field, k], key: k };
+          for (const k of Object.keys(asObj(asObj(m)[field]))) if (!found && routingClaim(k) !== null) found = { path: ['spec', 'http', i, 'match', j, field, k], key: k };
         }
       }),
     );
