@@ -231,6 +231,22 @@ describe('cli: default labels (istio=ingressgateway) and Gateways that select no
   });
 });
 
+describe('cli: a reload that leaves no listener', () => {
+  it('is logged as such, with the labels in force, after the config warning naming the Gateway', async () => {
+    const [p1, p2] = (await freePorts(2)) as [number, number];
+    const gw = await startGateway({ defaultLabels: true, files: { 'gw.yaml': yamlDocs(gateway('gw', p1)) } });
+    try {
+      gw.writeFile('gw.yaml', yamlDocs(egressGateway(p2)));
+      const warning = await waitFor(() => jsonLines(gw.stdout()).find((l) => String(l.msg).startsWith('no listener')), 5000);
+      expect(warning.msg).toBe("no listener: this configuration opens no port for this gateway's labels istio=ingressgateway (the default); see the config warnings above");
+      expect(jsonLines(gw.stdout()).some((l) => String(l.msg).includes('Gateway/default/egress: spec.selector: [IST0101]'))).toBe(true);
+      expect(await http(p1, '/', { headers: { host: 'x' } }).catch((e: Error) => e.message)).toMatch(/ECONNREFUSED|socket hang up|ECONNRESET/);
+    } finally {
+      await gw.stop();
+    }
+  });
+});
+
 describe.concurrent('cli: every problem at once', () => {
   // One input with an error (a missing subset), a certificate problem and a translation warning.
   const files = (): Record<string, string> => {
