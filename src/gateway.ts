@@ -349,15 +349,15 @@ export class Gateway {
     const first = !this.#ready;
     this.#ready = true;
     this.#log.info({ version: snapshot.version, listeners: snapshot.listeners.length, clusters: snapshot.clusters.size, ms: Math.round(performance.now() - started) }, 'configuration from the control plane applied');
-    const rows = await this.#listenerRows();
     if (first) {
+      const rows = await this.#listenerRows();
       const o = this.#opts;
       const admin = this.adminPort > 0 ? `${o.adminBind}:${this.adminPort}` : 'off';
       const where = rows.map((l) => `${l.address} (${l.protocol} on ${l.engine})`).join(', ');
       this.#log.info({ version: snapshot.version, listeners: rows, admin, controlPlane: this.#opts.xdsAddress }, `ready: ${rows.length > 0 ? `listening on ${where}` : 'no listener'}; admin ${admin === 'off' ? 'off' : `on ${admin}`}; configuration from the control plane at ${this.#opts.xdsAddress}`);
     }
-    const dropped = rows.length === 0 && this.#openPorts !== 0;
-    this.#openPorts = rows.length;
+    const dropped = snapshot.listeners.length === 0 && this.#openPorts !== 0;
+    this.#openPorts = snapshot.listeners.length;
     if (dropped) {
       this.#log.warn({ version: snapshot.version, labels: this.#opts.labels }, `no listener: the control plane at ${this.#opts.xdsAddress} has no Gateway selecting this replica's labels ${describeLabels(this.#opts.labels)}`);
     }
@@ -429,11 +429,11 @@ export class Gateway {
     }
     if (this.#draining) return;
     if (r.kind === 'invalid') {
-      // Every problem, as `validate` prints them: the errors and what else the change would bring.
+      // Every problem, in validate's order: the errors and what else the change would bring.
       for (const p of r.problems) {
         if (p.severity === 'error') this.#log.error({ problem: formatProblem(p) }, `config problem: ${formatProblem(p)}`);
+        else this.#logWarnings([p]);
       }
-      this.#logWarnings(r.problems);
       const errors = r.problems.filter((p) => p.severity === 'error').length;
       this.#log.error({ problems: errors, serving: this.#snapshot?.version }, `configuration change rejected (${errors} error${errors === 1 ? '' : 's'}); the last good configuration keeps serving`);
       return;
@@ -458,7 +458,8 @@ export class Gateway {
     this.#config = this.#configOf(r.configHash, r.mesh);
     this.#setSnapshot(snapshot);
     this.#log.info({ version: snapshot.version, ms: Math.round(performance.now() - started) }, 'configuration applied');
-    const open = (await this.#listenerRows()).length;
+    // The listeners this configuration asks for (one that cannot be opened is logged as an error).
+    const open = snapshot.listeners.length;
     const dropped = open === 0 && this.#openPorts !== 0;
     this.#openPorts = open;
     if (dropped) {
