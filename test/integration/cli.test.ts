@@ -32,7 +32,7 @@ afterAll(() => {
 });
 
 const runArgs = async (configDir: string, extra: string[] = []): Promise<string[]> => [
-  'run', '--config', configDir, '--bind', '127.0.0.1', '--admin-port', String(await freePort()), '--xds-port', '0', '--log-level', 'warn', '--labels', 'istio=ingressgateway', ...extra,
+  'run', '--config', configDir, '--bind', '127.0.0.1', '--admin-port', String(await freePort()), '--xds-port', '0', '--log-level', 'warn', '--labels', 'istio=ingressgateway', '--workers', '1', ...extra,
 ];
 
 describe.concurrent('cli: gatehouse validate', () => {
@@ -247,7 +247,7 @@ describe('cli: a reload that leaves no listener', () => {
   });
 });
 
-describe.concurrent('cli: every problem at once', () => {
+describe('cli: every problem at once', () => {
   // One input with an error (a missing subset), a certificate problem and a translation warning.
   const files = (): Record<string, string> => {
     const g = gateway('gw', 18080, ['*'], { servers: [{ port: { number: 18443, name: 'https', protocol: 'HTTPS' }, hosts: ['*'], tls: { mode: 'SIMPLE', serverCertificate: 'missing-cert.pem', privateKey: 'missing-key.pem' } }] });
