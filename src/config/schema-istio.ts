@@ -8,15 +8,21 @@ import { claimKeyProblem, routingClaim } from './jwt-claims.js';
 import {
   any, asArr, asObj, asStr, atMostOne, bool, duration, exactlyOne, has, ignored, int, intOneOf, isObj, list, looseObj, map,
   nonEmptyStr, num, obj, oneOf, port, quote, refine, regex, req, setKeys, str, base64,
-  type ObjectRule,
+  type ObjectRule, type Schema,
 } from './schema.js';
 
 // ---- enums -------------------------------------------------------------------------------------
 
-export const PROTOCOLS = ['HTTP', 'HTTPS', 'GRPC', 'GRPC-WEB', 'HTTP2', 'MONGO', 'TCP', 'TLS'] as const;
+/** Every port protocol Istio parses (pkg/config/protocol, case-insensitive). */
+export const PROTOCOLS = ['HTTP', 'HTTPS', 'GRPC', 'GRPC-WEB', 'HTTP2', 'HTTP_PROXY', 'MONGO', 'MYSQL', 'REDIS', 'TCP', 'TLS', 'UDP'] as const;
 const SERVER_TLS_MODES = ['PASSTHROUGH', 'SIMPLE', 'MUTUAL', 'AUTO_PASSTHROUGH', 'ISTIO_MUTUAL', 'OPTIONAL_MUTUAL'];
 const TLS_VERSIONS = ['TLS_AUTO', 'TLSV1_0', 'TLSV1_1', 'TLSV1_2', 'TLSV1_3'];
 const LB_SIMPLE = ['ROUND_ROBIN', 'LEAST_REQUEST', 'RANDOM', 'PASSTHROUGH', 'LEAST_CONN', 'UNSPECIFIED'];
+/** Service (ServiceEntry, Sidecar) port protocols: Istio's, or unset/"" (Istio sniffs the protocol). */
+const servicePortProtocol = (): Schema => {
+  const named = oneOf(PROTOCOLS, true);
+  return { shape: named.shape, check: (v, path, out) => (v === '' ? undefined : named.check(v, path, out)) };
+};
 const GRPC_CODES = [
   'OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND', 'ALREADY_EXISTS', 'PERMISSION_DENIED',
   'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION', 'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE',
@@ -29,8 +35,8 @@ const RETRY_ON = new Set([
   'cancelled', 'deadline-exceeded', 'internal', 'resource-exhausted', 'unavailable',
 ]);
 const WHEN_KEYS = new Set([
-  'source.ip', 'remote.ip', 'source.namespace', 'source.principal', 'request.auth.principal', 'request.auth.audiences',
-  'request.auth.presenter', 'destination.ip', 'destination.port', 'connection.sni',
+  'source.ip', 'remote.ip', 'source.namespace', 'source.principal', 'source.serviceAccount', 'source.trustDomain',
+  'request.auth.principal', 'request.auth.audiences', 'request.auth.presenter', 'destination.ip', 'destination.port', 'connection.sni',
 ]);
 /** `request.headers[<name>]` and `request.auth.claims[<claim>]` (nested: `[a][b]`). */
 const WHEN_HEADER_KEY = /^request\.headers\[[^\[\]]+\]$/;
@@ -38,12 +44,17 @@ const WHEN_CLAIM_KEY = /^request\.auth\.claims(\[[^\[\]]+\])+$/;
 /** `when` keys whose values are IP addresses or CIDRs, and the one whose values are ports. */
 const WHEN_IP_KEYS = new Set(['source.ip', 'remote.ip', 'destination.ip']);
 
-/** Protocols whose servers share one plaintext HTTP listener, a TLS (SNI) listener, or a raw TCP one. */
+/**
+ * Protocols whose servers share one plaintext HTTP listener, a TLS (SNI) listener, or a raw TCP
+ * one, as Istio's gateway builds them: HTTP-based protocols (HTTP, HTTP2, GRPC, GRPC-WEB,
+ * HTTP_PROXY) get HTTP routes, HTTPS and TLS an SNI listener, every other one (TCP, MONGO, MYSQL,
+ * REDIS, UDP) TCP routes.
+ */
 export function listenerClass(protocol: string): 'http' | 'tls' | 'tcp' {
   const p = protocol.toUpperCase();
   if (p === 'HTTPS' || p === 'TLS') return 'tls';
-  if (p === 'TCP' || p === 'MONGO') return 'tcp';
-  return 'http';
+  if (p === 'HTTP' || p === 'HTTP2' || p === 'GRPC' || p === 'GRPC-WEB' || p === 'HTTP_PROXY') return 'http';
+  return 'tcp';
 }
 
 // ---- string checks -------------------------------------------------------------------------------
@@ -123,8 +134,7 @@ function retryOnProblem(s: string): string | undefined {
 }
 
 function whenKeyProblem(k: string): string | undefined {
-  if (WHEN_KEYS.has(k) || WHEN_HEADER_KEY.test(k) || WHEN_CLAIM_KEY.test(k)) return undefined;
-  if (k.startsWith('experimental.')) return `condition key ${quote(k)} is not supported by Gatehouse`;
+  if (WHEN_KEYS.has(k) || WHEN_HEADER_KEY.test(k) || WHEN_CLAIM_KEY.test(k) || k.startsWith('experimental.')) return undefined;
   return `unknown condition key ${quote(k)}: use e.g. request.headers[<name>], source.ip, remote.ip, source.namespace, request.auth.claims[<claim>]`;
 }
 
@@ -133,6 +143,28 @@ function whenValueProblem(key: unknown, v: string): string | undefined {
   if (typeof key !== 'string') return undefined;
   if (WHEN_IP_KEYS.has(key)) return ipOrCidr(v);
   if (key === 'destination.port' && !(/^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= 65535)) return `invalid port ${quote(v)}: must be a port number`;
+  if (key === 'source.serviceAccount') return serviceAccountProblem(v);
+  if (key === 'source.trustDomain') return trustDomainProblem(v);
+  return undefined;
+}
+
+/** Istio's CheckServiceAccount: `sa` or `namespace/sa`, no wildcards. */
+function serviceAccountProblem(v: string): string | undefined {
+  const parts = v.split('/');
+  if (v.includes('*')) return `invalid service account ${quote(v)}: wildcards are not allowed`;
+  if (parts.length > 2 || parts.some((x) => x === '') || v.length > 320) return `invalid service account ${quote(v)}: must be "serviceAccount" or "namespace/serviceAccount"`;
+  return undefined;
+}
+
+/** Istio's CheckTrustDomainValues: no "/", one "*" at most, at the start or the end. */
+function trustDomainProblem(v: string): string | undefined {
+  if (v === '') return 'must not be empty';
+  if (v.includes('/')) return `invalid trust domain ${quote(v)}: must not contain "/"`;
+  return wildcardProblem(v);
+}
+function wildcardProblem(v: string): string | undefined {
+  const stars = v.split('*').length - 1;
+  if (stars > 1 || (stars === 1 && v !== '*' && !v.startsWith('*') && !v.endsWith('*'))) return `invalid value ${quote(v)}: "*" may only be used once, at the start or the end`;
   return undefined;
 }
 
@@ -195,8 +227,15 @@ const targetRef = obj({ group: str(), kind: req(nonEmptyStr()), name: req(nonEmp
 const gatewayRefs = list(str(gatewayRefProblem));
 const cidrs = list(str(ipOrCidr));
 
-/** With more than one destination, the weights (missing = 0) must add up to 100. */
-function weightsSumTo100(key: string): ObjectRule {
+/** A route weight: relative to the other destinations' (Istio: weight / sum of weights), int32. */
+const weight = int(0, 2147483647);
+
+/**
+ * Weights are relative, as in Istio since 1.15 (istio/istio#39544): a destination gets
+ * weight/(sum of weights). Only a total of 0 over more than one destination is invalid
+ * (Istio: "total destination weight = 0"); a single destination gets everything.
+ */
+function weightsNotAllZero(key: string): ObjectRule {
   return (o, path, out) => {
     const routes = asArr(o[key]);
     if (routes.length < 2) return;
@@ -207,10 +246,7 @@ function weightsSumTo100(key: string): ObjectRule {
       if (typeof w !== 'number' || !Number.isInteger(w)) return; // already reported
       sum += w;
     }
-    if (sum === 100) return;
-    const last = routes.length - 1;
-    const lastPath = has(asObj(routes[last]), 'weight') ? [...path, key, last, 'weight'] : [...path, key, last];
-    out.error(lastPath, `weights sum to ${sum}, must sum to 100`);
+    if (sum === 0) out.error([...path, key], 'total destination weight is 0: give at least one destination a weight above 0 (weights are relative)');
   };
 }
 
@@ -241,10 +277,12 @@ const redirect = obj(
     derivePort: oneOf(['FROM_PROTOCOL_DEFAULT', 'FROM_REQUEST_PORT']),
     scheme: str(),
     redirectCode: intOneOf([301, 302, 303, 307, 308]),
+    prefixRewrite: ignored(str(), 'redirect prefixRewrite is not implemented by Gatehouse yet; the redirect keeps the request path'),
   },
   atMostOne('port', 'derivePort'),
+  atMostOne('uri', 'prefixRewrite'),
   (o, path, out) => {
-    if (!['uri', 'authority', 'port', 'derivePort', 'scheme'].some((k) => has(o, k))) out.error(path, 'must set at least one of uri, authority, scheme, port, derivePort');
+    if (!['uri', 'authority', 'port', 'derivePort', 'scheme', 'prefixRewrite'].some((k) => has(o, k))) out.error(path, 'must set at least one of uri, authority, scheme, port, derivePort, prefixRewrite');
   },
 );
 
@@ -272,7 +310,18 @@ const retries = obj({
 
 const fault = obj(
   {
-    delay: obj({ fixedDelay: req(duration({ min: 1 })), percentage: percent, percent: int(0, 100) }, atMostOne('percentage', 'percent')),
+    delay: obj(
+      {
+        fixedDelay: duration({ min: 1 }),
+        // Valid in the CRD, refused by Istio's own validation ("exponentialDelay not supported yet").
+        exponentialDelay: { shape: { type: 'string' }, check: (_v, path, out) => out.error(path, 'exponentialDelay is not supported (Istio refuses it too); use fixedDelay') },
+        percentage: percent,
+        percent: int(0, 100),
+      },
+      (o, path, out) => void (!has(o, 'fixedDelay') && !has(o, 'exponentialDelay') && out.error([...path, 'fixedDelay'], 'missing required field')),
+      atMostOne('fixedDelay', 'exponentialDelay'),
+      atMostOne('percentage', 'percent'),
+    ),
     abort: obj(
       { httpStatus: int(200, 599), grpcStatus: oneOf(GRPC_CODES), http2Error: str(), percentage: percent },
       exactlyOne('httpStatus', 'grpcStatus', 'http2Error'),
@@ -306,7 +355,7 @@ const httpRoute = obj(
   {
     name: str(),
     match: list(httpMatch),
-    route: list(obj({ destination: req(destination), weight: int(0, 100), headers })),
+    route: list(obj({ destination: req(destination), weight, headers })),
     redirect,
     directResponse,
     delegate: obj({ name: req(nonEmptyStr()), namespace: str() }),
@@ -318,25 +367,33 @@ const httpRoute = obj(
     mirrors: list(obj({ destination: req(destination), percentage: percent })),
     mirrorPercentage: percent,
     mirrorPercent: int(0, 100),
+    // The CRD's own name for the deprecated mirrorPercent (its protobuf name); honoured the same.
+    mirror_percent: int(0, 100),
     corsPolicy,
     headers,
   },
   oneRouteAction,
-  weightsSumTo100('route'),
+  weightsNotAllZero('route'),
   atMostOne('mirror', 'mirrors'),
-  atMostOne('mirrorPercentage', 'mirrorPercent'),
+  atMostOne('mirrorPercentage', 'mirrorPercent', 'mirror_percent'),
 );
 
 const l4MatchFields = { destinationSubnets: cidrs, port: port(), sourceLabels: labels, gateways: gatewayRefs, sourceNamespace: str() };
-const routeDestinations = list(obj({ destination: req(destination), weight: int(0, 100) }), { nonEmpty: true });
+const routeDestinations = list(obj({ destination: req(destination), weight }), { nonEmpty: true });
 const tlsRoute = obj(
   {
     match: req(list(obj({ ...l4MatchFields, sniHosts: req(list(str((h) => hostProblem(h, { star: true })), { nonEmpty: true })) }), { nonEmpty: true })),
     route: req(routeDestinations),
   },
-  weightsSumTo100('route'),
+  weightsNotAllZero('route'),
 );
-const tcpRoute = obj({ match: list(obj(l4MatchFields)), route: req(routeDestinations) }, weightsSumTo100('route'));
+const tcpRoute = obj(
+  {
+    match: list(obj({ ...l4MatchFields, sourceSubnet: ignored(str(ipOrCidr), 'sourceSubnet is not supported by Gatehouse; this match condition is ignored') })),
+    route: req(routeDestinations),
+  },
+  weightsNotAllZero('route'),
+);
 
 export const bindsMesh = (gateways: unknown): boolean => {
   const g = asArr(gateways);
@@ -348,7 +405,7 @@ const virtualServiceRules: ObjectRule = (o, path, out) => {
   const delegate = hosts.length === 0;
   if (delegate) {
     // Istio: a VirtualService without hosts is a delegate; it may only be reached from another one.
-    if (asArr(o.gateways).length > 0) out.error(path, 'missing required field "hosts" (only a delegate VirtualService, which has no gateways, may omit it)');
+    if (asArr(o.gateways).length > 0) out.error([...path, 'hosts'], 'missing required field (only a delegate VirtualService, which has no gateways, may omit it)');
     for (const k of ['tls', 'tcp']) if (asArr(o[k]).length > 0) out.error([...path, k], `a delegate VirtualService (no hosts) cannot have ${k} routes`);
     asArr(o.http).forEach((r, i) => {
       if (has(asObj(r), 'delegate')) out.error([...path, 'http', i, 'delegate'], 'a delegate VirtualService cannot delegate again (one level only)');
@@ -395,7 +452,7 @@ export const virtualServiceSpec = obj(
 const serverTlsRules: ObjectRule = (o, path, out) => {
   const mode = asStr(o.mode) ?? 'PASSTHROUGH';
   const at = has(o, 'mode') ? [...path, 'mode'] : path;
-  const certFields = ['serverCertificate', 'privateKey', 'caCertificates', 'credentialName', 'credentialNames'];
+  const certFields = ['serverCertificate', 'privateKey', 'caCertificates', 'credentialName', 'credentialNames', 'tlsCertificates'];
   if (mode === 'ISTIO_MUTUAL') {
     for (const k of certFields) if (has(o, k)) out.error([...path, k], `${k} cannot be set with mode ISTIO_MUTUAL (it uses the workload certificate)`);
     return;
@@ -404,10 +461,16 @@ const serverTlsRules: ObjectRule = (o, path, out) => {
     for (const k of certFields) if (has(o, k)) out.warn([...path, k], `mode ${mode} does not terminate TLS; ${k} is ignored`);
     return;
   }
-  const sources = [has(o, 'serverCertificate') || has(o, 'privateKey'), has(o, 'credentialName'), asArr(o.credentialNames).length > 0].filter(Boolean).length;
-  if (sources > 1) out.error(at, 'set only one of credentialName, credentialNames, serverCertificate/privateKey');
+  const tlsCertificates = asArr(o.tlsCertificates);
+  const sources = [has(o, 'serverCertificate') || has(o, 'privateKey'), has(o, 'credentialName'), asArr(o.credentialNames).length > 0, tlsCertificates.length > 0].filter(Boolean).length;
+  if (sources > 1) out.error(at, 'set only one of credentialName, credentialNames, serverCertificate/privateKey, tlsCertificates');
   if (has(o, 'credentialName') || asArr(o.credentialNames).length > 0) return;
-  if (!has(o, 'serverCertificate')) out.error(at, `mode ${mode} needs serverCertificate and privateKey, or credentialName`);
+  if (tlsCertificates.length > 0) {
+    // Istio checks each entry as it would serverCertificate/privateKey.
+    tlsCertificates.forEach((c, i) => {
+      for (const k of ['serverCertificate', 'privateKey']) if (!has(asObj(c), k)) out.error([...path, 'tlsCertificates', i, k], 'missing required field');
+    });
+  } else if (!has(o, 'serverCertificate')) out.error(at, `mode ${mode} needs serverCertificate and privateKey, or credentialName`);
   else if (!has(o, 'privateKey')) out.error(at, `mode ${mode} needs privateKey (with serverCertificate), or credentialName`);
   if ((mode === 'MUTUAL' || mode === 'OPTIONAL_MUTUAL') && !has(o, 'caCertificates')) out.error(at, `mode ${mode} needs caCertificates, or credentialName`);
 };
@@ -422,6 +485,12 @@ const serverTls = obj(
     caCrl: str(),
     credentialName: nonEmptyStr(),
     credentialNames: list(nonEmptyStr(), { unique: true }),
+    tlsCertificates: ignored(
+      list(obj({ serverCertificate: nonEmptyStr(), privateKey: nonEmptyStr(), caCertificates: nonEmptyStr() })),
+      'tlsCertificates is not implemented by Gatehouse yet (use serverCertificate/privateKey or credentialName); without another certificate this server is not served',
+    ),
+    caCertCredentialName: ignored(nonEmptyStr(), 'caCertCredentialName is not implemented by Gatehouse yet; client certificates are checked against caCertificates or the credentialName Secret'),
+    insecureSkipVerify: ignored(bool(), 'insecureSkipVerify is not implemented for Gateway servers by Gatehouse; client certificates are verified'),
     subjectAltNames: list(str()),
     verifyCertificateSpki: list(str()),
     verifyCertificateHash: list(str()),
@@ -453,7 +522,7 @@ const server = obj(
         number: req(port()),
         protocol: req(oneOf(PROTOCOLS, true)),
         name: req(nonEmptyStr()),
-        targetPort: { check: (_v, path, out) => out.error(path, 'targetPort has no effect on Gateways; remove it') },
+        targetPort: { shape: { type: 'integer' }, check: (_v, path, out) => out.error(path, 'targetPort has no effect on Gateways; remove it') },
       }),
     ),
     bind: str((s) => (isIP(s) || s.startsWith('unix://') ? undefined : `invalid bind ${quote(s)}: must be an IP address or unix:// path`)),
@@ -483,7 +552,12 @@ export const gatewaySpec = obj(
 const consistentHash = obj(
   {
     httpHeaderName: nonEmptyStr(),
-    httpCookie: obj({ name: req(nonEmptyStr()), path: str(), ttl: duration() }),
+    httpCookie: obj({
+      name: req(nonEmptyStr()),
+      path: str(),
+      ttl: duration(),
+      attributes: ignored(list(obj({ name: req(nonEmptyStr()), value: str() })), 'cookie attributes are not implemented by Gatehouse yet; a generated cookie carries only its path and max-age'),
+    }),
     useSourceIp: bool(),
     httpQueryParameterName: nonEmptyStr(),
     ringHash: obj({ minimumRingSize: int(0) }),
@@ -507,29 +581,43 @@ const loadBalancer = obj(
       },
       atMostOne('distribute', 'failover'),
     ),
-    warmupDurationSecs: duration(),
+    zoneAwareLbSetting: ignored(
+      obj({ enabled: bool(), failover: list(obj({ from: str(), to: str() })), failoverPriority: list(str()), minClusterSize: int(0) }),
+      'zone-aware load balancing is not implemented by Gatehouse yet; ignored',
+    ),
+    warmupDurationSecs: ignored(duration(), 'warmupDurationSecs is deprecated (use warmup), and slow-start warmup is not implemented by Gatehouse yet; ignored'),
+    warmup: ignored(
+      obj({ duration: req(duration({ min: 1 })), minimumPercent: num(0, 100), aggression: num(0) }),
+      'slow-start warmup is not implemented by Gatehouse yet: new endpoints get their full share at once; ignored',
+    ),
   },
   atMostOne('simple', 'consistentHash'),
+  atMostOne('warmupDurationSecs', 'warmup'),
+  atMostOne('localityLbSetting', 'zoneAwareLbSetting'),
 );
 
 const connectionPool = obj({
   tcp: obj({
     maxConnections: int(0),
     connectTimeout: duration({ min: 1 }),
-    tcpKeepalive: obj({ probes: int(0), time: duration(), interval: duration() }),
-    maxConnectionDuration: duration(),
+    tcpKeepalive: ignored(obj({ probes: int(0), time: duration(), interval: duration() }), 'tcpKeepalive is not implemented by Gatehouse yet; upstream sockets use the system keepalive settings'),
+    maxConnectionDuration: ignored(duration({ min: 1 }), 'maxConnectionDuration is not implemented by Gatehouse yet; ignored'),
     idleTimeout: duration(),
   }),
-  http: obj({
-    http1MaxPendingRequests: int(0),
-    http2MaxRequests: int(0),
-    maxRequestsPerConnection: int(0),
-    maxRetries: int(0),
-    idleTimeout: duration(),
-    h2UpgradePolicy: oneOf(['DEFAULT', 'DO_NOT_UPGRADE', 'UPGRADE']),
-    useClientProtocol: bool(),
-    maxConcurrentStreams: int(0),
-  }),
+  http: obj(
+    {
+      http1MaxPendingRequests: int(0),
+      http2MaxRequests: int(0),
+      maxRequestsPerConnection: int(0),
+      maxRetries: int(0),
+      idleTimeout: duration(),
+      h2UpgradePolicy: oneOf(['DEFAULT', 'DO_NOT_UPGRADE', 'UPGRADE']),
+      useClientProtocol: ignored(bool(), 'useClientProtocol is not implemented by Gatehouse yet: the upstream protocol follows the service port protocol'),
+      maxConcurrentStreams: int(0),
+      http2KeepAlive: ignored(obj({ interval: req(duration({ min: 1 })), timeout: req(duration({ min: 1 })) }), 'http2KeepAlive (HTTP/2 PINGs upstream) is not implemented by Gatehouse yet; ignored'),
+    },
+    (o, path, out) => void (o.h2UpgradePolicy === 'UPGRADE' && o.useClientProtocol === true && out.error([...path, 'useClientProtocol'], 'useClientProtocol must not be true when h2UpgradePolicy is UPGRADE')),
+  ),
 });
 
 const outlierDetection = obj({
@@ -542,6 +630,7 @@ const outlierDetection = obj({
   baseEjectionTime: duration({ min: 1 }),
   maxEjectionPercent: int(0, 100),
   minHealthPercent: int(0, 100),
+  outlierDetectionHttpErrorCodes: ignored(list(int(100, 599)), 'outlierDetectionHttpErrorCodes is not implemented by Gatehouse yet: 5xx and gateway errors count as before'),
 });
 
 const clientTls = obj(
@@ -569,17 +658,24 @@ const clientTls = obj(
   },
 );
 
-const trafficPolicyFields = {
-  loadBalancer,
-  connectionPool,
-  outlierDetection,
-  tls: clientTls,
-  tunnel: obj({ protocol: oneOf(['CONNECT', 'POST']), targetHost: req(nonEmptyStr()), targetPort: req(port()) }),
-  proxyProtocol: obj({ version: oneOf(['V1', 'V2']) }),
-};
+/** What a portLevelSettings entry may set (Istio's PortTrafficPolicy). */
+const portTrafficPolicyFields = { loadBalancer, connectionPool, outlierDetection, tls: clientTls };
 
 const trafficPolicy = obj(
-  { ...trafficPolicyFields, portLevelSettings: list(obj({ port: req(obj({ number: req(port()) })), ...trafficPolicyFields })) },
+  {
+    ...portTrafficPolicyFields,
+    portLevelSettings: list(obj({ port: req(obj({ number: req(port()) })), ...portTrafficPolicyFields })),
+    tunnel: ignored(
+      obj({ protocol: oneOf(['CONNECT', 'POST']), targetHost: req(nonEmptyStr()), targetPort: req(port()) }),
+      'tunnel (HTTP CONNECT/POST upstream tunnelling) is not implemented by Gatehouse yet; connections go to the destination directly',
+    ),
+    proxyProtocol: ignored(obj({ version: oneOf(['V1', 'V2']) }), 'sending the PROXY protocol upstream is not implemented by Gatehouse yet; ignored'),
+    retryBudget: ignored(
+      obj({ percent: num(0, 100), minRetryConcurrency: int(0), budgetInterval: duration() }),
+      'retryBudget is not implemented by Gatehouse yet; retries are limited by connectionPool.http.maxRetries only',
+    ),
+  },
+  atMostOne('tunnel', 'proxyProtocol'),
   (o, path, out) => {
     const seen = new Set<number>();
     asArr(o.portLevelSettings).forEach((s, i) => {
@@ -618,7 +714,7 @@ const workloadAddress = (s: string): string | undefined =>
     : `invalid address ${quote(s)}: must be an IP address, a DNS name or unix:// path`;
 
 const addressUnlessNetwork: ObjectRule = (o, path, out) => {
-  if (!has(o, 'address') && !has(o, 'network')) out.error(path, 'missing required field "address" (only an entry with a network may omit it)');
+  if (!has(o, 'address') && !has(o, 'network')) out.error([...path, 'address'], 'missing required field (only an entry with a network may omit it)');
 };
 
 const workloadEntryFields = {
@@ -657,6 +753,18 @@ const serviceEntryRules: ObjectRule = (o, path, out) => {
     out.error(has(o, 'resolution') ? [...path, 'resolution'] : path, 'resolution STATIC needs endpoints or a workloadSelector');
   }
   if (resolution === 'DNS_ROUND_ROBIN' && endpoints.length > 1) out.error([...path, 'endpoints'], 'resolution DNS_ROUND_ROBIN allows at most one endpoint');
+  if (resolution === 'DYNAMIC_DNS') {
+    // Istio: Envoy's dynamic forward proxy, for wildcard hosts only, on HTTP/TLS/GRPC/HTTP2 ports.
+    asArr(o.hosts).forEach((h, i) => {
+      if (typeof h === 'string' && !h.startsWith('*')) out.error([...path, 'hosts', i], `host ${quote(h)} must be a wildcard (e.g. "*.example.com") with resolution DYNAMIC_DNS`);
+    });
+    if (asArr(o.addresses).length > 0) out.error([...path, 'addresses'], 'addresses cannot be set with resolution DYNAMIC_DNS');
+    if (endpoints.length > 0) out.error([...path, 'endpoints'], 'endpoints cannot be set with resolution DYNAMIC_DNS');
+    asArr(o.ports).forEach((p, i) => {
+      const proto = asStr(asObj(p).protocol)?.toUpperCase() ?? '';
+      if (!['HTTP', 'TLS', 'GRPC', 'HTTP2'].includes(proto)) out.error([...path, 'ports', i, 'protocol'], 'resolution DYNAMIC_DNS supports only HTTP, TLS, GRPC and HTTP2 ports');
+    });
+  }
   if ((resolution === 'DNS' || resolution === 'DNS_ROUND_ROBIN') && endpoints.length === 0) {
     asArr(o.hosts).forEach((h, i) => {
       if (typeof h === 'string' && h.startsWith('*')) {
@@ -688,9 +796,9 @@ export const serviceEntrySpec = obj(
   {
     hosts: req(list(str((h) => hostProblem(h)), { nonEmpty: true })),
     addresses: cidrs,
-    ports: list(obj({ number: req(port()), protocol: oneOf(PROTOCOLS, true), name: req(str(dnsLabel('port name'))), targetPort: port() })),
+    ports: list(obj({ number: req(port()), protocol: servicePortProtocol(), name: req(str(dnsLabel('port name'))), targetPort: port() })),
     location: oneOf(['MESH_EXTERNAL', 'MESH_INTERNAL']),
-    resolution: oneOf(['NONE', 'STATIC', 'DNS', 'DNS_ROUND_ROBIN']),
+    resolution: oneOf(['NONE', 'STATIC', 'DNS', 'DNS_ROUND_ROBIN', 'DYNAMIC_DNS']),
     endpoints: list(obj(workloadEntryFields, addressUnlessNetwork)),
     workloadSelector: obj({ labels }),
     exportTo,
@@ -701,18 +809,32 @@ export const serviceEntrySpec = obj(
 
 // ---- Sidecar ---------------------------------------------------------------------------------------
 
+const sidecarPort = obj({ number: port(), protocol: servicePortProtocol(), name: str(), targetPort: port() });
+const CAPTURE_MODES = ['DEFAULT', 'IPTABLES', 'NONE'];
+
+// Gatehouse reads a Sidecar for its outboundTrafficPolicy.mode only (see README).
 export const sidecarSpec = obj({
   workloadSelector: obj({ labels }),
-  ingress: list(map(any())),
-  egress: list(
-    obj({
-      port: obj({ number: port(), protocol: oneOf(PROTOCOLS, true), name: str(), targetPort: port() }),
-      bind: str(),
-      captureMode: oneOf(['DEFAULT', 'IPTABLES', 'NONE']),
-      hosts: req(list(str((h) => nsHostProblem(h, { nsRequired: true, allowNone: true })), { nonEmpty: true })),
-    }),
+  ingress: ignored(
+    list(obj({ port: req(sidecarPort), bind: str(), captureMode: oneOf(CAPTURE_MODES), defaultEndpoint: str(), tls: serverTls, connectionPool })),
+    'Sidecar ingress listeners configure a sidecar\'s inbound traffic; Gatehouse has none: ignored',
   ),
-  outboundTrafficPolicy: obj({ mode: oneOf(['ALLOW_ANY', 'REGISTRY_ONLY']), egressProxy: destination }),
+  egress: ignored(
+    list(
+      obj({
+        port: sidecarPort,
+        bind: str(),
+        captureMode: oneOf(CAPTURE_MODES),
+        hosts: req(list(str((h) => nsHostProblem(h, { nsRequired: true, allowNone: true })), { nonEmpty: true })),
+      }),
+    ),
+    'Sidecar egress listeners (the hosts a sidecar sees) are not applied by Gatehouse, to the gateway or to proxyless clients; ignored',
+  ),
+  inboundConnectionPool: ignored(connectionPool, 'inboundConnectionPool applies to a sidecar\'s inbound traffic; Gatehouse has none: ignored'),
+  outboundTrafficPolicy: obj({
+    mode: oneOf(['ALLOW_ANY', 'REGISTRY_ONLY']),
+    egressProxy: ignored(destination, 'egressProxy is not implemented by Gatehouse; ALLOW_ANY traffic goes to its own destination'),
+  }),
 });
 
 // ---- security.istio.io -------------------------------------------------------------------------
@@ -728,6 +850,8 @@ const jwtRule = obj({
   issuer: req(nonEmptyStr()),
   audiences: list(str()),
   jwksUri: str(urlProblem),
+  // The CRD's own name for jwksUri (its protobuf name); honoured the same.
+  jwks_uri: str(urlProblem),
   jwks: str(jsonProblem),
   fromHeaders: list(obj({ name: req(nonEmptyStr()), prefix: str() })),
   fromParams: list(str()),
@@ -736,7 +860,8 @@ const jwtRule = obj({
   outputClaimToHeaders: list(obj({ header: req(nonEmptyStr()), claim: req(nonEmptyStr()) })),
   forwardOriginalToken: bool(),
   timeout: duration(),
-});
+  spaceDelimitedClaims: list(nonEmptyStr()),
+}, atMostOne('jwksUri', 'jwks_uri'));
 
 const workloadTarget = atMostOne('selector', 'targetRef', 'targetRefs');
 
@@ -746,12 +871,22 @@ const strings = list(str());
 const nonEmptyBlock = (what: string): ObjectRule => (o, path, out) => {
   if (Object.keys(o).length === 0) out.error(path, `${what} must not be empty`);
 };
+const serviceAccounts = list(str(serviceAccountProblem));
+const trustDomains = list(str(trustDomainProblem));
 const source = obj(
   {
     principals: strings, notPrincipals: strings, requestPrincipals: strings, notRequestPrincipals: strings,
     namespaces: strings, notNamespaces: strings, ipBlocks: cidrs, notIpBlocks: cidrs, remoteIpBlocks: cidrs, notRemoteIpBlocks: cidrs,
+    serviceAccounts, notServiceAccounts: serviceAccounts, trustDomains, notTrustDomains: trustDomains,
   },
   nonEmptyBlock('source'),
+  (o, path, out) => {
+    // Istio: service accounts name a namespace already; they do not combine with namespaces or principals.
+    const sa = setKeys(o, ['serviceAccounts', 'notServiceAccounts']);
+    const other = setKeys(o, ['principals', 'notPrincipals', 'namespaces', 'notNamespaces']);
+    if (sa.length > 0 && other.length > 0) out.error([...path, sa[0]!], `serviceAccounts cannot be combined with ${other.join(', ')}`);
+    for (const k of ['serviceAccounts', 'notServiceAccounts']) if (asArr(o[k]).length > 16) out.error([...path, k], 'at most 16 service accounts');
+  },
 );
 const portStrings = list(str((s) => (/^\d+$/.test(s) && Number(s) >= 1 && Number(s) <= 65535 ? undefined : `invalid port ${quote(s)}: must be a port number`)));
 const operation = obj(
@@ -767,6 +902,10 @@ const condition = obj(
         const problem = typeof v === 'string' ? whenValueProblem(o.key, v) : undefined;
         if (problem) out.error([...path, field, i], problem);
       });
+    }
+    // Envoy filter metadata Gatehouse does not have: as in Envoy without that metadata, nothing matches.
+    if (typeof o.key === 'string' && o.key.startsWith('experimental.')) {
+      out.warn([...path, 'key'], `condition key ${quote(o.key)} reads Envoy filter metadata that Gatehouse does not have: its values never match (notValues always do)`);
     }
   },
 );

@@ -1,7 +1,8 @@
 // A small, data-driven schema language for the Istio/Kubernetes documents Gatehouse reads.
 // A schema checks a decoded YAML value and reports problems at field paths; an object schema is a
 // table of field name → schema, so adding a field is one line. Unknown fields are errors (like
-// kubectl's strict decoding); `null` is treated as absent (as Kubernetes does).
+// kubectl's strict decoding); `null` is treated as absent (as Kubernetes does). Every schema also
+// describes its shape, so that a test can walk it against Istio's API (every field known).
 import type { FieldPath } from './types.js';
 import { durationProblem, parseDurationMs } from './duration.js';
 import { regexProblem } from './regex.js';
@@ -13,8 +14,17 @@ export interface Reporter {
 
 export type Check = (value: unknown, path: FieldPath, out: Reporter) => void;
 
+/** What a schema accepts, for walking it by field path (not used to validate). */
+export type Shape =
+  | { readonly type: 'string'; readonly values?: readonly string[] }
+  | { readonly type: 'integer' | 'number' | 'boolean' | 'any' }
+  | { readonly type: 'list'; readonly item: Schema }
+  | { readonly type: 'map'; readonly value: Schema }
+  | { readonly type: 'object'; readonly fields: Readonly<Record<string, Schema>>; readonly open: boolean };
+
 export interface Schema {
   readonly check: Check;
+  readonly shape: Shape;
   /** The field must be present (checked by the enclosing object). */
   readonly required?: boolean;
   /** Valid Istio that Gatehouse ignores: a present value gets this warning. */
@@ -56,6 +66,7 @@ export function refine(s: Schema, ...extra: Check[]): Schema {
 /** A string; `problem` returns why a value is not acceptable. */
 export function str(problem?: (s: string) => string | undefined): Schema {
   return {
+    shape: { type: 'string' },
     check: (v, path, out) => {
       if (typeof v !== 'string') return out.error(path, 'must be a string');
       const p = problem?.(v);
@@ -69,7 +80,7 @@ export function nonEmptyStr(): Schema {
 }
 
 export function bool(): Schema {
-  return { check: (v, path, out) => void (typeof v !== 'boolean' && out.error(path, 'must be true or false')) };
+  return { shape: { type: 'boolean' }, check: (v, path, out) => void (typeof v !== 'boolean' && out.error(path, 'must be true or false')) };
 }
 
 function rangeMessage(min: number | undefined, max: number | undefined, v: number): string | undefined {
@@ -81,6 +92,7 @@ function rangeMessage(min: number | undefined, max: number | undefined, v: numbe
 
 export function int(min?: number, max?: number): Schema {
   return {
+    shape: { type: 'integer' },
     check: (v, path, out) => {
       if (typeof v !== 'number' || !Number.isInteger(v)) return out.error(path, 'must be an integer');
       const m = rangeMessage(min, max, v);
@@ -91,6 +103,7 @@ export function int(min?: number, max?: number): Schema {
 
 export function num(min?: number, max?: number): Schema {
   return {
+    shape: { type: 'number' },
     check: (v, path, out) => {
       if (typeof v !== 'number' || !Number.isFinite(v)) return out.error(path, 'must be a number');
       const m = rangeMessage(min, max, v);
@@ -105,6 +118,7 @@ export const port = (): Schema => int(1, 65535);
 export function oneOf(values: readonly string[], caseInsensitive = false): Schema {
   const set = new Set(caseInsensitive ? values.map((x) => x.toUpperCase()) : values);
   return {
+    shape: { type: 'string', values },
     check: (v, path, out) => {
       if (typeof v !== 'string') return out.error(path, `must be a string, one of ${values.join(', ')}`);
       if (!set.has(caseInsensitive ? v.toUpperCase() : v)) out.error(path, `must be one of ${values.join(', ')}`);
@@ -114,6 +128,7 @@ export function oneOf(values: readonly string[], caseInsensitive = false): Schem
 
 export function intOneOf(values: readonly number[]): Schema {
   return {
+    shape: { type: 'integer' },
     check: (v, path, out) => {
       if (typeof v !== 'number' || !values.includes(v)) out.error(path, `must be one of ${values.join(', ')}`);
     },
@@ -122,6 +137,7 @@ export function intOneOf(values: readonly number[]): Schema {
 
 export function duration(opts: { min?: number } = {}): Schema {
   return {
+    shape: { type: 'string' },
     check: (v, path, out) => {
       const p = durationProblem(v);
       if (p) return out.error(path, p);
@@ -133,6 +149,7 @@ export function duration(opts: { min?: number } = {}): Schema {
 
 export function regex(): Schema {
   return {
+    shape: { type: 'string' },
     check: (v, path, out) => {
       const p = regexProblem(v);
       if (p) out.error(path, p);
@@ -150,13 +167,14 @@ export function base64(): Schema {
 }
 
 export function any(): Schema {
-  return { check: () => undefined };
+  return { shape: { type: 'any' }, check: () => undefined };
 }
 
 // ---- containers ----------------------------------------------------------------------------------
 
 export function list(item: Schema, opts: { nonEmpty?: boolean; unique?: boolean } = {}): Schema {
   return {
+    shape: { type: 'list', item },
     check: (v, path, out) => {
       if (!Array.isArray(v)) return out.error(path, 'must be a list');
       if (opts.nonEmpty && v.length === 0) out.error(path, 'must not be empty');
@@ -177,6 +195,7 @@ export function list(item: Schema, opts: { nonEmpty?: boolean; unique?: boolean 
 /** A mapping with free-form keys (labels, headers, ...). `key` says why a key is not acceptable. */
 export function map(value: Schema, key?: (k: string) => string | undefined): Schema {
   return {
+    shape: { type: 'map', value },
     check: (v, path, out) => {
       if (!isObj(v)) return out.error(path, 'must be a mapping');
       for (const [k, x] of Object.entries(v)) {
@@ -206,6 +225,7 @@ export function looseObj(fields: Record<string, Schema>, ...rules: ObjectRule[])
 function objectSchema(strict: boolean, fields: Record<string, Schema>, rules: ObjectRule[]): ObjectSchema {
   return {
     fields,
+    shape: { type: 'object', fields, open: !strict },
     check: (v, path, out) => {
       if (!isObj(v)) return out.error(path, 'must be a mapping');
       for (const [k, x] of Object.entries(v)) {
@@ -220,7 +240,8 @@ function objectSchema(strict: boolean, fields: Record<string, Schema>, rules: Ob
         if (f.ignored) out.warn(p, f.ignored);
       }
       for (const [k, f] of Object.entries(fields)) {
-        if (f.required && !has(v, k)) out.error(path, `missing required field ${quote(k)}`);
+        // At the field's own path; it has no line, so the problem carries its parent's.
+        if (f.required && !has(v, k)) out.error([...path, k], 'missing required field');
       }
       for (const r of rules) r(v, path, out);
     },

@@ -259,7 +259,7 @@ describe('validate: kinds', () => {
 });
 
 describe('validate: fields', () => {
-  it('checks weights: integers 0-100 that sum to 100 when there are several destinations (missing = 0)', () => {
+  it('weights are relative (Istio since 1.15): any non-negative integers, only a total of 0 over several destinations is refused', () => {
     const r = check(`
       apiVersion: networking.istio.io/v1
       kind: VirtualService
@@ -285,18 +285,33 @@ describe('validate: fields', () => {
             weight: 50.5
           - destination: {host: b}
             weight: 101
+        - route:
+          - destination: {host: a}
+            weight: 0
+          - destination: {host: b}
+        - route:
+          - destination: {host: a}
+            weight: -1
         tcp:
         - route:
           - destination: {host: a}
-            weight: 10
+            weight: 1
           - destination: {host: b}
-            weight: 10
+            weight: 3
+        tls:
+        - match: [{sniHosts: [reviews]}]
+          route:
+          - destination: {host: a}
+            weight: 0
+          - destination: {host: b}
+            weight: 0
     `);
+    // 60/30, 100/unset, 101, 1/3 and a single destination of weight 0 are all valid Istio.
     expect(r.all).toEqual([
-      'cfg.yaml:15: VirtualService/default/reviews: spec.http[0].route[1].weight: weights sum to 90, must sum to 100',
       'cfg.yaml:22: VirtualService/default/reviews: spec.http[2].route[0].weight: must be an integer',
-      'cfg.yaml:24: VirtualService/default/reviews: spec.http[2].route[1].weight: must be between 0 and 100, got 101',
-      'cfg.yaml:30: VirtualService/default/reviews: spec.tcp[0].route[1].weight: weights sum to 20, must sum to 100',
+      'cfg.yaml:25: VirtualService/default/reviews: spec.http[3].route: total destination weight is 0: give at least one destination a weight above 0 (weights are relative)',
+      'cfg.yaml:31: VirtualService/default/reviews: spec.http[4].route[0].weight: must be between 0 and 2147483647, got -1',
+      'cfg.yaml:40: VirtualService/default/reviews: spec.tls[0].route: total destination weight is 0: give at least one destination a weight above 0 (weights are relative)',
     ]);
   });
 
@@ -376,7 +391,7 @@ describe('validate: fields', () => {
       'cfg.yaml:11: VirtualService/shop/web: spec.http[0].match[0].headers.X-User: header name "X-User" must be lowercase',
       'cfg.yaml:15: VirtualService/shop/web: spec.http[0].match[0].uri.exact: set only one of exact, prefix, regex (found prefix and exact)',
       'cfg.yaml:17: VirtualService/shop/web: spec.http[0].match[0].method.regex: invalid regex "(?=GET)": lookahead (?= / ?!) is not supported by RE2',
-      'cfg.yaml:19: VirtualService/shop/web: spec.http[0].route[0].destination: missing required field "host"',
+      'cfg.yaml:19: VirtualService/shop/web: spec.http[0].route[0].destination.host: missing required field',
       'cfg.yaml:21: VirtualService/shop/web: spec.http[0].timeout: invalid duration "5 seconds": use a number with a unit (h, m, s, ms, us), e.g. "1.5s" or "300ms"',
       'cfg.yaml:23: VirtualService/shop/web: spec.http[0].retries.attempts: must be at least 0, got -1',
       'cfg.yaml:24: VirtualService/shop/web: spec.http[0].retries.retryOn: invalid retryOn policy "sometimes": use Envoy retry conditions such as 5xx, gateway-error, connect-failure, refused-stream, or status codes',
@@ -386,7 +401,7 @@ describe('validate: fields', () => {
       'cfg.yaml:30: VirtualService/shop/web: spec.http[2]: must set one of route, redirect, directResponse, delegate',
       'cfg.yaml:36: VirtualService/shop/web: spec.http[3].fault.abort.httpStatus: must be between 200 and 599, got 700',
       'cfg.yaml:38: VirtualService/shop/web: spec.http[3].fault.abort.percentage.value: must be between 0 and 100, got 150',
-      'cfg.yaml:39: VirtualService/shop/web: spec.http[3].fault.delay: missing required field "fixedDelay"',
+      'cfg.yaml:39: VirtualService/shop/web: spec.http[3].fault.delay.fixedDelay: missing required field',
       'cfg.yaml:44: VirtualService/shop/web: spec.http[4].corsPolicy.allowMethods[1]: must be one of GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH',
       'cfg.yaml:45: VirtualService/shop/web: spec.http[4].corsPolicy.maxAge: invalid duration "1d": use a number with a unit (h, m, s, ms, us), e.g. "1.5s" or "300ms"',
     ]);
@@ -416,7 +431,7 @@ describe('validate: fields', () => {
           - destination: {host: part}
     `);
     expect(r.all).toEqual([
-      'cfg.yaml:4: VirtualService/default/root: spec: missing required field "hosts" (only a delegate VirtualService, which has no gateways, may omit it)',
+      'cfg.yaml:4: VirtualService/default/root: spec.hosts: missing required field (only a delegate VirtualService, which has no gateways, may omit it)',
       'cfg.yaml:7: VirtualService/default/root: spec.http[0].delegate: a delegate VirtualService cannot delegate again (one level only)',
       'cfg.yaml:8: VirtualService/default/root: spec.http[1].delegate: a delegate VirtualService cannot delegate again (one level only)',
       'cfg.yaml:8: VirtualService/default/root: spec.http[1].delegate.name: delegate VirtualService "other/nope" not found',
@@ -451,7 +466,7 @@ describe('validate: fields', () => {
             mode: SIMPLE
             credentialName: c-cert
             privateKey: /k.pem
-        - port: {number: 70000, protocol: UDP}
+        - port: {number: 70000, protocol: SCTP}
           hosts: []
         - port: {number: 9000, name: tcp, protocol: TCP}
           hosts: ["bad_ns/foo", "-x-.com"]
@@ -462,16 +477,16 @@ describe('validate: fields', () => {
     expect(r.errors).toEqual([
       'cfg.yaml:11: Gateway/istio-system/gw: spec.servers[1].port.protocol: protocol HTTPS needs tls settings (mode SIMPLE, MUTUAL, PASSTHROUGH, ...)',
       'cfg.yaml:16: Gateway/istio-system/gw: spec.servers[2].tls.mode: mode MUTUAL needs caCertificates, or credentialName',
-      'cfg.yaml:22: Gateway/istio-system/gw: spec.servers[3].tls.mode: set only one of credentialName, credentialNames, serverCertificate/privateKey',
+      'cfg.yaml:22: Gateway/istio-system/gw: spec.servers[3].tls.mode: set only one of credentialName, credentialNames, serverCertificate/privateKey, tlsCertificates',
       'cfg.yaml:25: Gateway/istio-system/gw: spec.servers[4].port.number: must be between 1 and 65535, got 70000',
-      'cfg.yaml:25: Gateway/istio-system/gw: spec.servers[4].port.protocol: must be one of HTTP, HTTPS, GRPC, GRPC-WEB, HTTP2, MONGO, TCP, TLS',
-      'cfg.yaml:25: Gateway/istio-system/gw: spec.servers[4].port: missing required field "name"',
+      'cfg.yaml:25: Gateway/istio-system/gw: spec.servers[4].port.protocol: must be one of HTTP, HTTPS, GRPC, GRPC-WEB, HTTP2, HTTP_PROXY, MONGO, MYSQL, REDIS, TCP, TLS, UDP',
+      'cfg.yaml:25: Gateway/istio-system/gw: spec.servers[4].port.name: missing required field',
       'cfg.yaml:26: Gateway/istio-system/gw: spec.servers[4].hosts: must not be empty',
       'cfg.yaml:28: Gateway/istio-system/gw: spec.servers[5].hosts[0]: invalid namespace "bad_ns" in host "bad_ns/foo": must be "*", "." or a namespace name',
       'cfg.yaml:28: Gateway/istio-system/gw: spec.servers[5].hosts[1]: invalid host "-x-.com": must be [namespace/]dnsName, e.g. "example.com", "*.example.com" or "prod/*"',
       'cfg.yaml:29: Gateway/istio-system/gw: spec.servers[5].tls.mode: mode SIMPLE needs serverCertificate and privateKey, or credentialName',
       'cfg.yaml:29: Gateway/istio-system/gw: spec.servers[5].tls: protocol TCP cannot have tls settings; use protocol TLS or HTTPS',
-      'cfg.yaml:30: Gateway/istio-system/gw: spec.servers[6]: missing required field "hosts"',
+      'cfg.yaml:30: Gateway/istio-system/gw: spec.servers[6].hosts: missing required field',
     ]);
     // c-cert is looked up in the gateway's namespace (istio-system), then the Gateway's (also istio-system).
     expect(r.warnings).toEqual(['cfg.yaml:23: Gateway/istio-system/gw: spec.servers[3].tls.credentialName: secret "c-cert" not found in namespace istio-system']);
@@ -520,7 +535,7 @@ describe('validate: fields', () => {
       'cfg.yaml:20: DestinationRule/default/reviews: spec.trafficPolicy.outlierDetection.minHealthPercent: must be between 0 and 100, got -1',
       'cfg.yaml:24: DestinationRule/default/reviews: spec.trafficPolicy.portLevelSettings[1].port.number: duplicate port 80 in portLevelSettings',
       'cfg.yaml:27: DestinationRule/default/reviews: spec.subsets[1].name: duplicate subset name "v1"',
-      'cfg.yaml:28: DestinationRule/default/reviews: spec.subsets[2]: missing required field "name"',
+      'cfg.yaml:28: DestinationRule/default/reviews: spec.subsets[2].name: missing required field',
       'cfg.yaml:29: DestinationRule/default/reviews: spec.subsets[3].name: invalid subset name "V3": must be a lowercase RFC 1123 label',
     ]);
   });
@@ -581,14 +596,14 @@ describe('validate: fields', () => {
     `);
     expect(r.all).toEqual([
       'cfg.yaml:5: ServiceEntry/default/wild: spec.hosts[0]: wildcard host "*.example.org" cannot be resolved by DNS: use resolution NONE, or list endpoints',
-      'cfg.yaml:18: ServiceEntry/default/none: spec.ports[1].protocol: must be one of HTTP, HTTPS, GRPC, GRPC-WEB, HTTP2, MONGO, TCP, TLS',
+      'cfg.yaml:18: ServiceEntry/default/none: spec.ports[1].protocol: must be one of HTTP, HTTPS, GRPC, GRPC-WEB, HTTP2, HTTP_PROXY, MONGO, MYSQL, REDIS, TCP, TLS, UDP',
       'cfg.yaml:18: ServiceEntry/default/none: spec.ports[1].name: duplicate port name "http"',
       'cfg.yaml:19: ServiceEntry/default/none: spec.endpoints: endpoints are not allowed with resolution NONE; use STATIC or DNS',
       'cfg.yaml:21: ServiceEntry/default/none: spec.endpoints[0].ports.http2: port "http2" is not a port name of this ServiceEntry (ports: http)',
       'cfg.yaml:28: ServiceEntry/default/static: spec.resolution: resolution STATIC needs endpoints or a workloadSelector',
-      'cfg.yaml:30: ServiceEntry/default/static: spec.ports[0]: missing required field "name"',
+      'cfg.yaml:30: ServiceEntry/default/static: spec.ports[0].name: missing required field',
       'cfg.yaml:39: ServiceEntry/default/static-dns-name: spec.endpoints[0].address: address "db.example.org" must be an IP address with resolution STATIC',
-      'cfg.yaml:44: WorkloadEntry/default/no-address: spec: missing required field "address" (only an entry with a network may omit it)',
+      'cfg.yaml:44: WorkloadEntry/default/no-address: spec.address: missing required field (only an entry with a network may omit it)',
     ]);
   });
 
@@ -646,7 +661,7 @@ describe('validate: fields', () => {
       'cfg.yaml:13: AuthorizationPolicy/istio-system/ap: spec.rules[0].when[0].key: unknown condition key "request.foo": use e.g. request.headers[<name>], source.ip, remote.ip, source.namespace, request.auth.claims[<claim>]',
       'cfg.yaml:15: AuthorizationPolicy/istio-system/ap: spec.rules[0].when[1]: must set values, notValues or both',
       'cfg.yaml:21: AuthorizationPolicy/default/custom: spec.action: action CUSTOM needs a provider',
-      'cfg.yaml:30: RequestAuthentication/default/ra: spec.jwtRules[0]: missing required field "issuer"',
+      'cfg.yaml:30: RequestAuthentication/default/ra: spec.jwtRules[0].issuer: missing required field',
       'cfg.yaml:32: RequestAuthentication/default/ra: spec.jwtRules[1].jwksUri: invalid URL "not a url": must be an http:// or https:// URL',
       'cfg.yaml:38: PeerAuthentication/default/pa: spec.mtls.mode: must be one of UNSET, DISABLE, PERMISSIVE, STRICT',
       'cfg.yaml:39: PeerAuthentication/default/pa: spec.portLevelMtls: portLevelMtls needs a selector',
@@ -753,6 +768,7 @@ describe('validate: fields', () => {
           route: []
     `);
     expect(r.all).toEqual([
+      'cfg.yaml:5: Sidecar/default/default: spec.egress: Sidecar egress listeners (the hosts a sidecar sees) are not applied by Gatehouse, to the gateway or to proxyless clients; ignored',
       'cfg.yaml:6: Sidecar/default/default: spec.egress[0].hosts[2]: invalid host "example.com": must be namespace/dnsName, e.g. "*/example.com" or "./*"',
       'cfg.yaml:7: Sidecar/default/default: spec.egress[0].captureMode: must be one of DEFAULT, IPTABLES, NONE',
       'cfg.yaml:18: VirtualService/default/tls-pass: spec.tls[0].match[0].sniHosts[1]: sni host "b.example.org" is not covered by the VirtualService hosts',
