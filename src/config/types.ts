@@ -121,6 +121,7 @@ export interface HTTPRedirect {
   derivePort?: 'FROM_PROTOCOL_DEFAULT' | 'FROM_REQUEST_PORT';
   scheme?: string;
   redirectCode?: number;
+  prefixRewrite?: string;
 }
 
 export interface HTTPDirectResponse {
@@ -148,7 +149,7 @@ export interface Percent {
 }
 
 export interface HTTPFaultInjection {
-  delay?: { fixedDelay?: string; percentage?: Percent; percent?: number };
+  delay?: { fixedDelay?: string; exponentialDelay?: string; percentage?: Percent; percent?: number };
   abort?: { httpStatus?: number; grpcStatus?: string; http2Error?: string; percentage?: Percent };
 }
 
@@ -183,6 +184,8 @@ export interface HTTPRoute {
   mirrors?: HTTPMirrorPolicy[];
   mirrorPercentage?: Percent;
   mirrorPercent?: number;
+  /** The CRD's (protobuf) name of mirrorPercent. */
+  mirror_percent?: number;
   corsPolicy?: CorsPolicy;
   headers?: Headers;
 }
@@ -193,6 +196,7 @@ export interface L4MatchAttributes {
   sourceLabels?: Record<string, string>;
   gateways?: string[];
   sourceNamespace?: string;
+  sourceSubnet?: string;
 }
 
 export interface RouteDestination {
@@ -219,7 +223,8 @@ export interface VirtualServiceSpec {
   exportTo?: string[];
 }
 
-export type ServerProtocol = 'HTTP' | 'HTTPS' | 'GRPC' | 'GRPC-WEB' | 'HTTP2' | 'MONGO' | 'TCP' | 'TLS';
+/** Istio's port protocols (case-insensitive in YAML). */
+export type ServerProtocol = 'HTTP' | 'HTTPS' | 'GRPC' | 'GRPC-WEB' | 'HTTP2' | 'HTTP_PROXY' | 'MONGO' | 'MYSQL' | 'REDIS' | 'TCP' | 'TLS' | 'UDP';
 
 export interface ServerTLSSettings {
   httpsRedirect?: boolean;
@@ -230,6 +235,9 @@ export interface ServerTLSSettings {
   caCrl?: string;
   credentialName?: string;
   credentialNames?: string[];
+  tlsCertificates?: Array<{ serverCertificate?: string; privateKey?: string; caCertificates?: string }>;
+  caCertCredentialName?: string;
+  insecureSkipVerify?: boolean;
   subjectAltNames?: string[];
   verifyCertificateSpki?: string[];
   verifyCertificateHash?: string[];
@@ -256,7 +264,7 @@ export interface LoadBalancerSettings {
   simple?: 'UNSPECIFIED' | 'LEAST_CONN' | 'RANDOM' | 'PASSTHROUGH' | 'ROUND_ROBIN' | 'LEAST_REQUEST';
   consistentHash?: {
     httpHeaderName?: string;
-    httpCookie?: { name: string; path?: string; ttl?: string };
+    httpCookie?: { name: string; path?: string; ttl?: string; attributes?: Array<{ name: string; value?: string }> };
     useSourceIp?: boolean;
     httpQueryParameterName?: string;
     ringHash?: { minimumRingSize?: number };
@@ -264,7 +272,10 @@ export interface LoadBalancerSettings {
     minimumRingSize?: number;
   };
   localityLbSetting?: unknown;
+  zoneAwareLbSetting?: unknown;
+  /** Deprecated (use warmup); not implemented. */
   warmupDurationSecs?: string;
+  warmup?: { duration: string; minimumPercent?: number; aggression?: number };
 }
 
 export interface ConnectionPoolSettings {
@@ -284,6 +295,7 @@ export interface ConnectionPoolSettings {
     h2UpgradePolicy?: 'DEFAULT' | 'DO_NOT_UPGRADE' | 'UPGRADE';
     useClientProtocol?: boolean;
     maxConcurrentStreams?: number;
+    http2KeepAlive?: { interval?: string; timeout?: string };
   };
 }
 
@@ -297,6 +309,7 @@ export interface OutlierDetection {
   baseEjectionTime?: string;
   maxEjectionPercent?: number;
   minHealthPercent?: number;
+  outlierDetectionHttpErrorCodes?: number[];
 }
 
 export interface ClientTLSSettings {
@@ -316,9 +329,10 @@ export interface TrafficPolicy {
   connectionPool?: ConnectionPoolSettings;
   outlierDetection?: OutlierDetection;
   tls?: ClientTLSSettings;
-  portLevelSettings?: Array<Omit<TrafficPolicy, 'portLevelSettings'> & { port?: PortSelector }>;
+  portLevelSettings?: Array<Pick<TrafficPolicy, 'loadBalancer' | 'connectionPool' | 'outlierDetection' | 'tls'> & { port?: PortSelector }>;
   tunnel?: unknown;
   proxyProtocol?: unknown;
+  retryBudget?: unknown;
 }
 
 export interface Subset {
@@ -337,6 +351,7 @@ export interface DestinationRuleSpec {
 
 export interface ServicePort {
   number: number;
+  /** Unset or '': Istio sniffs the protocol. */
   protocol?: string;
   name: string;
   targetPort?: number;
@@ -357,7 +372,7 @@ export interface ServiceEntrySpec {
   addresses?: string[];
   ports?: ServicePort[];
   location?: 'MESH_EXTERNAL' | 'MESH_INTERNAL';
-  resolution?: 'NONE' | 'STATIC' | 'DNS' | 'DNS_ROUND_ROBIN';
+  resolution?: 'NONE' | 'STATIC' | 'DNS' | 'DNS_ROUND_ROBIN' | 'DYNAMIC_DNS';
   endpoints?: WorkloadEntrySpec[];
   workloadSelector?: { labels?: Record<string, string> };
   exportTo?: string[];
@@ -368,6 +383,7 @@ export interface SidecarSpec {
   workloadSelector?: { labels?: Record<string, string> };
   ingress?: unknown[];
   egress?: Array<{ port?: unknown; bind?: string; captureMode?: string; hosts: string[] }>;
+  inboundConnectionPool?: ConnectionPoolSettings;
   outboundTrafficPolicy?: { mode?: 'ALLOW_ANY' | 'REGISTRY_ONLY'; egressProxy?: Destination };
 }
 

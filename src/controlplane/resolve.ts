@@ -108,8 +108,12 @@ const PASSTHROUGH_MODES: ReadonlySet<string> = new Set(['PASSTHROUGH', 'AUTO_PAS
 
 /** Service port protocols spoken over HTTP/2. */
 const HTTP2_PROTOCOLS: ReadonlySet<string> = new Set(['GRPC', 'GRPC-WEB', 'HTTP2']);
-/** Service port protocols that get HTTP routes in the sidecar view. */
-const HTTP_SERVICE_PROTOCOLS: ReadonlySet<string> = new Set(['HTTP', 'HTTP2', 'GRPC', 'GRPC-WEB']);
+/**
+ * Service port protocols that get HTTP routes in the sidecar view and the forward proxy: Istio's
+ * IsHTTPOrSniffed, i.e. HTTP-based ones and '' (protocol unset: Istio sniffs it, so HTTP traffic
+ * gets the HTTP routes). MONGO, MYSQL, REDIS, TCP, TLS, HTTPS are proxied as TCP.
+ */
+const HTTP_SERVICE_PROTOCOLS: ReadonlySet<string> = new Set(['HTTP', 'HTTP2', 'GRPC', 'GRPC-WEB', 'HTTP_PROXY', '']);
 
 export function resolve(resources: readonly Resource[], opts: ResolveOptions): Snapshot {
   const warnings: Problem[] = [];
@@ -130,7 +134,19 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
   const services = new Map<string, ServiceInfo>();
   for (const se of serviceEntries) {
     const ns = se.metadata.namespace;
-    const ports = (se.spec.ports ?? []).map((p) => ({ number: p.number, name: p.name, protocol: (p.protocol ?? 'TCP').toUpperCase(), ...(p.targetPort !== undefined ? { targetPort: p.targetPort } : {}) }));
+    const ports: ServiceInfo['ports'] = [];
+    (se.spec.ports ?? []).forEach((p, i) => {
+      // Unset or "": Istio sniffs the protocol; an HTTP route to such a port goes upstream as HTTP/1.1.
+      const protocol = (p.protocol ?? '').toUpperCase();
+      const at = ['spec', 'ports', i, 'protocol'];
+      if (protocol === 'UDP') {
+        // Istio builds no cluster for a UDP port (the proxy does not carry UDP).
+        warn(se, at, 'UDP is not proxied (by Istio either): this port gets no cluster, routes to it find no destination');
+        return;
+      }
+      if (protocol === 'HTTP_PROXY') warn(se, at, 'HTTP_PROXY declares a Sidecar egress proxy port; on a ServiceEntry port it is served as HTTP, as Istio does');
+      ports.push({ number: p.number, name: p.name, protocol, ...(p.targetPort !== undefined ? { targetPort: p.targetPort } : {}) });
+    });
     const endpoints: ServiceInfo['endpoints'] = [];
     (se.spec.endpoints ?? []).forEach((ep, i) => endpoints.push({ ...ep, workload: `${se.metadata.name}-${i}`, workloadNamespace: ns }));
     const selector = se.spec.workloadSelector?.labels;
@@ -202,6 +218,9 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
   let needSpecialClusters = false;
 
   for (const [port, servers] of [...byPort].sort((a, b) => a[0] - b[0])) {
+    for (const s of servers) {
+      if (s.server.port.protocol.toUpperCase() === 'UDP') warn(s.gw, ['spec', 'servers', s.index, 'port', 'protocol'], `UDP is not proxied (by Istio either): Istio's gateway builds a TCP listener for this server, and so does Gatehouse (port ${port}, tcp routes)`);
+    }
     const first = servers[0]!;
     const protocol = first.protocol;
     const kept = servers.filter((s) => {
@@ -772,7 +791,7 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
     const retry = http.fault ? undefined : retryPolicy(http);
     if (retry) action.retry_policy = retry;
     const mirrors: Array<{ destination: HTTPRoute['mirror'] & object; percent: number; path: Array<string | number> }> = [];
-    if (http.mirror) mirrors.push({ destination: http.mirror, percent: http.mirrorPercentage?.value ?? http.mirrorPercent ?? 100, path: [...base, 'mirror'] });
+    if (http.mirror) mirrors.push({ destination: http.mirror, percent: http.mirrorPercentage?.value ?? http.mirrorPercent ?? http.mirror_percent ?? 100, path: [...base, 'mirror'] });
     (http.mirrors ?? []).forEach((m, k) => mirrors.push({ destination: m.destination, percent: m.percentage?.value ?? 100, path: [...base, 'mirrors', k] }));
     if (mirrors.length > 0) {
       action.request_mirror_policies = mirrors.map((m) => {
@@ -853,6 +872,8 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
 
   function buildCluster(name: string, svc: ServiceInfo, port: number, subset: string, shortName: string, svcNs: string, policy: TrafficPolicy | undefined, drName: string): Cluster {
     const resolution = svc.se.spec.resolution ?? 'NONE';
+    // DYNAMIC_DNS (Envoy's dynamic forward proxy: the request's host, resolved by DNS) is what
+    // Gatehouse's ORIGINAL_DST cluster does for NONE: connect to the request's own authority.
     const type: Cluster['type'] = resolution === 'STATIC' ? 'EDS' : resolution === 'DNS' ? 'STRICT_DNS' : resolution === 'DNS_ROUND_ROBIN' ? 'LOGICAL_DNS' : 'ORIGINAL_DST';
     const lb = policy?.loadBalancer;
     let lb_policy: LbPolicy = 'ROUND_ROBIN';
@@ -926,7 +947,7 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
     }
     // HTTP/2 upstreams (h2c, or h2 over TLS), as Istio decides: service ports with protocol GRPC,
     // GRPC-WEB or HTTP2, and HTTP ports whose DestinationRule sets h2UpgradePolicy UPGRADE.
-    const portProtocol = svc.ports.find((p) => p.number === port)?.protocol ?? 'TCP';
+    const portProtocol = svc.ports.find((p) => p.number === port)?.protocol ?? '';
     if (HTTP2_PROTOCOLS.has(portProtocol) || (portProtocol === 'HTTP' && http?.h2UpgradePolicy === 'UPGRADE')) {
       cluster.http2_protocol_options = http?.maxConcurrentStreams && http.maxConcurrentStreams > 0 ? { max_concurrent_streams: http.maxConcurrentStreams } : {};
     }
@@ -1252,9 +1273,11 @@ function listenerProtocol(server: GatewayServer): ListenerProtocol {
   if (p === 'HTTPS') return PASSTHROUGH_MODES.has(server.tls?.mode ?? 'PASSTHROUGH') && !server.tls?.httpsRedirect ? 'TLS' : 'HTTPS';
   if (p === 'HTTP2') return 'HTTP2';
   if (p === 'GRPC' || p === 'GRPC-WEB') return 'GRPC';
-  if (p === 'TCP' || p === 'MONGO') return 'TCP';
   if (p === 'TLS') return 'TLS';
-  return 'HTTP';
+  // Istio's gateway: HTTP-based protocols (HTTP, HTTP_PROXY) get HTTP routes, every other one
+  // (TCP, MONGO, MYSQL, REDIS, UDP) TCP routes.
+  if (p === 'HTTP' || p === 'HTTP_PROXY') return 'HTTP';
+  return 'TCP';
 }
 
 function httpConnectionManager(routeName: string, mesh: MeshConfig): HttpConnectionManager {

@@ -22,6 +22,8 @@ interface JwtRuleSpec {
   issuer: string;
   audiences?: string[];
   jwksUri?: string;
+  /** The CRD's (protobuf) name of jwksUri. */
+  jwks_uri?: string;
   jwks?: string;
   fromHeaders?: Array<{ name: string; prefix?: string }>;
   fromParams?: string[];
@@ -91,7 +93,7 @@ export function buildSecurityConfig(resources: readonly Resource[], opts: Securi
     if (r.kind !== 'AuthorizationPolicy') continue;
     const ap = r as Resource<AuthorizationPolicySpec>;
     if (!applies(ap)) continue;
-    const policy: AuthzPolicyConfig = { policy: `${r.metadata.namespace}/${r.metadata.name}`, rules: (ap.spec.rules ?? []).map(rule) };
+    const policy: AuthzPolicyConfig = { policy: `${r.metadata.namespace}/${r.metadata.name}`, rules: (ap.spec.rules ?? []).map((x) => rule(x, r.metadata.namespace)) };
     const action = ap.spec.action ?? 'ALLOW';
     if (action === 'CUSTOM') {
       const name = ap.spec.provider?.name ?? '';
@@ -131,7 +133,7 @@ function jwtRule(policy: string, r: JwtRuleSpec): JwtRuleConfig {
   };
   // Inline jwks wins over jwksUri, as in Istio.
   if (r.jwks !== undefined) c.jwks = r.jwks;
-  else if (r.jwksUri !== undefined) c.jwks_uri = r.jwksUri;
+  else if ((r.jwksUri ?? r.jwks_uri) !== undefined) c.jwks_uri = (r.jwksUri ?? r.jwks_uri)!;
   if (r.outputPayloadToHeader !== undefined) c.output_payload_to_header = r.outputPayloadToHeader.toLowerCase();
   // Istio always splits `permission` and `scope` (the data plane knows those); others as listed.
   const extra = [...new Set(r.spaceDelimitedClaims ?? [])].filter((n) => n !== 'permission' && n !== 'scope').sort();
@@ -139,11 +141,22 @@ function jwtRule(policy: string, r: JwtRuleSpec): JwtRuleConfig {
   return c;
 }
 
-function rule(r: NonNullable<AuthorizationPolicySpec['rules']>[number]): AuthzRuleConfig {
+/** Istio: a service account without a namespace is in the policy's own namespace. */
+const qualifySa = (policyNs: string) => (sa: string): string => (sa.includes('/') ? sa : `${policyNs}/${sa}`);
+
+function rule(r: NonNullable<AuthorizationPolicySpec['rules']>[number], policyNs: string): AuthzRuleConfig {
+  const q = qualifySa(policyNs);
   return {
-    from: (r.from ?? []).map((f) => ({ ...(f.source ?? {}) })),
+    from: (r.from ?? []).map((f) => {
+      const s: Record<string, string[]> = { ...(f.source ?? {}) };
+      for (const k of ['serviceAccounts', 'notServiceAccounts']) if (s[k]) s[k] = s[k].map(q);
+      return s;
+    }),
     to: (r.to ?? []).map((t) => ({ ...(t.operation ?? {}) })),
-    when: (r.when ?? []).map((w) => ({ key: w.key, values: w.values ?? [], not_values: w.notValues ?? [] })),
+    when: (r.when ?? []).map((w) => {
+      const sa = w.key === 'source.serviceAccount';
+      return { key: w.key, values: sa ? (w.values ?? []).map(q) : (w.values ?? []), not_values: sa ? (w.notValues ?? []).map(q) : (w.notValues ?? []) };
+    }),
   };
 }
 

@@ -228,7 +228,10 @@ export interface AuthzPolicyConfig {
 }
 
 export interface AuthzRuleConfig {
-  /** Each entry is one `source` (principals, notPrincipals, requestPrincipals, namespaces, ipBlocks, remoteIpBlocks, and not* forms). */
+  /**
+   * Each entry is one `source` (principals, requestPrincipals, namespaces, serviceAccounts — always
+   * `namespace/name` —, trustDomains, ipBlocks, remoteIpBlocks, and not* forms).
+   */
   from: Array<Record<string, string[]>>;
   /** Each entry is one `operation` (hosts, ports, methods, paths, and not* forms). */
   to: Array<Record<string, string[]>>;

@@ -221,7 +221,39 @@ function compileSource(s: Record<string, string[]>): Test {
   field(strs(s.namespaces), strs(s.notNamespaces), (v, ms) => anyString(ms, v.req.sourceNamespace), t);
   field(cidrs(s.ipBlocks), cidrs(s.notIpBlocks), (v, cs) => anyCidr(cs, v.sourceIp), t);
   field(cidrs(s.remoteIpBlocks), cidrs(s.notRemoteIpBlocks), (v, cs) => anyCidr(cs, v.remoteIp), t);
+  field(serviceAccounts(s.serviceAccounts), serviceAccounts(s.notServiceAccounts), (v, rs) => anyRegex(rs, v.req.sourcePrincipal), t);
+  field(trustDomains(s.trustDomains), trustDomains(s.notTrustDomains), (v, rs) => anyRegex(rs, v.req.sourcePrincipal), t);
   return all(t);
+}
+
+const escapeRe = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/**
+ * Istio's serviceAccounts / source.serviceAccount (`namespace/name`): the mTLS identity of that
+ * service account in any trust domain, `<td>/ns/<namespace>/[...]/sa/<name>[/...]` (Istio's regex
+ * over `spiffe://` identities; principals here carry no `spiffe://`).
+ */
+function serviceAccountRegex(value: string): RegExp {
+  const i = value.indexOf('/');
+  const ns = i < 0 ? '[^/]+' : escapeRe(value.slice(0, i));
+  const sa = escapeRe(i < 0 ? value : value.slice(i + 1));
+  return new RegExp(`^.+/ns/${ns}/(.+/|)sa/${sa}(/.+)?$`);
+}
+
+/** Istio's trustDomains / source.trustDomain: `*` any mTLS identity, `td` exact, `*.td` / `td*` one wildcard. */
+function trustDomainRegex(value: string): RegExp {
+  if (value === '*') return /^./;
+  const star = value.indexOf('*');
+  const td = star < 0 ? escapeRe(value) : `${escapeRe(value.slice(0, star))}[^/]*${escapeRe(value.slice(star + 1))}`;
+  return new RegExp(`^${td}/`);
+}
+
+const serviceAccounts = (xs: string[] | undefined): RegExp[] | undefined => xs?.map(serviceAccountRegex);
+const trustDomains = (xs: string[] | undefined): RegExp[] | undefined => xs?.map(trustDomainRegex);
+
+function anyRegex(rs: readonly RegExp[], v: string): boolean {
+  for (let i = 0; i < rs.length; i++) if (rs[i]!.test(v)) return true;
+  return false;
 }
 
 function compileOperation(o: Record<string, string[]>): Test {
@@ -286,6 +318,14 @@ function conditionTest(key: string, values: string[]): Test {
       return one((v) => v.req.sourceNamespace);
     case 'source.principal':
       return one((v) => v.req.sourcePrincipal);
+    case 'source.serviceAccount': {
+      const rs = values.map(serviceAccountRegex);
+      return (v) => anyRegex(rs, v.req.sourcePrincipal);
+    }
+    case 'source.trustDomain': {
+      const rs = values.map(trustDomainRegex);
+      return (v) => anyRegex(rs, v.req.sourcePrincipal);
+    }
     case 'request.auth.principal':
       return one((v) => v.auth?.principal);
     case 'request.auth.presenter':

@@ -16,7 +16,8 @@ const GOOD = {
 };
 const BAD = {
   ...GOOD,
-  'vs.yaml': yamlDocs(virtualService('broken', ['broken.test'], [{ route: [dest('app', 'v1', 50), dest('app', 'v2', 40)] }])),
+  // A negative weight (weights are relative: any sum above 0 is valid Istio).
+  'vs.yaml': yamlDocs(virtualService('broken', ['broken.test'], [{ route: [dest('app', 'v1', 50), dest('app', 'v2', -40)] }])),
   'syntax.yaml': 'apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: [unclosed\n',
 };
 
@@ -49,10 +50,10 @@ describe.concurrent('cli: gatehouse validate', () => {
     const lines = r.stdout.trim().split('\n');
     const vsFile = join(d, 'vs.yaml');
     const weight = lines.find((l) => l.startsWith(`${vsFile}:`));
-    expect(weight).toMatch(/^\S+vs\.yaml:\d+: VirtualService\/default\/broken: spec\.http\[0\]\.route\[1\]\.weight: .*90/);
+    expect(weight).toMatch(/^\S+vs\.yaml:\d+: VirtualService\/default\/broken: spec\.http\[0\]\.route\[1\]\.weight: .*-40/);
     // The line number points at the offending field.
     const lineNo = Number(/:(\d+):/.exec(weight!)![1]);
-    expect(readFileSync(vsFile, 'utf8').split('\n')[lineNo - 1]).toMatch(/weight: 40/);
+    expect(readFileSync(vsFile, 'utf8').split('\n')[lineNo - 1]).toMatch(/weight: -40/);
     expect(lines.some((l) => new RegExp(`^${join(d, 'syntax.yaml').replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}:\\d+: yaml: `).test(l))).toBe(true);
     for (const l of lines) expect(l).toMatch(/^\S+\.yaml:\d+: /);
   });

@@ -49,6 +49,8 @@ beforeAll(async () => {
     ]),
     virtualService('weights', ['weights.test'], [{ route: [dest('app', 'v1', 80), dest('app', 'v2', 20)] }]),
     virtualService('split', ['split.test'], [{ route: [dest('app', 'v1', 100), dest('app', 'v2', 0)] }]),
+    // Relative weights (Istio since 1.15): 1 and 3 are 25% and 75%; they need not sum to 100.
+    virtualService('relative', ['relative.test'], [{ route: [dest('app', 'v1', 1), dest('app', 'v2', 3)] }]),
     virtualService('subsets', ['subsets.test'], [
       { match: [{ headers: { 'x-version': { exact: 'v3' } } }], route: [dest('app', 'v3')] },
       { match: [{ headers: { 'x-version': { exact: 'canary' } } }], route: [dest('app', 'canary')] },
@@ -194,6 +196,21 @@ describe('routing: destinations, weights and subsets', () => {
     expect(counts.v1).toBeLessThanOrEqual(190);
     expect(counts.v2).toBeGreaterThanOrEqual(10);
     expect(counts.v2).toBeLessThanOrEqual(80);
+  });
+  it('weights are relative: 1 and 3 split 400 requests about 25/75', async () => {
+    const counts: Record<string, number> = {};
+    for (let i = 0; i < 400; i += 25) {
+      const batch = await Promise.all(Array.from({ length: 25 }, () => get('relative.test', '/r')));
+      for (const r of batch) {
+        expect(r.status).toBe(200);
+        counts[r.json.name] = (counts[r.json.name] ?? 0) + 1;
+      }
+    }
+    expect(Object.keys(counts).sort()).toEqual(['v1', 'v2']);
+    // Binomial(400, 1/4): mean 100, sd 8.7; the bounds are ~5 sd wide, far from 50/50 (200).
+    expect(counts.v1).toBeGreaterThanOrEqual(57);
+    expect(counts.v1).toBeLessThanOrEqual(143);
+    expect(counts.v2).toBe(400 - counts.v1!);
   });
   it('a 100/0 split never sends to the weight-0 destination', async () => {
     const names = new Set<string>();

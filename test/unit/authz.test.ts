@@ -12,6 +12,9 @@ import { parseYamlText } from '../../src/config/load.js';
 import { resolve } from '../../src/controlplane/resolve.js';
 import { decodeSnapshotResource, encodeSnapshotResource } from '../../src/controlplane/xds/codec.js';
 import { LISTENER_TYPE } from '../../src/controlplane/xds/protos.js';
+import { SignJWT, exportJWK, generateKeyPair } from 'jose';
+import { createJwtAuthenticator } from '../../src/security/jwt.js';
+import { createLogger } from '../../src/telemetry/log.js';
 
 function req(over: Partial<SecurityRequest> = {}): SecurityRequest {
   return {
@@ -123,6 +126,34 @@ describe('AuthorizationPolicy matchers', () => {
     expect(allows({ from: [{ notNamespaces: ['shop'] }] }, mtls)).toBe(false);
     expect(allows({ from: [{ notPrincipals: ['cluster.local/ns/x/sa/y'] }] }, req())).toBe(true);
   });
+  it('sources: serviceAccounts name namespace/account in any trust domain (Istio\'s regex), trustDomains the identity\'s domain', () => {
+    const peer = (p: string): SecurityRequest => req({ sourcePrincipal: p });
+    const sa = (values: string[], not = false): Partial<AuthzRuleConfig> => ({ from: [{ [not ? 'notServiceAccounts' : 'serviceAccounts']: values }] });
+    expect(allows(sa(['default/sleep']), peer('cluster.local/ns/default/sa/sleep'))).toBe(true);
+    expect(allows(sa(['default/sleep']), peer('other.td/ns/default/sa/sleep'))).toBe(true);
+    // Extra key/value segments are allowed around sa/<name>, as in Istio's regex; a longer name is not the same account.
+    expect(allows(sa(['default/sleep']), peer('cluster.local/ns/default/x/y/sa/sleep/extra/1'))).toBe(true);
+    expect(allows(sa(['default/sleep']), peer('cluster.local/ns/default/sa/sleep-v2'))).toBe(false);
+    expect(allows(sa(['default/sleep']), peer('cluster.local/ns/prod/sa/sleep'))).toBe(false);
+    // Regex metacharacters in names are literal.
+    expect(allows(sa(['default/a.b']), peer('cluster.local/ns/default/sa/axb'))).toBe(false);
+    // Without mTLS there is no identity: never a match, so notServiceAccounts then matches.
+    expect(allows(sa(['default/sleep']), peer(''))).toBe(false);
+    expect(allows(sa(['default/sleep'], true), peer(''))).toBe(true);
+    expect(allows(sa(['default/sleep'], true), peer('cluster.local/ns/default/sa/sleep'))).toBe(false);
+    const td = (values: string[]): Partial<AuthzRuleConfig> => ({ from: [{ trustDomains: values }] });
+    expect(allows(td(['cluster.local']), peer('cluster.local/ns/default/sa/sleep'))).toBe(true);
+    expect(allows(td(['cluster.local']), peer('cluster.local.evil/ns/default/sa/sleep'))).toBe(false);
+    expect(allows(td(['*.example.com']), peer('east.example.com/ns/a/sa/b'))).toBe(true);
+    expect(allows(td(['*.example.com']), peer('example.org/ns/a/sa/b'))).toBe(false);
+    expect(allows(td(['*']), peer('anything/ns/a/sa/b'))).toBe(true);
+    expect(allows(td(['*']), peer(''))).toBe(false);
+    // The `when` forms read the same identity.
+    expect(allows({ when: [{ key: 'source.serviceAccount', values: ['default/sleep'], not_values: [] }] }, peer('cluster.local/ns/default/sa/sleep'))).toBe(true);
+    expect(allows({ when: [{ key: 'source.trustDomain', values: [], not_values: ['cluster.local'] }] }, peer('cluster.local/ns/default/sa/sleep'))).toBe(false);
+    expect(allows({ when: [{ key: 'source.trustDomain', values: [], not_values: ['cluster.local'] }] }, peer('other/ns/default/sa/sleep'))).toBe(true);
+  });
+
   it('requestPrincipals and when request.auth.*: absent without a token', () => {
     const auth = jwt({ iss: 'https://issuer', sub: 'alice', aud: ['shop', 'api'], azp: 'web-app' });
     expect(allows({ from: [{ requestPrincipals: ['*'] }] }, req(), null)).toBe(false);
@@ -268,6 +299,59 @@ describe('security policy selection (resolve)', () => {
     const missing = buildSecurityConfig([res('AuthorizationPolicy', 'istio-system', 'ext', { action: 'CUSTOM', provider: { name: 'nope' }, rules: [{}] })], opts, (_r, _p, m) => warnings.push(m))!;
     expect(missing.custom[0]!.provider).toBeUndefined();
     expect(warnings.join('\n')).toMatch(/"nope" is not defined/);
+  });
+
+  it('serviceAccounts without a namespace are in the policy\'s namespace (also in `when`); jwks_uri and spaceDelimitedClaims are carried', () => {
+    const sc = buildSecurityConfig(
+      [
+        res('AuthorizationPolicy', 'gw-ns', 'sa', {
+          rules: [{ from: [{ source: { serviceAccounts: ['sleep', 'prod/api'], notServiceAccounts: ['evil'] } }], when: [{ key: 'source.serviceAccount', notValues: ['api'] }] }],
+        }),
+        res('RequestAuthentication', 'gw-ns', 'jwt', { jwtRules: [{ issuer: 'https://i', jwks_uri: 'https://i/jwks', spaceDelimitedClaims: ['roles'] }] }),
+      ],
+      opts,
+      () => undefined,
+    )!;
+    expect(sc.allow[0]!.rules[0]).toEqual({
+      from: [{ serviceAccounts: ['gw-ns/sleep', 'prod/api'], notServiceAccounts: ['gw-ns/evil'] }],
+      to: [],
+      when: [{ key: 'source.serviceAccount', values: [], not_values: ['gw-ns/api'] }],
+    });
+    expect(sc.jwt_rules[0]).toMatchObject({ jwks_uri: 'https://i/jwks', space_delimited_claims: ['roles'] });
+    const authz = new CompiledAuthz(sc);
+    const decide = (principal: string): string => authz.evaluate(req({ sourcePrincipal: principal }), null).kind;
+    expect(decide('cluster.local/ns/gw-ns/sa/sleep')).toBe('allow');
+    expect(decide('cluster.local/ns/default/sa/sleep')).toBe('deny'); // sleep means gw-ns/sleep
+    expect(decide('cluster.local/ns/prod/sa/api')).toBe('allow'); // the `when` excludes gw-ns/api, not prod/api
+    expect(decide('cluster.local/ns/gw-ns/sa/evil')).toBe('deny');
+  });
+
+  it('scope and permission claims, and a rule\'s spaceDelimitedClaims, are matched word by word (Envoy\'s payload normalisation)', async () => {
+    const { privateKey, publicKey } = await generateKeyPair('ES256', { extractable: true });
+    const jwk = { ...(await exportJWK(publicKey)), kid: 'k', alg: 'ES256' };
+    const iss = 'https://issuer.example.com';
+    const jwtRule = { policy: 'gw-ns/ra', issuer: iss, audiences: [], jwks: JSON.stringify({ keys: [jwk] }), timeout_ms: 5000, from_headers: [], from_params: [], from_cookies: [], output_claim_to_headers: [], forward_original_token: false };
+    const claimsOf = async (space: string[] | undefined, claims: Record<string, unknown>): Promise<RequestAuth> => {
+      const a = createJwtAuthenticator([{ ...jwtRule, ...(space ? { space_delimited_claims: space } : {}) }], createLogger('silent'));
+      try {
+        const t = await new SignJWT({ iss, sub: 'alice', exp: Math.floor(Date.now() / 1000) + 600, ...claims }).setProtectedHeader({ alg: 'ES256', kid: 'k' }).sign(privateKey);
+        const out = await a.authenticate(req({ headers: ['authorization', `Bearer ${t}`] }));
+        if (!out.ok || !out.auth) throw new Error('token refused');
+        return out.auth;
+      } finally {
+        a.close();
+      }
+    };
+    const when = (claim: string, values: string[]): Partial<AuthzRuleConfig> => ({ when: [{ key: `request.auth.claims[${claim}]`, values, not_values: [] }] });
+    const auth = await claimsOf(undefined, { scope: 'read write', permission: 'a  b', roles: 'admin ops' });
+    expect(allows(when('scope', ['write']), req(), auth)).toBe(true);
+    expect(allows(when('permission', ['b']), req(), auth)).toBe(true);
+    // Not listed: one string, compared whole.
+    expect(allows(when('roles', ['ops']), req(), auth)).toBe(false);
+    expect(allows(when('roles', ['admin ops']), req(), auth)).toBe(true);
+    const listed = await claimsOf(['roles'], { scope: 'read write', roles: 'admin ops' });
+    expect(allows(when('roles', ['ops']), req(), listed)).toBe(true);
+    expect(allows(when('scope', ['read']), req(), listed)).toBe(true);
   });
 
   it('nothing to carry without policies and trusted proxies', () => {

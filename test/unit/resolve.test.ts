@@ -3,6 +3,7 @@ import { parseYamlText } from '../../src/config/load.js';
 import { DEFAULT_MESH_CONFIG } from '../../src/config/types.js';
 import { resolve, type ResolveOptions } from '../../src/controlplane/resolve.js';
 import type { Snapshot } from '../../src/controlplane/snapshot.js';
+import { compileRoute, pickCluster } from '../../src/routing/route-table.js';
 
 const OPTS: ResolveOptions = { labels: { istio: 'ingressgateway' }, namespace: 'istio-system', bind: '0.0.0.0', mesh: DEFAULT_MESH_CONFIG };
 
@@ -209,5 +210,115 @@ describe('resolve: DestinationRule settings not enforced yet are reported', () =
     const c = s.clusters.get('outbound|9080||reviews.default.svc.cluster.local')!;
     expect(c.outlier_detection).toMatchObject({ consecutive_gateway_failure: 3, enforcing_consecutive_gateway_failure: 100, enforcing_consecutive_5xx: 0, max_ejection_percent: 10 });
     expect(c.metadata.filter_metadata.istio.min_health_percent).toBe(30);
+  });
+});
+
+describe('resolve: relative weights and Istio port protocols', () => {
+  const WEIGHTS = BOOKINFO.replace('      weight: 75', '      weight: 1').replace('      weight: 25', '      weight: 3');
+
+  it('weights 1 and 3 are 1/4 and 3/4 (Envoy total_weight = their sum); 400 evenly spread picks split exactly 100/300', () => {
+    const rc = snap(WEIGHTS).routes.get('http.8080')!;
+    const route = rc.virtual_hosts[0]!.routes[2]!;
+    expect(route.route!.weighted_clusters).toEqual({
+      clusters: [
+        { name: 'outbound|9080|v1|reviews.default.svc.cluster.local', weight: 1 },
+        { name: 'outbound|9080|v3|reviews.default.svc.cluster.local', weight: 3 },
+      ],
+      total_weight: 4,
+    });
+    const action = compileRoute(route).action;
+    if (action.kind !== 'forward') throw new Error('not a forwarding route');
+    const counts = new Map<string, number>();
+    for (let i = 0; i < 400; i++) {
+      const c = pickCluster(action, (i + 0.5) / 400).name;
+      counts.set(c, (counts.get(c) ?? 0) + 1);
+    }
+    expect(Object.fromEntries(counts)).toEqual({ 'outbound|9080|v1|reviews.default.svc.cluster.local': 100, 'outbound|9080|v3|reviews.default.svc.cluster.local': 300 });
+  });
+
+  const PROTOCOLS = `
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ["*"]
+  - port: {number: 3306, name: mysql, protocol: MYSQL}
+    hosts: ["*"]
+  - port: {number: 6379, name: redis, protocol: redis}
+    hosts: ["*"]
+  - port: {number: 5353, name: udp, protocol: UDP}
+    hosts: ["*"]
+  - port: {number: 3128, name: proxy, protocol: HTTP_PROXY}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: backends, namespace: default}
+spec:
+  hosts: [backends.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+  - {number: 3306, name: mysql, protocol: MYSQL}
+  - {number: 6379, name: redis, protocol: REDIS}
+  - {number: 27017, name: mongo, protocol: MONGO}
+  - {number: 53, name: dns, protocol: UDP}
+  - {number: 8080, name: web}
+  - {number: 8081, name: web2, protocol: ""}
+  - {number: 3128, name: proxy, protocol: HTTP_PROXY}
+  endpoints: [{address: 10.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: l4, namespace: istio-system}
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  tcp:
+  - match: [{port: 3306}]
+    route: [{destination: {host: backends.default.svc.cluster.local, port: {number: 3306}}}]
+  - match: [{port: 6379}]
+    route: [{destination: {host: backends.default.svc.cluster.local, port: {number: 6379}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: web, namespace: istio-system}
+spec:
+  hosts: [web.example.com]
+  gateways: [gw]
+  http:
+  - route: [{destination: {host: backends.default.svc.cluster.local, port: {number: 8080}}}]
+`;
+
+  it('MYSQL, REDIS, MONGO are proxied as TCP; UDP gets a TCP listener on a Gateway and no cluster on a ServiceEntry (warned); HTTP_PROXY is HTTP', () => {
+    const s = snap(PROTOCOLS);
+    const listener = (port: number) => s.listeners.find((l) => l.address.socket_address.port_value === port)!;
+    for (const port of [3306, 6379, 5353]) expect(listener(port).metadata.filter_metadata.istio.protocol).toBe('TCP');
+    expect(listener(3128).metadata.filter_metadata.istio.protocol).toBe('HTTP');
+    expect(listener(3306).filter_chains[0]!.filters[0]!.typed_config).toMatchObject({ cluster: 'outbound|3306||backends.default.svc.cluster.local' });
+    expect(listener(6379).filter_chains[0]!.filters[0]!.typed_config).toMatchObject({ cluster: 'outbound|6379||backends.default.svc.cluster.local' });
+    const clusters = [...s.clusters.keys()].filter((c) => c.endsWith('|backends.default.svc.cluster.local')).sort();
+    expect(clusters).toEqual(['outbound|27017||', 'outbound|3128||', 'outbound|3306||', 'outbound|6379||', 'outbound|8080||', 'outbound|8081||'].map((c) => `${c}backends.default.svc.cluster.local`).sort());
+    const warnings = s.warnings.map((w) => `${w.line}: ${w.path}: ${w.message}`);
+    expect(warnings).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^13: spec\.servers\[3\]\.port\.protocol: UDP is not proxied/),
+        expect.stringMatching(/^29: spec\.ports\[3\]\.protocol: UDP is not proxied/),
+        expect.stringMatching(/^32: spec\.ports\[6\]\.protocol: HTTP_PROXY declares a Sidecar egress proxy port/),
+      ]),
+    );
+  });
+
+  it('a port without a protocol (Istio sniffs) takes HTTP routes over HTTP/1.1, and gets HTTP routes in the sidecar view', () => {
+    const s = snap(PROTOCOLS);
+    const vh = s.routes.get('http.8080')!.virtual_hosts.find((v) => v.domains.includes('web.example.com'))!;
+    expect(vh.routes[0]!.route!.cluster).toBe('outbound|8080||backends.default.svc.cluster.local');
+    expect(s.clusters.get('outbound|8080||backends.default.svc.cluster.local')!.http2_protocol_options).toBeUndefined();
+    const view = s.sidecar.get('default')!;
+    expect([...view.routes.keys()].filter((r) => r.endsWith('|backends.default.svc.cluster.local')).sort()).toEqual(
+      ['outbound|3128||backends.default.svc.cluster.local', 'outbound|8080||backends.default.svc.cluster.local', 'outbound|8081||backends.default.svc.cluster.local'],
+    );
   });
 });
