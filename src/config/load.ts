@@ -1,8 +1,8 @@
 // Reads YAML files and folders into resources that remember their file and line.
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { LineCounter, parseAllDocuments, isMap, isSeq, isScalar, isPair, type Document, type Node } from 'yaml';
-import type { FieldPath, ObjectMeta, Problem, Resource, SourceRef } from './types.js';
+import { LineCounter, parseAllDocuments, isCollection, isMap, isSeq, isScalar, isPair, visit, type Document, type Node } from 'yaml';
+import { readsKind, type FieldPath, type ObjectMeta, type Problem, type Resource, type SourceRef } from './types.js';
 
 export interface LoadResult {
   resources: Resource[];
@@ -77,18 +77,38 @@ export function loadPaths(paths: readonly string[]): LoadResult {
   return { resources, problems, files };
 }
 
-/** Parses one multi-document YAML text. Documents that are empty or a `List` are handled like kubectl. */
+/** A Go template action (`{{ .Values.x }}`, `{{- if ... }}`), as Helm charts are written. */
+const TEMPLATE_ACTION = /\{\{-?\s*[^{}\n]*?\s*-?\}\}/;
+
+/**
+ * Parses one multi-document YAML text. Documents that are empty or a `List` are handled like
+ * kubectl. A text that is not YAML gets one error, the first (not one per document or token); a
+ * Helm/Go template that does not read as plain YAML gets one warning and is skipped.
+ */
 export function parseYamlText(text: string, file: string): { resources: Resource[]; problems: Problem[] } {
-  const lineCounter = new LineCounter();
-  const docs = parseAllDocuments(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const r = parseDocuments(text, file);
+  const template = TEMPLATE_ACTION.exec(text);
+  if (template && (r.problems.length > 0 || r.templateJunk)) {
+    const line = text.slice(0, template.index).split('\n').length;
+    const message = `looks like a Helm/Go template (${JSON.stringify(template[0])}), not plain YAML: skipped; render it first (helm template)`;
+    return { resources: [], problems: [{ file, line, resource: '', path: '', message, severity: 'warning' }] };
+  }
+  const fileLevel = r.problems.filter((p) => p.resource === 'yaml');
+  return { resources: r.resources, problems: [...fileLevel.slice(0, 1), ...r.problems.filter((p) => p.resource !== 'yaml')] };
+}
+
+function parseDocuments(text: string, file: string): { resources: Resource[]; problems: Problem[]; templateJunk: boolean } {
   const resources: Resource[] = [];
   const problems: Problem[] = [];
-  const lineAt = (offset: number): number => lineCounter.linePos(offset).line;
-  const docList = Array.isArray(docs) ? docs : [];
-  if (!Array.isArray(docs)) {
-    // An empty stream (only comments) parses to an EmptyStream.
-    return { resources, problems };
+  if (text.includes('\0')) {
+    return { resources, problems: [{ file, line: 1, resource: 'yaml', path: '', message: 'not a text file (binary content): expected YAML', severity: 'error' }], templateJunk: false };
   }
+  const lineCounter = new LineCounter();
+  const docs = parseAllDocuments(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const lineAt = (offset: number): number => lineCounter.linePos(offset).line;
+  let templateJunk = false;
+  // An empty stream (only comments) parses to an EmptyStream.
+  const docList = Array.isArray(docs) ? docs : [];
   for (const doc of docList) {
     if (doc.errors.length > 0) {
       for (const err of doc.errors) {
@@ -97,6 +117,14 @@ export function parseYamlText(text: string, file: string): { resources: Resource
       continue;
     }
     if (doc.contents === null) continue;
+    // `name: {{ .Values.x }}` is valid YAML: a flow mapping whose key is a flow mapping. No
+    // Kubernetes document has such keys; a template does.
+    const complexKey = collectionKeyOffset(doc);
+    if (complexKey !== undefined) {
+      templateJunk = true;
+      problems.push({ file, line: lineAt(complexKey), resource: 'yaml', path: '', message: 'a mapping key must be a plain value, not a mapping or a list', severity: 'error' });
+      continue;
+    }
     let value: unknown;
     try {
       value = doc.toJS({ maxAliasCount: 100 });
@@ -121,7 +149,22 @@ export function parseYamlText(text: string, file: string): { resources: Resource
     const r = toResource(obj, file, doc, lineAt, [], problems);
     if (r) resources.push(r);
   }
-  return { resources, problems };
+  return { resources, problems, templateJunk };
+}
+
+/** The offset of the first mapping key that is itself a mapping or a list, if any. */
+function collectionKeyOffset(doc: Document): number | undefined {
+  let at: number | undefined;
+  visit(doc, {
+    Pair(_, pair) {
+      if (isCollection(pair.key)) {
+        at = pair.key.range?.[0] ?? 0;
+        return visit.BREAK;
+      }
+      return undefined;
+    },
+  });
+  return at;
 }
 
 function toResource(
@@ -155,10 +198,17 @@ function toResource(
     problems.push({ file, line: lineOf(path), resource: id, path: path.join('.'), message, severity: 'error' });
     return undefined;
   };
-  if (typeof obj.apiVersion !== 'string' || obj.apiVersion === '') return fail(['apiVersion'], 'apiVersion is required');
-  if (!kind) return fail(['kind'], 'kind is required');
-  if (typeof obj.metadata !== 'object' || obj.metadata === null || Array.isArray(obj.metadata)) return fail(['metadata'], 'metadata is required');
-  if (!name) return fail(['metadata', 'name'], 'metadata.name is required');
+  if (typeof obj.apiVersion !== 'string' || obj.apiVersion === '') return fail(['apiVersion'], 'missing required field');
+  if (!kind) return fail(['kind'], 'missing required field');
+  // A kind Gatehouse does not read (IstioOperator, Kustomization, Deployment, ...) is only named in
+  // one warning by validate(); its metadata is its own business.
+  if (!readsKind(obj.apiVersion, kind)) {
+    const m = typeof obj.metadata === 'object' && obj.metadata !== null && !Array.isArray(obj.metadata) ? meta : {};
+    const metadata: ObjectMeta = { name: typeof m.name === 'string' && m.name !== '' ? m.name : '?', namespace: typeof m.namespace === 'string' && m.namespace !== '' ? m.namespace : 'default' };
+    return { apiVersion: obj.apiVersion, kind, metadata, spec: obj.spec ?? {}, source };
+  }
+  if (typeof obj.metadata !== 'object' || obj.metadata === null || Array.isArray(obj.metadata)) return fail(['metadata'], 'missing required field');
+  if (!name) return fail(['metadata', 'name'], 'missing required field');
   if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(name) || name.length > 253) {
     return fail(['metadata', 'name'], `invalid name "${name}": must be a lowercase RFC 1123 name`);
   }

@@ -413,6 +413,15 @@ export const DEFAULT_MESH_CONFIG: MeshConfig = Object.freeze({
 /** Kinds Gatehouse understands, by `kind` (the API group is checked separately). */
 export const NETWORKING_KINDS = ['Gateway', 'VirtualService', 'DestinationRule', 'ServiceEntry', 'WorkloadEntry', 'Sidecar'] as const;
 export const SECURITY_KINDS = ['PeerAuthentication', 'RequestAuthentication', 'AuthorizationPolicy'] as const;
+export const NETWORKING_VERSIONS = ['networking.istio.io/v1', 'networking.istio.io/v1beta1', 'networking.istio.io/v1alpha3'] as const;
+export const SECURITY_VERSIONS = ['security.istio.io/v1', 'security.istio.io/v1beta1'] as const;
+
+/** Whether Gatehouse reads documents of this apiVersion and kind (any other is ignored with one warning). */
+export function readsKind(apiVersion: string, kind: string): boolean {
+  if ((NETWORKING_VERSIONS as readonly string[]).includes(apiVersion)) return (NETWORKING_KINDS as readonly string[]).includes(kind);
+  if ((SECURITY_VERSIONS as readonly string[]).includes(apiVersion)) return (SECURITY_KINDS as readonly string[]).includes(kind);
+  return apiVersion === 'v1' && (kind === 'Secret' || kind === 'ConfigMap');
+}
 
 /** Everything read from the config sources, validated. Immutable once built. */
 export interface ConfigSet {

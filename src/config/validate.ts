@@ -3,7 +3,7 @@
 // schema-istio.ts, cross-resource checks in validate-refs.ts.
 import { LineCounter, isMap, isPair, isScalar, isSeq, parseDocument, type Document, type Node } from 'yaml';
 import type { FieldPath, Problem, Resource } from './types.js';
-import { formatPath, resourceId } from './types.js';
+import { NETWORKING_VERSIONS, SECURITY_VERSIONS, formatPath, readsKind, resourceId } from './types.js';
 import { asObj, type Schema } from './schema.js';
 import {
   authorizationPolicySpec, configMapDocument, destinationRuleSpec, gatewaySpec, meshConfigSchema, peerAuthenticationSpec,
@@ -30,8 +30,8 @@ interface KindDef {
   extra?: (r: Resource, problems: Problem[]) => void;
 }
 
-const NETWORKING = ['networking.istio.io/v1', 'networking.istio.io/v1beta1', 'networking.istio.io/v1alpha3'];
-const SECURITY = ['security.istio.io/v1', 'security.istio.io/v1beta1'];
+const NETWORKING = NETWORKING_VERSIONS;
+const SECURITY = SECURITY_VERSIONS;
 
 const KINDS: Readonly<Record<string, KindDef>> = {
   Gateway: { apiVersions: NETWORKING, schema: gatewaySpec, root: 'spec' },
@@ -49,7 +49,7 @@ const KINDS: Readonly<Record<string, KindDef>> = {
 
 function kindDef(r: Resource): KindDef | undefined {
   const def = Object.hasOwn(KINDS, r.kind) ? KINDS[r.kind] : undefined;
-  return def && def.apiVersions.includes(r.apiVersion) ? def : undefined;
+  return def && def.apiVersions.includes(r.apiVersion) && readsKind(r.apiVersion, r.kind) ? def : undefined;
 }
 
 export interface ValidateResult {

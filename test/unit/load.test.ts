@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadPaths, parseYamlText } from '../../src/config/load.js';
 import { formatProblem } from '../../src/config/types.js';
+import { validate } from '../../src/config/validate.js';
 
 const GW = `apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -35,7 +36,66 @@ describe('parse: multi-document YAML with positions', () => {
   it('requires apiVersion, kind and metadata.name, naming the field', () => {
     const { problems } = parseYamlText('apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  namespace: x\nspec: {}\n', 'f.yaml');
     // The name is absent, so the line is that of its nearest present ancestor, `metadata:`.
-    expect(problems.map(formatProblem)).toEqual(['f.yaml:3: Gateway/x/?: metadata.name: metadata.name is required']);
+    expect(problems.map(formatProblem)).toEqual(['f.yaml:3: Gateway/x/?: metadata.name: missing required field']);
+  });
+
+  it('a file that is not YAML gets one error line, the first, not one per document or token', () => {
+    const text = ['This is a readme, not YAML.', 'It has: colons: here', '- and a list item', '  { unbalanced', 'key: [unclosed', '---', 'more: {broken', ''].join('\n');
+    const { resources, problems } = parseYamlText(text, 'notes.yaml');
+    expect(resources).toEqual([]);
+    expect(problems.map(formatProblem)).toHaveLength(1);
+    expect(formatProblem(problems[0]!)).toMatch(/^notes\.yaml:\d+: yaml: /);
+    const binary = parseYamlText(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x7b, 0x3a, 0x5b]).toString('utf8'), 'logo.yaml');
+    expect(binary.problems.map(formatProblem)).toEqual(['logo.yaml:1: yaml: not a text file (binary content): expected YAML']);
+  });
+
+  it('a Helm/Go template gets one warning and is skipped, whether it fails to parse or parses to template junk', () => {
+    const failing = ['{{- if .Values.gateway.enabled }}', 'apiVersion: networking.istio.io/v1', 'kind: Gateway', 'metadata:', '  name: gw', 'spec:', '  servers: []', '{{- end }}', ''].join('\n');
+    const junk = ['apiVersion: networking.istio.io/v1', 'kind: Gateway', 'metadata:', '  name: {{ .Values.name }}', 'spec:', '  selector:', '    istio: {{ .Values.selector | quote }}', ''].join('\n');
+    const quoted = ['apiVersion: networking.istio.io/v1', 'kind: Gateway', 'metadata:', '  name: "{{ .Release.Name }}-gw"', 'spec: {}', ''].join('\n');
+    expect(parseYamlText(failing, 'tpl.yaml').problems.map(formatProblem)).toEqual([
+      'tpl.yaml:1: looks like a Helm/Go template ("{{- if .Values.gateway.enabled }}"), not plain YAML: skipped; render it first (helm template)',
+    ]);
+    for (const [text, line, action] of [[junk, 4, '{{ .Values.name }}'], [quoted, 4, '{{ .Release.Name }}']] as const) {
+      const r = parseYamlText(text, 'tpl.yaml');
+      expect(r.resources).toEqual([]);
+      expect(r.problems.map((p) => [p.severity, p.line, p.message.startsWith(`looks like a Helm/Go template (${JSON.stringify(action)})`)])).toEqual([['warning', line, true]]);
+    }
+    // Valid YAML whose strings hold template-like text (a log format, a script) is read as it is.
+    const ok = parseYamlText(['apiVersion: v1', 'kind: ConfigMap', 'metadata: {name: fmt}', 'data:', '  format: "{{ .Method }} {{ .Path }}"', ''].join('\n'), 'cm.yaml');
+    expect(ok.problems).toEqual([]);
+    expect(ok.resources.map((x) => x.kind)).toEqual(['ConfigMap']);
+  });
+
+  it('kinds Gatehouse does not read need no name and get one warning per kind, never an error', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gh-kinds-'));
+    writeFileSync(
+      join(dir, 'mixed.yaml'),
+      [
+        'apiVersion: install.istio.io/v1alpha1', 'kind: IstioOperator', 'spec: {profile: demo}', '---',
+        'apiVersion: apps/v1', 'kind: Deployment', 'metadata: {name: a}', 'spec: {}', '---',
+        'apiVersion: apps/v1', 'kind: Deployment', 'metadata: {name: b}', 'spec: {}', '---',
+        'apiVersion: v1', 'kind: Service', 'metadata: {name: a}', 'spec: {}', '---',
+        'apiVersion: v1', 'kind: ServiceAccount', 'metadata: {name: a}', '---',
+        'apiVersion: networking.istio.io/v1alpha3', 'kind: EnvoyFilter', 'metadata: {name: f1}', 'spec: {}', '---',
+        'apiVersion: networking.istio.io/v1alpha3', 'kind: EnvoyFilter', 'metadata: {name: f2}', 'spec: {}', '---',
+        'apiVersion: kustomize.config.k8s.io/v1beta1', 'kind: Kustomization', 'resources: [a.yaml]', '',
+      ].join('\n'),
+    );
+    writeFileSync(join(dir, 'gw.yaml'), GW);
+    const r = loadPaths([dir]);
+    expect(r.problems).toEqual([]);
+    const v = validate(r.resources, { gatewayNamespace: 'istio-system', labels: {}, rootNamespace: 'istio-system' });
+    expect(v.problems.filter((p) => p.severity === 'error')).toEqual([]);
+    expect(v.problems.map((p) => p.message)).toEqual([
+      'kind IstioOperator (install.istio.io/v1alpha1) is not supported by Gatehouse; ignored',
+      'kind Deployment (apps/v1) is not supported by Gatehouse; ignored',
+      'kind Service (v1) is not supported by Gatehouse; ignored',
+      'kind ServiceAccount (v1) is not supported by Gatehouse; ignored',
+      'kind EnvoyFilter (networking.istio.io/v1alpha3) is not supported by Gatehouse; ignored',
+      'kind Kustomization (kustomize.config.k8s.io/v1beta1) is not supported by Gatehouse; ignored',
+    ]);
+    expect(v.accepted.map((x) => x.kind)).toEqual(['Gateway']);
   });
 
   it('expands kind: List like kubectl', () => {
