@@ -198,14 +198,23 @@ function toResource(
     problems.push({ file, line: lineOf(path), resource: id, path: path.join('.'), message, severity: 'error' });
     return undefined;
   };
-  if (typeof obj.apiVersion !== 'string' || obj.apiVersion === '') return fail(['apiVersion'], 'missing required field');
-  if (!kind) return fail(['kind'], 'missing required field');
+  const apiVersion = typeof obj.apiVersion === 'string' ? obj.apiVersion : '';
+  if (!apiVersion || !kind) {
+    // Without apiVersion or kind this is not a Kubernetes object (a Helm Chart.yaml or values.yaml,
+    // an OpenAPI file...): one warning per file, unless what is there names a kind Gatehouse reads.
+    if (!namesReadKind(apiVersion, kind)) {
+      const message = 'not a Kubernetes object (no apiVersion and kind): ignored';
+      if (!problems.some((p) => p.file === file && p.message === message)) problems.push({ file, line: source.line, resource: '', path: '', message, severity: 'warning' });
+      return undefined;
+    }
+    return fail([apiVersion ? 'kind' : 'apiVersion'], 'missing required field');
+  }
   // A kind Gatehouse does not read (IstioOperator, Kustomization, Deployment, ...) is only named in
   // one warning by validate(); its metadata is its own business.
-  if (!readsKind(obj.apiVersion, kind)) {
+  if (!readsKind(apiVersion, kind)) {
     const m = typeof obj.metadata === 'object' && obj.metadata !== null && !Array.isArray(obj.metadata) ? meta : {};
     const metadata: ObjectMeta = { name: typeof m.name === 'string' && m.name !== '' ? m.name : '?', namespace: typeof m.namespace === 'string' && m.namespace !== '' ? m.namespace : 'default' };
-    return { apiVersion: obj.apiVersion, kind, metadata, spec: obj.spec ?? {}, source };
+    return { apiVersion, kind, metadata, spec: obj.spec ?? {}, source };
   }
   if (typeof obj.metadata !== 'object' || obj.metadata === null || Array.isArray(obj.metadata)) return fail(['metadata'], 'missing required field');
   if (!name) return fail(['metadata', 'name'], 'missing required field');
@@ -220,7 +229,13 @@ function toResource(
   if (isStringMap(meta.annotations)) metadata.annotations = meta.annotations;
   const isK8sCore = obj.apiVersion === 'v1' && (kind === 'Secret' || kind === 'ConfigMap');
   const spec = isK8sCore ? obj : obj.spec === undefined || obj.spec === null ? {} : obj.spec;
-  return { apiVersion: obj.apiVersion, kind, metadata, spec, source };
+  return { apiVersion, kind, metadata, spec, source };
+}
+
+/** Whether a partial apiVersion/kind points at something Gatehouse reads (then a missing half is an error). */
+function namesReadKind(apiVersion: string, kind: string): boolean {
+  if (kind) return readsKind(`networking.istio.io/v1`, kind) || readsKind('security.istio.io/v1', kind) || readsKind('v1', kind);
+  return apiVersion.startsWith('networking.istio.io/') || apiVersion.startsWith('security.istio.io/');
 }
 
 function isStringMap(v: unknown): v is Record<string, string> {

@@ -225,7 +225,16 @@ const headers = obj({ request: headerOps, response: headerOps });
 const selector = obj({ matchLabels: labels });
 const targetRef = obj({ group: str(), kind: req(nonEmptyStr()), name: req(nonEmptyStr()), namespace: str() });
 const gatewayRefs = list(str(gatewayRefProblem));
-const cidrs = list(str(ipOrCidr));
+/** Addresses or CIDRs; an unquoted IPv6 address ending in ':' reads as a mapping in YAML 1.2: say so. */
+const cidrs = list({
+  shape: { type: 'string' },
+  check: (v, path, out) => {
+    if (isObj(v) && Object.keys(v).length === 1 && Object.values(v)[0] === null && Object.keys(v)[0]!.includes(':')) {
+      return out.error(path, `must be a string: YAML reads the unquoted ${quote(`${Object.keys(v)[0]!}:`)} as a mapping; quote IPv6 addresses`);
+    }
+    str(ipOrCidr).check(v, path, out);
+  },
+});
 
 /** A route weight: relative to the other destinations' (Istio: weight / sum of weights), int32. */
 const weight = int(0, 2147483647);
@@ -491,6 +500,7 @@ const serverTls = obj(
     ),
     caCertCredentialName: ignored(nonEmptyStr(), 'caCertCredentialName is not implemented by Gatehouse yet; client certificates are checked against caCertificates or the credentialName Secret'),
     insecureSkipVerify: ignored(bool(), 'insecureSkipVerify is not implemented for Gateway servers by Gatehouse; client certificates are verified'),
+    ecdhCurves: ignored(list(str()), 'ecdhCurves is not implemented by Gatehouse yet; Node\'s default curves are offered'),
     subjectAltNames: list(str()),
     verifyCertificateSpki: list(str()),
     verifyCertificateHash: list(str()),
@@ -590,8 +600,18 @@ const loadBalancer = obj(
       obj({ duration: req(duration({ min: 1 })), minimumPercent: num(0, 100), aggression: num(0) }),
       'slow-start warmup is not implemented by Gatehouse yet: new endpoints get their full share at once; ignored',
     ),
+    backendUtilization: ignored(
+      obj({
+        errorUtilizationPenaltyPercent: int(0, 4294967295),
+        metricNamesForComputingUtilization: list(str()),
+        weightExpirationPeriod: duration(),
+        weightStabilizationPeriod: duration(),
+        weightUpdatePeriod: duration(),
+      }),
+      'utilization-based load balancing (ORCA) is not implemented by Gatehouse; round robin is used',
+    ),
   },
-  atMostOne('simple', 'consistentHash'),
+  atMostOne('simple', 'consistentHash', 'backendUtilization'),
   atMostOne('warmupDurationSecs', 'warmup'),
   atMostOne('localityLbSetting', 'zoneAwareLbSetting'),
 );
@@ -792,9 +812,20 @@ const serviceEntryRules: ObjectRule = (o, path, out) => {
   });
 };
 
+/** Istio accepts a partial wildcard (`*x.example.com`) on a ServiceEntry with a warning. */
+const serviceEntryHost: Schema = {
+  shape: { type: 'string' },
+  check: (v, path, out) => {
+    if (typeof v === 'string' && /^\*[^.]/.test(v) && isValidHostPattern(`*.${v.slice(1)}`)) {
+      return out.warn(path, `partial wildcard host ${quote(v)} is accepted by Istio with a warning; Gatehouse matches only "*." wildcards, so this host matches nothing`);
+    }
+    str((h) => hostProblem(h)).check(v, path, out);
+  },
+};
+
 export const serviceEntrySpec = obj(
   {
-    hosts: req(list(str((h) => hostProblem(h)), { nonEmpty: true })),
+    hosts: req(list(serviceEntryHost, { nonEmpty: true })),
     addresses: cidrs,
     ports: list(obj({ number: req(port()), protocol: servicePortProtocol(), name: req(str(dnsLabel('port name'))), targetPort: port() })),
     location: oneOf(['MESH_EXTERNAL', 'MESH_INTERNAL']),
@@ -861,6 +892,9 @@ const jwtRule = obj({
   forwardOriginalToken: bool(),
   timeout: duration(),
   spaceDelimitedClaims: list(nonEmptyStr()),
+  presence: refine(oneOf(['OPTIONAL', 'REQUIRED']), (v, path, out) => {
+    if (v === 'REQUIRED') out.warn(path, 'presence REQUIRED is not implemented by Gatehouse yet: a request without a token still passes authentication; require one with an AuthorizationPolicy on requestPrincipals: ["*"]');
+  }),
 }, atMostOne('jwksUri', 'jwks_uri'));
 
 const workloadTarget = atMostOne('selector', 'targetRef', 'targetRefs');

@@ -26,8 +26,8 @@ const KINDS: Array<{ group: string; kind: string; schema: Schema; versions: stri
 ];
 
 /**
- * Fields of the current istio/api (master, 2026-07) that are newer than the CRDs the package was
- * generated from (Istio 1.29): checked the same way.
+ * Fields of the current API (istio/istio master's crd-all.gen.yaml, 2026-08, and istio/api) that
+ * are newer than the CRDs the package was generated from (Istio 1.29): checked the same way.
  */
 const NEWER_THAN_PACKAGE: Record<string, Array<[string, string]>> = {
   DestinationRule: [
@@ -43,8 +43,17 @@ const NEWER_THAN_PACKAGE: Record<string, Array<[string, string]>> = {
     ['spec.trafficPolicy.loadBalancer.zoneAwareLbSetting.minClusterSize', 'number'],
     ['spec.trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes.[]', 'number'],
     ['spec.trafficPolicy.retryBudget.budgetInterval', 'string'],
+    ['spec.trafficPolicy.loadBalancer.backendUtilization.errorUtilizationPenaltyPercent', 'number'],
+    ['spec.trafficPolicy.loadBalancer.backendUtilization.metricNamesForComputingUtilization.[]', 'string'],
+    ['spec.trafficPolicy.loadBalancer.backendUtilization.weightExpirationPeriod', 'string'],
+    ['spec.trafficPolicy.loadBalancer.backendUtilization.weightStabilizationPeriod', 'string'],
+    ['spec.trafficPolicy.loadBalancer.backendUtilization.weightUpdatePeriod', 'string'],
   ],
-  Gateway: [['spec.servers.[].tls.insecureSkipVerify', 'boolean']],
+  Gateway: [
+    ['spec.servers.[].tls.insecureSkipVerify', 'boolean'],
+    ['spec.servers.[].tls.ecdhCurves.[]', 'string'],
+  ],
+  RequestAuthentication: [['spec.jwtRules.[].presence', '"OPTIONAL" | "REQUIRED"']],
   VirtualService: [['spec.http.[].redirect.prefixRewrite', 'string']],
   AuthorizationPolicy: [
     ['spec.rules.[].from.[].source.trustDomains.[]', 'string'],
@@ -54,6 +63,7 @@ const NEWER_THAN_PACKAGE: Record<string, Array<[string, string]>> = {
     ['spec.inboundConnectionPool.http.http2KeepAlive.interval', 'string'],
     ['spec.ingress.[].connectionPool.http.http2KeepAlive.timeout', 'string'],
     ['spec.ingress.[].tls.insecureSkipVerify', 'boolean'],
+    ['spec.ingress.[].tls.ecdhCurves.[]', 'string'],
   ],
 };
 

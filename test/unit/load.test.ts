@@ -83,8 +83,18 @@ describe('parse: multi-document YAML with positions', () => {
       ].join('\n'),
     );
     writeFileSync(join(dir, 'gw.yaml'), GW);
+    // A Helm chart's own files are YAML but not Kubernetes objects.
+    writeFileSync(join(dir, 'Chart.yaml'), 'apiVersion: v2\nname: tags\nversion: 1.1.0\n');
+    writeFileSync(join(dir, 'values.yaml'), 'global:\n  hub: docker.io/istio\n---\nother: 1\n');
     const r = loadPaths([dir]);
-    expect(r.problems).toEqual([]);
+    expect(r.problems.map(formatProblem)).toEqual([
+      `${join(dir, 'Chart.yaml')}:1: not a Kubernetes object (no apiVersion and kind): ignored`,
+      `${join(dir, 'values.yaml')}:1: not a Kubernetes object (no apiVersion and kind): ignored`,
+    ]);
+    expect(r.problems.every((p) => p.severity === 'warning')).toBe(true);
+    // Half of a kind Gatehouse reads is still an error.
+    expect(parseYamlText('kind: Gateway\nmetadata: {name: g}\n', 'g.yaml').problems.map(formatProblem)).toEqual(['g.yaml:1: Gateway/default/g: apiVersion: missing required field']);
+    expect(parseYamlText('apiVersion: networking.istio.io/v1\nmetadata: {name: g}\n', 'g.yaml').problems.map(formatProblem)).toEqual(['g.yaml:1: ?/default/g: kind: missing required field']);
     const v = validate(r.resources, { gatewayNamespace: 'istio-system', labels: {}, rootNamespace: 'istio-system' });
     expect(v.problems.filter((p) => p.severity === 'error')).toEqual([]);
     expect(v.problems.map((p) => p.message)).toEqual([

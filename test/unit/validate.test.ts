@@ -526,7 +526,7 @@ describe('validate: fields', () => {
     `);
     expect(r.all).toEqual([
       'cfg.yaml:9: DestinationRule/default/reviews: spec.trafficPolicy.loadBalancer.simple: must be one of ROUND_ROBIN, LEAST_REQUEST, RANDOM, PASSTHROUGH, LEAST_CONN, UNSPECIFIED',
-      'cfg.yaml:10: DestinationRule/default/reviews: spec.trafficPolicy.loadBalancer.consistentHash: set only one of simple, consistentHash (found simple and consistentHash)',
+      'cfg.yaml:10: DestinationRule/default/reviews: spec.trafficPolicy.loadBalancer.consistentHash: set only one of simple, consistentHash, backendUtilization (found simple and consistentHash)',
       'cfg.yaml:12: DestinationRule/default/reviews: spec.trafficPolicy.loadBalancer.consistentHash.useSourceIp: set only one of httpHeaderName, httpCookie, useSourceIp, httpQueryParameterName (found httpHeaderName and useSourceIp)',
       'cfg.yaml:14: DestinationRule/default/reviews: spec.trafficPolicy.loadBalancer.consistentHash.maglev.tableSize: table size 65536 is not prime: use a prime such as 65537',
       'cfg.yaml:16: DestinationRule/default/reviews: spec.trafficPolicy.connectionPool.tcp.connectTimeout: must be a duration string such as "1.5s" or "300ms"',
@@ -537,6 +537,86 @@ describe('validate: fields', () => {
       'cfg.yaml:27: DestinationRule/default/reviews: spec.subsets[1].name: duplicate subset name "v1"',
       'cfg.yaml:28: DestinationRule/default/reviews: spec.subsets[2].name: missing required field',
       'cfg.yaml:29: DestinationRule/default/reviews: spec.subsets[3].name: invalid subset name "V3": must be a lowercase RFC 1123 label',
+    ]);
+  });
+
+  it('accepts every port protocol Istio parses, unset ones, IPv6 addresses and partial wildcards (warned), as Istio does', () => {
+    const r = check(`
+      apiVersion: networking.istio.io/v1
+      kind: ServiceEntry
+      metadata: {name: db}
+      spec:
+        hosts: [db.example.internal, "*db.example.org"]
+        addresses: ["2001:db8::10", "fd00::/64", 192.0.2.10, 001:db8::]
+        resolution: STATIC
+        ports:
+        - {number: 3306, name: mysql, protocol: MYSQL}
+        - {number: 6379, name: redis, protocol: Redis}
+        - {number: 53, name: dns, protocol: UDP}
+        - {number: 3128, name: proxy, protocol: HTTP_PROXY}
+        - {number: 8080, name: web}
+        - {number: 8081, name: web2, protocol: ""}
+        endpoints: [{address: 192.0.2.10}]
+      ---
+      apiVersion: networking.istio.io/v1
+      kind: Gateway
+      metadata: {name: gw, namespace: istio-system}
+      spec:
+        servers:
+        - port: {number: 3306, name: mysql, protocol: mysql}
+          hosts: ["*"]
+        - port: {number: 53, name: dns, protocol: UDP}
+          hosts: ["*"]
+        - port: {number: 80, name: bad, protocol: ""}
+          hosts: ["*"]
+    `);
+    expect(r.errors).toEqual([
+      // go-yaml reads it as a string; YAML 1.2 (and so Gatehouse) as a mapping: said plainly.
+      'cfg.yaml:6: ServiceEntry/default/db: spec.addresses[3]: must be a string: YAML reads the unquoted "001:db8::" as a mapping; quote IPv6 addresses',
+      // A Gateway server needs a protocol (Istio: "invalid protocol").
+      'cfg.yaml:26: Gateway/istio-system/gw: spec.servers[2].port.protocol: must be one of HTTP, HTTPS, GRPC, GRPC-WEB, HTTP2, HTTP_PROXY, MONGO, MYSQL, REDIS, TCP, TLS, UDP',
+    ]);
+    expect(r.warnings).toEqual([
+      'cfg.yaml:5: ServiceEntry/default/db: spec.hosts[1]: partial wildcard host "*db.example.org" is accepted by Istio with a warning; Gatehouse matches only "*." wildcards, so this host matches nothing',
+    ]);
+  });
+
+  it('current-API fields Gatehouse does not honour are warnings, never errors (warmupDurationSecs included)', () => {
+    const r = check(`
+      apiVersion: networking.istio.io/v1
+      kind: DestinationRule
+      metadata: {name: r}
+      spec:
+        host: r.default.svc.cluster.local
+        trafficPolicy:
+          loadBalancer: {simple: ROUND_ROBIN, warmupDurationSecs: 30s}
+          connectionPool:
+            tcp: {tcpKeepalive: {time: 7200s}}
+            http: {http2KeepAlive: {interval: 10s, timeout: 2s}, useClientProtocol: true}
+      ---
+      apiVersion: networking.istio.io/v1
+      kind: DestinationRule
+      metadata: {name: w}
+      spec:
+        host: w.default.svc.cluster.local
+        trafficPolicy:
+          loadBalancer: {simple: LEAST_REQUEST, warmup: {duration: 60s, minimumPercent: 10}}
+      ---
+      apiVersion: security.istio.io/v1
+      kind: RequestAuthentication
+      metadata: {name: ra}
+      spec:
+        jwtRules: [{issuer: https://i.example.com, jwks_uri: https://i.example.com/jwks, spaceDelimitedClaims: [roles], presence: REQUIRED}]
+    `);
+    expect(r.errors).toEqual([]);
+    // file:line: resource: path (the message follows).
+    expect(r.warnings.map((w) => w.split(': ').slice(0, 3).join(': '))).toEqual([
+      'cfg.yaml:7: DestinationRule/default/r: spec.trafficPolicy.loadBalancer.warmupDurationSecs',
+      'cfg.yaml:9: DestinationRule/default/r: spec.trafficPolicy.connectionPool.tcp.tcpKeepalive',
+      'cfg.yaml:10: DestinationRule/default/r: spec.trafficPolicy.connectionPool.http.http2KeepAlive',
+      'cfg.yaml:10: DestinationRule/default/r: spec.trafficPolicy.connectionPool.http.useClientProtocol',
+      'cfg.yaml:18: DestinationRule/default/w: spec.trafficPolicy.loadBalancer.warmup',
+      'cfg.yaml:24: RequestAuthentication/default/ra: spec.jwtRules[0].presence',
     ]);
   });
 
