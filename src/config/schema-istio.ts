@@ -327,7 +327,8 @@ const fault = obj(
         percentage: percent,
         percent: int(0, 100),
       },
-      (o, path, out) => void (!has(o, 'fixedDelay') && !has(o, 'exponentialDelay') && out.error([...path, 'fixedDelay'], 'missing required field')),
+      // Istio's validation accepts a delay without a delay type (it delays nothing).
+      (o, path, out) => void (!has(o, 'fixedDelay') && !has(o, 'exponentialDelay') && out.warn(path, 'a delay without fixedDelay delays nothing (Istio accepts it as well)')),
       atMostOne('fixedDelay', 'exponentialDelay'),
       atMostOne('percentage', 'percent'),
     ),
