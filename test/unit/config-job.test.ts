@@ -43,9 +43,9 @@ describe('configuration job', () => {
 
   it('an invalid configuration: its problems, no snapshot', () => {
     write(70);
-    writeFileSync(join(dir, 'c.yaml'), yamlDocs(virtualService('bad', ['bad.test'], [{ route: [dest('app', 'v1', 50), dest('app', 'v2', 40)] }])));
+    writeFileSync(join(dir, 'c.yaml'), yamlDocs(virtualService('bad', ['bad.test'], [{ route: [dest('app', 'v1', 50), dest('app', 'v2', -40)] }])));
     const r = runConfigJob(job());
     expect(r.kind).toBe('invalid');
-    expect(r.problems.some((p) => p.severity === 'error' && p.message.includes('sum'))).toBe(true);
+    expect(r.problems.some((p) => p.severity === 'error' && p.message.includes('got -40'))).toBe(true);
   });
 });
