@@ -1,7 +1,7 @@
 // A small authoritative DNS server for tests, on 127.0.0.1 UDP (ephemeral port). It answers A
 // queries from a mutable map (with the TTL given there), NOERROR without answers (NODATA) for
-// other types of a known name, NXDOMAIN for unknown names, and can drop every query (`drop`) to
-// play a dead server. Only the header and the first question of a query are read.
+// other types of a known name, NXDOMAIN for unknown names, can drop every query (`drop`) to
+// play a dead server, and can answer a name late (`delays`) to play a slow one. Only the header and the first question of a query are read.
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
 
 export interface DnsRecord {
@@ -21,6 +21,8 @@ export interface TestDnsServer {
   drop: boolean;
   /** Queries received per name (also while dropping). */
   readonly queries: Map<string, number>;
+  /** Names (lower case, no trailing dot) answered only after this many ms; edit freely. */
+  readonly delays: Map<string, number>;
   set(name: string, addresses: string[], ttl?: number): void;
   close(): Promise<void>;
 }
@@ -83,6 +85,7 @@ export async function startDnsServer(initial: Record<string, string[] | DnsRecor
   const socket: Socket = createSocket('udp4');
   const records = new Map<string, DnsRecord>();
   const queries = new Map<string, number>();
+  const delays = new Map<string, number>();
   const norm = (n: string): string => n.toLowerCase().replace(/\.$/, '');
   for (const [name, r] of Object.entries(initial)) records.set(norm(name), Array.isArray(r) ? { addresses: r, ttl: defaultTtl } : r);
   const server = {
@@ -91,6 +94,7 @@ export async function startDnsServer(initial: Record<string, string[] | DnsRecor
     records,
     drop: false,
     queries,
+    delays,
     set(name: string, addresses: string[], ttl = defaultTtl) {
       records.set(norm(name), { addresses, ttl });
     },
@@ -109,7 +113,16 @@ export async function startDnsServer(initial: Record<string, string[] | DnsRecor
       else if (q.type === TYPE_A && q.klass === CLASS_IN) out = response(msg, q, 0, rec.addresses, rec.ttl);
       else out = response(msg, q, 0, [], 0);
     }
-    socket.send(out, rinfo.port, rinfo.address);
+    const delay = q ? (delays.get(q.name) ?? 0) : 0;
+    const send = (): void => {
+      try {
+        socket.send(out, rinfo.port, rinfo.address);
+      } catch {
+        // closed meanwhile
+      }
+    };
+    if (delay > 0) setTimeout(send, delay).unref();
+    else send();
   });
   await new Promise<void>((res, rej) => {
     socket.once('error', rej);
