@@ -1,7 +1,7 @@
 // An L4 listener (node:net): a Gateway TCP server (one tcp_proxy chain for every connection) or a
 // TLS PASSTHROUGH / AUTO_PASSTHROUGH server (the chain picked by the ClientHello's SNI, TLS left
-// to the upstream). A config change swaps the compiled chains in place: connections already
-// proxied keep their upstream; only new connections see the new routes.
+// to the upstream). A config change swaps the compiled chains and the clusters they name as one
+// version: connections already proxied keep their upstream; only new connections see the new routes.
 import { createServer, type Server, type Socket } from 'node:net';
 import type { Listener } from '../controlplane/snapshot.js';
 import type { RouteTable } from '../routing/route-table.js';
@@ -11,8 +11,18 @@ import { CLIENT_HELLO_TIMEOUT_MS, peekClientHello, SniChains } from './tls-passt
 
 export type L4Mode = 'tcp' | 'tls-passthrough';
 
+/** One config version of the listener: its filter chains and the clusters they name, swapped together. */
+interface L4Version {
+  readonly ctx: L4Context;
+  /** TCP: the tcp_proxy of its one filter chain. */
+  readonly tcp: CompiledTcpProxy | undefined;
+  /** TLS passthrough: the filter chains by SNI. */
+  readonly sni: SniChains;
+}
+
 /** Rejections of one reason are logged at most this often (the counter counts every one). */
 const REJECT_LOG_INTERVAL_MS = 1000;
+const NO_CHAINS = new SniChains([]);
 
 export class L4Listener {
   readonly bind: string;
@@ -21,11 +31,9 @@ export class L4Listener {
   /** L4 listeners have no HTTP route table; kept so the data plane can treat listeners alike. */
   readonly routeName = '';
   table: RouteTable | undefined = undefined;
-  ctx: L4Context;
+  #version: L4Version;
   #server: Server | null = null;
   #listening = false;
-  #tcp: CompiledTcpProxy | undefined;
-  #sni: SniChains = new SniChains([]);
   readonly #sockets = new Set<Socket>();
   readonly #log: Logger;
   readonly #lastLog = new Map<string, { at: number; suppressed: number }>();
@@ -36,9 +44,18 @@ export class L4Listener {
     this.bind = opts.bind;
     this.port = opts.port;
     this.mode = opts.mode;
-    this.ctx = ctx;
     this.#log = log;
-    this.update(config);
+    this.#version = this.#compile(config, ctx);
+  }
+
+  /** The current version's context (clusters, metrics). */
+  get ctx(): L4Context {
+    return this.#version.ctx;
+  }
+
+  /** The same filter chains with another version's clusters (DNS answers changed). */
+  set ctx(ctx: L4Context) {
+    this.#version = { ...this.#version, ctx };
   }
 
   get listening(): boolean {
@@ -50,14 +67,17 @@ export class L4Listener {
     return this.#sockets.size;
   }
 
-  /** Filter chains of a new config version. */
-  update(config: Listener): void {
+  /** A new config version: filter chains and the clusters they name, in one swap. */
+  update(config: Listener, ctx: L4Context): void {
+    this.#version = this.#compile(config, ctx);
+  }
+
+  #compile(config: Listener, ctx: L4Context): L4Version {
     if (this.mode === 'tcp') {
       const f = config.filter_chains[0]?.filters.find((x) => x.name === 'envoy.filters.network.tcp_proxy');
-      this.#tcp = f && f.name === 'envoy.filters.network.tcp_proxy' ? new CompiledTcpProxy(f.typed_config) : undefined;
-    } else {
-      this.#sni = new SniChains(config.filter_chains);
+      return { ctx, tcp: f && f.name === 'envoy.filters.network.tcp_proxy' ? new CompiledTcpProxy(f.typed_config) : undefined, sni: NO_CHAINS };
     }
+    return { ctx, tcp: undefined, sni: new SniChains(config.filter_chains) };
   }
 
   listen(): Promise<void> {
@@ -92,13 +112,14 @@ export class L4Listener {
     // A socket closed by a drain (or by either side) leaves the set even if no hook ran.
     sock.once('close', () => setImmediate(release));
     if (this.mode === 'tcp') {
-      const route = this.#tcp;
+      const v = this.#version;
+      const route = v.tcp;
       if (!route) {
         sock.destroy();
         this.#reject('no_route', 'no filter chain', sock);
         return;
       }
-      proxyConnection(sock, null, route, this.ctx, hooks);
+      proxyConnection(sock, null, route, v.ctx, hooks);
       return;
     }
     peekClientHello(sock, this.helloTimeoutMs, (r) => {
@@ -107,7 +128,9 @@ export class L4Listener {
         this.#reject(r.reason === 'closed' ? 'client_closed' : r.reason === 'timeout' ? 'hello_timeout' : r.reason === 'too_large' ? 'hello_too_large' : r.reason === 'not_tls' ? 'not_tls' : 'malformed_hello', r.detail, sock);
         return;
       }
-      const route = this.#sni.match(r.sni);
+      // Routed by the version current when the ClientHello arrived: its chains with its clusters.
+      const v = this.#version;
+      const route = v.sni.match(r.sni);
       if (!route) {
         sock.destroy();
         this.#reject(r.sni === null ? 'no_sni' : 'unknown_sni', r.sni === null ? 'ClientHello without server_name and no catch-all filter chain' : `no filter chain for SNI "${r.sni}"`, sock);
@@ -115,7 +138,7 @@ export class L4Listener {
       }
       // An original-destination cluster (ServiceEntry resolution NONE) goes to the SNI name, on
       // the service port.
-      proxyConnection(sock, r.head, route, this.ctx, r.sni !== null ? { ...hooks, authority: r.sni } : hooks);
+      proxyConnection(sock, r.head, route, v.ctx, r.sni !== null ? { ...hooks, authority: r.sni } : hooks);
     });
   }
 

@@ -7,12 +7,12 @@ import { connect, isIP, type LookupFunction, type Socket } from 'node:net';
 import { BLACKHOLE_CLUSTER, durationToMs, type TcpProxy } from '../controlplane/snapshot.js';
 import type { Logger } from '../telemetry/log.js';
 import type { DestinationInfo, IstioMetrics, TcpStatsHandle } from '../telemetry/metrics.js';
-import type { ClusterManager, ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manager.js';
+import type { ClusterRuntime, ClusterSet, UpstreamEndpoint } from '../upstream/cluster-manager.js';
 import type { HashRequest } from '../upstream/hash-key.js';
 
-/** What the L4 data plane reads of the shared data-plane context. */
+/** What the L4 data plane reads of a config version: its clusters, and the metrics. */
 export interface L4Context {
-  readonly clusters: ClusterManager;
+  readonly clusters: ClusterSet;
   readonly metrics: IstioMetrics;
 }
 

@@ -1,9 +1,13 @@
 // The local data plane: turns each snapshot into compiled route tables and cluster runtimes and
-// points the listeners at them. A config change is a reference swap; only a listener whose port,
-// protocol or engine (plain HTTP, uWS TLS, node TLS) changed is opened or closed (a removed one
-// drains its requests first). Certificates are swapped in place: new handshakes get the new one.
-// TCP and TLS passthrough servers are L4 listeners (src/egress): their filter chains are swapped in
-// place the same way; a removed one lets its connections run up to the drain time.
+// points the listeners at them. A config change is one reference swap per listener: its version
+// (route table, the clusters of the same snapshot, security filters, access log, forward proxy),
+// published to every listener in one synchronous step once the new clusters are warm; a request
+// keeps the version it started with, and the pools of removed clusters stay open for it up to the
+// drain time. Only a listener whose port, protocol or engine (plain HTTP, uWS TLS, node TLS)
+// changed is opened or closed (a removed one drains its requests first). Certificates are swapped
+// in place: new handshakes get the new one. TCP and TLS passthrough servers are L4 listeners
+// (src/egress): their filter chains and clusters are swapped the same way; a removed one lets its
+// connections run up to the drain time.
 import { Counter } from 'prom-client';
 import type { ForwardProxyConfig, Listener, SecurityConfig, Snapshot } from '../controlplane/snapshot.js';
 import { SecurityRegistry, type SecurityFilters } from '../security/pipeline.js';
@@ -15,7 +19,7 @@ import type { Logger } from '../telemetry/log.js';
 import type { IstioMetrics } from '../telemetry/metrics.js';
 import { PrivateCertDir } from '../tls/cert-files.js';
 import { SecretStore, type AcmeProvider, type MeshIdentityProvider } from '../tls/secret-store.js';
-import { ClusterManager } from '../upstream/cluster-manager.js';
+import { ClusterManager, type ClusterSet } from '../upstream/cluster-manager.js';
 import type { DataPlaneContext } from './exchange.js';
 import { H2Listener } from './h2-listener.js';
 import { alpnOf, needsNodeTls, tlsChains, type TlsChainSpec } from './https.js';
@@ -31,11 +35,12 @@ export interface ApplyResult {
   errors: string[];
 }
 
-interface MutableContext {
-  clusters: ClusterManager;
-  metrics: IstioMetrics;
-  accessLog: AccessLog | null;
-  blocked: (host: string, port: number) => void;
+/** What every listener's version shares: the clusters, metrics and access log of one snapshot. */
+interface BaseContext {
+  readonly clusters: ClusterSet;
+  readonly metrics: IstioMetrics;
+  readonly accessLog: AccessLog | null;
+  readonly blocked: (host: string, port: number) => void;
 }
 
 /** What the data plane needs of a listener, whatever its engine. */
@@ -43,10 +48,8 @@ export interface ServedListener {
   readonly bind: string;
   readonly port: number;
   readonly routeName: string;
-  table: RouteTable | undefined;
+  /** Its current version (route table, clusters, policies): one reference, read once per request. */
   ctx: DataPlaneContext;
-  /** JWT and AuthorizationPolicy filters of the current version (null: none apply). */
-  security: SecurityFilters | null;
   readonly listening: boolean;
   readonly inflight: number;
   listen(): Promise<void>;
@@ -71,6 +74,10 @@ interface Entry {
   listener: ServedListener | L4Listener;
   tls?: TlsBinding;
   proxyProtocol?: boolean;
+  /** What its version was made of (a DNS rebuild gives it new clusters with the same tables). */
+  wanted: Wanted;
+  table: RouteTable | undefined;
+  security: SecurityFilters | null;
 }
 
 interface Wanted {
@@ -104,7 +111,10 @@ export class DataPlane {
   readonly clusters: ClusterManager;
   readonly secrets: SecretStore;
   readonly #log: Logger;
-  readonly #ctx: MutableContext;
+  /** The current version's shared part. */
+  #base: BaseContext;
+  readonly #metrics: IstioMetrics;
+  readonly #blocked: (host: string, port: number) => void;
   readonly #listeners = new Map<number, Entry>();
   #certDir: PrivateCertDir | null = null;
   #accessLogKey = '';
@@ -137,12 +147,11 @@ export class DataPlane {
       else hosts.add(host);
       refused.inc({ host, status: String(status) });
     };
-    this.#ctx = {
-      clusters: this.clusters,
-      metrics,
-      accessLog: null,
-      blocked: (host, port) => this.#forwardProxy.refused(host, port, 502, `${host} is not in the registry (outbound traffic policy REGISTRY_ONLY)`),
-    };
+    this.#metrics = metrics;
+    this.#blocked = (host, port) => this.#forwardProxy.refused(host, port, 502, `${host} is not in the registry (outbound traffic policy REGISTRY_ONLY)`);
+    this.#base = { clusters: this.clusters.current, metrics, accessLog: null, blocked: this.#blocked };
+    // A DNS answer changed the current clusters: the same tables and policies with the new set.
+    this.clusters.onRebuild = (set) => this.#republish(set);
     this.secrets = new SecretStore(log.child({ component: 'tls' }), metrics.registry, opts.acme, opts.mesh);
     this.secrets.onChange = () => this.#secretsChanged();
   }
@@ -151,8 +160,9 @@ export class DataPlane {
     return this.#snapshot;
   }
 
+  /** The current version's clusters, metrics and access log (what L4 listeners see). */
   get context(): DataPlaneContext {
-    return this.#ctx;
+    return this.#base;
   }
 
   #notServedOnce(port: number, protocol: string, message: string): void {
@@ -166,10 +176,9 @@ export class DataPlane {
     const errors: string[] = [];
     const tables = new Map<string, RouteTable>();
     for (const [name, rc] of snapshot.routes) tables.set(name, new RouteTable(rc));
-    this.clusters.update(snapshot);
-    // Cluster warming: new DNS host names get their first answer (bounded) before traffic.
-    await this.clusters.warm(5_000);
-    this.#updateAccessLog(snapshot);
+    // The clusters of this version, built beside the current ones and warmed (new DNS host names
+    // get their first answer, bounded) while the current version keeps serving.
+    const clusters = await this.clusters.prepare(snapshot, 5_000);
     await this.secrets.update(snapshot.secrets ?? new Map());
 
     const wanted = new Map<number, Wanted>();
@@ -230,32 +239,41 @@ export class DataPlane {
     }
     // Security filters are compiled once per distinct config and version, shared by listeners.
     const security = this.#security.begin();
-    // A port that changed engine is bound again only once the old listener stopped accepting.
+    // Publish the version: clusters, then every listener's tables and policies with them, in one
+    // synchronous step (no request sees one without the others). Requests in flight keep theirs.
+    this.clusters.commit(clusters);
+    const base = (this.#base = { clusters, metrics: this.#metrics, accessLog: this.#accessLogFor(snapshot), blocked: this.#blocked });
+    const added: Array<[number, Wanted]> = [];
     for (const [port, w] of wanted) {
       const existing = this.#listeners.get(port);
-      if (existing) {
-        if (existing.listener instanceof L4Listener) {
-          existing.listener.ctx = this.#ctx;
-          if (w.l4) existing.listener.update(w.l4);
-          continue;
-        }
-        existing.listener.table = tables.get(w.routeName);
-        existing.listener.ctx = this.#ctx;
-        existing.listener.security = security.get(w.security);
-        if (existing.listener instanceof H2Listener) existing.listener.forwardProxy = w.forwardProxy ? { config: w.forwardProxy, proxy: this.#forwardProxy } : null;
-        if (w.chains) existing.tls?.update(w.chains);
+      if (!existing) {
+        added.push([port, w]);
         continue;
       }
+      existing.wanted = w;
+      existing.table = tables.get(w.routeName);
+      existing.security = security.get(w.security);
+      if (existing.listener instanceof L4Listener) {
+        if (w.l4) existing.listener.update(w.l4, base);
+        else existing.listener.ctx = base;
+        continue;
+      }
+      existing.listener.ctx = this.#version(existing);
+      if (w.chains) existing.tls?.update(w.chains);
+    }
+    // A port that changed engine is bound again only once the old listener stopped accepting.
+    for (const [port, w] of added) {
       let entry: Entry;
       try {
-        entry = this.#create(port, w, tables.get(w.routeName));
-        if (!(entry.listener instanceof L4Listener)) entry.listener.security = security.get(w.security);
+        entry = this.#create(port, w, tables.get(w.routeName), security.get(w.security));
       } catch (e) {
         errors.push(`port ${port}: ${(e as Error).message}`);
         continue;
       }
       try {
         await entry.listener.listen();
+        // Listening took a moment: a DNS rebuild may have published newer clusters meanwhile.
+        if (entry.listener.ctx.clusters !== this.#base.clusters) entry.listener.ctx = entry.listener instanceof L4Listener ? this.#base : this.#version(entry);
         this.#listeners.set(port, entry);
         this.#log.info({ port, bind: w.bind, engine: w.engine }, w.engine === 'tcp' ? 'listening (TCP, tcp_proxy)' : w.engine === 'tls-passthrough' ? 'listening (TLS passthrough, routed by SNI)' : w.engine === 'http' ? 'listening (HTTP/1.1)' : w.engine === 'h2c' ? 'listening (h2c and HTTP/1.1, node:http2)' : `listening (HTTPS, ${w.engine === 'uws-tls' ? 'uWS, HTTP/1.1' : `node:http2, ALPN ${w.alpn}`})`);
       } catch (e) {
@@ -271,37 +289,52 @@ export class DataPlane {
     return { errors };
   }
 
-  #create(port: number, w: Wanted, table: RouteTable | undefined): Entry {
-    if (w.engine === 'tcp' || w.engine === 'tls-passthrough') {
-      const listener = new L4Listener({ bind: w.bind, port, mode: w.engine }, this.#ctx, w.l4!, this.#log.child({ component: 'l4', port }));
-      return { engine: w.engine, listener };
+  /** A listener's version: its table, policies and forward proxy with the current shared part. */
+  #version(e: { wanted: Wanted; table: RouteTable | undefined; security: SecurityFilters | null }): DataPlaneContext {
+    const fp = e.wanted.forwardProxy;
+    return { ...this.#base, table: e.table, security: e.security, forwardProxy: fp ? { config: fp, proxy: this.#forwardProxy } : null };
+  }
+
+  /** DNS answers changed the current clusters: every listener keeps its tables with the new set. */
+  #republish(clusters: ClusterSet): void {
+    this.#base = { ...this.#base, clusters };
+    for (const e of this.#listeners.values()) {
+      if (e.listener instanceof L4Listener) e.listener.ctx = this.#base;
+      else e.listener.ctx = this.#version(e);
     }
+  }
+
+  #create(port: number, w: Wanted, table: RouteTable | undefined, security: SecurityFilters | null): Entry {
+    const version = { wanted: w, table, security };
+    if (w.engine === 'tcp' || w.engine === 'tls-passthrough') {
+      const listener = new L4Listener({ bind: w.bind, port, mode: w.engine }, this.#base, w.l4!, this.#log.child({ component: 'l4', port }));
+      return { ...version, engine: w.engine, listener };
+    }
+    const ctx = this.#version(version);
     const opts = { bind: w.bind, port, routeName: w.routeName };
     if (w.engine === 'h2c' && w.proxyProtocol) {
-      const listener = new H2Listener({ ...opts, proxyProtocol: true }, this.#ctx, table);
-      if (w.forwardProxy) listener.forwardProxy = { config: w.forwardProxy, proxy: this.#forwardProxy };
+      const listener = new H2Listener({ ...opts, proxyProtocol: true }, ctx);
       listener.onError = (err) => this.#log.error({ err, port }, 'request handler failed; answered 500');
-      return { engine: 'h2c', listener, proxyProtocol: true };
+      return { ...version, engine: 'h2c', listener, proxyProtocol: true };
     }
     if (w.engine === 'http') {
-      const listener = new UwsHttpListener({ ...opts, scheme: 'http' }, this.#ctx, table);
+      const listener = new UwsHttpListener({ ...opts, scheme: 'http' }, ctx);
       listener.onError = (err) => this.#log.error({ err, port }, 'request handler failed; answered 500');
-      return { engine: 'http', listener };
+      return { ...version, engine: 'http', listener };
     }
     if (w.engine === 'h2c') {
-      const listener = new H2Listener(opts, this.#ctx, table);
-      if (w.forwardProxy) listener.forwardProxy = { config: w.forwardProxy, proxy: this.#forwardProxy };
+      const listener = new H2Listener(opts, ctx);
       listener.onError = (err) => this.#log.error({ err, port }, 'request handler failed; answered 500');
-      return { engine: 'h2c', listener };
+      return { ...version, engine: 'h2c', listener };
     }
     if (w.engine === 'uws-tls') {
       this.#certDir ??= new PrivateCertDir();
-      const tls = new UwsTlsBinding(opts, this.#ctx, table, w.chains!, this.secrets, this.#certDir, this.#log);
+      const tls = new UwsTlsBinding(opts, ctx, w.chains!, this.secrets, this.#certDir, this.#log);
       tls.listener.onError = (err) => this.#log.error({ err, port }, 'request handler failed; answered 500');
-      return { engine: 'uws-tls', listener: tls.listener, tls, ...(w.alpn !== undefined ? { alpn: w.alpn } : {}) };
+      return { ...version, engine: 'uws-tls', listener: tls.listener, tls, ...(w.alpn !== undefined ? { alpn: w.alpn } : {}) };
     }
-    const tls = new NodeTlsBinding(opts, this.#ctx, table, w.chains!, this.secrets, this.#log);
-    return { engine: 'node-tls', listener: tls.listener, tls, ...(w.alpn !== undefined ? { alpn: w.alpn } : {}) };
+    const tls = new NodeTlsBinding(opts, ctx, w.chains!, this.secrets, this.#log);
+    return { ...version, engine: 'node-tls', listener: tls.listener, tls, ...(w.alpn !== undefined ? { alpn: w.alpn } : {}) };
   }
 
   /** Certificate files may have changed: re-read them and rotate what changed. */
@@ -336,15 +369,20 @@ export class DataPlane {
     this.#certDir.prune(keep);
   }
 
-  #updateAccessLog(snapshot: Snapshot): void {
+  /**
+   * The access log of a version: the current one when the mesh config's log settings did not
+   * change, else a new one (on the same stream when the file is the same). A replaced log's stream
+   * is closed once requests of its version had the drain time to finish.
+   */
+  #accessLogFor(snapshot: Snapshot): AccessLog | null {
     const m = snapshot.mesh;
     const key = `${m.accessLogFile}|${m.accessLogEncoding}|${m.accessLogFormat}`;
-    if (key === this.#accessLogKey) return;
+    const old = this.#base.accessLog;
+    if (key === this.#accessLogKey) return old;
     this.#accessLogKey = key;
-    const old = this.#ctx.accessLog;
-    this.#ctx.accessLog = AccessLog.fromMesh(m);
-    // Requests in flight may still log to the old stream for a moment.
-    if (old) setTimeout(() => old.close(), 1000).unref();
+    const next = AccessLog.fromMesh(m, old);
+    if (old && !old.sharesStream(next)) setTimeout(() => old.close(), LISTENER_DRAIN_MS).unref();
+    return next;
   }
 
   /** True when every listener of the current snapshot is bound. */
@@ -379,7 +417,7 @@ export class DataPlane {
     await Promise.all(all.map((e) => e.listener.close(drainMs)));
     await this.clusters.close();
     this.#security.close();
-    this.#ctx.accessLog?.close();
+    this.#base.accessLog?.close();
     this.#certDir?.remove();
   }
 }

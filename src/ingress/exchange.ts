@@ -4,10 +4,12 @@
 import { isIP } from 'node:net';
 import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { applyHeaderOps, firstMatch, pickCluster, type CompiledCors, type CompiledMirror, type CompiledRoute, type CompiledVirtualHost, type ForwardAction, type HeaderOps, type RedirectResponse } from '../routing/route-table.js';
+import { applyHeaderOps, firstMatch, pickCluster, type CompiledCors, type CompiledMirror, type CompiledRoute, type CompiledVirtualHost, type ForwardAction, type HeaderOps, type RedirectResponse, type RouteTable } from '../routing/route-table.js';
+import type { ForwardProxyConfig } from '../controlplane/snapshot.js';
+import type { ForwardProxy } from '../egress/forward-proxy.js';
 import { portOf, stripPort } from '../routing/authority.js';
 import { getHeader, type RequestHead } from '../routing/request.js';
-import type { ClusterManager, ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manager.js';
+import type { ClusterRuntime, ClusterSet, UpstreamEndpoint } from '../upstream/cluster-manager.js';
 import { isTlsError } from '../upstream/tls-origination.js';
 import { OVERFLOW, OVERFLOW_REPLY, PENDING, type CircuitBreaker } from '../upstream/circuit-breaker.js';
 import type { IstioMetrics } from '../telemetry/metrics.js';
@@ -16,12 +18,24 @@ import type { Reroute, SecurityFilters, Verdict } from '../security/pipeline.js'
 import type { SecurityRequest } from '../security/types.js';
 import type { HeaderValue, ResponseSink } from './sink.js';
 
+/**
+ * One config version as a listener serves it: its route table with the clusters and policies of
+ * the same version. The data plane swaps it as one reference; a request reads it once, when it
+ * starts, and keeps it to its end, so that a reload never mixes one version's tables with
+ * another's clusters.
+ */
 export interface DataPlaneContext {
-  readonly clusters: ClusterManager;
+  readonly clusters: ClusterSet;
   readonly metrics: IstioMetrics;
   readonly accessLog: AccessLog | null;
   /** A request reached BlackHoleCluster (REGISTRY_ONLY, host not in the registry): logged and counted. */
   readonly blocked?: (host: string, port: number) => void;
+  /** The listener's route table (none: every request is answered 404 NR). */
+  readonly table?: RouteTable | undefined;
+  /** The listener's JWT and AuthorizationPolicy filters (null or none: no policy applies). */
+  readonly security?: SecurityFilters | null;
+  /** An HTTP egress port that is also a forward proxy (node engine): CONNECT and absolute-form requests. */
+  readonly forwardProxy?: { readonly config: ForwardProxyConfig; readonly proxy: ForwardProxy } | null;
 }
 
 /** Bodies up to this size are kept so the request can be retried; larger ones stream and are not retried. */
@@ -120,8 +134,6 @@ export class Exchange {
   #cors: HeaderOps | null = null;
   #mirrors: CompiledMirror[] | null = null;
   #mirrorChunks: Buffer[] | null = null;
-  /** The listener's security filters (JWT, AuthorizationPolicy) for this config version; set before begin. */
-  security: SecurityFilters | null = null;
   /** Response headers an external authorizer asked for (headersToDownstreamOnAllow). */
   #authzOps: HeaderOps | null = null;
   /** While security filters decide: body bytes read before the client is paused (-1: pause at once). */
@@ -146,8 +158,9 @@ export class Exchange {
    */
   begin(hasBody: boolean, upstreamHeaders: string[]): void {
     // Istio's filter order: jwt_authn, ext_authz (CUSTOM), rbac DENY / ALLOW, then CORS, fault, router.
-    const sec = this.security;
-    if (sec !== null && sec.active) {
+    // The listener's security filters (JWT, AuthorizationPolicy) of this request's config version.
+    const sec = this.ctx.security;
+    if (sec != null && sec.active) {
       const verdict = sec.check(this.#securityRequest(sec, upstreamHeaders));
       if (verdict instanceof Promise) {
         // Held like a fault delay: body chunks that arrive meanwhile are kept, the client paused.

@@ -14,14 +14,11 @@ import net, { type Socket } from 'node:net';
 import tls, { type TLSSocket } from 'node:tls';
 import { normalizePath } from '../routing/path.js';
 import type { RequestHead } from '../routing/request.js';
-import { firstMatch, type RouteTable } from '../routing/route-table.js';
-import type { ForwardProxyConfig } from '../controlplane/snapshot.js';
-import type { ForwardProxy } from '../egress/forward-proxy.js';
+import { firstMatch } from '../routing/route-table.js';
 import { Exchange, type DataPlaneContext } from './exchange.js';
 import { H1Sink, H2StreamSink, type PeerIdentity, type SinkOwner } from './h2-sink.js';
 import { principalOf, spiffeIdOfSan } from '../tls/spiffe.js';
 import { hostOnly, validAuthority } from '../routing/authority.js';
-import type { SecurityFilters } from '../security/pipeline.js';
 import { parseProxyHeader } from './proxy-protocol.js';
 import { MAX_REQUEST_HEADERS_BYTES, MAX_URL_BYTES } from './uws-listener.js';
 
@@ -67,8 +64,10 @@ export class H2Listener implements SinkOwner {
   readonly port: number;
   readonly routeName: string;
   readonly scheme: 'http' | 'https';
-  /** Swapped on every config version; requests in flight keep the table they matched with. */
-  table: RouteTable | undefined;
+  /**
+   * The current config version (route table, clusters, policies, forward proxy), swapped as one
+   * reference; a request reads it once and keeps it to its end.
+   */
   ctx: DataPlaneContext;
   inflight = 0;
   onError: (err: unknown) => void = () => undefined;
@@ -82,13 +81,9 @@ export class H2Listener implements SinkOwner {
   readonly #peers = new WeakMap<object, PeerIdentity>();
   /** See H2ListenerOptions.acceptSecure. */
   acceptSecure: ((socket: TLSSocket) => boolean) | undefined;
-  /** An egress forward proxy (absolute-form requests, CONNECT): swapped with each config version. */
-  forwardProxy: { config: ForwardProxyConfig; proxy: ForwardProxy } | null = null;
-  /** The security filters (JWT, AuthorizationPolicy) of the current config version. */
-  security: SecurityFilters | null = null;
   readonly proxyProtocol: boolean;
 
-  constructor(opts: H2ListenerOptions, ctx: DataPlaneContext, table: RouteTable | undefined) {
+  constructor(opts: H2ListenerOptions, ctx: DataPlaneContext) {
     this.bind = opts.bind;
     this.port = opts.port;
     this.routeName = opts.routeName;
@@ -96,7 +91,6 @@ export class H2Listener implements SinkOwner {
     this.acceptSecure = opts.acceptSecure;
     this.proxyProtocol = opts.proxyProtocol === true && !opts.tls;
     this.ctx = ctx;
-    this.table = table;
     this.#h2 = http2.createServer({
       // Header lists up to the 60 KiB limit (answered 431 above it) need room at the protocol level.
       maxHeaderListPairs: 4096,
@@ -112,13 +106,14 @@ export class H2Listener implements SinkOwner {
     });
     this.#h1 = http.createServer({ maxHeaderSize: 256 * 1024, requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 5_000 }, (req, res) => this.#onRequest(req, res));
     this.#h1.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => {
-      const fp = this.forwardProxy;
+      const ctx = this.ctx;
+      const fp = ctx.forwardProxy;
       if (!fp) {
         socket.on('error', () => undefined);
         socket.end('HTTP/1.1 405 Method Not Allowed\r\nserver: istio-envoy\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
         return;
       }
-      fp.proxy.connect(fp.config, req.url ?? '', socket, head, this.ctx);
+      fp.proxy.connect(fp.config, req.url ?? '', socket, head, ctx);
     });
     this.#h1.on('clientError', (err: Error & { code?: string }, socket: Socket) => {
       if (!socket.writable) return socket.destroy();
@@ -286,6 +281,8 @@ export class H2Listener implements SinkOwner {
   // ---- Requests ----
 
   #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]): void {
+    // The config version this request runs with, to its end.
+    const ctx = this.ctx;
     const sink = new H2StreamSink(stream, this);
     try {
       const session = stream.session;
@@ -302,7 +299,7 @@ export class H2Listener implements SinkOwner {
       const authority = headers[':authority'] ?? headers['host'];
       const method = headers[':method'] ?? 'GET';
       const hasBody = (flags & NGHTTP2_FLAG_END_STREAM) === 0 && !stream.endAfterHeaders;
-      this.#serve(sink, method, typeof target === 'string' ? target : '', typeof authority === 'string' ? authority : '', rawHeaders, true, hasBody);
+      this.#serve(ctx, sink, method, typeof target === 'string' ? target : '', typeof authority === 'string' ? authority : '', rawHeaders, true, hasBody);
       sink.readBody();
     } catch (err) {
       sink.fail(err);
@@ -310,6 +307,7 @@ export class H2Listener implements SinkOwner {
   }
 
   #onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const ctx = this.ctx;
     const sink = new H1Sink(req, res, this);
     try {
       const socket = req.socket;
@@ -326,13 +324,13 @@ export class H2Listener implements SinkOwner {
       if (req.httpVersionMajor === 1 && req.httpVersionMinor === 0) {
         // Envoy refuses HTTP/1.0 unless accept_http_10 (Istio: off by default).
         const head: RequestHead = { method: req.method ?? 'GET', path: '/', query: '', host: '', authority: '', scheme: this.scheme, headers: [], localPort: this.port };
-        const ex = (sink.exchange = new Exchange(sink, this.ctx, head, undefined));
+        const ex = (sink.exchange = new Exchange(sink, ctx, head, undefined));
         sink.readBody();
         return ex.localReply(426, 'DPE', 'Upgrade Required');
       }
       let target = req.url ?? '';
       let authority = h.host ?? '';
-      if (this.forwardProxy && target.startsWith('http://')) {
+      if (ctx.forwardProxy && target.startsWith('http://')) {
         // Absolute-form (a client configured with HTTP_PROXY): its authority replaces Host.
         const rest = target.slice(7);
         const end = rest.search(/[/?#]/);
@@ -341,7 +339,7 @@ export class H2Listener implements SinkOwner {
         const hash = target.indexOf('#');
         if (hash >= 0) target = target.slice(0, hash);
       }
-      this.#serve(sink, req.method ?? 'GET', target, authority, req.rawHeaders, false, hasBody);
+      this.#serve(ctx, sink, req.method ?? 'GET', target, authority, req.rawHeaders, false, hasBody);
       sink.readBody();
     } catch (err) {
       sink.fail(err);
@@ -352,7 +350,7 @@ export class H2Listener implements SinkOwner {
    * The request head as the uWS listener builds it: the connection's headers dropped, the proxy's
    * added, limits answered 431 / 414 / 400, the path normalised, then routed.
    */
-  #serve(sink: H2StreamSink | H1Sink, method: string, target: string, authority: string, raw: readonly string[], h2: boolean, hasBody: boolean): void {
+  #serve(ctx: DataPlaneContext, sink: H2StreamSink | H1Sink, method: string, target: string, authority: string, raw: readonly string[], h2: boolean, hasBody: boolean): void {
     const q = target.indexOf('?');
     const rawPath = q >= 0 ? target.slice(0, q) : target;
     const query = q >= 0 ? target.slice(q + 1) : '';
@@ -397,15 +395,14 @@ export class H2Listener implements SinkOwner {
 
     const head: RequestHead = { method, path, query, host: hostOnly(authority), authority, scheme: this.scheme, headers, localPort: this.port };
     const local = (status: number, body: string): void => {
-      const ex = (sink.exchange = new Exchange(sink, this.ctx, head, undefined));
+      const ex = (sink.exchange = new Exchange(sink, ctx, head, undefined));
       ex.localReply(status, 'DPE', body);
     };
     if (size > MAX_REQUEST_HEADERS_BYTES) return local(431, 'Request Header Fields Too Large');
     if (path.length + query.length > MAX_URL_BYTES) return local(414, 'URI Too Long');
     if (!authority || !validAuthority(authority) || !rawPath.startsWith('/')) return local(400, 'Bad Request');
-    const vhost = this.table?.virtualHost(head);
-    const ex = (sink.exchange = new Exchange(sink, this.ctx, head, vhost && firstMatch(vhost, head)));
-    ex.security = this.security;
+    const vhost = ctx.table?.virtualHost(head);
+    const ex = (sink.exchange = new Exchange(sink, ctx, head, vhost && firstMatch(vhost, head)));
     if (vhost?.rerouteAfterAuthn) ex.rerouteIn = vhost;
     ex.begin(hasBody, headers);
   }

@@ -12,7 +12,6 @@
 // handshake (the SNI switch comes after version selection), so those of the default server rule.
 import { createSecureContext, type SecureContext, type SecureContextOptions, type TLSSocket } from 'node:tls';
 import type http2 from 'node:http2';
-import type { RouteTable } from '../routing/route-table.js';
 import type { Logger } from '../telemetry/log.js';
 import type { SecretStore } from '../tls/secret-store.js';
 import { SniTable } from '../tls/sni.js';
@@ -30,13 +29,13 @@ export class NodeTlsBinding implements TlsBinding {
   /** One context per (certificate, CA, settings); rebuilt when a certificate changes. */
   #contexts = new Map<string, SecureContext>();
 
-  constructor(opts: { bind: string; port: number; routeName: string }, ctx: DataPlaneContext, table: RouteTable | undefined, chains: TlsChainSpec[], store: SecretStore, log: Logger) {
+  constructor(opts: { bind: string; port: number; routeName: string }, ctx: DataPlaneContext, chains: TlsChainSpec[], store: SecretStore, log: Logger) {
     this.#store = store;
     this.#log = log;
     this.#sni = new SniTable(chains.map((c) => ({ names: c.names, value: c })));
     this.#chains = chains;
     const server = this.#serverOptions(chains);
-    this.#h2 = new H2Listener({ ...opts, tls: server, acceptSecure: (s) => this.#accept(s) }, ctx, table);
+    this.#h2 = new H2Listener({ ...opts, tls: server, acceptSecure: (s) => this.#accept(s) }, ctx);
     this.#h2.onError = (err) => log.error({ err, port: opts.port }, 'request handler failed; answered 500');
   }
 

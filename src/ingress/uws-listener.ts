@@ -10,14 +10,13 @@ import { randomUUID } from 'node:crypto';
 import uWS from 'uWebSockets.js';
 import { hostOnly, validAuthority } from '../routing/authority.js';
 import { normalizePath } from '../routing/path.js';
-import { firstMatch, type RouteTable } from '../routing/route-table.js';
+import { firstMatch } from '../routing/route-table.js';
 import type { RequestHead } from '../routing/request.js';
 import { Exchange, type DataPlaneContext } from './exchange.js';
 import type { HeaderValue, ResponseSink } from './sink.js';
 import { statusLine } from './status.js';
 import { ACME_CHALLENGE_PREFIX, acmeChallenges } from '../tls/acme-challenges.js';
 import { WebSocketProxy } from './websocket.js';
-import type { SecurityFilters } from '../security/pipeline.js';
 
 /** Envoy's default `max_request_headers_kb` (60 KiB): beyond it, 431. */
 export const MAX_REQUEST_HEADERS_BYTES = 60 * 1024;
@@ -239,11 +238,11 @@ export class UwsHttpListener {
   readonly port: number;
   readonly routeName: string;
   readonly scheme: 'http' | 'https';
-  /** Swapped on every config version; requests in flight keep the table they matched with. */
-  table: RouteTable | undefined;
+  /**
+   * The current config version (route table, clusters, policies), swapped as one reference; a
+   * request reads it once and keeps it to its end.
+   */
   ctx: DataPlaneContext;
-  /** The security filters (JWT, AuthorizationPolicy) of the current config version. */
-  security: SecurityFilters | null = null;
   /** `destination.ip` for its requests: the bind address, '' when it is a wildcard. */
   readonly localAddress: string;
   inflight = 0;
@@ -260,14 +259,13 @@ export class UwsHttpListener {
   /** WebSocket upgrades on this listener (`app.ws`; other requests fall through to `app.any`). */
   readonly websockets: WebSocketProxy;
 
-  constructor(opts: ListenerOptions, ctx: DataPlaneContext, table: RouteTable | undefined) {
+  constructor(opts: ListenerOptions, ctx: DataPlaneContext) {
     this.bind = opts.bind;
     this.port = opts.port;
     this.routeName = opts.routeName;
     this.scheme = opts.scheme;
     this.localAddress = opts.bind === '0.0.0.0' || opts.bind === '::' ? '' : opts.bind;
     this.ctx = ctx;
-    this.table = table;
     this.websockets = new WebSocketProxy(this);
     this.#app = this.#newApp(opts.ssl);
   }
@@ -429,6 +427,8 @@ export class UwsHttpListener {
   }
 
   #serve(sink: UwsSink, res: uWS.HttpResponse, req: uWS.HttpRequest): void {
+    // The config version this request runs with, to its end.
+    const ctx = this.ctx;
     const method = req.getCaseSensitiveMethod();
     const path = normalizePath(req.getUrl());
     const query = req.getQuery() ?? '';
@@ -438,25 +438,24 @@ export class UwsHttpListener {
 
     const head: RequestHead = { method, path, query, host: hostOnly(host), authority: host, scheme: this.scheme, headers, localPort: this.port };
     if (size > MAX_REQUEST_HEADERS_BYTES) {
-      const ex = (sink.exchange = new Exchange(sink, this.ctx, head, undefined));
+      const ex = (sink.exchange = new Exchange(sink, ctx, head, undefined));
       return ex.localReply(431, 'DPE', 'Request Header Fields Too Large');
     }
     if (path.length + query.length > MAX_URL_BYTES) {
-      const ex = (sink.exchange = new Exchange(sink, this.ctx, head, undefined));
+      const ex = (sink.exchange = new Exchange(sink, ctx, head, undefined));
       return ex.localReply(414, 'DPE', 'URI Too Long');
     }
     if (!host || !validAuthority(host)) {
-      const ex = (sink.exchange = new Exchange(sink, this.ctx, head, undefined));
+      const ex = (sink.exchange = new Exchange(sink, ctx, head, undefined));
       return ex.localReply(400, 'DPE', 'Bad Request');
     }
     // ACME HTTP-01 challenges for this gateway's own certificates, before routing.
     if (this.scheme === 'http' && acmeChallenges.size > 0 && path.startsWith(ACME_CHALLENGE_PREFIX)) {
       const answer = acmeChallenges.get(path.slice(ACME_CHALLENGE_PREFIX.length));
-      if (answer !== undefined) return (sink.exchange = new Exchange(sink, this.ctx, head, undefined)).localReply(200, '', answer);
+      if (answer !== undefined) return (sink.exchange = new Exchange(sink, ctx, head, undefined)).localReply(200, '', answer);
     }
-    const vhost = this.table?.virtualHost(head);
-    const ex = (sink.exchange = new Exchange(sink, this.ctx, head, vhost && firstMatch(vhost, head)));
-    ex.security = this.security;
+    const vhost = ctx.table?.virtualHost(head);
+    const ex = (sink.exchange = new Exchange(sink, ctx, head, vhost && firstMatch(vhost, head)));
     if (vhost?.rerouteAfterAuthn) ex.rerouteIn = vhost;
     // Always consume a body, even one answered locally: unread, it would stall the keep-alive connection.
     if (hasBody) res.onData((ab, isLast) => sink.data(ab, isLast));

@@ -5,7 +5,6 @@
 // missingServerName, which uWS calls synchronously inside the handshake. Rotation: a changed
 // certificate is removed and added again (new handshakes get it; open connections keep theirs).
 import type uWS from 'uWebSockets.js';
-import type { RouteTable } from '../routing/route-table.js';
 import type { PrivateCertDir } from '../tls/cert-files.js';
 import type { SecretStore } from '../tls/secret-store.js';
 import { SniTable } from '../tls/sni.js';
@@ -29,7 +28,7 @@ export class UwsTlsBinding {
   readonly #lazy = new Map<string, string>();
   #defaultKey: string;
 
-  constructor(opts: { bind: string; port: number; routeName: string }, ctx: DataPlaneContext, table: RouteTable | undefined, chains: TlsChainSpec[], store: SecretStore, dir: PrivateCertDir, log: Logger) {
+  constructor(opts: { bind: string; port: number; routeName: string }, ctx: DataPlaneContext, chains: TlsChainSpec[], store: SecretStore, dir: PrivateCertDir, log: Logger) {
     this.#store = store;
     this.#dir = dir;
     this.#log = log;
@@ -39,7 +38,7 @@ export class UwsTlsBinding {
     const ssl = def ? this.#options(def) : undefined;
     if (!def || !ssl) throw new Error(`no certificate available for the HTTPS servers on port ${opts.port}`);
     this.#defaultKey = this.#key(def)!;
-    this.listener = new UwsHttpListener({ ...opts, scheme: 'https', ssl }, ctx, table);
+    this.listener = new UwsHttpListener({ ...opts, scheme: 'https', ssl }, ctx);
     this.listener.onMissingServerName = (name) => this.#missing(name);
     this.#sync();
   }

@@ -16,12 +16,13 @@ import uWS from 'uWebSockets.js';
 import WebSocket from 'ws';
 import { normalizePath } from '../routing/path.js';
 import { getHeader, type RequestHead } from '../routing/request.js';
-import { applyHeaderOps, firstMatch, pickCluster, type CompiledCors, type CompiledRoute, type CompiledVirtualHost, type ForwardAction, type HeaderOps, type RouteTable } from '../routing/route-table.js';
-import type { LoggedRequest } from '../telemetry/access-log.js';
+import { applyHeaderOps, firstMatch, pickCluster, type CompiledCors, type CompiledRoute, type CompiledVirtualHost, type ForwardAction, type HeaderOps } from '../routing/route-table.js';
+import type { AccessLog, LoggedRequest } from '../telemetry/access-log.js';
+import type { IstioMetrics } from '../telemetry/metrics.js';
 import { OVERFLOW, OVERFLOW_REPLY, PENDING } from '../upstream/circuit-breaker.js';
 import type { ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manager.js';
 import { redirectLocation, securityRequest, type DataPlaneContext } from './exchange.js';
-import type { SecurityFilters, Verdict } from '../security/pipeline.js';
+import type { Verdict } from '../security/pipeline.js';
 import { statusLine } from './status.js';
 // A cycle (uws-listener.ts registers this module), safe because these are only used at run time.
 import { hostOnly, validAuthority } from '../routing/authority.js';
@@ -58,14 +59,12 @@ const HANDSHAKE_HEADERS = new Set(['sec-websocket-key', 'sec-websocket-version',
 const HOP_BY_HOP_RESPONSE = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'date', 'server', 'upgrade', 'proxy-connection', 'trailer', 'te']);
 const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'EADDRNOTAVAIL', 'ETIMEDOUT']);
 
-/** What the proxy needs from its listener; read at each upgrade, so reloads apply to new ones. */
+/** What the proxy needs from its listener; its config version (`ctx`) is read once per upgrade. */
 export interface WebSocketHost {
-  readonly table: RouteTable | undefined;
   readonly ctx: DataPlaneContext;
   readonly scheme: 'http' | 'https';
-  /** The listener port, and its security filters (JWT, AuthorizationPolicy) for this version. */
+  /** The listener port. */
   readonly port?: number;
-  readonly security?: SecurityFilters | null;
   readonly localAddress?: string;
   onError(err: unknown): void;
 }
@@ -174,7 +173,14 @@ export class WebSocketProxy {
 /** One proxied WebSocket: the client's handshake, then both sockets until both are closed. */
 class Bridge implements LoggedRequest {
   readonly #proxy: WebSocketProxy;
-  readonly #ctx: DataPlaneContext;
+  /**
+   * The config version of the handshake (route table, clusters, policies), dropped once the socket
+   * is upgraded so that a long-lived WebSocket does not keep an old version's tables alive.
+   */
+  #ctx: DataPlaneContext | null;
+  /** Where the session is recorded when it ends (of the handshake's version). */
+  readonly #metrics: IstioMetrics;
+  readonly #accessLog: AccessLog | null;
   head!: RequestHead;
   readonly startedAt: number;
   route: CompiledRoute | undefined;
@@ -232,7 +238,9 @@ class Bridge implements LoggedRequest {
     res.onAborted(() => this.#aborted());
     this.#res = res;
     this.#proxy = proxy;
-    this.#ctx = proxy.host.ctx;
+    const ctx = (this.#ctx = proxy.host.ctx);
+    this.#metrics = ctx.metrics;
+    this.#accessLog = ctx.accessLog;
     this.startedAt = performance.now();
   }
 
@@ -256,9 +264,10 @@ class Bridge implements LoggedRequest {
     if (size > MAX_REQUEST_HEADERS_BYTES || path.length + query.length > MAX_URL_BYTES || !authority || !validAuthority(authority)) return this.#yield();
     this.head = { method, path, query, host: hostOnly(authority), authority, scheme: host.scheme, headers, ...(host.port !== undefined ? { localPort: host.port } : {}) };
 
-    const vhost = host.table?.virtualHost(this.head);
+    const ctx = this.#ctx!;
+    const vhost = ctx.table?.virtualHost(this.head);
     const route = vhost && firstMatch(vhost, this.head);
-    const sec = host.security;
+    const sec = ctx.security;
     // A host whose route may change once JWT authentication has run (claim matches, headers it
     // writes) keeps the handshake whatever the first match says, and answers it here when the
     // route it ends up with does not forward. Any other non-forward route yields to the HTTP handler.
@@ -351,7 +360,7 @@ class Bridge implements LoggedRequest {
   #forward(route: CompiledRoute, action: ForwardAction): void {
     this.#action = action;
     const picked = pickCluster(action, Math.random());
-    const cluster = picked ? this.#ctx.clusters.get(picked.name) : undefined;
+    const cluster = picked && this.#ctx !== null ? this.#ctx.clusters.get(picked.name) : undefined;
     if (!picked || !cluster) return this.#reply(503, 'NC', '');
     this.#cluster = cluster;
     this.#responseOps = route.response;
@@ -456,6 +465,7 @@ class Bridge implements LoggedRequest {
     this.#cluster!.reportStatus(this.#endpoint!, 101);
     const res = this.#takeRes()!;
     this.#upgraded = true;
+    this.#ctx = null;
     this.code = 101;
     const headers = this.#responseHeaders(this.#upgradeHeaders ?? [], true);
     this.#upgradeHeaders = null;
@@ -747,10 +757,11 @@ class Bridge implements LoggedRequest {
     const cluster = this.#cluster;
     const ep = this.#endpoint;
     const durationMs = performance.now() - this.startedAt;
-    this.#ctx.metrics
+    this.#ctx = null;
+    this.#metrics
       .handle(ep ?? cluster, { service: cluster?.meta, endpoint: ep }, 'http', this.code, this.flags)
       .record({ durationMs, requestBytes: this.requestBytes, responseBytes: this.responseBytes });
-    this.#ctx.accessLog?.log(this, durationMs);
+    this.#accessLog?.log(this, durationMs);
   }
 
   get upstreamHost(): string {

@@ -122,24 +122,39 @@ function compileJson(): (r: LoggedRequest, durationMs: number) => string {
 }
 
 export class AccessLog {
+  readonly file: string;
   readonly #out: NodeJS.WritableStream | WriteStream;
   readonly #format: (r: LoggedRequest, durationMs: number) => string;
+  #closed = false;
 
-  constructor(mesh: MeshConfig) {
+  /** `out`: the stream of an earlier version's log of the same file (shared, not reopened). */
+  constructor(mesh: MeshConfig, out?: NodeJS.WritableStream | WriteStream) {
     const file = mesh.accessLogFile;
-    this.#out = file === '/dev/stdout' ? process.stdout : file === '/dev/stderr' ? process.stderr : createWriteStream(file, { flags: 'a' });
+    this.file = file;
+    this.#out = out ?? (file === '/dev/stdout' ? process.stdout : file === '/dev/stderr' ? process.stderr : createWriteStream(file, { flags: 'a' }));
     this.#format = mesh.accessLogEncoding === 'JSON' ? compileJson() : compileTextFormat(mesh.accessLogFormat || ISTIO_TEXT_FORMAT);
   }
 
-  static fromMesh(mesh: MeshConfig): AccessLog | null {
-    return mesh.accessLogFile ? new AccessLog(mesh) : null;
+  /** The mesh config's log; one to the same file as `previous` writes to its stream. */
+  static fromMesh(mesh: MeshConfig, previous: AccessLog | null = null): AccessLog | null {
+    if (!mesh.accessLogFile) return null;
+    return new AccessLog(mesh, previous !== null && previous.file === mesh.accessLogFile ? previous.#out : undefined);
+  }
+
+  /** Whether both write to one stream (closing one would close the other's). */
+  sharesStream(other: AccessLog | null): boolean {
+    return other !== null && other.#out === this.#out;
   }
 
   log(r: LoggedRequest, durationMs: number): void {
+    // A request of an older version whose log file is no longer configured, ending after the
+    // drain time: its line has nowhere to go.
+    if (this.#closed) return;
     this.#out.write(this.#format(r, durationMs));
   }
 
   close(): void {
+    this.#closed = true;
     if (this.#out !== process.stdout && this.#out !== process.stderr) (this.#out as WriteStream).end();
   }
 }

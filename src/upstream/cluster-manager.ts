@@ -1,13 +1,19 @@
 // Clusters at run time: endpoints with their connection pools (undici for HTTP/1.1, H2Pool for
-// HTTP/2 and gRPC upstreams, either with TLS origination per DestinationRule) and load balancers,
-// rebuilt from each snapshot. Pools are keyed by endpoint address and connection settings and outlive
-// config versions, so a reload never drops a keep-alive connection or an in-flight request; a pool
-// no version uses any more is closed gracefully (it finishes what it has in flight).
+// HTTP/2 and gRPC upstreams, either with TLS origination per DestinationRule) and load balancers.
+// Each snapshot becomes a ClusterSet, an immutable version built beside the current one and warmed
+// (`prepare`), then made current (`commit`) together with the route tables that name its clusters;
+// requests keep the set they started with. A cluster whose definition and endpoints did not change
+// is the same runtime object in both versions. Pools are keyed by endpoint address and connection
+// settings and outlive config versions, so a reload never drops a keep-alive connection or an
+// in-flight request; a pool no version uses any more is closed after the drain time (older
+// versions' requests may still use it), gracefully (it finishes what it has in flight).
 // Circuit breakers and outlier detection live per cluster name (ClusterState) and per host, also
-// across versions: a reload neither forgets an ejection nor loses count of requests in flight.
+// across versions: a reload neither forgets an ejection nor loses count of requests in flight;
+// a version's settings reach them when it is committed.
 // DNS clusters (ServiceEntry resolution DNS → STRICT_DNS: one endpoint per address of each host
 // name; DNS_ROUND_ROBIN → LOGICAL_DNS: the first address of each) take their addresses from the
-// DnsResolver's cache and are rebuilt from the last snapshot when an answer changes. A name that
+// DnsResolver's cache; when an answer changes, the current snapshot's set is rebuilt, committed and
+// handed to `onRebuild` (the data plane republishes it with the same tables). A name that
 // never resolved has no endpoints (503 UH). NONE → ORIGINAL_DST: the request's authority, resolved
 // on connect, with pools per destination in a bounded LRU.
 import { isIP } from 'node:net';
@@ -26,6 +32,7 @@ import { Maglev } from './maglev.js';
 import { HostHealth, OutlierDetector, outlierSettings, type LocalFailure } from './outlier-detection.js';
 import { RingHash } from './ring-hash.js';
 import { TlsOrigination, type SdsMaterial } from './tls-origination.js';
+import { xxh64Hex } from './xxhash64.js';
 
 /** Envoy's stream idle timeout (5 min): a stalled upstream cannot hold a request forever. */
 const STREAM_IDLE_TIMEOUT_MS = 300_000;
@@ -76,11 +83,15 @@ export class ClusterState {
   #timer: NodeJS.Timeout | null = null;
   #intervalMs = 0;
 
-  /** Applies a cluster's settings; `hostPorts` are its hosts in this version (others are forgotten). */
-  configure(cluster: Cluster, hostPorts: ReadonlySet<string>): void {
+  /**
+   * Applies a cluster's settings; `hosts` are its hosts in this version (others are forgotten):
+   * `address:port`s, or with the health objects its endpoints were built with.
+   */
+  configure(cluster: Cluster, hosts: ReadonlySet<string> | ReadonlyMap<string, HostHealth>): void {
     this.breaker.configure(cluster.circuit_breakers.thresholds[0]);
-    for (const hp of this.hosts.keys()) if (!hostPorts.has(hp)) this.hosts.delete(hp);
-    for (const hp of hostPorts) if (!this.hosts.has(hp)) this.hosts.set(hp, new HostHealth());
+    for (const hp of this.hosts.keys()) if (!hosts.has(hp)) this.hosts.delete(hp);
+    if (hosts instanceof Map) for (const [hp, h] of hosts as ReadonlyMap<string, HostHealth>) this.hosts.set(hp, h);
+    else for (const hp of hosts.keys()) if (!this.hosts.has(hp)) this.hosts.set(hp, new HostHealth());
     const od = cluster.outlier_detection;
     if (od) {
       const settings = outlierSettings(od);
@@ -222,6 +233,78 @@ interface PoolEntry {
   key: string;
 }
 
+/**
+ * The clusters of one config version: what the requests of that version look their clusters up
+ * in, whatever versions come after it. Immutable; built by ClusterManager.prepare (warm: DNS
+ * answered) and made current by ClusterManager.commit, together with the route tables that name
+ * them. Clusters whose definition and endpoints did not change are the same runtime objects in
+ * both versions (balancer, breaker, outlier state, pools).
+ */
+export class ClusterSet {
+  readonly #clusters: ReadonlyMap<string, ClusterRuntime>;
+  readonly #manager: ClusterManager;
+
+  constructor(manager: ClusterManager, clusters: ReadonlyMap<string, ClusterRuntime>) {
+    this.#manager = manager;
+    this.#clusters = clusters;
+  }
+
+  get(name: string): ClusterRuntime | undefined {
+    return this.#clusters.get(name);
+  }
+
+  values(): IterableIterator<ClusterRuntime> {
+    return this.#clusters.values();
+  }
+
+  get size(): number {
+    return this.#clusters.size;
+  }
+
+  /** The manager's DNS resolver (original-destination connections resolve their names with it). */
+  get resolver(): DnsResolver {
+    return this.#manager.resolver;
+  }
+}
+
+/** What a ClusterSet was built from and with; its settings reach the shared state at commit. */
+interface Build {
+  readonly snapshot: Snapshot | null;
+  readonly clusters: Map<string, ClusterRuntime>;
+  readonly states: Map<string, ClusterState>;
+  /** Endpoint objects by cluster+address, reused across versions so in-flight counts stay right. */
+  readonly endpoints: Map<string, UpstreamEndpoint>;
+  /** TLS origination settings by content, shared by the pools that use them. */
+  readonly originations: Map<string, TlsOrigination>;
+  /** Keys of the pools its endpoints use. */
+  readonly pools: Set<string>;
+  /** Host names its DNS clusters resolve. */
+  readonly dnsNames: Set<string>;
+  /** Per cluster, a hash of its definition and load assignment: unchanged runtimes are reused. */
+  readonly keys: Map<string, string>;
+  /** Settings and hosts to give the clusters' shared state at commit (changed clusters only). */
+  configure: Array<{ state: ClusterState; cluster: Cluster; hosts: ReadonlyMap<string, HostHealth> }>;
+  /** The DNS change count it was built with: a later change means its addresses may be stale. */
+  readonly dnsEpoch: number;
+}
+
+function emptyBuild(): Build {
+  return { snapshot: null, clusters: new Map(), states: new Map(), endpoints: new Map(), originations: new Map(), pools: new Set(), dnsNames: new Set(), keys: new Map(), configure: [], dnsEpoch: 0 };
+}
+
+/** Content keys by snapshot object: a DNS rebuild of the same snapshot does not hash again. */
+const contentKeys = new WeakMap<Cluster, { cla: ClusterLoadAssignment | undefined; key: string }>();
+
+/** Identity of a cluster's content: definition and endpoints (128 bits of xxHash64). */
+function contentKey(cluster: Cluster, cla: ClusterLoadAssignment | undefined): string {
+  const known = contentKeys.get(cluster);
+  if (known !== undefined && known.cla === cla) return known.key;
+  const s = `${JSON.stringify(cluster)}\n${cla ? JSON.stringify(cla) : ''}`;
+  const key = xxh64Hex(s, 0) + xxh64Hex(s, 1);
+  contentKeys.set(cluster, { cla, key });
+  return key;
+}
+
 export interface ClusterManagerOptions {
   /** Resolves DNS cluster hosts; made on first need (servers from GATEHOUSE_DNS_SERVERS) when omitted. */
   resolver?: DnsResolver;
@@ -230,27 +313,37 @@ export interface ClusterManagerOptions {
   registry?: Registry | null;
   /** SDS-named TLS material (ISTIO_MUTUAL's mesh certificate and root). */
   sds?: SdsMaterial;
+  /** How long the pools of a removed cluster stay open for requests of older versions (default 5 s). */
+  drainMs?: number;
 }
 
 export class ClusterManager {
-  #clusters = new Map<string, ClusterRuntime>();
+  /** The current version's clusters, and what they were built with. */
+  #current: ClusterSet;
+  #built: Build = emptyBuild();
+  /** The version being prepared (warming), if any: its pools are not retired meanwhile. */
+  #pending: Build | null = null;
+  readonly #builds = new WeakMap<ClusterSet, Build>();
+  /** Pools by endpoint address and connection settings, shared by every version that uses them. */
   #pools = new Map<string, PoolEntry>();
-  #states = new Map<string, ClusterState>();
-  /** TLS origination settings by content, shared by the pools that use them. */
-  #originations = new Map<string, TlsOrigination>();
-  /** Endpoint objects by cluster+address, reused across versions so in-flight counts stay right. */
-  #endpoints = new Map<string, UpstreamEndpoint>();
   readonly #opts: ClusterManagerOptions;
+  readonly #drainMs: number;
   #resolver: DnsResolver | null = null;
-  /** Host names the DNS clusters of the current snapshot resolve. */
-  #dnsNames = new Set<string>();
-  /** The last snapshot, rebuilt when a DNS answer changes. */
-  #snapshot: Snapshot | null = null;
+  /** Counts DNS answer changes (see Build.dnsEpoch). */
+  #dnsEpoch = 0;
   #rebuildTimer: NodeJS.Timeout | null = null;
+  readonly #retireTimers = new Set<NodeJS.Timeout>();
   #originalDst: OriginalDstPools | null = null;
+  /**
+   * A DNS answer changed the current clusters: `set` (same snapshot, new addresses) is current now.
+   * The data plane publishes it to the listeners with the same route tables.
+   */
+  onRebuild: ((set: ClusterSet) => void) | null = null;
 
   constructor(opts: ClusterManagerOptions = {}) {
     this.#opts = opts;
+    this.#drainMs = opts.drainMs ?? 5_000;
+    this.#current = new ClusterSet(this, this.#built.clusters);
     if (opts.resolver) this.#useResolver(opts.resolver);
   }
 
@@ -262,7 +355,8 @@ export class ClusterManager {
   #useResolver(r: DnsResolver): DnsResolver {
     this.#resolver = r;
     r.onChange = (host) => {
-      if (this.#dnsNames.has(host)) this.#scheduleRebuild();
+      this.#dnsEpoch++;
+      if (this.#built.dnsNames.has(host)) this.#scheduleRebuild();
     };
     return r;
   }
@@ -271,83 +365,142 @@ export class ClusterManager {
     if (this.#rebuildTimer !== null) return;
     this.#rebuildTimer = setTimeout(() => {
       this.#rebuildTimer = null;
-      if (this.#snapshot) this.update(this.#snapshot);
+      const snapshot = this.#built.snapshot;
+      if (snapshot === null) return;
+      const set = this.#prepared(this.#build(snapshot, null));
+      this.commit(set);
+      this.onRebuild?.(set);
     }, DNS_REBUILD_DEBOUNCE_MS);
     this.#rebuildTimer.unref();
   }
 
-  /**
-   * Cluster warming: waits (at most `timeoutMs`) for the first DNS answer of host names that
-   * never resolved yet, then applies the answers at once, so that new routes start with endpoints.
-   */
-  async warm(timeoutMs = 5_000): Promise<void> {
-    const r = this.#resolver;
-    if (r === null) return;
-    const pending = [...this.#dnsNames].filter((h) => !r.settled(h));
-    if (pending.length > 0) {
-      const done = await r.waitSettled(pending, timeoutMs);
-      if (!done) this.#opts.log?.warn({ hosts: pending.filter((h) => !r.settled(h)) }, `DNS: no answer within ${timeoutMs} ms; serving without those endpoints until they resolve`);
-    }
-    if (this.#rebuildTimer !== null) {
-      clearTimeout(this.#rebuildTimer);
-      this.#rebuildTimer = null;
-      if (this.#snapshot) this.update(this.#snapshot);
-    }
+  /** The clusters of the current version. */
+  get current(): ClusterSet {
+    return this.#current;
   }
 
   get(name: string): ClusterRuntime | undefined {
-    return this.#clusters.get(name);
+    return this.#current.get(name);
   }
 
   clusters(): IterableIterator<ClusterRuntime> {
-    return this.#clusters.values();
+    return this.#current.values();
   }
 
-  /** Builds the clusters of a new snapshot; pools no longer used are closed after their requests finish. */
+  /**
+   * Builds the clusters of a snapshot without touching the current ones, and warms them: host
+   * names that never resolved get their first answer (waiting at most `warmMs`), so that the new
+   * version starts with endpoints. Make it current with `commit`, with the tables that use it.
+   */
+  async prepare(snapshot: Snapshot, warmMs = 5_000): Promise<ClusterSet> {
+    let build = this.#build(snapshot, null);
+    this.#pending = build;
+    const r = this.#resolver;
+    if (r !== null && build.dnsNames.size > 0) {
+      const unsettled = [...build.dnsNames].filter((h) => !r.settled(h));
+      if (unsettled.length > 0) {
+        const done = await r.waitSettled(unsettled, warmMs);
+        if (!done) this.#opts.log?.warn({ hosts: unsettled.filter((h) => !r.settled(h)) }, `DNS: no answer within ${warmMs} ms; serving without those endpoints until they resolve`);
+        build = this.#build(snapshot, build);
+        this.#pending = build;
+      }
+    }
+    return this.#prepared(build);
+  }
+
+  #prepared(build: Build): ClusterSet {
+    const set = new ClusterSet(this, build.clusters);
+    this.#builds.set(set, build);
+    return set;
+  }
+
+  /**
+   * Makes a prepared set current: cluster settings reach the shared state (breakers, outlier
+   * detection), clusters it no longer has stop, and pools no version uses any more are closed
+   * after the drain time (gracefully: what they have in flight finishes).
+   */
+  commit(set: ClusterSet): void {
+    const b = this.#builds.get(set);
+    if (b === undefined) throw new Error('ClusterManager.commit: not a set prepared by this manager, or committed already');
+    // The build stays with the manager only while current: an old set that requests still hold
+    // keeps its clusters, not the maps it was built with.
+    this.#builds.delete(set);
+    if (this.#pending === b) this.#pending = null;
+    for (const c of b.configure) c.state.configure(c.cluster, c.hosts);
+    b.configure = [];
+    for (const [name, state] of this.#built.states) if (b.states.get(name) !== state) state.close();
+    this.#built = b;
+    this.#current = set;
+    if (b.dnsNames.size > 0 || this.#resolver !== null) this.resolver.retain(b.dnsNames);
+    this.#retireUnused();
+    // A DNS answer changed after it was built: rebuild it with the new addresses.
+    if (b.dnsEpoch !== this.#dnsEpoch) this.#scheduleRebuild();
+  }
+
+  /** Builds and commits at once, without warming (tests; DNS clusters start without endpoints). */
   update(snapshot: Snapshot): void {
-    this.#snapshot = snapshot;
-    const dnsNames = new Set<string>();
-    const clusters = new Map<string, ClusterRuntime>();
-    const usedPools = new Set<string>();
-    const endpoints = new Map<string, UpstreamEndpoint>();
-    const states = new Map<string, ClusterState>();
-    const originations = new Map<string, TlsOrigination>();
+    this.commit(this.#prepared(this.#build(snapshot, null)));
+  }
+
+  /** Pools that neither the current version nor the one being prepared use are closed after the drain time. */
+  #retireUnused(): void {
+    const unused: PoolEntry[] = [];
+    for (const [key, entry] of this.#pools) if (!this.#built.pools.has(key) && !this.#pending?.pools.has(key)) unused.push(entry);
+    if (unused.length === 0) return;
+    const timer = setTimeout(() => {
+      this.#retireTimers.delete(timer);
+      for (const entry of unused) {
+        // Still unused (a version may have taken it up again meanwhile), and not replaced.
+        if (this.#built.pools.has(entry.key) || this.#pending?.pools.has(entry.key) || this.#pools.get(entry.key) !== entry) continue;
+        this.#pools.delete(entry.key);
+        entry.pool.close().catch(() => undefined);
+      }
+    }, this.#drainMs);
+    timer.unref();
+    this.#retireTimers.add(timer);
+  }
+
+  /**
+   * The clusters of a snapshot. Shared runtime (pools, endpoints, cluster state, TLS origination)
+   * is taken from the current version, else from `prev` (an earlier build of the same prepare);
+   * a cluster whose content and endpoints did not change keeps its runtime object.
+   */
+  #build(snapshot: Snapshot, prev: Build | null): Build {
+    const b: Build = { ...emptyBuild(), snapshot, dnsEpoch: this.#dnsEpoch };
+    const cur = this.#built;
     for (const cluster of snapshot.clusters.values()) {
-      const cla = snapshot.endpoints.get(cluster.name);
-      const state = this.#states.get(cluster.name) ?? new ClusterState();
-      states.set(cluster.name, state);
+      const name = cluster.name;
+      const cla = snapshot.endpoints.get(name);
+      const state = cur.states.get(name) ?? prev?.states.get(name) ?? new ClusterState();
+      b.states.set(name, state);
+      const key = contentKey(cluster, cla);
+      b.keys.set(name, key);
+      const old = cur.clusters.get(name);
+      const unchanged = old !== undefined && old.state === state && cur.keys.get(name) === key;
       if (cluster.type === 'ORIGINAL_DST' && !cla?.endpoints.some((l) => l.lb_endpoints.length > 0)) {
-        state.configure(cluster, new Set());
-        clusters.set(cluster.name, new ClusterRuntime(cluster, [], state, this.#originalDstFor(cluster)));
+        if (unchanged) {
+          b.clusters.set(name, old);
+          continue;
+        }
+        b.clusters.set(name, new ClusterRuntime(cluster, [], state, this.#originalDstFor(cluster)));
+        b.configure.push({ state, cluster, hosts: new Map() });
         continue;
       }
-      const eps = this.#buildEndpoints(cluster, cla, usedPools, endpoints, state, originations, dnsNames);
-      clusters.set(cluster.name, new ClusterRuntime(cluster, eps, state));
+      const hosts = new Map<string, HostHealth>();
+      const eps = this.#buildEndpoints(cluster, cla, b, prev, state, hosts);
+      if (unchanged && sameEndpoints(old.endpoints, eps)) {
+        b.clusters.set(name, old);
+        continue;
+      }
+      b.clusters.set(name, new ClusterRuntime(cluster, eps, state));
+      b.configure.push({ state, cluster, hosts });
     }
-    this.#dnsNames = dnsNames;
-    if (dnsNames.size > 0 || this.#resolver !== null) this.resolver.retain(dnsNames);
-    for (const [name, state] of this.#states) if (!states.has(name)) state.close();
-    this.#states = states;
-    this.#originations = originations;
-    this.#clusters = clusters;
-    this.#endpoints = endpoints;
-    for (const [key, entry] of this.#pools) {
-      if (usedPools.has(key)) continue;
-      this.#pools.delete(key);
-      entry.pool.close().catch(() => undefined);
-    }
+    return b;
   }
 
-  #buildEndpoints(
-    cluster: Cluster,
-    cla: ClusterLoadAssignment | undefined,
-    usedPools: Set<string>,
-    out: Map<string, UpstreamEndpoint>,
-    state: ClusterState,
-    originations: Map<string, TlsOrigination>,
-    dnsNames: Set<string>,
-  ): UpstreamEndpoint[] {
+  #buildEndpoints(cluster: Cluster, cla: ClusterLoadAssignment | undefined, b: Build, prev: Build | null, state: ClusterState, hosts: Map<string, HostHealth>): UpstreamEndpoint[] {
     const list: UpstreamEndpoint[] = [];
+    const cur = this.#built;
     const dns = cluster.type === 'STRICT_DNS' || cluster.type === 'LOGICAL_DNS';
     let tls: TlsOrigination | null = null;
     const tc = cluster.transport_socket?.typed_config;
@@ -356,11 +509,10 @@ export class ClusterManager {
       // name, as Istio's auto SNI does for a ServiceEntry host, unless the rule sets `sni`.
       const host = dns ? cluster.metadata.filter_metadata.istio.host : '';
       const k = host ? `${JSON.stringify(tc)}|${host}` : JSON.stringify(tc);
-      tls = originations.get(k) ?? this.#originations.get(k) ?? new TlsOrigination(tc, host, this.#opts.sds);
-      originations.set(k, tls);
+      tls = b.originations.get(k) ?? cur.originations.get(k) ?? prev?.originations.get(k) ?? new TlsOrigination(tc, host, this.#opts.sds);
+      b.originations.set(k, tls);
     }
     const poolOpts = poolOptions(cluster, tls);
-    const hostPorts = new Set<string>();
     for (const locality of cla?.endpoints ?? []) {
       for (const lbe of locality.lb_endpoints) {
         const { address: configured, port_value: port } = lbe.endpoint.address.socket_address;
@@ -369,25 +521,30 @@ export class ClusterManager {
         if (dns && !isIP(configured)) {
           // STRICT_DNS: every address of the name; LOGICAL_DNS: the first of the latest answer.
           hostname = normalizeHost(configured);
-          dnsNames.add(hostname);
+          b.dnsNames.add(hostname);
           const answer = this.resolver.addresses(hostname) ?? [];
           addresses = cluster.type === 'LOGICAL_DNS' ? answer.slice(0, 1) : answer;
         }
         for (const address of addresses) {
           const meta = lbe.metadata.filter_metadata.istio;
           const hostPort = address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
-          hostPorts.add(hostPort);
           // A connection limit is the cluster's own (Envoy pools per cluster): no sharing then.
           const poolKey = poolOpts.limited ? `${hostPort}|${poolOpts.key}|${cluster.name}` : `${hostPort}|${poolOpts.key}`;
-          usedPools.add(poolKey);
+          b.pools.add(poolKey);
           let entry = this.#pools.get(poolKey);
           if (!entry) {
             entry = { key: poolKey, pool: createPool(address, port, hostPort, poolOpts, tls) };
             this.#pools.set(poolKey, entry);
           }
           const epKey = `${cluster.name}|${poolKey}|${lbe.load_balancing_weight}|${meta.workload}|${JSON.stringify(meta.labels)}|${hostname ?? ''}`;
-          let ep = this.#endpoints.get(epKey);
-          if (!ep || ep.pool !== entry.pool) {
+          let ep = cur.endpoints.get(epKey) ?? prev?.endpoints.get(epKey);
+          // Outlier state per host, as the cluster's state has it (new hosts: fresh).
+          let health = hosts.get(hostPort);
+          if (health === undefined) {
+            health = state.hosts.get(hostPort) ?? ep?.health ?? new HostHealth();
+            hosts.set(hostPort, health);
+          }
+          if (!ep || ep.pool !== entry.pool || ep.health !== health) {
             ep = {
               address,
               port,
@@ -398,23 +555,21 @@ export class ClusterManager {
               namespace: meta.namespace,
               pool: entry.pool,
               active: 0,
-              health: state.health(hostPort),
+              health,
               ...(hostname !== undefined ? { hostname } : {}),
             };
           }
-          out.set(epKey, ep);
+          b.endpoints.set(epKey, ep);
           list.push(ep);
         }
       }
     }
-    state.configure(cluster, hostPorts);
-    for (const ep of list) ep.health = state.health(ep.hostPort);
     return list;
   }
 
   /** Summaries for the admin `/clusters` page, with Envoy's names for health flags and counters. */
   summary(): ClusterSummary[] {
-    return [...this.#clusters.values()].map((c) => {
+    return [...this.#current.values()].map((c) => {
       const b = c.breaker;
       const od = c.state.outlier;
       return {
@@ -460,16 +615,26 @@ export class ClusterManager {
   async close(): Promise<void> {
     if (this.#rebuildTimer !== null) clearTimeout(this.#rebuildTimer);
     this.#rebuildTimer = null;
+    for (const t of this.#retireTimers) clearTimeout(t);
+    this.#retireTimers.clear();
     this.#resolver?.close();
     const originalDst = this.#originalDst?.drain() ?? [];
     this.#originalDst = null;
     const pools = [...this.#pools.values(), ...originalDst.map((pool) => ({ pool }))];
     this.#pools.clear();
-    this.#clusters.clear();
-    for (const s of this.#states.values()) s.close();
-    this.#states.clear();
+    for (const s of this.#built.states.values()) s.close();
+    this.#built = emptyBuild();
+    this.#pending = null;
+    this.#current = new ClusterSet(this, this.#built.clusters);
     await Promise.all(pools.map((p) => p.pool.destroy().catch(() => undefined)));
   }
+}
+
+/** The same endpoint objects in the same order. */
+function sameEndpoints(a: readonly UpstreamEndpoint[], b: readonly UpstreamEndpoint[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 export interface ClusterSummary {

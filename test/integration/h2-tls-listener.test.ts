@@ -54,11 +54,10 @@ beforeAll(async () => {
     },
     close() {},
   };
-  const ctx = { clusters: new ClusterManager(), metrics, accessLog } as unknown as DataPlaneContext;
+  const ctx = { clusters: new ClusterManager().current, metrics, accessLog, table: new RouteTable(ROUTES) } as unknown as DataPlaneContext;
   listener = new H2Listener(
     { bind: '127.0.0.1', port: 0, routeName: 'https.0', tls: { cert: first.certPem, key: first.keyPem, ca: ca.certPem, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' } },
     ctx,
-    new RouteTable(ROUTES),
   );
   await listener.listen();
   port = listener.boundPort;

@@ -55,14 +55,14 @@ async function startListener(throwingTable: boolean): Promise<{ listener: UwsHtt
   const snapshot = resolve(resources, { labels: {}, namespace: 'istio-system', bind: '127.0.0.1', mesh: DEFAULT_MESH_CONFIG });
   const clusters = new ClusterManager();
   clusters.update(snapshot);
-  const ctx = { clusters, metrics: new IstioMetrics({ labels: {}, namespace: 'istio-system' }), accessLog: null };
   const table = new RouteTable(snapshot.routes.get(`http.${port}`)!);
   if (throwingTable) {
     table.virtualHost = (): never => {
       throw new Error('injected routing failure');
     };
   }
-  const listener = new UwsHttpListener({ bind: '127.0.0.1', port, routeName: `http.${port}`, scheme: 'http' }, ctx, table);
+  const ctx = { clusters: clusters.current, metrics: new IstioMetrics({ labels: {}, namespace: 'istio-system' }), accessLog: null, table };
+  const listener = new UwsHttpListener({ bind: '127.0.0.1', port, routeName: `http.${port}`, scheme: 'http' }, ctx);
   const errors: unknown[] = [];
   listener.onError = (e) => errors.push(e);
   await listener.listen();
