@@ -382,6 +382,11 @@ class Conn {
 
   // ---- request writing ----
 
+  /** Set while start() runs, so that a request refused before sending does not re-enter the pool. */
+  starting = false;
+  /** start() ended with the request refused and the socket idle again. */
+  refused = false;
+
   start(req: H1Request): void {
     const pool = this.pool;
     this.req = req;
@@ -498,7 +503,10 @@ class Conn {
     req.conn = null;
     this.state = S_IDLE;
     req.fail(e);
-    this.pool.release(this);
+    // Inside start(): the pool's loop hands the socket on (a recursion here overflowed the stack
+    // with thousands of queued requests cancelled before they were sent).
+    if (this.starting) this.refused = true;
+    else this.pool.release(this);
   }
 
   bodyWritten(): void {
@@ -711,7 +719,8 @@ class Conn {
     const d0 = buf[pos + 9]! - 0x30;
     const d1 = buf[pos + 10]! - 0x30;
     const d2 = buf[pos + 11]! - 0x30;
-    if (d0 < 1 || d0 > 9 || d1 < 0 || d1 > 9 || d2 < 0 || d2 > 9 || (end > pos + 12 && buf[pos + 12] !== 0x20)) {
+    // RFC 9110: 1xx-5xx. A status outside 100-599 is a protocol error (502 UPE downstream).
+    if (d0 < 1 || d0 > 5 || d1 < 0 || d1 > 9 || d2 < 0 || d2 > 9 || (end > pos + 12 && buf[pos + 12] !== 0x20)) {
       this.fatal('HPE_INVALID_STATUS', 'invalid response status');
       return false;
     }
@@ -1095,7 +1104,7 @@ export class H1Pool implements UpstreamPool {
     if (this.#queueHead === this.#queue.length) {
       const conn = this.#takeIdle();
       if (conn !== null) {
-        conn.start(req);
+        if (this.#startOn(conn, req)) this.release(conn);
         return true;
       }
     }
@@ -1177,14 +1186,15 @@ export class H1Pool implements UpstreamPool {
 
   /** A socket free for the next request: the head of the queue, else the idle list. */
   release(conn: Conn): void {
-    if (this.#destroyed) {
-      conn.destroy(null);
-      return;
-    }
-    const req = this.#nextQueued();
-    if (req !== null) {
-      conn.start(req);
-      return;
+    // A loop, not a recursion: each queued request refused before sending frees the socket again.
+    for (;;) {
+      if (this.#destroyed) {
+        conn.destroy(null);
+        return;
+      }
+      const req = this.#nextQueued();
+      if (req === null) break;
+      if (!this.#startOn(conn, req)) return;
     }
     if (this.#closed) {
       conn.destroy(null);
@@ -1192,6 +1202,18 @@ export class H1Pool implements UpstreamPool {
     }
     conn.setTimer(T_IDLE, conn.idleTimeoutMs);
     this.#idle.push(conn);
+  }
+
+  /** Starts a request; true when it was refused before a byte was sent and the socket is free again. */
+  #startOn(conn: Conn, req: H1Request): boolean {
+    conn.starting = true;
+    conn.refused = false;
+    try {
+      conn.start(req);
+    } finally {
+      conn.starting = false;
+    }
+    return conn.refused && conn.state === S_IDLE && conn.req === null;
   }
 
   #nextQueued(): H1Request | null {
@@ -1237,7 +1259,11 @@ export class H1Pool implements UpstreamPool {
         this.release(c);
         return;
       }
-      c.start(r);
+      if (this.#startOn(c, r)) {
+        this.release(c);
+        need = this.queued;
+        continue;
+      }
       need--;
     }
     let opening = 0;

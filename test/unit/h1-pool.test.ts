@@ -494,6 +494,25 @@ describe('H1Pool timeouts and errors', () => {
     expect(s2.connections).toBe(1);
   });
 
+  it('thousands of queued requests cancelled as they start do not overflow the stack; the socket serves the next one', async () => {
+    const s = await rawServer((req) => setTimeout(() => req.socket.write('HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n'), 20));
+    const p = pool(s.port, { connections: 1 });
+    const first = send(p);
+    const cancelled: Array<Promise<Result>> = [];
+    for (let i = 0; i < 20_000; i++) {
+      const c = new Collector();
+      c.onConnect = (abort) => abort(new Error('client went away'));
+      cancelled.push(send(p, {}, c));
+    }
+    const last = send(p);
+    expect((await first).error).toBeNull();
+    const results = await Promise.all(cancelled);
+    expect(results.every((r) => r.error?.message === 'client went away')).toBe(true);
+    expect((await last).error).toBeNull();
+    expect(s.requests.length).toBe(2);
+    expect(s.connections).toBe(1);
+  });
+
   it('rejects invalid request headers without sending', async () => {
     const s = await rawServer(answer('HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n'));
     const r = await send(pool(s.port), { headers: ['x-a', 'a\r\nx-injected: 1'] });
@@ -527,6 +546,9 @@ describe('H1Pool strictness (smuggling guards)', () => {
     ['NUL in a value', 'HTTP/1.1 200 OK\r\nX-A: a\u0000b\r\nContent-Length: 0\r\n\r\n'],
     ['CR in a value', 'HTTP/1.1 200 OK\r\nX-A: a\rb\r\nContent-Length: 0\r\n\r\n'],
     ['bad status line', 'HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n'],
+    ['status above 599', 'HTTP/1.1 600 Weird\r\nContent-Length: 0\r\n\r\n'],
+    ['status 999', 'HTTP/1.1 999 Weird\r\nContent-Length: 0\r\n\r\n'],
+    ['status below 100', 'HTTP/1.1 099 Weird\r\nContent-Length: 0\r\n\r\n'],
     ['bad version', 'HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n'],
     ['not HTTP', 'SSH-2.0-OpenSSH\r\n\r\n'],
     ['101 Switching Protocols', 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n'],
