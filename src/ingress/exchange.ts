@@ -653,6 +653,13 @@ export class Exchange {
   }
 
   upstreamHeaders(attempt: Attempt, status: number, raw: Buffer[], resume: () => void): boolean {
+    if (status > 599 || status < 100) {
+      // RFC 9110 has no such status (undici and node:http2 pass 600-999 on): a protocol error.
+      attempt.cancelled = true;
+      attempt.abort?.(new Error('invalid response status'));
+      this.upstreamError(attempt, Object.assign(new Error(`invalid upstream response status ${status}`), { code: 'HPE_INVALID_STATUS' }));
+      return false;
+    }
     if (status < 200) return true; // 1xx: undici handles them; nothing to forward
     // Outlier detection sees a trailers-only gRPC response's status as Envoy maps it (14 → 503).
     this.#cluster!.reportStatus(attempt.endpoint, this.grpc ? grpcOutlierStatus(raw, status) : status);
@@ -775,6 +782,13 @@ export class Exchange {
     // An invalid response (bad framing, smuggling guard, oversized head): Envoy's 502 UPE.
     const protocolError = err.code !== undefined && (err.code.startsWith('HPE_') || err.code === 'UND_ERR_HEADERS_OVERFLOW');
     if (this.phase === Phase.Responding) {
+      if (this.#respHeaders !== null && protocolError) {
+        // The head is still held back (it goes out with the first body bytes): the client gets
+        // Envoy's 502 UPE instead of an empty reply (e.g. an invalid first chunk size).
+        this.#respHeaders = null;
+        this.localReply(502, 'UPE', 'upstream connect error or disconnect/reset before headers. reset reason: protocol error');
+        return;
+      }
       // The response has begun: it cannot turn into an error reply any more.
       this.flags = protocolError ? 'UPE' : 'UC';
       this.sink.reset();

@@ -20,6 +20,8 @@ const RAW_ANSWERS: Record<string, string> = {
   '/gzip-chunked': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n',
   '/two-lengths': 'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd',
   '/bare-lf': 'HTTP/1.1 200 OK\nContent-Length: 3\n\nabc',
+  '/bad-chunk-size': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n',
+  '/status-600': 'HTTP/1.1 600 Weird\r\nContent-Length: 0\r\n\r\n',
   '/good-chunked': 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n',
 };
 
@@ -139,13 +141,16 @@ describe('status codes and response flags', () => {
   });
 
   it('an invalid upstream response (smuggling guards, bad framing): 502 `... reset reason: protocol error`, flag UPE', async () => {
-    for (const path of ['/te-and-cl', '/gzip-chunked', '/two-lengths', '/bare-lf']) {
+    // An invalid first chunk size arrives after a valid head: the head was held back, so the
+    // client still gets the 502 (not an empty reply). A status outside 100-599 is invalid too.
+    for (const path of ['/te-and-cl', '/gzip-chunked', '/two-lengths', '/bare-lf', '/bad-chunk-size', '/status-600']) {
       const r = await get(path, {}, 'raw.test');
       expect(r.status, path).toBe(502);
       expect(r.text, path).toBe('upstream connect error or disconnect/reset before headers. reset reason: protocol error');
       expect(r.text).not.toContain('abc');
     }
-    expect(await requestsTotal({ response_code: '502', response_flags: 'UPE', destination_service: fqdn('raw') })).toBe(4);
+    expect(await requestsTotal({ response_code: '502', response_flags: 'UPE', destination_service: fqdn('raw') })).toBe(6);
+    expect(await requestsTotal({ response_code: '200', response_flags: 'UPE', destination_service: fqdn('raw') })).toBe(0);
     // The same upstream's valid chunked answer passes, de-chunked and re-framed.
     const ok = await get('/good-chunked', {}, 'raw.test');
     expect(ok.status).toBe(200);
