@@ -46,6 +46,8 @@ export class UwsSink implements ResponseSink {
   #drain: (() => void) | null = null;
   #paused = false;
   #finished = false;
+  /** Close the connection once the response is written (the request's framing cannot be trusted). */
+  closeConnection = false;
 
   constructor(res: uWS.HttpResponse, listener: UwsHttpListener) {
     // First, always: uWS aborts the process if a handler returns without this or a response.
@@ -125,6 +127,12 @@ export class UwsSink implements ResponseSink {
   end(chunk?: Buffer): void {
     if (this.closed) return;
     const res = this.#res;
+    if (this.closeConnection && this.#pending === null && res.getWriteOffset() === 0) {
+      // A local reply (no body written yet): uWS adds `Connection: close` and closes after it.
+      this.closed = true;
+      res.end(this.#noBody ? undefined : chunk, true);
+      return;
+    }
     if (this.#noBody) {
       this.closed = true;
       // endWithoutBody(length) leaves uWS expecting a body and the keep-alive connection dead
@@ -434,9 +442,22 @@ export class UwsHttpListener {
     const query = req.getQuery() ?? '';
     sink.remoteAddress = remoteAddress(res);
 
-    const { headers, host, hasBody, size } = readForwardHeaders(req, sink.remoteAddress, this.scheme);
+    const { headers, host, hasBody, size, framing } = readForwardHeaders(req, sink.remoteAddress, this.scheme);
 
     const head: RequestHead = { method, path, query, host: hostOnly(host), authority: host, scheme: this.scheme, headers, localPort: this.port };
+    if (framing !== '' || !isToken(method)) {
+      // uWS routes a method that is not a token (`G@T`) and frames any transfer-encoding as
+      // chunked and the first of two content-lengths: refused as Envoy and nginx do, never
+      // forwarded, and the connection closed (the bytes after this head cannot be trusted).
+      const ex = (sink.exchange = new Exchange(sink, this.ctx, head, undefined));
+      if (framing === '') return ex.localReply(400, 'DPE', 'Bad Request');
+      // Answered on the next turn: uWS would parse and serve bytes pipelined after this head if
+      // the answer were synchronous (measured), while a connection that pipelines behind a
+      // pending response is closed by uWS itself, unread. Either way nothing after it is served.
+      sink.closeConnection = true;
+      setImmediate(() => ex.localReply(400, 'DPE', 'Bad Request'));
+      return;
+    }
     if (size > MAX_REQUEST_HEADERS_BYTES) {
       const ex = (sink.exchange = new Exchange(sink, ctx, head, undefined));
       return ex.localReply(431, 'DPE', 'Request Header Fields Too Large');
@@ -466,9 +487,12 @@ export class UwsHttpListener {
 /** A uWS request's headers as forwarded upstream (Envoy's edge sanitizing): the connection's own
  * headers dropped, client `x-envoy-*` removed, x-forwarded-for appended, x-forwarded-proto and
  * x-envoy-external-address set, x-request-id kept or generated. Read synchronously in the handler. */
-export function readForwardHeaders(req: uWS.HttpRequest, ip: string, scheme: 'http' | 'https'): { headers: string[]; host: string; hasBody: boolean; size: number } {
+export function readForwardHeaders(req: uWS.HttpRequest, ip: string, scheme: 'http' | 'https'): { headers: string[]; host: string; hasBody: boolean; size: number; framing: string } {
   const headers: string[] = [];
   let host = '';
+  let framing = '';
+  let contentLength: string | null = null;
+  let transferEncodings = 0;
   let xff = '';
   let requestId = '';
   let hasBody = false;
@@ -478,8 +502,11 @@ export function readForwardHeaders(req: uWS.HttpRequest, ip: string, scheme: 'ht
     size += k.length + v.length + 4;
     if (DROPPED_REQUEST_HEADERS.has(k)) {
       if (k === 'host') host = v;
-      else if (k === 'transfer-encoding') hasBody = true;
-      else if (k === 'connection') connectionTokens = v;
+      else if (k === 'transfer-encoding') {
+        hasBody = true;
+        // RFC 9112 6.1: a request's only coding may be chunked (uWS frames any value as chunked).
+        if (++transferEncodings > 1 || v.length !== 7 || v.toLowerCase() !== 'chunked') framing = 'transfer-encoding';
+      } else if (k === 'connection') connectionTokens = v;
       return;
     }
     if (k.charCodeAt(0) === 120 /* x */) {
@@ -491,13 +518,33 @@ export function readForwardHeaders(req: uWS.HttpRequest, ip: string, scheme: 'ht
       else if (k.startsWith('x-envoy-')) return;
     } else if (k === 'content-length') {
       if (v !== '0') hasBody = true;
+      // uWS frames the body by the first of two: differing values are a smuggling vector.
+      if (contentLength === null) contentLength = v;
+      else if (contentLength !== v) framing = 'content-length';
     }
     headers.push(k, v);
   });
   headers.push('x-forwarded-for', xff ? `${xff}, ${ip}` : ip, 'x-forwarded-proto', scheme, 'x-envoy-external-address', ip);
   if (!requestId) headers.push('x-request-id', randomUUID());
   if (connectionTokens) removeConnectionTokens(headers, connectionTokens);
-  return { headers, host, hasBody, size };
+  return { headers, host, hasBody, size, framing };
+}
+
+/** RFC 9110 token characters (a method, a header name). */
+const TOKEN = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~") TOKEN[c.charCodeAt(0)] = 1;
+for (let c = 0x30; c <= 0x39; c++) TOKEN[c] = 1;
+for (let c = 0x41; c <= 0x5a; c++) TOKEN[c] = 1;
+for (let c = 0x61; c <= 0x7a; c++) TOKEN[c] = 1;
+
+/** Whether `s` is a non-empty RFC 9110 token. */
+export function isToken(s: string): boolean {
+  if (s.length === 0) return false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 127 || TOKEN[c] === 0) return false;
+  }
+  return true;
 }
 
 /**

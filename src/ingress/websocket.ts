@@ -260,8 +260,8 @@ class Bridge implements LoggedRequest {
     const ip = remoteAddress(res);
     this.sink.remoteAddress = ip;
 
-    const { headers, host: authority, size } = readForwardHeaders(req, ip, host.scheme);
-    if (size > MAX_REQUEST_HEADERS_BYTES || path.length + query.length > MAX_URL_BYTES || !authority || !validAuthority(authority)) return this.#yield();
+    const { headers, host: authority, size, framing } = readForwardHeaders(req, ip, host.scheme);
+    if (framing !== '' || size > MAX_REQUEST_HEADERS_BYTES || path.length + query.length > MAX_URL_BYTES || !authority || !validAuthority(authority)) return this.#yield();
     this.head = { method, path, query, host: hostOnly(authority), authority, scheme: host.scheme, headers, ...(host.port !== undefined ? { localPort: host.port } : {}) };
 
     const ctx = this.#ctx!;

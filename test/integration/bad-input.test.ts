@@ -144,6 +144,56 @@ describe('bad input: request smuggling', () => {
   });
 });
 
+describe('bad input: what uWS passes and the handler refuses (400, never forwarded)', () => {
+  const inner = `GET /smuggled HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`;
+
+  it('a method that is not a token (G@T) is 400, not routed', async () => {
+    const before = echo.requests.length;
+    const r = await rawExchange(port, `G@T /odd-method HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`, { timeoutMs: 2000, until: headerEnd });
+    expect(rawStatus(r.data)).toBe(400);
+    expect(echo.requests.slice(before).map((q) => q.url)).not.toContain('/odd-method');
+    await stillServing();
+  });
+
+  const framing: Array<[string, string]> = [
+    ['two different Content-Length values', `POST /cl-cl HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: 3\r\nContent-Length: ${3 + inner.length}\r\n\r\nabc${inner}`],
+    ['Transfer-Encoding: xchunked', `POST /te HTTP/1.1\r\nHost: ${HOST}\r\nTransfer-Encoding: xchunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n${inner}`],
+    ['Transfer-Encoding: chunked, identity', `POST /te HTTP/1.1\r\nHost: ${HOST}\r\nTransfer-Encoding: chunked, identity\r\n\r\n3\r\nabc\r\n0\r\n\r\n${inner}`],
+    ['Transfer-Encoding repeated', `POST /te HTTP/1.1\r\nHost: ${HOST}\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n${inner}`],
+  ];
+  for (const [name, bytes] of framing) {
+    it(`${name}: 400 with Connection: close, nothing forwarded`, async () => {
+      const before = echo.requests.length;
+      const r = await rawExchange(port, bytes.slice(0, bytes.length - inner.length), { timeoutMs: 2000 });
+      expect(rawStatus(r.data)).toBe(400);
+      expect(r.data.toLowerCase()).toContain('connection: close');
+      expect(r.closed).toBe(true);
+      await sleep(50);
+      expect(echo.requests.length).toBe(before);
+    });
+
+    it(`${name}, a request pipelined behind it: the connection is closed and that request is never served (uWS drops it unanswered)`, async () => {
+      const before = echo.requests.length;
+      const r = await rawExchange(port, bytes, { timeoutMs: 2000 });
+      expect(r.closed).toBe(true);
+      expect((r.data.match(/HTTP\/1\.1 \d{3}/g) ?? []).length).toBeLessThanOrEqual(1);
+      expect([0, 400]).toContain(rawStatus(r.data));
+      await sleep(50);
+      expect(echo.requests.length).toBe(before);
+    });
+  }
+
+  it('the same Content-Length twice is one length (RFC 9110 8.6): forwarded', async () => {
+    const r = await rawExchange(port, `POST /cl-same HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc`, { timeoutMs: 2000, until: (d) => d.includes('/cl-same') });
+    expect(rawStatus(r.data)).toBe(200);
+  });
+
+  it('Transfer-Encoding: Chunked (any case) is chunked: forwarded', async () => {
+    const r = await rawExchange(port, `POST /te-case HTTP/1.1\r\nHost: ${HOST}\r\nTransfer-Encoding: Chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n`, { timeoutMs: 2000, until: (d) => d.includes('/te-case') });
+    expect(rawStatus(r.data)).toBe(200);
+  });
+});
+
 describe('bad input: clients that go away', () => {
   it('a client that disconnects before the response: the upstream request is aborted, the gateway keeps serving', async () => {
     const sock = connect(port, '127.0.0.1');
