@@ -101,6 +101,15 @@ const ipOrCidr = (s: string): string | undefined => (isCidr(s) ? undefined : `in
 function headerNameProblem(s: string): string | undefined {
   return HEADER_NAME.test(s) ? undefined : `invalid header name ${quote(s)}`;
 }
+/** Control characters in a value that ends up in a header (HTAB allowed): CR/LF would inject lines. */
+const CONTROL = /[\u0000-\u0008\u000a-\u001f\u007f]/;
+function headerValueProblem(s: string): string | undefined {
+  if (!CONTROL.test(s)) return undefined;
+  const what = /[\r\n]/.test(s) ? 'CR or LF' : s.includes('\u0000') ? 'NUL' : 'a control character';
+  return `must not contain ${what}: it would end the header line and inject protocol (${quote(s)})`;
+}
+/** A string written into a header (values, redirect parts, CORS lists). */
+const headerValue = () => str(headerValueProblem);
 /** Header names in a match: Istio requires lowercase (Envoy sees lowercase names). */
 function matchHeaderNameProblem(s: string): string | undefined {
   if (s !== s.toLowerCase()) return `header name ${quote(s)} must be lowercase`;
@@ -220,7 +229,7 @@ const headerMatches = map(presenceMatch, matchHeaderKeyProblem);
 const percent = obj({ value: num(0, 100) });
 const portSelector = obj({ number: port() });
 const destination = obj({ host: req(str((h) => hostProblem(h))), subset: str(dnsLabel('subset name')), port: portSelector });
-const headerOps = obj({ set: map(str(), headerNameProblem), add: map(str(), headerNameProblem), remove: list(str(headerNameProblem)) });
+const headerOps = obj({ set: map(headerValue(), headerNameProblem), add: map(headerValue(), headerNameProblem), remove: list(str(headerNameProblem)) });
 const headers = obj({ request: headerOps, response: headerOps });
 const selector = obj({ matchLabels: labels });
 const targetRef = obj({ group: str(), kind: req(nonEmptyStr()), name: req(nonEmptyStr()), namespace: str() });
@@ -280,11 +289,11 @@ const httpMatch = obj({
 
 const redirect = obj(
   {
-    uri: str(),
-    authority: str(),
+    uri: headerValue(),
+    authority: headerValue(),
     port: port(),
     derivePort: oneOf(['FROM_PROTOCOL_DEFAULT', 'FROM_REQUEST_PORT']),
-    scheme: str(),
+    scheme: headerValue(),
     redirectCode: intOneOf([301, 302, 303, 307, 308]),
     prefixRewrite: ignored(str(), 'redirect prefixRewrite is not implemented by Gatehouse yet; the redirect keeps the request path'),
   },
@@ -301,7 +310,7 @@ const directResponse = obj({
 });
 
 const rewrite = obj(
-  { uri: str(), authority: str(), uriRegexRewrite: obj({ match: req(regex()), rewrite: req(str()) }) },
+  { uri: headerValue(), authority: headerValue(), uriRegexRewrite: obj({ match: req(regex()), rewrite: req(headerValue()) }) },
   atMostOne('uri', 'uriRegexRewrite'),
   (o, path, out) => {
     if (!['uri', 'authority', 'uriRegexRewrite'].some((k) => has(o, k))) out.error(path, 'must set at least one of uri, authority, uriRegexRewrite');
@@ -342,10 +351,10 @@ const fault = obj(
 
 const corsPolicy = obj({
   allowOrigins: list(stringMatch),
-  allowOrigin: list(str()),
+  allowOrigin: list(headerValue()),
   allowMethods: list(oneOf(HTTP_METHODS)),
-  allowHeaders: list(str()),
-  exposeHeaders: list(str()),
+  allowHeaders: list(headerValue()),
+  exposeHeaders: list(headerValue()),
   maxAge: duration(),
   allowCredentials: bool(),
   unmatchedPreflights: oneOf(['UNSPECIFIED', 'FORWARD', 'IGNORE']),
@@ -888,8 +897,8 @@ const jwtRule = obj({
   fromHeaders: list(obj({ name: req(nonEmptyStr()), prefix: str() })),
   fromParams: list(str()),
   fromCookies: list(str()),
-  outputPayloadToHeader: str(),
-  outputClaimToHeaders: list(obj({ header: req(nonEmptyStr()), claim: req(nonEmptyStr()) })),
+  outputPayloadToHeader: str(headerNameProblem),
+  outputClaimToHeaders: list(obj({ header: req(str(headerNameProblem)), claim: req(nonEmptyStr()) })),
   forwardOriginalToken: bool(),
   timeout: duration(),
   spaceDelimitedClaims: list(nonEmptyStr()),

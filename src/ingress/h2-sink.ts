@@ -7,7 +7,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import http2, { type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type { Readable } from 'node:stream';
 import type { Exchange } from './exchange.js';
-import type { HeaderValue, ResponseSink } from './sink.js';
+import { writableHeaderValue, type HeaderValue, type ResponseSink } from './sink.js';
 
 const { NGHTTP2_INTERNAL_ERROR } = http2.constants;
 const EMPTY = Buffer.alloc(0);
@@ -46,6 +46,7 @@ function toHeaderObject(list: readonly HeaderValue[], into: OutgoingHttpHeaders)
     const name = headerName(list[i]!);
     if (name.charCodeAt(0) === 58 /* : */ || H2_FORBIDDEN.has(name)) continue;
     const v = list[i + 1]!;
+    if (!writableHeaderValue(v)) continue;
     const value = typeof v === 'string' ? v : v.toString('latin1');
     const prev = into[name];
     if (prev === undefined) into[name] = value;
@@ -248,6 +249,7 @@ export class H1Sink extends NodeSink implements ResponseSink {
     for (let i = 0; i < headers.length; i += 2) {
       const n = headers[i]!;
       const v = headers[i + 1]!;
+      if (!writableHeaderValue(v)) continue;
       flat.push(typeof n === 'string' ? n : n.toString('latin1'), typeof v === 'string' ? v : v.toString('latin1'));
     }
     if (length > 0 || (length === 0 && !noBody && status !== 204 && status !== 304)) flat.push('content-length', String(length));

@@ -5,6 +5,19 @@ import type { X509Certificate } from 'node:crypto';
 
 export type HeaderValue = string | Buffer;
 
+/** CR, LF, NUL and the other control characters RFC 9110 forbids in a field value (HTAB allowed). */
+const UNSAFE_VALUE = /[\u0000-\u0008\u000a-\u001f\u007f]/;
+
+/**
+ * A header value a writer may put on the wire. Validation refuses configuration that carries CR,
+ * LF or NUL; this is the second guard (a replica's decoded config, a value built at request time):
+ * uWS would write such a value raw (`a\r\nX-Injected: 1` is then a header of its own) and node
+ * throws on it. Buffers come from upstream parsers that already refuse them.
+ */
+export function writableHeaderValue(v: HeaderValue): boolean {
+  return typeof v !== 'string' || !UNSAFE_VALUE.test(v);
+}
+
 export interface ResponseSink {
   /** The client's address (IPv4 without the `::ffff:` prefix). */
   readonly remoteAddress: string;

@@ -13,7 +13,7 @@ import { normalizePath } from '../routing/path.js';
 import { firstMatch } from '../routing/route-table.js';
 import type { RequestHead } from '../routing/request.js';
 import { Exchange, type DataPlaneContext } from './exchange.js';
-import type { HeaderValue, ResponseSink } from './sink.js';
+import { writableHeaderValue, type HeaderValue, type ResponseSink } from './sink.js';
 import { statusLine } from './status.js';
 import { ACME_CHALLENGE_PREFIX, acmeChallenges } from '../tls/acme-challenges.js';
 import { WebSocketProxy } from './websocket.js';
@@ -70,7 +70,10 @@ export class UwsSink implements ResponseSink {
     if (this.closed) return;
     const res = this.#res;
     res.writeStatus(statusLine(status));
-    for (let i = 0; i < headers.length; i += 2) res.writeHeader(headers[i]!, headers[i + 1]!);
+    for (let i = 0; i < headers.length; i += 2) {
+      const v = headers[i + 1]!;
+      if (writableHeaderValue(v)) res.writeHeader(headers[i]!, v);
+    }
     this.#length = length;
     this.#noBody = noBody;
   }

@@ -24,6 +24,7 @@ import type { ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manag
 import { redirectLocation, securityRequest, type DataPlaneContext } from './exchange.js';
 import type { Verdict } from '../security/pipeline.js';
 import { statusLine } from './status.js';
+import { writableHeaderValue } from './sink.js';
 // A cycle (uws-listener.ts registers this module), safe because these are only used at run time.
 import { hostOnly, validAuthority } from '../routing/authority.js';
 import { MAX_REQUEST_HEADERS_BYTES, MAX_URL_BYTES, copyArrayBuffer, readForwardHeaders, remoteAddress } from './uws-listener.js';
@@ -474,7 +475,7 @@ class Bridge implements LoggedRequest {
     this.#context = null;
     const head = (): void => {
       res.writeStatus('101 Switching Protocols');
-      for (let i = 0; i < headers.length; i += 2) res.writeHeader(headers[i]!, headers[i + 1]!);
+      for (let i = 0; i < headers.length; i += 2) if (writableHeaderValue(headers[i + 1]!)) res.writeHeader(headers[i]!, headers[i + 1]!);
     };
     const upgrade = (): void => res.upgrade(userData, this.#key, up.protocol, this.#extensions, context);
     // Not a plain res.cork(): see CorkLender. Uncorked is safe too, but uWS.js warns on stderr.
@@ -581,7 +582,7 @@ class Bridge implements LoggedRequest {
       this.responseBytes = buf.length;
       res.cork(() => {
         res.writeStatus(statusLine(status));
-        for (let i = 0; i < hs.length; i += 2) res.writeHeader(hs[i]!, hs[i + 1]!);
+        for (let i = 0; i < hs.length; i += 2) if (writableHeaderValue(hs[i + 1]!)) res.writeHeader(hs[i]!, hs[i + 1]!);
         res.end(buf);
       });
     }

@@ -72,6 +72,22 @@ describe('hot reload', () => {
     expect(lines[Number(m![2]) - 1]).toMatch(/weight: -40/);
   });
 
+  it('a change whose header value carries CR LF is rejected whole: nothing is injected, the last good config keeps serving', async () => {
+    const bad = yamlDocs(
+      virtualService('reload', [HOST], [{ headers: { response: { set: { 'x-note': 'a\r\nX-Injected: 1' } } }, route: [dest('app', 'v1')] }]),
+    );
+    gw.writeFile('vs.yaml', bad);
+    await waitFor(() => /vs\.yaml:\d+: VirtualService\/default\/reload: spec\.http\[0\]\.headers\.response\.set\.x-note: must not contain CR or LF/.test(gw.stdout()), APPLY_MS);
+    await sleep(300);
+    for (let i = 0; i < 4; i++) {
+      const r = await get();
+      expect(r.json.name).toBe('v2');
+      expect(r.headers['x-injected']).toBeUndefined();
+      expect(r.headers['x-note']).toBeUndefined();
+    }
+    gw.writeFile('vs.yaml', vsTo('v2'));
+  });
+
   it('a keep-alive connection opened before a reload keeps working after it and sees the new routes', async () => {
     gw.writeFile('vs.yaml', vsTo('v2'));
     await waitFor(async () => (await upstreamName()) === 'v2', APPLY_MS);

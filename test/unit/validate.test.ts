@@ -1073,3 +1073,56 @@ describe('validate: references and conflicts', () => {
     ]);
   });
 });
+
+describe('validate: configuration cannot inject protocol (CR, LF, NUL in header values)', () => {
+  // YAML double-quoted strings: "\r\n" is CR LF in the value.
+  const vs = (http: string): string => `
+    apiVersion: networking.istio.io/v1
+    kind: VirtualService
+    metadata: {name: inject, namespace: default}
+    spec:
+      hosts: [inject.test]
+      http:
+${http}`;
+
+  it('a headers set/add value with CR LF is an error at its path; remove keeps taking names', () => {
+    const r = check(vs(`
+      - route: [{destination: {host: a}}]
+        headers:
+          response:
+            set: {x-a: "a\\r\\nX-Injected: 1"}
+          request:
+            add: {x-b: "b\\u0000c"}`));
+    expect(r.errors).toEqual([
+      expect.stringMatching(/cfg\.yaml:\d+: VirtualService\/default\/inject: spec\.http\[0\]\.headers\.response\.set\.x-a: must not contain CR or LF/),
+      expect.stringMatching(/spec\.http\[0\]\.headers\.request\.add\.x-b: must not contain NUL/),
+    ]);
+  });
+
+  it('destination-level headers, redirect, rewrite and CORS lists are checked too', () => {
+    const r = check(vs(`
+      - match: [{uri: {prefix: /r}}]
+        redirect: {uri: "/x\\r\\nSet-Cookie: a=b", authority: "a\\nb"}
+      - match: [{uri: {prefix: /w}}]
+        rewrite: {authority: "h\\r\\nx: y"}
+        corsPolicy: {allowOrigins: [{exact: "https://a.test"}], allowHeaders: ["x\\r\\ny"], exposeHeaders: ["ok", "a\\u0001b"]}
+        route:
+        - destination: {host: a}
+          headers: {response: {set: {x-d: "d\\r\\n"}}}`));
+    expect(r.errors.map((e) => e.replace(/^.*?: VirtualService\/default\/inject: /, '').replace(/:.*$/, ''))).toEqual([
+      'spec.http[0].redirect.uri',
+      'spec.http[0].redirect.authority',
+      'spec.http[1].rewrite.authority',
+      'spec.http[1].corsPolicy.allowHeaders[0]',
+      'spec.http[1].corsPolicy.exposeHeaders[1]',
+      'spec.http[1].route[0].headers.response.set.x-d',
+    ]);
+  });
+
+  it('HTAB and ordinary punctuation stay valid', () => {
+    const r = check(vs(`
+      - route: [{destination: {host: a}}]
+        headers: {response: {set: {x-a: "a\\tb; c=d, e"}}}`));
+    expect(r.errors).toEqual([]);
+  });
+});
