@@ -217,8 +217,15 @@ export class XdsReplicaClient {
     const get = <T>(t: string): T[] => [...(this.#types.get(t)?.resources.values() ?? [])].sort((a, b) => key(a).localeCompare(key(b))) as T[];
     const listeners = get<Listener>(LISTENER_TYPE);
     const routes = get<RouteConfiguration>(ROUTE_TYPE);
-    const clusters = get<Cluster>(CLUSTER_TYPE);
-    const endpoints = get<ClusterLoadAssignment>(ENDPOINT_TYPE);
+    const clusters = get<Cluster>(CLUSTER_TYPE).map((c) => {
+      const { load_assignment: _inline, ...rest } = c as Cluster & { load_assignment?: unknown };
+      return _inline === undefined ? c : (rest as Cluster);
+    });
+    // DNS and static clusters bring their endpoints inline; EDS clusters' come over EDS.
+    const endpoints = [
+      ...get<ClusterLoadAssignment>(ENDPOINT_TYPE),
+      ...get<Cluster & { load_assignment?: ClusterLoadAssignment }>(CLUSTER_TYPE).flatMap((c) => (c.load_assignment ? [{ ...c.load_assignment, cluster_name: c.name }] : [])),
+    ];
     const secrets = get<Secret>(SECRET_TYPE);
     const hash = createHash('sha256').update(JSON.stringify({ listeners, routes, clusters, endpoints, secrets })).digest('hex').slice(0, 16);
     if (hash === this.#lastHash) return;

@@ -171,6 +171,9 @@ export function protoToSnapshotResource(typeUrl: string, obj: Record<string, unk
       break;
     case CLUSTER_TYPE:
       fill(obj, CLUSTER);
+      // DNS and static clusters carry their endpoints inline (Envoy requires it); the snapshot
+      // keeps them in `endpoints` (the replica client moves them there).
+      if (isObj(obj.load_assignment)) fill(obj.load_assignment, CLUSTER_LOAD_ASSIGNMENT);
       clusterFromProto(obj);
       break;
     case ENDPOINT_TYPE:

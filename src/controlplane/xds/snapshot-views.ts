@@ -12,7 +12,7 @@
 // else default>` (replicas: `sa/gatehouse`), issued on first ask, cached per identity and re-issued
 // near expiry (secretsChanged, which the gateway calls on each rotation of its own, re-checks).
 // Encoded bytes are cached per resource object, so shared clusters are encoded once per version.
-import { MESH_CERT_SECRET, MESH_ROOT_SECRET, type ClusterLoadAssignment, type Secret, type SidecarView, type Snapshot } from '../snapshot.js';
+import { MESH_CERT_SECRET, MESH_ROOT_SECRET, type Cluster, type ClusterLoadAssignment, type Secret, type SidecarView, type Snapshot } from '../snapshot.js';
 import { toProxylessCluster, toProxylessRoutes } from '../proxyless.js';
 import { encodeSnapshotResource } from './codec.js';
 import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE } from './protos.js';
@@ -201,9 +201,14 @@ export class SnapshotViews implements ViewSource {
     }
     for (const [name, c] of s.clusters) {
       if (c.metadata.filter_metadata.istio.kind !== 'service') continue;
-      r.get(CLUSTER_TYPE)!.set(name, this.#encode(CLUSTER_TYPE, proxyless ? toProxylessCluster(c) : c));
       const cla: ClusterLoadAssignment | undefined = s.endpoints.get(name);
-      if (cla) r.get(ENDPOINT_TYPE)!.set(name, this.#encode(ENDPOINT_TYPE, cla));
+      if (proxyless) {
+        r.get(CLUSTER_TYPE)!.set(name, this.#encode(CLUSTER_TYPE, toProxylessCluster(c)));
+        if (cla) r.get(ENDPOINT_TYPE)!.set(name, this.#encode(ENDPOINT_TYPE, cla));
+        continue;
+      }
+      r.get(CLUSTER_TYPE)!.set(name, this.#encode(CLUSTER_TYPE, withInlineEndpoints(c, cla)));
+      if (cla && c.type === 'EDS') r.get(ENDPOINT_TYPE)!.set(name, this.#encode(ENDPOINT_TYPE, cla));
     }
     return { version: s.version, resources: r };
   }
@@ -218,8 +223,8 @@ export class SnapshotViews implements ViewSource {
     ]);
     for (const l of s.listeners) r.get(LISTENER_TYPE)!.set(l.name, this.#encode(LISTENER_TYPE, l));
     for (const [name, rc] of s.routes) r.get(ROUTE_TYPE)!.set(name, this.#encode(ROUTE_TYPE, rc));
-    for (const [name, c] of s.clusters) r.get(CLUSTER_TYPE)!.set(name, this.#encode(CLUSTER_TYPE, c));
-    for (const [name, cla] of s.endpoints) r.get(ENDPOINT_TYPE)!.set(name, this.#encode(ENDPOINT_TYPE, cla));
+    for (const [name, c] of s.clusters) r.get(CLUSTER_TYPE)!.set(name, this.#encode(CLUSTER_TYPE, withInlineEndpoints(c, s.endpoints.get(name))));
+    for (const [name, cla] of s.endpoints) if (s.clusters.get(name)?.type === 'EDS') r.get(ENDPOINT_TYPE)!.set(name, this.#encode(ENDPOINT_TYPE, cla));
     for (const [name, source] of s.secrets) {
       const m = this.#secrets(name, source);
       if (!m) continue;
@@ -235,3 +240,13 @@ export class SnapshotViews implements ViewSource {
 
 const EMPTY: XdsView = { version: '', resources: new Map() };
 const EMPTY_SIDECAR: SidecarView = { listeners: new Map(), routes: new Map() };
+
+/**
+ * A cluster as Envoy expects it on the wire: only EDS clusters take their endpoints from EDS;
+ * STRICT_DNS / LOGICAL_DNS / STATIC ones carry them inline in `load_assignment` (the host names a
+ * DNS cluster resolves). Without it a replica or an Envoy had no endpoints for them (503 UH).
+ */
+function withInlineEndpoints(c: Cluster, cla: ClusterLoadAssignment | undefined): Cluster {
+  if (!cla || c.type === 'EDS' || c.type === 'ORIGINAL_DST') return c;
+  return { ...c, load_assignment: cla } as Cluster;
+}
