@@ -12,9 +12,9 @@ export const ACME_EMAIL_ANNOTATION = 'gatehouse.io/acme-email';
 /** PEM file (relative to the YAML file) trusted for the directory's own HTTPS, e.g. pebble's. */
 export const ACME_CA_ANNOTATION = 'gatehouse.io/acme-ca-file';
 /**
- * Gateway annotation: the ALPN protocols its HTTPS servers offer, `h2,http/1.1` or `http/1.1`.
- * Unset: h2 is offered when the port routes to an HTTP2/GRPC service port (gRPC over TLS), else
- * only HTTP/1.1, so that plain HTTPS stays on the uWS engine (which has no ALPN nor HTTP/2).
+ * Gateway annotation: the ALPN protocols its HTTPS servers offer, `h2,http/1.1` (the default, as
+ * Istio's gateway) or `http/1.1`, which keeps a port whose Gateways all say so on the uWS engine
+ * (faster HTTP/1.1, no ALPN nor HTTP/2).
  */
 export const ALPN_ANNOTATION = 'gatehouse.io/alpn';
 /**

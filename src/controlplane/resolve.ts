@@ -485,34 +485,37 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
   }
 
   /**
-   * The ALPN protocols of an HTTPS port (one engine serves all its servers): what a Gateway's
-   * `gatehouse.io/alpn` annotation says (h2 if any says so), else h2 only when a route reaches an
-   * HTTP2/GRPC service port. Istio always offers h2; Gatehouse keeps plain HTTPS on uWS, whose
-   * HTTP/1.1 is faster and which cannot negotiate h2 (HTTP/2 clients fall back to HTTP/1.1).
+   * The ALPN protocols of an HTTPS port (one engine serves all its servers): `h2, http/1.1`, as
+   * Istio's gateway offers on every HTTPS server, unless every Gateway on the port narrows it with
+   * the `gatehouse.io/alpn: "http/1.1"` annotation (such a port can stay on the uWS engine, whose
+   * HTTP/1.1 is faster and which cannot negotiate h2). One Gateway without it keeps h2 offered.
    */
   function httpsAlpn(servers: BoundServer[], rc: RouteConfiguration): readonly string[] {
-    let annotated: readonly string[] | undefined;
+    let narrowed: BoundServer | undefined;
     const seen = new Set<Resource>();
     for (const s of servers) {
       if (seen.has(s.gw)) continue;
       seen.add(s.gw);
       const raw = s.gw.metadata.annotations?.[ALPN_ANNOTATION];
-      if (raw === undefined) continue;
+      if (raw === undefined) return ALPN_H2;
       const list = raw.split(',').map((p) => p.trim()).filter((p) => p !== '');
       if (list.length === 0 || list.some((p) => p !== 'h2' && p !== 'http/1.1')) {
-        warn(s.gw, ['metadata', 'annotations', ALPN_ANNOTATION], `${ALPN_ANNOTATION} must be "h2,http/1.1" or "http/1.1", not "${raw}"; ignored`);
-        continue;
+        warn(s.gw, ['metadata', 'annotations', ALPN_ANNOTATION], `${ALPN_ANNOTATION} must be "h2,http/1.1" or "http/1.1", not "${raw}"; ignored (h2 and http/1.1 are offered)`);
+        return ALPN_H2;
       }
-      if (list.includes('h2')) annotated = ALPN_H2;
-      else annotated ??= ALPN_H1;
+      if (list.includes('h2')) return ALPN_H2;
+      narrowed ??= s;
     }
-    if (annotated) return annotated;
+    // gRPC clients need h2: a route reaching an HTTP2/GRPC service port cannot serve them here.
     for (const vh of rc.virtual_hosts) {
       for (const r of vh.routes) {
         const a = r.route;
         if (!a) continue;
         const names = a.cluster ? [a.cluster] : (a.weighted_clusters?.clusters ?? []).map((w) => w.name);
-        if (names.some(speaksHttp2)) return ALPN_H2;
+        if (narrowed && names.some(speaksHttp2)) {
+          warn(narrowed.gw, ['metadata', 'annotations', ALPN_ANNOTATION], `port ${narrowed.server.port.number} offers only http/1.1 (${ALPN_ANNOTATION}) but routes to an HTTP2/GRPC service port: gRPC clients, which need h2, cannot be served on it`);
+          return ALPN_H1;
+        }
       }
     }
     return ALPN_H1;

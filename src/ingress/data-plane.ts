@@ -101,7 +101,7 @@ export interface DataPlaneOptions {
   /** The mesh identity (SDS `default` / `ROOTCA`) for ISTIO_MUTUAL origination. */
   mesh?: MeshIdentityProvider;
   /**
-   * Serve only the uWS listeners (plain HTTP/1.1, SIMPLE TLS): `--workers N` threads other than
+   * Serve only the uWS listeners (plain HTTP/1.1, SIMPLE TLS narrowed to http/1.1): `--workers N` threads other than
    * the first, since node:net servers cannot share a port across threads on Node 20.
    */
   uwsOnly?: boolean;

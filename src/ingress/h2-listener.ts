@@ -1,7 +1,8 @@
 // Gateway listeners on Node's own HTTP stack, for what uWS cannot do: HTTP/2 (h2 over TLS by
 // ALPN, h2c with prior knowledge), gRPC, and TLS that asks for and reads client certificates.
-// HTTP/1.1 clients are served on the same port. Same compiled route tables, same Exchange
-// lifecycle, same header rules and limits as the uWS listener.
+// HTTP/1.1 clients are served on the same port, with WebSocket upgrades on TLS ports (HTTPS
+// offers h2 by default, so WebSockets over HTTPS are served here). Same compiled route tables,
+// same Exchange lifecycle, same header rules and limits as the uWS listener.
 //
 // One TCP (or TLS) server owns the port and hands each connection to an HTTP/2 server or an
 // HTTP/1.1 server that never listen themselves: by ALPN for TLS, by the client's first bytes
@@ -15,6 +16,8 @@ import tls, { type TLSSocket } from 'node:tls';
 import { normalizePath } from '../routing/path.js';
 import type { RequestHead } from '../routing/request.js';
 import { firstMatch } from '../routing/route-table.js';
+import { WebSocketProxy } from './websocket.js';
+import type { ConnectionFacts } from './exchange.js';
 import { Exchange, type DataPlaneContext } from './exchange.js';
 import { H1Sink, H2StreamSink, type PeerIdentity, type SinkOwner } from './h2-sink.js';
 import { principalOf, spiffeIdOfSan } from '../tls/spiffe.js';
@@ -82,6 +85,11 @@ export class H2Listener implements SinkOwner {
   /** See H2ListenerOptions.acceptSecure. */
   acceptSecure: ((socket: TLSSocket) => boolean) | undefined;
   readonly proxyProtocol: boolean;
+  /**
+   * WebSocket upgrades on HTTP/1.1 (TLS listeners only: on plaintext ports `Upgrade: h2c` would
+   * be taken for an upgrade too, and Node cannot hand such a request back to its HTTP parser).
+   */
+  readonly websockets: WebSocketProxy | null;
 
   constructor(opts: H2ListenerOptions, ctx: DataPlaneContext) {
     this.bind = opts.bind;
@@ -121,6 +129,8 @@ export class H2Listener implements SinkOwner {
       const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
       socket.end(`HTTP/1.1 ${status}\r\nserver: istio-envoy\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
     });
+    this.websockets = opts.tls ? new WebSocketProxy(this) : null;
+    if (this.websockets) this.#h1.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.#onUpgrade(req, socket, head));
     if (opts.tls) {
       this.#server = tls.createServer({ ALPNProtocols: ['h2', 'http/1.1'], ...opts.tls }, (socket) => this.#onSecure(socket));
       this.#server.on('tlsClientError', () => undefined);
@@ -181,6 +191,8 @@ export class H2Listener implements SinkOwner {
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
     for (const s of this.#sessions) s.close();
     this.#h1.closeIdleConnections();
+    // WebSockets are closed with 1001, spread over the drain.
+    const websockets = this.websockets?.drain(drainMs);
     if (this.inflight > 0 && drainMs > 0) {
       await new Promise<void>((resolve) => {
         const timer = setTimeout(resolve, drainMs);
@@ -190,7 +202,9 @@ export class H2Listener implements SinkOwner {
         };
       });
     }
+    await websockets;
     this.#idle = null;
+    this.websockets?.closeAll();
     for (const s of this.#sessions) s.destroy();
     for (const s of this.#sockets) s.destroy();
     await closed;
@@ -268,7 +282,7 @@ export class H2Listener implements SinkOwner {
   }
 
   /** The client's and the local address (the PROXY protocol's when it gave them) and the SNI. */
-  #addresses(sink: H2StreamSink | H1Sink, socket: Socket | TLSSocket | null | undefined): void {
+  #addresses(sink: { remoteAddress: string; localAddress?: string | undefined; serverName?: string | undefined }, socket: Socket | TLSSocket | null | undefined): void {
     const proxied = (socket as (Socket & { [PROXIED]?: Proxied }) | null | undefined)?.[PROXIED];
     sink.remoteAddress = proxied?.source ?? clientAddress(socket?.remoteAddress);
     sink.localAddress = proxied?.destination ?? clientAddress(socket?.localAddress);
@@ -348,9 +362,10 @@ export class H2Listener implements SinkOwner {
 
   /**
    * The request head as the uWS listener builds it: the connection's headers dropped, the proxy's
-   * added, limits answered 431 / 414 / 400, the path normalised, then routed.
+   * added, the path normalised; `problem` is the local answer to a request that cannot be routed
+   * (limits: 431 / 414, no valid authority: 400).
    */
-  #serve(ctx: DataPlaneContext, sink: H2StreamSink | H1Sink, method: string, target: string, authority: string, raw: readonly string[], h2: boolean, hasBody: boolean): void {
+  #requestHead(conn: ConnectionFacts, method: string, target: string, authority: string, raw: readonly string[], h2: boolean): { head: RequestHead; problem: [number, string] | null } {
     const q = target.indexOf('?');
     const rawPath = q >= 0 ? target.slice(0, q) : target;
     const query = q >= 0 ? target.slice(q + 1) : '';
@@ -388,23 +403,74 @@ export class H2Listener implements SinkOwner {
       }
       headers.push(k, v);
     }
-    const ip = sink.remoteAddress;
+    const ip = conn.remoteAddress;
     headers.push('x-forwarded-for', xff ? `${xff}, ${ip}` : ip, 'x-forwarded-proto', this.scheme, 'x-envoy-external-address', ip);
     if (!requestId) headers.push('x-request-id', randomUUID());
     if (connectionTokens) removeConnectionTokens(headers, connectionTokens);
 
     const head: RequestHead = { method, path, query, host: hostOnly(authority), authority, scheme: this.scheme, headers, localPort: this.port };
-    const local = (status: number, body: string): void => {
+    let problem: [number, string] | null = null;
+    if (size > MAX_REQUEST_HEADERS_BYTES) problem = [431, 'Request Header Fields Too Large'];
+    else if (path.length + query.length > MAX_URL_BYTES) problem = [414, 'URI Too Long'];
+    else if (!authority || !validAuthority(authority) || !rawPath.startsWith('/')) problem = [400, 'Bad Request'];
+    return { head, problem };
+  }
+
+  /** Builds the request head, answers it if it cannot be routed, else routes it with this config version. */
+  #serve(ctx: DataPlaneContext, sink: H2StreamSink | H1Sink, method: string, target: string, authority: string, raw: readonly string[], h2: boolean, hasBody: boolean): void {
+    const { head, problem } = this.#requestHead(sink, method, target, authority, raw, h2);
+    if (problem) {
       const ex = (sink.exchange = new Exchange(sink, ctx, head, undefined));
-      ex.localReply(status, 'DPE', body);
-    };
-    if (size > MAX_REQUEST_HEADERS_BYTES) return local(431, 'Request Header Fields Too Large');
-    if (path.length + query.length > MAX_URL_BYTES) return local(414, 'URI Too Long');
-    if (!authority || !validAuthority(authority) || !rawPath.startsWith('/')) return local(400, 'Bad Request');
+      return ex.localReply(problem[0], 'DPE', problem[1]);
+    }
     const vhost = ctx.table?.virtualHost(head);
     const ex = (sink.exchange = new Exchange(sink, ctx, head, vhost && firstMatch(vhost, head)));
     if (vhost?.rerouteAfterAuthn) ex.rerouteIn = vhost;
-    ex.begin(hasBody, headers);
+    ex.begin(hasBody, head.headers);
+  }
+
+  // ---- Upgrades (HTTP/1.1 on TLS ports) ----
+
+  /**
+   * WebSocket handshakes go to the WebSocket proxy, which hands back (to #answerUpgrade) those it
+   * does not forward. Other upgrades are refused 403, as Envoy refuses an upgrade type Istio does
+   * not configure (`upgrade_failed`).
+   */
+  #onUpgrade(req: IncomingMessage, socket: Socket, bodyHead: Buffer): void {
+    try {
+      const conn: ConnectionFacts & { remoteAddress: string } = { remoteAddress: '' };
+      this.#addresses(conn, socket);
+      const peer = this.#peer(socket, socket);
+      const facts: ConnectionFacts = peer ? { ...conn, peerSpiffeId: peer.spiffeId, peerPrincipal: peer.principal, peerNamespace: peer.namespace } : conn;
+      if (String(req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return this.#answerUpgrade(req, socket, [403, '']);
+      const { head, problem } = this.#requestHead(facts, req.method ?? 'GET', req.url ?? '', req.headers.host ?? '', req.rawHeaders, false);
+      this.websockets!.nodeUpgrade(req, socket, bodyHead, problem ? null : head, facts, () => this.#answerUpgrade(req, socket));
+    } catch (err) {
+      this.onError(err);
+      socket.destroy();
+    }
+  }
+
+  /**
+   * An upgrade request answered over HTTP/1.1 as the request handler answers it (or with `local`),
+   * then the connection is closed: Node's parser has left the socket, so it cannot read another.
+   */
+  #answerUpgrade(req: IncomingMessage, socket: Socket, local?: [number, string]): void {
+    const res = new http.ServerResponse(req);
+    res.shouldKeepAlive = false;
+    (res as unknown as { assignSocket(s: Socket): void }).assignSocket(socket);
+    res.once('finish', () => socket.end());
+    if (!local) return this.#onRequest(req, res);
+    const sink = new H1Sink(req, res, this);
+    try {
+      this.#addresses(sink, socket);
+      const { head } = this.#requestHead(sink, req.method ?? 'GET', req.url ?? '', req.headers.host ?? '', req.rawHeaders, false);
+      const ex = (sink.exchange = new Exchange(sink, this.ctx, head, undefined));
+      sink.readBody();
+      ex.localReply(local[0], '', local[1]);
+    } catch (err) {
+      sink.fail(err);
+    }
   }
 }
 

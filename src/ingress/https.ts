@@ -1,7 +1,7 @@
 // What an HTTPS listener of the snapshot asks for, read from its filter chains once per config
-// version, and which engine can honour it: uWS for SIMPLE servers (the hot path), node:http2 when
-// a client certificate must be verified, h2 is offered by ALPN, or a protocol version other than
-// uWS's (TLS 1.2-1.3) is set.
+// version, and which engine can honour it: node:http2 when h2 is offered by ALPN (the default, as
+// Istio's gateway), a client certificate must be verified, or a protocol version other than uWS's
+// (TLS 1.2-1.3) is set; uWS for SIMPLE servers narrowed to http/1.1 (its faster HTTP/1.1).
 import type { Listener, TlsVersion } from '../controlplane/snapshot.js';
 
 export interface TlsChainSpec {

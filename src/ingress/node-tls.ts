@@ -1,7 +1,7 @@
 // HTTPS listeners that uWS cannot serve run on node:http2 (H2Listener, which also speaks
-// HTTP/1.1, and h2 when ALPN offers it): h2 for gRPC or by annotation, MUTUAL and OPTIONAL_MUTUAL servers (a client certificate is asked
-// for, verified against the server's CA, and its SANs checked), and protocol versions other than
-// TLS 1.2-1.3. One SecureContext per certificate, chosen by SNI as Envoy picks a filter chain;
+// HTTP/1.1, WebSocket upgrades included, and h2 when ALPN offers it): h2 (the default ALPN),
+// MUTUAL and OPTIONAL_MUTUAL servers (a client certificate is asked for, verified against the
+// server's CA, and its SANs checked), and protocol versions other than TLS 1.2-1.3. One SecureContext per certificate, chosen by SNI as Envoy picks a filter chain;
 // after the handshake each connection is held to its server's mode:
 // - MUTUAL: a verified client certificate is required;
 // - OPTIONAL_MUTUAL: no certificate is fine, one that does not verify is refused;

@@ -1,8 +1,11 @@
-// WebSocket proxying on the uWS listeners (Istio allows upgrades on every HTTP route). uWS
-// terminates the client's WebSocket, a `ws` client opens one to the upstream endpoint, and messages
-// are relayed frame for frame (text/binary kept; pings and extensions are per hop). Besides
-// uws-listener.ts this is the only file touching uWS objects, under the same rules: `onAborted`
-// first, the request read synchronously, nothing touched after answer, upgrade, abort or close.
+// WebSocket proxying (Istio allows upgrades on every HTTP route), on both engines: uWS listeners
+// (uWS terminates the client's WebSocket) and the HTTP/1.1 side of node:http2 listeners (a `ws`
+// server without a port of its own takes the upgraded socket). A `ws` client opens one to the
+// upstream endpoint, and messages are relayed frame for frame (text/binary kept; pings and
+// extensions are per hop). One Bridge holds the lifecycle; a Handshake and a Downstream adapt each
+// engine. Besides uws-listener.ts this is the only file touching uWS objects, under the same
+// rules: `onAborted` first, the request read synchronously, nothing touched after answer, upgrade,
+// abort or close.
 //
 // Only upgrades this module can forward are handled here. Anything else (no route, redirect,
 // direct response, malformed request) yields to the listener's HTTP handler, which answers
@@ -12,8 +15,9 @@
 // are routed (Istio pain point: Envoy drains WebSockets on unrelated pushes). Either side closing
 // or failing closes the other, and a dead upstream is found by pings (no FD or memory leaks).
 import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import uWS from 'uWebSockets.js';
-import WebSocket from 'ws';
+import WebSocket, { WebSocketServer } from 'ws';
 import { normalizePath } from '../routing/path.js';
 import { getHeader, type RequestHead } from '../routing/request.js';
 import { applyHeaderOps, firstMatch, pickCluster, type CompiledCors, type CompiledRoute, type CompiledVirtualHost, type ForwardAction, type HeaderOps } from '../routing/route-table.js';
@@ -21,7 +25,7 @@ import type { AccessLog, LoggedRequest } from '../telemetry/access-log.js';
 import type { IstioMetrics } from '../telemetry/metrics.js';
 import { OVERFLOW, OVERFLOW_REPLY, PENDING } from '../upstream/circuit-breaker.js';
 import type { ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manager.js';
-import { redirectLocation, securityRequest, type DataPlaneContext } from './exchange.js';
+import { redirectLocation, securityRequest, type ConnectionFacts, type DataPlaneContext } from './exchange.js';
 import type { Verdict } from '../security/pipeline.js';
 import { statusLine } from './status.js';
 import { writableHeaderValue } from './sink.js';
@@ -74,23 +78,35 @@ interface UserData {
   bridge: Bridge;
 }
 
-type DownstreamSocket = uWS.WebSocket<UserData>;
+type UwsSocket = uWS.WebSocket<UserData>;
 
-/** The WebSocket side of one listener: uWS behaviour, the open connections, and closing them. */
+/** node:http upgrades: what the `ws` server adds to the 101 of each request, and the subprotocol. */
+const NODE_UPGRADE = new WeakMap<IncomingMessage, { headers: readonly string[]; protocol: string }>();
+/** A Sec-WebSocket-Key: 16 bytes in base64 (RFC 6455 4.2.1), as `ws` checks it. */
+const WS_KEY = /^[+/0-9A-Za-z]{22}==$/;
+
+/** The WebSocket side of one listener, either engine: the open connections, and closing them. */
 export class WebSocketProxy {
   readonly host: WebSocketHost;
   /** Connections whose client side is open. */
   readonly open = new Set<Bridge>();
   #pinger: NodeJS.Timeout | null = null;
   #onEmpty: (() => void) | null = null;
-  #released = false;
+  /** uWS listeners hold the thread's CorkLender while they live. */
+  #lending = false;
+  /** node:http listeners: a `ws` server without a port, which takes over upgraded sockets. */
+  #wss: WebSocketServer | null = null;
 
   constructor(host: WebSocketHost) {
     this.host = host;
-    CorkLender.acquire();
   }
 
+  /** uWS: the `app.ws` behaviour (one per router of the listener's app). */
   behavior(): uWS.WebSocketBehavior<UserData> {
+    if (!this.#lending) {
+      this.#lending = true;
+      CorkLender.acquire();
+    }
     return {
       compression: uWS.DISABLED,
       maxPayloadLength: WS_MAX_PAYLOAD,
@@ -99,18 +115,72 @@ export class WebSocketProxy {
       maxBackpressure: DOWNSTREAM_HARD_LIMIT,
       closeOnBackpressureLimit: 0,
       upgrade: (res, req, context) => {
-        const bridge = new Bridge(this, res); // registers onAborted first
+        const hs = new UwsHandshake(res, context); // registers onAborted first
+        const bridge = new Bridge(this, hs);
         try {
-          if (!bridge.accept(req, context)) req.setYield(true);
+          if (!bridge.acceptUws(req)) req.setYield(true);
         } catch (err) {
           bridge.fail(err);
         }
       },
-      open: (ws) => this.#guard(() => ws.getUserData().bridge.downstreamOpen(ws)),
-      message: (ws, message, isBinary) => this.#guard(() => ws.getUserData().bridge.downstreamMessage(message, isBinary)),
-      drain: (ws) => this.#guard(() => ws.getUserData().bridge.downstreamDrain(ws)),
-      close: (ws, code, message) => this.#guard(() => ws.getUserData().bridge.downstreamClosed(code, message)),
+      open: (ws) =>
+        this.#guard(() => {
+          OPEN_DOWNSTREAMS.add(ws);
+          ws.getUserData().bridge.downstreamOpen(new UwsDownstream(ws));
+        }),
+      // uWS lends the message's memory for this call only: copied.
+      message: (ws, message, isBinary) => this.#guard(() => ws.getUserData().bridge.downstreamMessage(copyArrayBuffer(message), isBinary)),
+      drain: (ws) => this.#guard(() => ws.getUserData().bridge.downstreamDrain()),
+      close: (ws, code, message) =>
+        this.#guard(() => {
+          OPEN_DOWNSTREAMS.delete(ws);
+          const reason = Buffer.from(message).toString('utf8');
+          // uWS closes a client whose message is over maxPayloadLength with 1006 and this reason.
+          const failure = code === 1006 && reason === 'Received too big message' ? { code: 1009, reason: 'message too big' } : null;
+          ws.getUserData().bridge.downstreamClosed(code, reason, failure);
+        }),
     };
+  }
+
+  /**
+   * node:http `upgrade` on an HTTP/1.1 connection: a WebSocket handshake this proxy forwards, else
+   * `fallback` answers the request as the HTTP handler would. `head` is the request as the
+   * listener reads it (null when it cannot be routed: too large, no valid authority...), `conn`
+   * what it knows of the connection.
+   */
+  nodeUpgrade(req: IncomingMessage, socket: Socket, bodyHead: Buffer, head: RequestHead | null, conn: ConnectionFacts, fallback: () => void): void {
+    const hs = new NodeHandshake(this.#server(), req, socket, bodyHead);
+    const bridge = new Bridge(this, hs);
+    try {
+      const h = req.headers;
+      const key = h['sec-websocket-key'];
+      const version = h['sec-websocket-version'];
+      const valid = req.method === 'GET' && typeof key === 'string' && WS_KEY.test(key) && (version === '13' || version === '8');
+      if (head === null || !bridge.begin(head, h['sec-websocket-protocol'] ?? '', conn, valid)) {
+        hs.release();
+        fallback();
+      }
+    } catch (err) {
+      bridge.fail(err);
+    }
+  }
+
+  #server(): WebSocketServer {
+    if (this.#wss) return this.#wss;
+    const wss = new WebSocketServer({
+      noServer: true,
+      clientTracking: false,
+      perMessageDeflate: false,
+      maxPayload: WS_MAX_PAYLOAD,
+      // The upstream's choice, already negotiated.
+      handleProtocols: (_offered, req) => NODE_UPGRADE.get(req)?.protocol || false,
+    });
+    wss.on('headers', (lines: string[], req: IncomingMessage) => {
+      const extra = NODE_UPGRADE.get(req)?.headers ?? [];
+      for (let i = 0; i < extra.length; i += 2) if (writableHeaderValue(extra[i + 1]!)) lines.push(`${extra[i]}: ${extra[i + 1]}`);
+    });
+    this.#wss = wss;
+    return wss;
   }
 
   #guard(fn: () => void): void {
@@ -126,7 +196,7 @@ export class WebSocketProxy {
     this.open.add(b);
     if (this.#pinger === null) {
       this.#pinger = setInterval(() => {
-        for (const x of this.open) x.checkUpstream();
+        for (const x of this.open) x.checkPeers();
       }, UPSTREAM_PING_INTERVAL_MS);
       this.#pinger.unref();
     }
@@ -164,10 +234,227 @@ export class WebSocketProxy {
   /** Closes every remaining WebSocket with 1001 (going away), before the listener's sockets are. */
   closeAll(): void {
     for (const b of [...this.open]) b.goAway();
-    if (!this.#released) {
-      this.#released = true;
+    if (this.#lending) {
+      this.#lending = false;
       CorkLender.release();
     }
+  }
+}
+
+/** The client's handshake, whatever the engine: answered once, by a reply or by an upgrade. */
+interface Handshake {
+  /** Set by the Bridge: the client went away before the handshake was answered. */
+  onAborted: () => void;
+  /** Answers the handshake without upgrading. */
+  reply(status: number, headers: readonly string[], body: Buffer): void;
+  /**
+   * Switches protocols: 101 with these headers and the upstream's subprotocol. The engine calls
+   * `bridge.downstreamOpen` before returning unless the client socket is already gone.
+   */
+  upgrade(bridge: Bridge, headers: readonly string[], protocol: string): void;
+}
+
+/** The client's WebSocket once upgraded. */
+interface Downstream {
+  /** Queues a message; false when the engine dropped it (over its buffer limit). */
+  send(data: Buffer, isBinary: boolean): boolean;
+  readonly bufferedAmount: number;
+  /** The close handshake, with a code (none: a close frame without one) and a reason. */
+  end(code?: number, reason?: string | Buffer): void;
+  /** Drops the connection (the stream is broken). */
+  close(): void;
+  /** node engine only (uWS cannot stop reading a WebSocket): client messages wait while paused. */
+  pause?(): void;
+  resume?(): void;
+  /** node engine only (uWS pings by itself): pings the client; one that did not answer the last ping is dropped. */
+  ping?(): void;
+}
+
+class UwsHandshake implements Handshake {
+  onAborted: () => void = () => undefined;
+  readonly #res: uWS.HttpResponse;
+  readonly #context: uWS.us_socket_context_t;
+  key = '';
+  extensions = '';
+
+  constructor(res: uWS.HttpResponse, context: uWS.us_socket_context_t) {
+    // First, always: uWS aborts the process if a handler returns without this or a response.
+    res.onAborted(() => this.onAborted());
+    this.#res = res;
+    this.#context = context;
+  }
+
+  remoteAddress(): string {
+    return remoteAddress(this.#res);
+  }
+
+  reply(status: number, headers: readonly string[], body: Buffer): void {
+    const res = this.#res;
+    res.cork(() => {
+      res.writeStatus(statusLine(status));
+      for (let i = 0; i < headers.length; i += 2) if (writableHeaderValue(headers[i + 1]!)) res.writeHeader(headers[i]!, headers[i + 1]!);
+      res.end(body);
+    });
+  }
+
+  upgrade(bridge: Bridge, headers: readonly string[], protocol: string): void {
+    const res = this.#res;
+    const userData: UserData = { bridge };
+    const head = (): void => {
+      res.writeStatus('101 Switching Protocols');
+      for (let i = 0; i < headers.length; i += 2) if (writableHeaderValue(headers[i + 1]!)) res.writeHeader(headers[i]!, headers[i + 1]!);
+    };
+    const upgrade = (): void => res.upgrade(userData, this.key, protocol, this.extensions, this.#context);
+    // Not a plain res.cork(): see CorkLender. Uncorked is safe too, but uWS.js warns on stderr.
+    const lender = CorkLender.socket() ?? anyOpenDownstream();
+    if (lender !== null) {
+      lender.cork(() =>
+        res.cork(() => {
+          head();
+          upgrade();
+        }),
+      );
+    } else {
+      res.cork(head);
+      upgrade();
+    }
+  }
+}
+
+class UwsDownstream implements Downstream {
+  readonly #ws: UwsSocket;
+
+  constructor(ws: UwsSocket) {
+    this.#ws = ws;
+  }
+
+  send(data: Buffer, isBinary: boolean): boolean {
+    // Outside uWS's own callbacks a send must be corked, or it can wait in the cork buffer.
+    const ws = this.#ws;
+    let sent = 0;
+    ws.cork(() => {
+      sent = ws.send(data, isBinary);
+    });
+    return sent !== 2;
+  }
+
+  get bufferedAmount(): number {
+    return this.#ws.getBufferedAmount();
+  }
+
+  end(code?: number, reason?: string | Buffer): void {
+    // uWS runs the close handler inside end().
+    const ws = this.#ws;
+    ws.cork(() => (code === undefined ? ws.end() : ws.end(code, reason)));
+  }
+
+  close(): void {
+    const ws = this.#ws;
+    ws.cork(() => ws.close());
+  }
+}
+
+/** node:http: the upgrade request's socket until it is answered or handed to the `ws` server. */
+class NodeHandshake implements Handshake {
+  onAborted: () => void = () => undefined;
+  readonly #wss: WebSocketServer;
+  readonly #req: IncomingMessage;
+  readonly #socket: Socket;
+  readonly #bodyHead: Buffer;
+  readonly #onClose = (): void => this.onAborted();
+
+  constructor(wss: WebSocketServer, req: IncomingMessage, socket: Socket, bodyHead: Buffer) {
+    this.#wss = wss;
+    this.#req = req;
+    this.#socket = socket;
+    this.#bodyHead = bodyHead;
+    socket.on('error', () => undefined);
+    socket.once('close', this.#onClose);
+  }
+
+  /** The socket is someone else's now (the HTTP handler's, or the `ws` server's). */
+  release(): void {
+    this.#socket.removeListener('close', this.#onClose);
+  }
+
+  reply(status: number, headers: readonly string[], body: Buffer): void {
+    this.release();
+    const lines = [`HTTP/1.1 ${statusLine(status)}`];
+    for (let i = 0; i < headers.length; i += 2) if (writableHeaderValue(headers[i + 1]!)) lines.push(`${headers[i]}: ${headers[i + 1]}`);
+    lines.push(`date: ${new Date().toUTCString()}`, `content-length: ${body.length}`, 'connection: close', '', '');
+    // An upgrade request is the connection's last: answered, it is closed.
+    this.#socket.end(Buffer.concat([Buffer.from(lines.join('\r\n'), 'latin1'), body]));
+  }
+
+  upgrade(bridge: Bridge, headers: readonly string[], protocol: string): void {
+    this.release();
+    const req = this.#req;
+    NODE_UPGRADE.set(req, { headers, protocol });
+    // Synchronous: the `ws` server writes the 101 and calls back, or destroys a socket already gone.
+    this.#wss.handleUpgrade(req, this.#socket, this.#bodyHead, (ws) => {
+      NODE_UPGRADE.delete(req);
+      bridge.downstreamOpen(new NodeDownstream(ws, bridge));
+    });
+    NODE_UPGRADE.delete(req);
+  }
+}
+
+class NodeDownstream implements Downstream {
+  readonly #ws: WebSocket;
+  readonly #sent: () => void;
+  #alive = true;
+  /** The close code for the upstream when `ws` failed the client's connection (too big, bad frame). */
+  #failure: { code: number; reason: string } | null = null;
+
+  constructor(ws: WebSocket, bridge: Bridge) {
+    this.#ws = ws;
+    this.#sent = () => bridge.downstreamDrain();
+    ws.on('message', (data: Buffer, isBinary: boolean) => bridge.downstreamMessage(data, isBinary));
+    ws.on('pong', () => {
+      this.#alive = true;
+    });
+    ws.on('error', (err: Error & { code?: string }) => {
+      const code = err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? 1009 : err.code === 'WS_ERR_INVALID_UTF8' ? 1007 : err.code?.startsWith('WS_ERR_') ? 1002 : 0;
+      if (code > 0) this.#failure = { code, reason: code === 1009 ? 'message too big' : 'downstream protocol error' };
+    });
+    ws.on('close', (code: number, reason: Buffer) => bridge.downstreamClosed(code, reason.toString('utf8'), this.#failure));
+  }
+
+  send(data: Buffer, isBinary: boolean): boolean {
+    this.#ws.send(data, { binary: isBinary }, this.#sent);
+    return true;
+  }
+
+  get bufferedAmount(): number {
+    return this.#ws.bufferedAmount;
+  }
+
+  end(code?: number, reason?: string | Buffer): void {
+    const ws = this.#ws;
+    if (ws.readyState !== OPEN) return;
+    if (code === undefined) ws.close();
+    else ws.close(code, reason);
+  }
+
+  close(): void {
+    this.#ws.terminate();
+  }
+
+  pause(): void {
+    this.#ws.pause();
+  }
+
+  resume(): void {
+    this.#alive = true; // pongs were not read while paused
+    this.#ws.resume();
+  }
+
+  ping(): void {
+    const ws = this.#ws;
+    if (ws.readyState !== OPEN) return;
+    if (!this.#alive) return void ws.terminate();
+    this.#alive = false;
+    ws.ping();
   }
 }
 
@@ -194,11 +481,8 @@ class Bridge implements LoggedRequest {
   requestBytes = 0;
   responseBytes = 0;
 
-  /** The client's handshake response: valid until answered, upgraded or aborted, then null. */
-  #res: uWS.HttpResponse | null;
-  #key = '';
-  #extensions = '';
-  #context: uWS.us_socket_context_t | null = null;
+  /** The client's handshake: valid until answered, upgraded or aborted (or yielded), then null. */
+  #hs: Handshake | null;
   #protocols: string[] = [];
 
   #action: ForwardAction | null = null;
@@ -221,8 +505,10 @@ class Bridge implements LoggedRequest {
 
   /** The current upstream socket, until its `close` event. */
   #up: WebSocket | null = null;
-  /** The client's WebSocket, from uWS `open` until its `close`. */
-  #down: DownstreamSocket | null = null;
+  /** The client's WebSocket, from its `open` until its `close`. */
+  #down: Downstream | null = null;
+  /** node engine: client messages wait while the upstream is slow (uWS cannot pause them). */
+  #downPaused = false;
   #attempt: AttemptState | null = null;
   #upgraded = false;
   #downOpened = false;
@@ -234,10 +520,9 @@ class Bridge implements LoggedRequest {
   #graceTimer: NodeJS.Timeout | null = null;
   #finished = false;
 
-  constructor(proxy: WebSocketProxy, res: uWS.HttpResponse) {
-    // First, always: uWS aborts the process if a handler returns without this or a response.
-    res.onAborted(() => this.#aborted());
-    this.#res = res;
+  constructor(proxy: WebSocketProxy, hs: Handshake) {
+    hs.onAborted = () => this.#aborted();
+    this.#hs = hs;
     this.#proxy = proxy;
     const ctx = (this.#ctx = proxy.host.ctx);
     this.#metrics = ctx.metrics;
@@ -246,28 +531,36 @@ class Bridge implements LoggedRequest {
   }
 
   /**
-   * Reads the handshake (synchronously) and starts connecting upstream. False when this request is
-   * not a WebSocket to forward: the caller yields it to the HTTP handler, which answers it.
+   * uWS: reads the handshake (synchronously), then begin(). False when this request is not a
+   * WebSocket to forward: the caller yields it to the HTTP handler, which answers it.
    */
-  accept(req: uWS.HttpRequest, context: uWS.us_socket_context_t): boolean {
-    const res = this.#res!;
+  acceptUws(req: uWS.HttpRequest): boolean {
+    const hs = this.#hs as UwsHandshake;
     const host = this.#proxy.host;
     const method = req.getCaseSensitiveMethod();
     const path = normalizePath(req.getUrl());
     const query = req.getQuery() ?? '';
-    this.#key = req.getHeader('sec-websocket-key');
-    this.#extensions = req.getHeader('sec-websocket-extensions');
+    hs.key = req.getHeader('sec-websocket-key');
+    hs.extensions = req.getHeader('sec-websocket-extensions');
     const offered = req.getHeader('sec-websocket-protocol');
-    const ip = remoteAddress(res);
-    this.sink.remoteAddress = ip;
-
+    const ip = hs.remoteAddress();
     const { headers, host: authority, size, framing } = readForwardHeaders(req, ip, host.scheme);
     if (framing !== '' || size > MAX_REQUEST_HEADERS_BYTES || path.length + query.length > MAX_URL_BYTES || !authority || !validAuthority(authority)) return this.#yield();
-    this.head = { method, path, query, host: hostOnly(authority), authority, scheme: host.scheme, headers, ...(host.port !== undefined ? { localPort: host.port } : {}) };
+    const head: RequestHead = { method, path, query, host: hostOnly(authority), authority, scheme: host.scheme, headers, ...(host.port !== undefined ? { localPort: host.port } : {}) };
+    return this.begin(head, offered, { remoteAddress: ip, localAddress: host.localAddress ?? '' });
+  }
 
+  /**
+   * The handshake as its listener read it: routes it and starts connecting upstream. False when
+   * it is not a WebSocket to forward (the caller yields it to the HTTP handler). `valid` false: a
+   * malformed WebSocket handshake, answered 400.
+   */
+  begin(head: RequestHead, offered: string, conn: ConnectionFacts, valid = true): boolean {
+    this.head = head;
+    this.sink.remoteAddress = conn.remoteAddress;
     const ctx = this.#ctx!;
-    const vhost = ctx.table?.virtualHost(this.head);
-    const route = vhost && firstMatch(vhost, this.head);
+    const vhost = ctx.table?.virtualHost(head);
+    const route = vhost && firstMatch(vhost, head);
     const sec = ctx.security;
     // A host whose route may change once JWT authentication has run (claim matches, headers it
     // writes) keeps the handshake whatever the first match says, and answers it here when the
@@ -276,12 +569,14 @@ class Bridge implements LoggedRequest {
     if (!reroute && (!route || route.action.kind !== 'forward')) return this.#yield();
     this.route = route;
     if (reroute) this.#rerouteIn = vhost;
-    this.#context = context;
+    if (!valid) {
+      this.#reply(400, 'DPE', 'Bad Request');
+      return true;
+    }
     this.#protocols = offered ? offered.split(',').map((s) => s.trim()).filter((s) => s.length > 0) : [];
     // As for HTTP: JWT and authorization first, then CORS, fault injection and the router.
     if (sec && sec.active) {
-      const conn = { remoteAddress: ip, localAddress: host.localAddress ?? '' };
-      const verdict = sec.check(securityRequest(this.head, conn, sec.numTrustedProxies, headers));
+      const verdict = sec.check(securityRequest(head, conn, sec.numTrustedProxies, head.headers));
       if (verdict instanceof Promise) {
         verdict.then(
           (v) => this.#verdictReady(v),
@@ -297,7 +592,7 @@ class Bridge implements LoggedRequest {
   }
 
   #verdictReady(v: Verdict | null): void {
-    if (this.#res === null) return; // the client went away meanwhile
+    if (this.#hs === null) return; // the client went away meanwhile
     if (v === null) return this.#reply(403, '', 'RBAC: access denied');
     if (!v.allow) return this.#reply(v.status, v.flags, v.body, ['server', SERVER, ...(v.body.length > 0 && !v.headers.includes('content-type') ? ['content-type', 'text/plain'] : []), ...v.headers]);
     if (v.reroute !== null && this.#rerouteIn !== null) {
@@ -325,7 +620,7 @@ class Bridge implements LoggedRequest {
   #route(): void {
     this.#timer = null;
     const route = this.route!;
-    if (this.#res === null) return;
+    if (this.#hs === null) return;
     const fault = route.fault;
     if (fault !== null && fault.abortPerMillion > 0 && roll(fault.abortPerMillion)) {
       if (fault.abortGrpcStatus < 0) return this.#reply(fault.abortStatus, 'FI', 'fault filter abort');
@@ -344,18 +639,18 @@ class Bridge implements LoggedRequest {
   }
 
   #yield(): false {
-    // The HTTP handler takes the response over (and its own onAborted); this object is dropped.
-    this.#takeRes();
+    // The HTTP handler takes the request over (and its own abort handling); this object is dropped.
+    this.#takeHs();
     this.#finished = true;
     return false;
   }
 
-  /** The handshake response, for its last use (answer or upgrade); null once it was used or aborted. */
-  #takeRes(): uWS.HttpResponse | null {
-    const res = this.#res;
-    this.#res = null;
+  /** The handshake, for its last use (answer or upgrade); null once it was used or aborted. */
+  #takeHs(): Handshake | null {
+    const hs = this.#hs;
+    this.#hs = null;
     this.sink.closed = true;
-    return res;
+    return hs;
   }
 
   #forward(route: CompiledRoute, action: ForwardAction): void {
@@ -394,7 +689,7 @@ class Bridge implements LoggedRequest {
     const breaker = cluster.breaker;
     // A retry scheduled by #maybeRetry counts against maxRetries already: this attempt takes it over.
     const retried = breaker.takeRetry(this);
-    if (this.#res === null) {
+    if (this.#hs === null) {
       if (retried) breaker.dropRetry();
       return;
     }
@@ -458,41 +753,21 @@ class Bridge implements LoggedRequest {
   }
 
   #upstreamOpen(up: WebSocket): void {
-    if (up !== this.#up || this.#res === null) {
+    if (up !== this.#up || this.#hs === null) {
       up.terminate();
       return;
     }
     this.#handshakeOver();
     this.#cluster!.reportStatus(this.#endpoint!, 101);
-    const res = this.#takeRes()!;
+    const hs = this.#takeHs()!;
     this.#upgraded = true;
     this.#ctx = null;
     this.code = 101;
     const headers = this.#responseHeaders(this.#upgradeHeaders ?? [], true);
     this.#upgradeHeaders = null;
-    const userData: UserData = { bridge: this };
-    const context = this.#context!;
-    this.#context = null;
-    const head = (): void => {
-      res.writeStatus('101 Switching Protocols');
-      for (let i = 0; i < headers.length; i += 2) if (writableHeaderValue(headers[i + 1]!)) res.writeHeader(headers[i]!, headers[i + 1]!);
-    };
-    const upgrade = (): void => res.upgrade(userData, this.#key, up.protocol, this.#extensions, context);
-    // Not a plain res.cork(): see CorkLender. Uncorked is safe too, but uWS.js warns on stderr.
-    const lender = CorkLender.socket() ?? anyOpenDownstream();
-    if (lender !== null) {
-      lender.cork(() =>
-        res.cork(() => {
-          head();
-          upgrade();
-        }),
-      );
-    } else {
-      res.cork(head);
-      upgrade();
-    }
+    hs.upgrade(this, headers, up.protocol);
     if (!this.#downOpened) {
-      // uWS runs `open` inside upgrade(); without it the client socket is already gone.
+      // The engine opens the client side within upgrade(); without it the client socket is gone.
       this.flags = 'DC';
       this.#up = null;
       up.terminate();
@@ -516,7 +791,7 @@ class Bridge implements LoggedRequest {
       this.#handshakeOver();
       this.#up = null;
       up.terminate();
-      if (this.#res === null) return;
+      if (this.#hs === null) return;
       this.#cluster!.reportStatus(this.#endpoint!, r.statusCode ?? 502);
       if (length > REFUSAL_BODY_LIMIT || !r.complete) return this.#reply(503, 'UC', resetBody());
       this.#reply(r.statusCode ?? 502, '', Buffer.concat(chunks), this.#responseHeaders(r.rawHeaders, false));
@@ -529,7 +804,7 @@ class Bridge implements LoggedRequest {
       // Failed before the client was upgraded: a local reply as on the HTTP path.
       this.#handshakeOver();
       this.#up = null;
-      if (this.#res === null) return;
+      if (this.#hs === null) return;
       const timeout = err.message.includes('timed out');
       const connect = timeout || (err.code !== undefined && CONNECT_ERRORS.has(err.code));
       this.#cluster!.reportFailure(this.#endpoint!, timeout ? 'timeout' : connect ? 'connect' : 'reset');
@@ -573,25 +848,20 @@ class Bridge implements LoggedRequest {
 
   /** Answers the handshake (not upgraded) and finishes. */
   #reply(status: number, flags: string, body: string | Buffer, headers?: string[]): void {
-    const res = this.#takeRes();
+    const hs = this.#takeHs();
     this.code = status;
     this.flags = flags;
-    if (res !== null) {
+    if (hs !== null) {
       const buf = typeof body === 'string' ? Buffer.from(body) : body;
-      const hs = headers ?? (buf.length > 0 ? ['server', SERVER, 'content-type', 'text/plain'] : ['server', SERVER]);
       this.responseBytes = buf.length;
-      res.cork(() => {
-        res.writeStatus(statusLine(status));
-        for (let i = 0; i < hs.length; i += 2) if (writableHeaderValue(hs[i + 1]!)) res.writeHeader(hs[i]!, hs[i + 1]!);
-        res.end(buf);
-      });
+      hs.reply(status, headers ?? (buf.length > 0 ? ['server', SERVER, 'content-type', 'text/plain'] : ['server', SERVER]), buf);
     }
     this.#finish();
   }
 
   /** The client went away during the handshake. */
   #aborted(): void {
-    if (this.#takeRes() === null) return;
+    if (this.#takeHs() === null) return;
     this.flags = 'DC';
     if (this.#timer) clearTimeout(this.#timer);
     const up = this.#up;
@@ -603,31 +873,47 @@ class Bridge implements LoggedRequest {
   /** The handler threw: 500 if the handshake is still unanswered. */
   fail(err: unknown): void {
     this.#proxy.host.onError(err);
-    if (this.#res !== null) this.#reply(500, 'DPE', 'internal error');
+    if (this.#hs !== null) this.#reply(500, 'DPE', 'internal error');
   }
 
   // ---- Both sides open ----
 
-  downstreamOpen(ws: DownstreamSocket): void {
-    this.#down = ws;
+  downstreamOpen(down: Downstream): void {
+    this.#down = down;
     this.#downOpened = true;
-    OPEN_DOWNSTREAMS.add(ws);
     this.#proxy.opened(this);
   }
 
-  /** Client → upstream. uWS reuses the message's memory after this call, so it is copied. */
-  downstreamMessage(message: ArrayBuffer, isBinary: boolean): void {
+  /** Client → upstream. */
+  downstreamMessage(data: Buffer, isBinary: boolean): void {
     const up = this.#up;
     if (up === null || up.readyState !== OPEN) return;
-    const data = copyArrayBuffer(message);
     this.requestBytes += data.length;
+    const down = this.#down;
+    if (down?.pause) {
+      // The node engine can stop reading the client while the upstream is slow.
+      up.send(data, { binary: isBinary }, this.#upstreamSent);
+      if (!this.#downPaused && up.bufferedAmount > DOWNSTREAM_HIGH_WATER) {
+        this.#downPaused = true;
+        down.pause();
+      }
+      return;
+    }
     up.send(data, { binary: isBinary });
     if (up.bufferedAmount > UPSTREAM_BUFFER_LIMIT) {
       // uWS cannot pause reading a WebSocket: a client outrunning its upstream is cut off here.
       this.#terminateUpstream = true;
-      this.#down?.end(1013, 'upstream is not keeping up');
+      down?.end(1013, 'upstream is not keeping up');
     }
   }
+
+  /** A message reached the upstream socket: a paused client resumes once the upstream caught up. */
+  readonly #upstreamSent = (): void => {
+    if (this.#downPaused && (this.#up?.bufferedAmount ?? 0) < DOWNSTREAM_LOW_WATER) {
+      this.#downPaused = false;
+      this.#down?.resume?.();
+    }
+  };
 
   /** Upstream → client, pausing the upstream while the client is slow to read. */
   #upstreamMessage(up: WebSocket, data: Buffer, isBinary: boolean): void {
@@ -635,33 +921,31 @@ class Bridge implements LoggedRequest {
     const down = this.#down;
     if (up !== this.#up || down === null) return;
     this.responseBytes += data.length;
-    // Outside uWS's own callbacks a send must be corked, or it can wait in the cork buffer.
-    let sent = 0;
-    down.cork(() => {
-      sent = down.send(data, isBinary);
-    });
-    if (sent === 2) {
-      // Dropped by uWS (over maxBackpressure): the stream is broken, so both sides are closed.
+    if (!down.send(data, isBinary)) {
+      // Dropped (uWS, over maxBackpressure): the stream is broken, so both sides are closed.
       this.#terminateUpstream = true;
-      down.cork(() => down.close());
+      down.close();
       return;
     }
-    if (!this.#upPaused && down.getBufferedAmount() > DOWNSTREAM_HIGH_WATER) {
+    if (!this.#upPaused && down.bufferedAmount > DOWNSTREAM_HIGH_WATER) {
       this.#upPaused = true;
       up.pause();
     }
   }
 
-  downstreamDrain(ws: DownstreamSocket): void {
-    if (this.#upPaused && ws.getBufferedAmount() < DOWNSTREAM_LOW_WATER) {
+  /** The client's send buffer went down (uWS `drain`, or a node send completed). */
+  downstreamDrain(): void {
+    if (this.#upPaused && this.#down !== null && this.#down.bufferedAmount < DOWNSTREAM_LOW_WATER) {
       this.#upPaused = false;
       this.#up?.resume();
     }
   }
 
-  /** uWS `close` (any reason): forwards the close to the upstream if it is still open. */
-  downstreamClosed(code: number, message: ArrayBuffer): void {
-    if (this.#down) OPEN_DOWNSTREAMS.delete(this.#down);
+  /**
+   * The client side closed (any reason): forwards the close to the upstream if it is still open.
+   * `failure`: the engine failed the connection (message too big...): that code goes upstream.
+   */
+  downstreamClosed(code: number, reason: string, failure: { code: number; reason: string } | null): void {
     this.#down = null;
     this.#proxy.closed(this);
     const up = this.#up;
@@ -669,8 +953,7 @@ class Bridge implements LoggedRequest {
       if (this.#terminateUpstream) {
         up.terminate();
       } else {
-        const reason = Buffer.from(message).toString('utf8');
-        if (code === 1006 && reason === 'Received too big message') up.close(1009, 'message too big');
+        if (failure !== null) up.close(failure.code, failure.reason);
         else if (code === 1006) {
           this.flags ||= 'DC';
           up.close(1011, 'downstream connection lost');
@@ -698,7 +981,7 @@ class Bridge implements LoggedRequest {
     }
     if (!this.#upgraded) {
       // Closed without error, open or refusal: should not happen, but the handshake must be answered.
-      if (this.#res !== null) this.#reply(503, 'UC', resetBody());
+      if (this.#hs !== null) this.#reply(503, 'UC', resetBody());
       return;
     }
     const down = this.#down;
@@ -714,8 +997,8 @@ class Bridge implements LoggedRequest {
         c = sendableCode(code);
         text = c === code ? reason : undefined;
       }
-      // uWS runs the close handler inside end(), which finishes.
-      down.cork(() => (c === undefined ? down.end() : down.end(c, text)));
+      // uWS runs the close handler inside end(), which finishes; `ws` runs it once the client answered.
+      down.end(c, text);
       return;
     }
     this.#maybeFinish();
@@ -723,12 +1006,13 @@ class Bridge implements LoggedRequest {
 
   /** Listener going away: 1001 to the client (forwarded to the upstream by the close handler). */
   goAway(): void {
-    const down = this.#down;
-    down?.cork(() => down.end(1001, 'gateway listener closing'));
+    this.#down?.end(1001, 'gateway listener closing');
   }
 
-  /** Called every ping interval while the client is open: drops an upstream that stopped answering. */
-  checkUpstream(): void {
+  /** Called every ping interval while the client is open: drops a peer that stopped answering. */
+  checkPeers(): void {
+    // A paused client's pongs are not read either.
+    if (!this.#downPaused) this.#down?.ping?.();
     const up = this.#up;
     if (up === null || up.readyState !== OPEN) return;
     if (this.#upPaused) {
@@ -844,9 +1128,9 @@ interface AttemptState {
 }
 
 /** Client WebSockets open on this thread's uWS loop (every listener): lenders while CorkLender starts. */
-const OPEN_DOWNSTREAMS = new Set<DownstreamSocket>();
+const OPEN_DOWNSTREAMS = new Set<UwsSocket>();
 
-function anyOpenDownstream(): DownstreamSocket | null {
+function anyOpenDownstream(): UwsSocket | null {
   for (const ws of OPEN_DOWNSTREAMS) return ws;
   return null;
 }

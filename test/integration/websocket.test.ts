@@ -1,13 +1,17 @@
 // WebSocket upgrades through the gateway, as Istio allows them on every HTTP route: messages both
 // ways (text and binary), subprotocols, proxy headers and rewrites, close codes both ways, either
 // side dying, reloads that must not close open WebSockets, large messages, and flow control.
-// Upstreams are real `ws` servers on 127.0.0.1; the client is a `ws` WebSocket.
+// Upstreams are real `ws` servers on 127.0.0.1; the client is a `ws` WebSocket. The same suite
+// runs on both engines: a plain HTTP server (uWS) and an HTTPS server offering h2 and http/1.1 by
+// ALPN (the node:http2 engine, whose HTTP/1.1 side takes the upgrade), with `wss://` clients.
 import { readdirSync, readFileSync } from 'node:fs';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
+import { request as httpsRequest } from 'node:https';
 import { startGateway, type GatewayProcess } from '../helpers/gateway.js';
+import { createCa, type CertFiles, type TestCa } from '../helpers/openssl-ca.js';
 import { findSamples, parsePrometheus, sumSamples } from '../helpers/metrics.js';
 import { freePorts, http, sleep, waitFor } from '../helpers/net.js';
 import { pattern, sha256, startEcho, type Echo } from '../helpers/upstream.js';
@@ -24,6 +28,9 @@ interface UpstreamConn {
   ws: WebSocket;
   closed: Promise<{ code: number; reason: string }>;
   isClosed: boolean;
+  /** After the `sink` command: binary messages are counted here instead of echoed. */
+  sink: boolean;
+  received: number;
 }
 
 interface WsUpstream {
@@ -37,7 +44,8 @@ interface WsUpstream {
  * A `ws` server that echoes every message (same type), picks the last offered subprotocol it knows
  * (`chat.v1`, `chat.v2`), and obeys text commands: `whoami` (answers JSON with what it saw),
  * `close:<code>:<reason>`, `die` (drops the TCP connection), `flood:<MiB>` (sends that many 1 MiB
- * binary messages at once), `big:<bytes>` (one binary message of that size).
+ * binary messages at once), `big:<bytes>` (one binary message of that size), `sink` (count binary
+ * messages instead of echoing them, then answer `sinking`).
  */
 async function startWsUpstream(name: string): Promise<WsUpstream> {
   const wss = new WebSocketServer({
@@ -58,7 +66,7 @@ async function startWsUpstream(name: string): Promise<WsUpstream> {
   };
   wss.on('connection', (ws, req) => {
     let resolveClosed!: (v: { code: number; reason: string }) => void;
-    const conn: UpstreamConn = { url: req.url ?? '', headers: req.headers, protocol: ws.protocol, ws, closed: new Promise((r) => (resolveClosed = r)), isClosed: false };
+    const conn: UpstreamConn = { url: req.url ?? '', headers: req.headers, protocol: ws.protocol, ws, closed: new Promise((r) => (resolveClosed = r)), isClosed: false, sink: false, received: 0 };
     up.conns.push(conn);
     ws.on('error', () => undefined);
     ws.on('close', (code, reason) => {
@@ -66,7 +74,12 @@ async function startWsUpstream(name: string): Promise<WsUpstream> {
       resolveClosed({ code, reason: reason.toString() });
     });
     ws.on('message', (data: Buffer, isBinary) => {
+      if (conn.sink && isBinary) return void (conn.received += data.length);
       const text = isBinary ? '' : data.toString();
+      if (text === 'sink') {
+        conn.sink = true;
+        return ws.send('sinking');
+      }
       if (text === 'whoami') return ws.send(JSON.stringify({ name, url: conn.url, headers: conn.headers, protocol: conn.protocol }));
       if (text.startsWith('close:')) {
         const [, code, reason] = text.split(':');
@@ -96,7 +109,10 @@ interface Client {
 /** Opens a client WebSocket through the gateway; rejects with the status when the handshake fails. */
 function connect(p: number, path: string, opts: { host?: string; protocols?: string[]; headers?: Record<string, string> } = {}): Promise<Client> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`ws://127.0.0.1:${p}${path}`, opts.protocols ?? [], { headers: { host: opts.host ?? HOST, ...opts.headers }, maxPayload: 64 * MiB });
+    const host = opts.host ?? HOST;
+    // TLS ports: verified against the test CA, with the Host as SNI.
+    const tls = tlsPorts.has(p) ? { ca: ca.certPem, servername: host } : {};
+    const ws = new WebSocket(`${tlsPorts.has(p) ? 'wss' : 'ws'}://127.0.0.1:${p}${path}`, opts.protocols ?? [], { headers: { host, ...opts.headers }, maxPayload: 64 * MiB, ...tls });
     const messages: Array<{ data: Buffer; isBinary: boolean }> = [];
     const waiters: Array<(m: { data: Buffer; isBinary: boolean }) => void> = [];
     let resolveClosed!: (v: { code: number; reason: string }) => void;
@@ -150,23 +166,44 @@ function rssKb(pid: number): number {
 }
 
 let gw: GatewayProcess;
-let port: number;
-let port2: number;
+let ca: TestCa;
+let cert: CertFiles;
 let wsA: WsUpstream;
 let wsB: WsUpstream;
 let httpEcho: Echo;
 let deadPort: number;
+/** The ports of each engine (the second one is removed by the last test of its suite). */
+const P = { http: 0, http2: 0, https: 0, https2: 0 };
+const tlsPorts = new Set<number>();
+/** The Gateway's servers now (a removed port is dropped from it). */
+const serving = new Set<number>();
 
-const gatewayYaml = (ports: number[]): string => yamlDocs({ ...gateway('gw', ports[0]!), spec: { selector: { istio: 'ingressgateway' }, servers: ports.map((p) => ({ port: { number: p, name: `http-${p}`, protocol: 'HTTP' }, hosts: ['*'] })) } });
+const gatewayYaml = (): string =>
+  yamlDocs({
+    ...gateway('gw', P.http),
+    spec: {
+      selector: { istio: 'ingressgateway' },
+      // No gatehouse.io/alpn annotation: HTTPS offers h2 and http/1.1 (the node:http2 engine).
+      servers: [...serving].map((p) =>
+        tlsPorts.has(p) ? { port: { number: p, name: `https-${p}`, protocol: 'HTTPS' }, hosts: ['*'], tls: { mode: 'SIMPLE', serverCertificate: 'ws.crt', privateKey: 'ws.key' } } : { port: { number: p, name: `http-${p}`, protocol: 'HTTP' }, hosts: ['*'] },
+      ),
+    },
+  });
 
 beforeAll(async () => {
+  ca = createCa('ws-ca');
+  cert = ca.issue('ws', { sans: [`DNS:${HOST}`, 'DNS:nope.test', 'DNS:other.test'] });
   wsA = await startWsUpstream('a');
   wsB = await startWsUpstream('b');
   httpEcho = await startEcho('plain');
-  [port, port2, deadPort] = (await freePorts(3)) as [number, number, number];
+  [P.http, P.http2, P.https, P.https2, deadPort] = (await freePorts(5)) as [number, number, number, number, number];
+  for (const p of [P.http, P.http2, P.https, P.https2]) serving.add(p);
+  tlsPorts.add(P.https).add(P.https2);
   gw = await startGateway({
     files: {
-      'gw.yaml': gatewayYaml([port, port2]),
+      'ws.crt': cert.certPem,
+      'ws.key': cert.keyPem,
+      'gw.yaml': gatewayYaml(),
       'svc.yaml': yamlDocs(...service('wsa', { v1: wsA.port }), ...service('wsb', { v1: wsB.port }), ...service('plain', { v1: httpEcho.port }), ...service('dead', { v1: deadPort })),
       'vs.yaml': yamlDocs(
         virtualService('ws', [HOST], [
@@ -188,14 +225,44 @@ afterAll(async () => {
   await wsA?.close();
   await wsB?.close();
   await httpEcho?.close();
+  ca?.remove();
 });
+
+/** A plain request on either kind of port. */
+function get(p: number, path: string, host: string): Promise<{ status: number; json: any }> {
+  if (!tlsPorts.has(p)) return http(p, path, { headers: { host } });
+  return new Promise((resolve, reject) => {
+    const req = httpsRequest({ host: '127.0.0.1', port: p, path, headers: { host }, servername: host, ca: ca.certPem, agent: false, timeout: 5000 }, (res) => {
+      let body = '';
+      res.on('data', (d: Buffer) => (body += d.toString()));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(body || 'null') }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
 
 const whoami = async (c: Client): Promise<{ name: string; url: string; headers: IncomingHttpHeaders; protocol: string }> => {
   c.ws.send('whoami');
   return JSON.parse((await c.next()).data.toString());
 };
 
-describe('WebSocket proxying', () => {
+for (const engine of ['uWS (plain HTTP)', 'node:http2 (HTTPS, h2 and http/1.1 by ALPN)'] as const) {
+describe(`WebSocket proxying on ${engine}`, () => {
+  const tls = engine.startsWith('node');
+  let port: number;
+  let port2: number;
+  const scheme = tls ? 'https' : 'http';
+  beforeAll(() => {
+    port = tls ? P.https : P.http;
+    port2 = tls ? P.https2 : P.http2;
+  });
+
+  it(`the port is served by the ${tls ? 'node:http2 engine (h2 offered by default)' : 'uWS engine'}`, async () => {
+    const listeners = (await gw.admin('/listeners')).text;
+    expect(listeners).toContain(`127.0.0.1:${port}::${tls ? 'HTTPS (HTTP/1.1, h2)' : 'HTTP/1.1'}::`);
+  });
+
   it('echoes text and binary messages, keeping their type', async () => {
     const c = await connect(port, '/echo');
     c.ws.send('hello');
@@ -226,7 +293,7 @@ describe('WebSocket proxying', () => {
     expect(seen.name).toBe('a');
     expect(seen.url).toBe('/hdr?q=1');
     expect(seen.headers['x-forwarded-for']).toBe('203.0.113.9, 127.0.0.1');
-    expect(seen.headers['x-forwarded-proto']).toBe('http');
+    expect(seen.headers['x-forwarded-proto']).toBe(scheme);
     expect(seen.headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/);
     expect(seen.headers.host).toBe(HOST);
     expect(seen.headers['x-custom']).toBe('ok');
@@ -298,7 +365,7 @@ describe('WebSocket proxying', () => {
   it('a redirect route answers the handshake with the redirect, as for HTTP', async () => {
     const err = (await connect(port, '/moved').catch((e: unknown) => e)) as { status: number; headers: IncomingHttpHeaders };
     expect(err.status).toBe(301);
-    expect(err.headers.location).toBe(`http://${HOST}/new`);
+    expect(err.headers.location).toBe(`${scheme}://${HOST}/new`);
   });
 
   it('a fault abort on the route answers the handshake with its status (FI), as for HTTP', async () => {
@@ -321,8 +388,25 @@ describe('WebSocket proxying', () => {
     expect(JSON.parse(err.body).name).toBe('plain');
   });
 
+  if (tls) {
+    it('an upgrade other than websocket is refused 403 (as Envoy refuses upgrades Istio does not configure); a bad WebSocket key 400', async () => {
+      const ask = (headers: Record<string, string>): Promise<number> =>
+        new Promise((resolve, reject) => {
+          const req = httpsRequest({ host: '127.0.0.1', port, path: '/', headers: { host: HOST, connection: 'Upgrade', ...headers }, servername: HOST, ca: ca.certPem, agent: false, timeout: 5000 }, (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          });
+          req.on('upgrade', (res) => resolve(res.statusCode ?? 0));
+          req.on('error', reject);
+          req.end();
+        });
+      expect(await ask({ upgrade: 'spdy/3.1' })).toBe(403);
+      expect(await ask({ upgrade: 'websocket', 'sec-websocket-key': 'not a key', 'sec-websocket-version': '13' })).toBe(400);
+    });
+  }
+
   it('plain HTTP requests on the same listener still work', async () => {
-    const r = await http(port, '/plain/get', { headers: { host: HOST } });
+    const r = await get(port, '/plain/get', HOST);
     expect(r.status).toBe(200);
     expect(r.json.name).toBe('plain');
     expect(r.json.headers['x-forwarded-for']).toBe('127.0.0.1');
@@ -333,8 +417,8 @@ describe('WebSocket proxying', () => {
     const c = await connect(port, '/reload');
     c.ws.send('before');
     expect((await c.next()).data.toString()).toBe('before');
-    gw.writeFile('other.yaml', yamlDocs(virtualService('other', ['other.test'], [{ route: [dest('plain')] }])));
-    await waitFor(async () => (await http(port, '/', { headers: { host: 'other.test' } })).status === 200, APPLY_MS);
+    gw.writeFile(`other-${port}.yaml`, yamlDocs(virtualService(`other-${port}`, [`other-${port}.test`], [{ route: [dest('plain')] }])));
+    await waitFor(async () => (await http(P.http, '/', { headers: { host: `other-${port}.test` } })).status === 200, APPLY_MS);
     await sleep(200);
     for (let i = 0; i < 5; i++) {
       c.ws.send(`after ${i}`);
@@ -392,6 +476,36 @@ describe('WebSocket proxying', () => {
     c.ws.close();
   });
 
+  it(
+    tls
+      ? 'backpressure towards the upstream: a client sending 80 MiB to an upstream that stopped reading is paused, not cut off; everything arrives'
+      : 'a client more than 64 MiB ahead of an upstream that stopped reading is closed with 1013 (uWS cannot pause reading a WebSocket)',
+    async () => {
+      const before = wsA.conns.length;
+      const c = await connect(port, '/slow-upstream');
+      c.ws.send('sink');
+      expect((await c.next()).data.toString()).toBe('sinking');
+      const conn = wsA.conns[before]!;
+      conn.ws.pause(); // the upstream stops reading: the kernel buffers fill, then the gateway's
+      const chunk = pattern(MiB);
+      for (let i = 0; i < 80; i++) c.ws.send(chunk, { binary: true });
+      if (!tls) {
+        expect((await withTimeout(c.closed, 5000, 'client close')).code).toBe(1013);
+        conn.ws.resume();
+        return;
+      }
+      await sleep(1500);
+      // The gateway stopped reading from the client: most of the 80 MiB is still in the client.
+      expect(c.ws.readyState).toBe(WebSocket.OPEN);
+      expect(c.ws.bufferedAmount).toBeGreaterThan(40 * MiB);
+      conn.ws.resume();
+      await waitFor(() => conn.received >= 80 * MiB, 10_000);
+      expect(conn.received).toBe(80 * MiB);
+      expect(c.ws.readyState).toBe(WebSocket.OPEN);
+      c.ws.close();
+    },
+  );
+
   it('each upgrade is one istio_requests_total sample: 101 for proxied WebSockets, NR 404 for no route', async () => {
     const c = await connect(port, '/metrics');
     c.ws.close();
@@ -431,7 +545,8 @@ describe('WebSocket proxying', () => {
     const before = wsA.conns.length;
     const c = await connect(port2, '/on-removed-port');
     await whoami(c);
-    gw.writeFile('gw.yaml', gatewayYaml([port]));
+    serving.delete(port2);
+    gw.writeFile('gw.yaml', gatewayYaml());
     const closed = await withTimeout(c.closed, 5000, 'client close');
     expect(closed.code).toBe(1001);
     expect((await withTimeout(wsA.conns[before]!.closed, 2000, 'upstream close')).code).toBe(1001);
@@ -442,3 +557,4 @@ describe('WebSocket proxying', () => {
     d.ws.close();
   });
 });
+}

@@ -90,23 +90,45 @@ describe('HTTPS servers → filter chains and secrets', () => {
     const chains = tlsChains(l);
     expect(chains.map((c) => c.mode)).toEqual(['SIMPLE', 'MUTUAL', 'OPTIONAL_MUTUAL']);
     expect(needsNodeTls(chains)).toBe(true);
-    expect(needsNodeTls(chains.slice(0, 1))).toBe(false);
+    // A SIMPLE chain alone is uWS-capable when it offers only http/1.1 (h2 is the default now).
+    expect(needsNodeTls([{ ...chains[0]!, alpn: ['http/1.1'] }])).toBe(false);
     expect(needsNodeTls([{ ...chains[0]!, minVersion: 'TLSv1_3' }])).toBe(true);
   });
 
-  it('ALPN: HTTP/1.1 only for plain HTTP routes, h2 by annotation (bad values warned), and h2 needs node:http2', () => {
-    expect(l.filter_chains.map((c) => c.transport_socket!.typed_config.common_tls_context.alpn_protocols)).toEqual([['http/1.1'], ['http/1.1'], ['http/1.1']]);
+  it('ALPN: h2 and http/1.1 by default, as Istio; the annotation narrows it to http/1.1 (uWS-capable), bad values warned', () => {
+    // Was `[['http/1.1'], ...]` (HTTP/1.1 unless a route reached a gRPC port): h2 is now the default.
+    expect(l.filter_chains.map((c) => c.transport_socket!.typed_config.common_tls_context.alpn_protocols)).toEqual([['h2', 'http/1.1'], ['h2', 'http/1.1'], ['h2', 'http/1.1']]);
+    expect(needsNodeTls(tlsChains(l).slice(0, 1))).toBe(true);
     const annotated = (v: string): Snapshot => snap(GATEWAY.replace('metadata: {name: gw, namespace: shop}', `metadata: {name: gw, namespace: shop, annotations: {gatehouse.io/alpn: "${v}"}}`));
+    const h1 = annotated('http/1.1');
+    const l1 = h1.listeners.find((x) => x.address.socket_address.port_value === 443)!;
+    expect(tlsChains(l1).map((c) => c.alpn)).toEqual([['http/1.1'], ['http/1.1'], ['http/1.1']]);
+    expect(needsNodeTls(tlsChains(l1).slice(0, 1))).toBe(false);
     const h2 = annotated('h2, http/1.1');
-    const l2 = h2.listeners.find((x) => x.address.socket_address.port_value === 443)!;
-    expect(tlsChains(l2).map((c) => c.alpn)).toEqual([['h2', 'http/1.1'], ['h2', 'http/1.1'], ['h2', 'http/1.1']]);
-    expect(needsNodeTls(tlsChains(l2).slice(0, 1))).toBe(true);
+    expect(tlsChains(h2.listeners.find((x) => x.address.socket_address.port_value === 443)!).map((c) => c.alpn)).toEqual([['h2', 'http/1.1'], ['h2', 'http/1.1'], ['h2', 'http/1.1']]);
     const bad = annotated('spdy/3');
-    expect(bad.warnings.map((w) => `${w.line}: ${w.message}`).join('\n')).toMatch(/^\d+: gatehouse.io\/alpn must be "h2,http\/1.1" or "http\/1.1", not "spdy\/3"; ignored$/m);
+    expect(bad.warnings.map((w) => `${w.line}: ${w.message}`).join('\n')).toMatch(/^\d+: gatehouse.io\/alpn must be "h2,http\/1.1" or "http\/1.1", not "spdy\/3"; ignored \(h2 and http\/1.1 are offered\)$/m);
+    expect(tlsChains(bad.listeners.find((x) => x.address.socket_address.port_value === 443)!)[0]!.alpn).toEqual(['h2', 'http/1.1']);
   });
 
-  it('ALPN: h2 offered when a route of the port reaches a GRPC service port', () => {
-    const grpc = snap(`${GATEWAY}
+  it('ALPN: one Gateway without the annotation on the port keeps h2 offered', () => {
+    const two = snap(`${GATEWAY.replace('metadata: {name: gw, namespace: shop}', 'metadata: {name: gw, namespace: shop, annotations: {gatehouse.io/alpn: "http/1.1"}}')}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw2, namespace: shop}
+spec:
+  servers:
+  - port: {number: 443, name: https-d, protocol: HTTPS}
+    hosts: [d.example.com]
+    tls: {mode: SIMPLE, credentialName: c-cred}
+`);
+    const l2 = two.listeners.find((x) => x.address.socket_address.port_value === 443)!;
+    expect(tlsChains(l2).map((c) => c.alpn[0])).toEqual(['h2', 'h2', 'h2', 'h2']);
+  });
+
+  it('ALPN: narrowed to http/1.1 while a route reaches a GRPC service port: warned (gRPC clients need h2)', () => {
+    const grpc = snap(`${GATEWAY.replace('metadata: {name: gw, namespace: shop}', 'metadata: {name: gw, namespace: shop, annotations: {gatehouse.io/alpn: "http/1.1"}}')}
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -119,7 +141,8 @@ metadata: {name: echo, namespace: shop}
 spec: {hosts: [a.example.com], gateways: [gw], http: [{route: [{destination: {host: echo}}]}]}
 `);
     const l2 = grpc.listeners.find((x) => x.address.socket_address.port_value === 443)!;
-    expect(tlsChains(l2)[0]!.alpn).toEqual(['h2', 'http/1.1']);
+    expect(tlsChains(l2)[0]!.alpn).toEqual(['http/1.1']);
+    expect(grpc.warnings.map((w) => w.message)).toContain('port 443 offers only http/1.1 (gatehouse.io/alpn) but routes to an HTTP2/GRPC service port: gRPC clients, which need h2, cannot be served on it');
   });
 
   it('a changed Secret changes the snapshot hash (new certificates are applied)', () => {
