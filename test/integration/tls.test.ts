@@ -1,4 +1,5 @@
-// Gateway TLS as Istio serves it: SIMPLE servers by SNI (exact, wildcard, default certificate),
+// Gateway TLS as Istio serves it: ALPN h2 and http/1.1 by default (narrowed by annotation),
+// SIMPLE servers by SNI (exact, wildcard, default certificate),
 // certificates from files (relative to the YAML file) and credentialName Secrets, MUTUAL and
 // OPTIONAL_MUTUAL client certificates with subjectAltNames, minProtocolVersion, rotation of
 // files and Secrets under traffic, bad replacements kept out, and `validate` on bad certificates.
@@ -9,6 +10,7 @@ import { Agent, request, type RequestOptions } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect, type ConnectionOptions, type PeerCertificate } from 'node:tls';
+import { connect as h2connect } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeDir, runCli, startGateway, tempConfigDir, type GatewayProcess } from '../helpers/gateway.js';
 import { freePorts, http, waitFor } from '../helpers/net.js';
@@ -23,7 +25,7 @@ let otherCa: TestCa;
 let certs: Record<string, CertFiles>;
 let echo: Echo;
 let gw: GatewayProcess;
-let P: { simple: number; http: number; mutual: number; optional: number; tls13: number };
+let P: { simple: number; http: number; mutual: number; optional: number; tls13: number; h1: number };
 
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
 
@@ -56,16 +58,27 @@ function gatewayDoc(): Obj {
   };
 }
 
+/** The same SIMPLE server in a Gateway narrowed to HTTP/1.1 by the gatehouse.io/alpn annotation. */
+function h1GatewayDoc(): Obj {
+  return {
+    apiVersion: 'networking.istio.io/v1',
+    kind: 'Gateway',
+    metadata: { name: 'gw-h1', namespace: 'default', annotations: { 'gatehouse.io/alpn': 'http/1.1' } },
+    spec: { selector: { istio: 'ingressgateway' }, servers: [{ port: { number: P.h1, name: 'https-h1', protocol: 'HTTPS' }, hosts: ['a.test'], tls: { mode: 'SIMPLE', serverCertificate: 'a.crt', privateKey: 'a.key' } }] },
+  };
+}
+
 function config(b: CertFiles = certs.b!): string {
   const oSecret = { ...tlsSecret('o-cred', 'istio-system', certs.o!), data: { 'tls.crt': b64(certs.o!.certPem), 'tls.key': b64(certs.o!.keyPem), 'ca.crt': b64(ca.certPem) } };
   return yamlDocs(
     gatewayDoc(),
+    h1GatewayDoc(),
     tlsSecret('wild-tls', 'istio-system', certs.wild!),
     // Found in the Gateway's namespace (the gateway's own, istio-system, has none).
     genericSecret('b-generic', 'default', b),
     oSecret,
     ...service('tlsecho', { v1: echo.port }),
-    { apiVersion: 'networking.istio.io/v1', kind: 'VirtualService', metadata: { name: 'vs', namespace: 'default' }, spec: { hosts: ['*'], gateways: ['gw'], http: [{ route: [{ destination: { host: 'tlsecho' } }] }] } },
+    { apiVersion: 'networking.istio.io/v1', kind: 'VirtualService', metadata: { name: 'vs', namespace: 'default' }, spec: { hosts: ['*'], gateways: ['gw', 'gw-h1'], http: [{ route: [{ destination: { host: 'tlsecho' } }] }] } },
   );
 }
 
@@ -86,8 +99,8 @@ beforeAll(async () => {
     wrongCa: otherCa.issue('client-wrong-ca', { client: true, sans: [`URI:${SPIFFE_CLIENT}`] }),
   };
   echo = await startEcho('tlsecho');
-  const [simple, httpPort, mutual, optional, tls13] = await freePorts(5);
-  P = { simple: simple!, http: httpPort!, mutual: mutual!, optional: optional!, tls13: tls13! };
+  const [simple, httpPort, mutual, optional, tls13, h1] = await freePorts(6);
+  P = { simple: simple!, http: httpPort!, mutual: mutual!, optional: optional!, tls13: tls13!, h1: h1! };
   gw = await startGateway({
     files: {
       'gw.yaml': config(),
@@ -148,6 +161,58 @@ function get(port: number, servername: string, opts: Omit<Partial<RequestOptions
 }
 
 const cn = (c: PeerCertificate): string | undefined => (c.subject as unknown as Record<string, string> | undefined)?.CN;
+
+/** One request with an HTTP/2 client over TLS (as `curl --http2 https://...`): the protocol it got and the answer. */
+function h2get(port: number, servername: string, path: string): Promise<{ alpn: string | false; status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const session = h2connect(`https://127.0.0.1:${port}`, { servername, ca: ca.certPem, ALPNProtocols: ['h2', 'http/1.1'] });
+    session.on('error', reject);
+    const req = session.request({ ':path': path, ':authority': servername });
+    let body = '';
+    let status = 0;
+    req.setEncoding('utf8');
+    req.on('response', (h) => (status = Number(h[':status'])));
+    req.on('data', (d: string) => (body += d));
+    req.on('end', () => {
+      const alpn = session.alpnProtocol ?? false;
+      session.close();
+      resolve({ alpn, status, body });
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('ALPN: h2 and http/1.1 by default, as Istio; gatehouse.io/alpn narrows it', () => {
+  it('an HTTPS server without the annotation offers h2: an HTTP/2 client gets h2 and is routed (node:http2 engine)', async () => {
+    const r = await h2get(P.simple, 'a.test', '/over-h2');
+    expect(r.alpn).toBe('h2');
+    expect(r.status).toBe(200);
+    expect(JSON.parse(r.body).url).toBe('/over-h2');
+    expect((await gw.admin('/listeners')).text).toContain(`127.0.0.1:${P.simple}::HTTPS (HTTP/1.1, h2)::`);
+  });
+
+  it('HTTP/1.1 clients are served on the same port', async () => {
+    const { protocol } = await handshake(P.simple, 'a.test', { ALPNProtocols: ['http/1.1'] });
+    expect(protocol).toMatch(/^TLSv1\.[23]$/);
+    expect((await get(P.simple, 'a.test', { path: '/h1' })).status).toBe(200);
+  });
+
+  it('gatehouse.io/alpn: "http/1.1": no h2 is negotiated, the client speaks HTTP/1.1 (uWS engine)', async () => {
+    const alpn = await new Promise<string | false>((resolve, reject) => {
+      const s = connect({ host: '127.0.0.1', port: P.h1, servername: 'a.test', ca: ca.certPem, ALPNProtocols: ['h2', 'http/1.1'] }, () => {
+        resolve(s.alpnProtocol ?? false);
+        s.end();
+      });
+      s.on('error', reject);
+    });
+    expect(alpn).not.toBe('h2');
+    const r = await get(P.h1, 'a.test', { path: '/narrowed' });
+    expect(r.status).toBe(200);
+    expect(JSON.parse(r.body).url).toBe('/narrowed');
+    expect((await gw.admin('/listeners')).text).toContain(`127.0.0.1:${P.h1}::HTTPS (HTTP/1.1)::`);
+  });
+});
 
 describe('SIMPLE servers on one port: the certificate by SNI', () => {
   it('picks the certificate of the server naming the SNI host (file certificate, relative path)', async () => {
