@@ -1,9 +1,11 @@
 // Gateway server `tls` → Envoy's DownstreamTlsContext and the SDS secrets it names, as istiod
 // builds them for a gateway: `credentialName` Secrets (looked up in the gateway's namespace, then
 // in the Gateway's), certificate files (relative paths against the YAML file's folder), and the
-// Gatehouse ACME annotation. Pure: shared by resolve() and the certificate checks of the tls module.
+// Gatehouse ACME annotation. Also DestinationRule `tls.credentialName` (TLS origination), whose
+// Secret istiod serves a gateway only from the gateway's own namespace. Pure: shared by resolve()
+// and the certificate checks of the tls module.
 import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
-import type { FieldPath, GatewayServer, GatewaySpec, Resource } from '../config/types.js';
+import type { ClientTLSSettings, FieldPath, GatewayServer, GatewaySpec, Resource } from '../config/types.js';
 import type { DownstreamTlsContext, SdsSecretConfig, Secret, TlsVersion } from './snapshot.js';
 
 /** Gateway annotations that make SIMPLE HTTPS servers get their certificates from ACME. */
@@ -69,6 +71,35 @@ export function secretData(secret: Resource): Map<string, string> {
   for (const [k, v] of Object.entries(doc.data ?? {})) if (typeof v === 'string') out.set(k, Buffer.from(v, 'base64').toString('utf8'));
   for (const [k, v] of Object.entries(doc.stringData ?? {})) if (typeof v === 'string') out.set(k, v);
   return out;
+}
+
+/** A Secret's certificate and key as istiod reads them: `cert`/`key` first, then `tls.crt`/`tls.key`; empty values do not count. */
+export function secretCertificate(data: ReadonlyMap<string, string>): { cert: string; key: string; certKey: string; keyKey: string } | undefined {
+  for (const [certKey, keyKey] of [
+    ['cert', 'key'],
+    ['tls.crt', 'tls.key'],
+  ] as const) {
+    const cert = data.get(certKey);
+    const key = data.get(keyKey);
+    if (cert && key) return { cert, key, certKey, keyKey };
+  }
+  return undefined;
+}
+
+/**
+ * The CA of credential `name` in `namespace`, as istiod answers SDS `<name>-cacert`: the Secret
+ * `<name>-cacert` when there is one, else `<name>` itself; key `cacert`, then `ca.crt`.
+ */
+export function secretCa(secrets: SecretIndex, namespace: string, name: string): { pem: string; secret: string; key: string } | undefined {
+  const own = secrets.get(`${namespace}/${name}-cacert`);
+  const found = own ?? secrets.get(`${namespace}/${name}`);
+  if (!found) return undefined;
+  const data = secretData(found);
+  for (const key of ['cacert', 'ca.crt']) {
+    const pem = data.get(key);
+    if (pem) return { pem, secret: found.metadata.name, key };
+  }
+  return undefined;
 }
 
 const TLS_VERSIONS: Record<string, TlsVersion> = { TLS_AUTO: 'TLS_AUTO', TLSV1_0: 'TLSv1_0', TLSV1_1: 'TLSv1_1', TLSV1_2: 'TLSv1_2', TLSV1_3: 'TLSv1_3' };
@@ -139,31 +170,20 @@ export function serverTls(gw: Resource<GatewaySpec>, server: GatewayServer, inde
     if (!found) return out;
     const prefix = found.metadata.namespace === gatewayNamespace ? 'kubernetes://' : `kubernetes://${found.metadata.namespace}/`;
     const data = secretData(found);
-    const certKey = data.has('tls.crt') ? 'tls.crt' : data.has('cert') ? 'cert' : undefined;
-    const keyKey = data.has('tls.key') ? 'tls.key' : data.has('key') ? 'key' : undefined;
-    if (!certKey || !keyKey) return out;
+    const pair = secretCertificate(data);
+    if (!pair) return out;
     const what = `secret ${JSON.stringify(credential)}`;
     out.cert = {
-      secret: { name: `${prefix}${credential}`, tls_certificate: { certificate_chain: { inline_string: data.get(certKey)! }, private_key: { inline_string: data.get(keyKey)! } } },
+      secret: { name: `${prefix}${credential}`, tls_certificate: { certificate_chain: { inline_string: pair.cert }, private_key: { inline_string: pair.key } } },
       path: credPath,
       what,
-      keys: { cert: certKey, key: keyKey },
+      keys: { cert: pair.certKey, key: pair.keyKey },
     };
     if (mutual) {
-      // The CA is in the same Secret (ca.crt / cacert) or in `<name>-cacert`.
-      let caKey = data.has('ca.crt') ? 'ca.crt' : data.has('cacert') ? 'cacert' : undefined;
-      let caData = data;
-      let caWhat = what;
-      if (!caKey) {
-        const other = secrets.get(`${found.metadata.namespace}/${credential}-cacert`);
-        if (other) {
-          caData = secretData(other);
-          caKey = caData.has('ca.crt') ? 'ca.crt' : caData.has('cacert') ? 'cacert' : undefined;
-          caWhat = `secret ${JSON.stringify(`${credential}-cacert`)}`;
-        }
-      }
-      if (caKey) {
-        out.ca = { secret: { name: `${prefix}${credential}-cacert`, validation_context: { trusted_ca: { inline_string: caData.get(caKey)! } } }, path: credPath, what: caWhat, keys: { ca: caKey } };
+      // The CA as istiod serves `<name>-cacert`: that Secret, else this one (cacert / ca.crt).
+      const ca = secretCa(secrets, found.metadata.namespace, credential);
+      if (ca) {
+        out.ca = { secret: { name: `${prefix}${credential}-cacert`, validation_context: { trusted_ca: { inline_string: ca.pem } } }, path: credPath, what: `secret ${JSON.stringify(ca.secret)}`, keys: { ca: ca.key } };
       } else if (tls.caCertificates) {
         const ca = configFilePath(gw, tls.caCertificates);
         out.ca = { secret: { name: `file-root:${ca}`, validation_context: { trusted_ca: { filename: ca } } }, path: [...base, 'caCertificates'], what: `CA file ${ca}`, filePaths: { ca: [...base, 'caCertificates'] } };
@@ -215,5 +235,76 @@ export function serverTls(gw: Resource<GatewaySpec>, server: GatewayServer, inde
     },
     require_client_certificate: mode === 'MUTUAL',
   };
+  return out;
+}
+
+/** DestinationRule `tls.credentialName` (SIMPLE / MUTUAL origination), resolved for this gateway. */
+export interface UpstreamCredential {
+  /** SDS names the cluster's UpstreamTlsContext references (istiod's): `kubernetes://<name>` (MUTUAL) and `kubernetes://<name>-cacert`. */
+  certName?: string;
+  caName?: string;
+  /** The secrets to serve under those names, when the Secret has what they need. */
+  cert?: SecretRef;
+  ca?: SecretRef;
+  /** What cannot be served (connections to the destination fail), for warnings. */
+  notes: string[];
+}
+
+/**
+ * istiod serves a gateway the Secret a DestinationRule's `credentialName` names only from the
+ * gateway's own namespace (`--namespace`; SDS `kubernetes://<name>`, same-namespace only):
+ * MUTUAL presents its certificate and key, and both modes verify the upstream against its CA
+ * (`<name>-cacert` or the Secret's own `cacert` / `ca.crt`) unless `insecureSkipVerify`.
+ */
+export function upstreamCredential(tls: ClientTLSSettings, secrets: SecretIndex, gatewayNamespace: string, path: FieldPath): UpstreamCredential {
+  const out: UpstreamCredential = { notes: [] };
+  const raw = tls.credentialName ?? '';
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//.exec(raw)?.[1];
+  if (scheme !== undefined && scheme !== 'kubernetes') {
+    out.notes.push(`credentialName ${JSON.stringify(raw)}: ${scheme}:// credentials are not supported by Gatehouse for TLS origination; connections to this destination fail`);
+    return out;
+  }
+  let name = raw.replace(/^kubernetes:\/\//, '');
+  const slash = name.indexOf('/');
+  if (slash >= 0) {
+    const ns = name.slice(0, slash);
+    name = name.slice(slash + 1);
+    if (ns !== gatewayNamespace) {
+      out.notes.push(`credentialName ${JSON.stringify(raw)}: a gateway reads DestinationRule credentials only from its own namespace ${gatewayNamespace}, as Istio; connections to this destination fail`);
+      return out;
+    }
+  }
+  const mutual = tls.mode === 'MUTUAL';
+  const verify = !tls.insecureSkipVerify;
+  if (mutual) out.certName = `kubernetes://${name}`;
+  if (verify) out.caName = `kubernetes://${name}-cacert`;
+  const found = secrets.get(`${gatewayNamespace}/${name}`);
+  if (mutual) {
+    if (!found) {
+      out.notes.push(`secret ${JSON.stringify(name)} not found in namespace ${gatewayNamespace} (the gateway's, where Istio looks for a DestinationRule's credentialName); connections to this destination fail`);
+      return out;
+    }
+    const pair = secretCertificate(secretData(found));
+    if (pair) {
+      out.cert = {
+        secret: { name: out.certName!, tls_certificate: { certificate_chain: { inline_string: pair.cert }, private_key: { inline_string: pair.key } } },
+        path,
+        what: `secret ${JSON.stringify(name)}`,
+        keys: { cert: pair.certKey, key: pair.keyKey },
+      };
+    } else {
+      out.notes.push(`secret ${JSON.stringify(name)} has no cert and key (or tls.crt and tls.key), which mode MUTUAL presents; connections to this destination fail`);
+    }
+  }
+  if (verify) {
+    const ca = secretCa(secrets, gatewayNamespace, name);
+    if (ca) {
+      out.ca = { secret: { name: out.caName!, validation_context: { trusted_ca: { inline_string: ca.pem } } }, path, what: `secret ${JSON.stringify(ca.secret)}`, keys: { ca: ca.key } };
+    } else if (!found && !secrets.has(`${gatewayNamespace}/${name}-cacert`)) {
+      out.notes.push(`secret ${JSON.stringify(name)} not found in namespace ${gatewayNamespace} (the gateway's, where Istio looks for a DestinationRule's credentialName); connections to this destination fail`);
+    } else {
+      out.notes.push(`secret ${JSON.stringify(name)} has no cacert (or ca.crt) and there is no secret ${JSON.stringify(`${name}-cacert`)} with one: the upstream certificate cannot be verified (set insecureSkipVerify to skip it); connections to this destination fail`);
+    }
+  }
   return out;
 }

@@ -30,7 +30,7 @@ import type {
 import { formatPath, resourceId } from '../config/types.js';
 import { proxylessPolicyGaps, proxylessRouteGaps } from './proxyless.js';
 import { buildSecurityConfig, PROXY_PROTOCOL_ANNOTATION } from './security.js';
-import { FORWARD_PROXY_ANNOTATION, ALPN_ANNOTATION, ALPN_H1, ALPN_H2, secretIndex, serverHostNames, serverTls, TERMINATING_MODES } from './gateway-tls.js';
+import { FORWARD_PROXY_ANNOTATION, ALPN_ANNOTATION, ALPN_H1, ALPN_H2, sds, secretIndex, serverHostNames, serverTls, TERMINATING_MODES, upstreamCredential } from './gateway-tls.js';
 import {
   MESH_CERT_SECRET,
   MESH_ROOT_SECRET,
@@ -991,8 +991,27 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
         },
       };
     }
-    if (tls && (tls.mode === 'SIMPLE' || tls.mode === 'MUTUAL')) {
-      if (tls.credentialName) tlsWarn('credentialName', 'credentialName is not supported for TLS origination yet (use clientCertificate/privateKey/caCertificates files)');
+    if (tls && (tls.mode === 'SIMPLE' || tls.mode === 'MUTUAL') && tls.credentialName) {
+      // A Secret in the gateway's namespace, over SDS as istiod names it (gateway-tls.ts); the
+      // secrets travel in the snapshot, so a changed Secret reaches new connections without a restart.
+      const c = upstreamCredential(tls, secretsByName, opts.namespace, []);
+      for (const note of c.notes) tlsWarn('credentialName', note);
+      if (c.cert) secrets.set(c.cert.secret.name, c.cert.secret);
+      if (c.ca) secrets.set(c.ca.secret.name, c.ca.secret);
+      const sans = tls.subjectAltNames ?? [];
+      cluster.transport_socket = {
+        name: 'envoy.transport_sockets.tls',
+        typed_config: {
+          ...(tls.sni ? { sni: tls.sni } : {}),
+          common_tls_context: {
+            // Istio names the Secret's certificate for MUTUAL only, and its CA unless insecureSkipVerify.
+            ...(c.certName ? { tls_certificate_sds_secret_configs: [sds(c.certName)] } : {}),
+            ...(c.caName ? { combined_validation_context: { default_validation_context: sans.length > 0 ? { match_subject_alt_names: sans.map((exact) => ({ exact })) } : {}, validation_context_sds_secret_config: sds(c.caName) } } : {}),
+          },
+          ...(tls.insecureSkipVerify ? { insecure_skip_verify: true } : {}),
+        },
+      };
+    } else if (tls && (tls.mode === 'SIMPLE' || tls.mode === 'MUTUAL')) {
       if (tls.caCrl) tlsWarn('caCrl', 'caCrl is not enforced by Gatehouse yet; ignored');
       // Certificate paths are relative to the DestinationRule's YAML file, like Gateway certificates.
       const file = (p: string): string => (dr && !isAbsolute(p) ? resolvePath(dirname(dr.source.file), p) : p);

@@ -2,8 +2,10 @@
 // unreadable files, certificates that do not parse, keys that do not match, expired certificates,
 // CA bundles that do not parse. `gatehouse validate` prints them; `run` rejects a configuration
 // (or a certificate file change) that has any, and the last good certificates keep serving.
-import { ACME_CA_ANNOTATION, serverTls, secretIndex, TERMINATING_MODES, type SecretRef } from '../controlplane/gateway-tls.js';
-import type { GatewaySpec, Problem, Resource } from '../config/types.js';
+// DestinationRule `tls.credentialName` too: its Secret's material, and the fields Istio's
+// validation refuses beside it.
+import { ACME_CA_ANNOTATION, serverTls, secretIndex, TERMINATING_MODES, upstreamCredential, type SecretIndex, type SecretRef } from '../controlplane/gateway-tls.js';
+import type { ClientTLSSettings, DestinationRuleSpec, FieldPath, GatewaySpec, Problem, Resource, TrafficPolicy } from '../config/types.js';
 import { gatewayApplies, reporterFor } from '../config/validate-refs.js';
 import { existsSync } from 'node:fs';
 import { loadSecret, type Names } from './material.js';
@@ -31,6 +33,7 @@ function namesFor(ref: SecretRef): Names {
 export function checkCertificates(resources: readonly Resource[], opts: CertificateCheckOptions): Problem[] {
   const problems: Problem[] = [];
   const secrets = secretIndex(resources);
+  for (const r of resources) if (r.kind === 'DestinationRule') checkUpstreamCredentials(r as Resource<DestinationRuleSpec>, secrets, opts, problems);
   for (const r of resources) {
     if (r.kind !== 'Gateway') continue;
     if (!opts.allGateways && !gatewayApplies(r, { ...opts.labels })) continue;
@@ -60,4 +63,42 @@ export function checkCertificates(resources: readonly Resource[], opts: Certific
     });
   }
   return problems;
+}
+
+/** Every `tls` block of a DestinationRule, with its path. */
+function tlsBlocks(dr: Resource<DestinationRuleSpec>): Array<[FieldPath, ClientTLSSettings]> {
+  const out: Array<[FieldPath, ClientTLSSettings]> = [];
+  const policy = (base: FieldPath, p: TrafficPolicy | undefined): void => {
+    if (p?.tls) out.push([[...base, 'tls'], p.tls]);
+    (p?.portLevelSettings ?? []).forEach((pl, i) => pl.tls && out.push([[...base, 'portLevelSettings', i, 'tls'], pl.tls]));
+  };
+  policy(['spec', 'trafficPolicy'], dr.spec.trafficPolicy);
+  (dr.spec.subsets ?? []).forEach((sub, i) => policy(['spec', 'subsets', i, 'trafficPolicy'], sub.trafficPolicy));
+  return out;
+}
+
+/**
+ * `credentialName` in SIMPLE / MUTUAL origination: the file fields beside it are refused as Istio's
+ * validation refuses them, and the Secret's certificate, key and CA must load. A missing Secret or
+ * key is a warning of the translation (resolve.ts), as for Gateways: the rule may come before it.
+ */
+function checkUpstreamCredentials(dr: Resource<DestinationRuleSpec>, secrets: SecretIndex, opts: CertificateCheckOptions, problems: Problem[]): void {
+  const out = reporterFor(dr, problems);
+  for (const [path, tls] of tlsBlocks(dr)) {
+    if (!tls.credentialName || (tls.mode !== 'SIMPLE' && tls.mode !== 'MUTUAL')) continue;
+    const at = [...path, 'credentialName'];
+    const files = (['clientCertificate', 'privateKey', 'caCertificates', 'caCrl'] as const).filter((k) => tls[k] !== undefined && tls[k] !== '');
+    if (files.length > 0) out.error(at, `cannot specify client certificates or CA certificate or CA CRL if credentialName is set (${files.join(', ')})`);
+    if (tls.mode === 'SIMPLE' && tls.insecureSkipVerify) out.error(at, 'cannot specify credentialName when insecureSkipVerify is set true in mode SIMPLE');
+    const c = upstreamCredential(tls, secrets, opts.namespace, at);
+    for (const ref of [c.cert, c.ca]) {
+      if (!ref) continue;
+      try {
+        loadSecret(ref.secret, namesFor(ref), opts.now);
+      } catch (e) {
+        if (!(e instanceof CertError)) throw e;
+        out.error(at, e.message);
+      }
+    }
+  }
 }

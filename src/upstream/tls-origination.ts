@@ -4,9 +4,11 @@
 // shared by the undici pools (HTTP/1.1) and the HTTP/2 sessions of the cluster's endpoints.
 // Files are read when the object is made and re-read, for new connections, when they change on
 // disk (checked at most once a second), so a rotated client certificate needs no reload.
-// ISTIO_MUTUAL names its material over SDS instead (`default`, `ROOTCA`): it comes from the data
-// plane's secret store (the mesh CA's current workload certificate, or SDS from a control plane)
-// and is re-read the same way, so a rotated workload certificate is used by new connections.
+// ISTIO_MUTUAL names its material over SDS instead (`default`, `ROOTCA`), and so does
+// `credentialName` (`kubernetes://<name>`, `kubernetes://<name>-cacert`): it comes from the data
+// plane's secret store (the mesh CA's current workload certificate, the Secrets of the current
+// configuration, or SDS from a control plane) and is re-read the same way, so a rotated
+// certificate or Secret is used by new connections while open ones keep theirs.
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import type { ConnectionOptions, PeerCertificate } from 'node:tls';
@@ -109,7 +111,9 @@ export class TlsOrigination {
 
   #refresh(force: boolean): void {
     const now = Date.now();
-    if (!force && now - this.#checkedAt < RECHECK_MS) return;
+    // Without usable options yet (a Secret arriving with the snapshot that made this cluster),
+    // look again at every connection rather than failing for a second.
+    if (!force && this.#options !== null && now - this.#checkedAt < RECHECK_MS) return;
     this.#checkedAt = now;
     let stamp = '';
     for (const f of this.#files) {
@@ -181,9 +185,12 @@ function buildOptions(ctx: UpstreamTlsContext, sds: SdsMaterial | undefined): Co
 }
 
 /**
- * ISTIO_MUTUAL: present the SDS certificate (`default`), verify the server's chain against the SDS
- * root (`ROOTCA`) and, only when the rule lists subjectAltNames, its SANs, as Istio does (the
- * `outbound_...` SNI is no host name to check).
+ * SDS-named material: ISTIO_MUTUAL presents the workload certificate (`default`) and verifies the
+ * server's chain against the mesh root (`ROOTCA`); `credentialName` presents the Secret's
+ * certificate (MUTUAL) and verifies against its CA. The SANs checked are the rule's
+ * subjectAltNames; without them an explicit `sni` (always set for ISTIO_MUTUAL, whose
+ * `outbound_...` SNI is no host name) checks the chain only, and otherwise the certificate must
+ * name the SNI host, as Istio's auto_san_validation.
  */
 function buildSdsOptions(ctx: UpstreamTlsContext, sds: SdsMaterial | undefined): ConnectionOptions {
   const names = sdsNames(ctx);
@@ -191,7 +198,7 @@ function buildSdsOptions(ctx: UpstreamTlsContext, sds: SdsMaterial | undefined):
   const certName = names.certs[0];
   if (certName) {
     const m = sds?.certificate(certName);
-    if (!m) throw new TlsConfigError(`the mesh certificate (SDS "${certName}") is not available in this process`);
+    if (!m) throw new TlsConfigError(`${describeSds(certName, 'certificate')} is not available in this process`);
     opts.cert = m.certPem;
     opts.key = m.keyPem;
   }
@@ -202,13 +209,23 @@ function buildSdsOptions(ctx: UpstreamTlsContext, sds: SdsMaterial | undefined):
   }
   if (names.ca) {
     const ca = sds?.ca(names.ca);
-    if (!ca) throw new TlsConfigError(`the mesh root certificate (SDS "${names.ca}") is not available in this process`);
+    if (!ca) throw new TlsConfigError(`${describeSds(names.ca, 'ca')} is not available in this process`);
     opts.ca = ca.caPem;
   }
   opts.rejectUnauthorized = true;
   const sans = ctx.common_tls_context.combined_validation_context?.default_validation_context.match_subject_alt_names?.map((m) => m.exact) ?? [];
-  opts.checkServerIdentity = sans.length > 0 ? (_host, cert) => matchSubjectAltNames(cert, sans) : () => undefined;
+  if (sans.length > 0) opts.checkServerIdentity = (_host, cert) => matchSubjectAltNames(cert, sans);
+  else if (ctx.sni) opts.checkServerIdentity = () => undefined;
   return opts;
+}
+
+/** An SDS name in messages: the mesh identity, or the Secret a credentialName names. */
+function describeSds(name: string, part: 'certificate' | 'ca'): string {
+  if (name.startsWith('kubernetes://')) {
+    const secret = name.slice('kubernetes://'.length).replace(/-cacert$/, '');
+    return part === 'ca' ? `the CA of credentialName secret "${secret}" (SDS "${name}")` : `the client certificate of credentialName secret "${secret}" (SDS "${name}")`;
+  }
+  return part === 'ca' ? `the mesh root certificate (SDS "${name}")` : `the mesh certificate (SDS "${name}")`;
 }
 
 function readFile(file: string, field: string): Buffer {
