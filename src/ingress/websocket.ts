@@ -149,7 +149,7 @@ export class WebSocketProxy {
    * what it knows of the connection.
    */
   nodeUpgrade(req: IncomingMessage, socket: Socket, bodyHead: Buffer, head: RequestHead | null, conn: ConnectionFacts, fallback: () => void): void {
-    const hs = new NodeHandshake(this.#server(), req, socket, bodyHead);
+    const hs = new NodeHandshake(this.#server(), req, socket, bodyHead, (err) => this.host.onError(err));
     const bridge = new Bridge(this, hs);
     try {
       const h = req.headers;
@@ -357,13 +357,15 @@ class UwsDownstream implements Downstream {
 /** node:http: the upgrade request's socket until it is answered or handed to the `ws` server. */
 class NodeHandshake implements Handshake {
   onAborted: () => void = () => undefined;
+  readonly #onError: (err: unknown) => void;
   readonly #wss: WebSocketServer;
   readonly #req: IncomingMessage;
   readonly #socket: Socket;
   readonly #bodyHead: Buffer;
   readonly #onClose = (): void => this.onAborted();
 
-  constructor(wss: WebSocketServer, req: IncomingMessage, socket: Socket, bodyHead: Buffer) {
+  constructor(wss: WebSocketServer, req: IncomingMessage, socket: Socket, bodyHead: Buffer, onError: (err: unknown) => void) {
+    this.#onError = onError;
     this.#wss = wss;
     this.#req = req;
     this.#socket = socket;
@@ -393,7 +395,7 @@ class NodeHandshake implements Handshake {
     // Synchronous: the `ws` server writes the 101 and calls back, or destroys a socket already gone.
     this.#wss.handleUpgrade(req, this.#socket, this.#bodyHead, (ws) => {
       NODE_UPGRADE.delete(req);
-      bridge.downstreamOpen(new NodeDownstream(ws, bridge));
+      bridge.downstreamOpen(new NodeDownstream(ws, bridge, this.#onError));
     });
     NODE_UPGRADE.delete(req);
   }
@@ -406,10 +408,16 @@ class NodeDownstream implements Downstream {
   /** The close code for the upstream when `ws` failed the client's connection (too big, bad frame). */
   #failure: { code: number; reason: string } | null = null;
 
-  constructor(ws: WebSocket, bridge: Bridge) {
+  constructor(ws: WebSocket, bridge: Bridge, onError: (err: unknown) => void) {
     this.#ws = ws;
     this.#sent = () => bridge.downstreamDrain();
-    ws.on('message', (data: Buffer, isBinary: boolean) => bridge.downstreamMessage(data, isBinary));
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      try {
+        bridge.downstreamMessage(data, isBinary);
+      } catch (err) {
+        onError(err);
+      }
+    });
     ws.on('pong', () => {
       this.#alive = true;
     });
@@ -417,7 +425,13 @@ class NodeDownstream implements Downstream {
       const code = err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? 1009 : err.code === 'WS_ERR_INVALID_UTF8' ? 1007 : err.code?.startsWith('WS_ERR_') ? 1002 : 0;
       if (code > 0) this.#failure = { code, reason: code === 1009 ? 'message too big' : 'downstream protocol error' };
     });
-    ws.on('close', (code: number, reason: Buffer) => bridge.downstreamClosed(code, reason.toString('utf8'), this.#failure));
+    ws.on('close', (code: number, reason: Buffer) => {
+      try {
+        bridge.downstreamClosed(code, reason.toString('utf8'), this.#failure);
+      } catch (err) {
+        onError(err);
+      }
+    });
   }
 
   send(data: Buffer, isBinary: boolean): boolean {
