@@ -18,6 +18,11 @@ import { statusLine } from './status.js';
 import { ACME_CHALLENGE_PREFIX, acmeChallenges } from '../tls/acme-challenges.js';
 import { WebSocketProxy } from './websocket.js';
 
+// uWS marks every response `uWebSockets: 20`, which fingerprints the stack, unless its loop is
+// "silent": uWS.js's undocumented `_cfg('silent')` (src/addon.cpp: Loop::setSilent), per thread's
+// loop, so here, where every thread that serves uWS loads it. (`Date` stays: Envoy sends one too.)
+(uWS as unknown as { _cfg(key: string): void })._cfg('silent');
+
 /** Envoy's default `max_request_headers_kb` (60 KiB): beyond it, 431. */
 export const MAX_REQUEST_HEADERS_BYTES = 60 * 1024;
 /** Longest request target (path and query) accepted: beyond it, 414 (nginx's default buffer). */
@@ -449,9 +454,10 @@ export class UwsHttpListener {
 
     const head: RequestHead = { method, path, query, host: hostOnly(host), authority: host, scheme: this.scheme, headers, localPort: this.port };
     if (framing !== '' || !isToken(method)) {
-      // uWS routes a method that is not a token (`G@T`) and frames any transfer-encoding as
-      // chunked and the first of two content-lengths: refused as Envoy and nginx do, never
-      // forwarded, and the connection closed (the bytes after this head cannot be trusted).
+      // uWS routes a method that is not a token (`G@T`) and a request with two Host lines, and
+      // frames any transfer-encoding as chunked and the first of two content-lengths: refused as
+      // Envoy and nginx do (RFC 9112), never forwarded, and the connection closed (the bytes after
+      // this head cannot be trusted).
       const ex = (sink.exchange = new Exchange(sink, this.ctx, head, undefined));
       if (framing === '') return ex.localReply(400, 'DPE', 'Bad Request');
       // Answered on the next turn: uWS would parse and serve bytes pipelined after this head if
@@ -496,6 +502,7 @@ export function readForwardHeaders(req: uWS.HttpRequest, ip: string, scheme: 'ht
   let framing = '';
   let contentLength: string | null = null;
   let transferEncodings = 0;
+  let hosts = 0;
   let xff = '';
   let requestId = '';
   let hasBody = false;
@@ -504,8 +511,11 @@ export function readForwardHeaders(req: uWS.HttpRequest, ip: string, scheme: 'ht
   req.forEach((k, v) => {
     size += k.length + v.length + 4;
     if (DROPPED_REQUEST_HEADERS.has(k)) {
-      if (k === 'host') host = v;
-      else if (k === 'transfer-encoding') {
+      if (k === 'host') {
+        // RFC 9112 3.2: a request with more than one Host line is a 400.
+        if (++hosts > 1) framing = 'host';
+        host = v;
+      } else if (k === 'transfer-encoding') {
         hasBody = true;
         // RFC 9112 6.1: a request's only coding may be chunked (uWS frames any value as chunked).
         if (++transferEncodings > 1 || v.length !== 7 || v.toLowerCase() !== 'chunked') framing = 'transfer-encoding';

@@ -65,6 +65,14 @@ describe('bad input: malformed requests', () => {
     await stillServing();
   });
 
+  it('responses carry no uWebSockets fingerprint header (uWS.js silent mode); Date stays, as Envoy sends one', async () => {
+    const r = await http(port, '/fingerprint', { headers: { host: HOST } });
+    expect(r.status).toBe(200);
+    expect(r.headers.uwebsockets).toBeUndefined();
+    expect(r.headers.date).toBeDefined();
+    expect(r.headers.server).toBe('istio-envoy');
+  });
+
   it('an invalid Host gets 400', async () => {
     const r = await rawExchange(port, 'GET / HTTP/1.1\r\nHost: bad host\r\n\r\n', { timeoutMs: 2000, until: headerEnd });
     expect(rawStatus(r.data)).toBe(400);
@@ -182,6 +190,15 @@ describe('bad input: what uWS passes and the handler refuses (400, never forward
       expect(echo.requests.length).toBe(before);
     });
   }
+
+  it('two Host lines are 400 with Connection: close (RFC 9112 3.2), nothing forwarded', async () => {
+    const before = echo.requests.length;
+    const r = await rawExchange(port, `GET /two-hosts HTTP/1.1\r\nHost: ${HOST}\r\nHost: other.test\r\n\r\n`, { timeoutMs: 2000 });
+    expect(rawStatus(r.data)).toBe(400);
+    expect(r.closed).toBe(true);
+    await sleep(50);
+    expect(echo.requests.length).toBe(before);
+  });
 
   it('the same Content-Length twice is one length (RFC 9110 8.6): forwarded', async () => {
     const r = await rawExchange(port, `POST /cl-same HTTP/1.1\r\nHost: ${HOST}\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc`, { timeoutMs: 2000, until: (d) => d.includes('/cl-same') });
