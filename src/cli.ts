@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { problemLine } from './config/pipeline.js';
 import { DEFAULT_GATEWAY_LABELS } from './config/validate-refs.js';
+import { HTTP1_ENGINES, type Http1Engine } from './controlplane/snapshot.js';
 import { fetchSyncz, formatSyncz } from './controlplane/xds/status-client.js';
 import { ConfigError, Gateway, type RunOptions } from './gateway.js';
 import { createLogger, defaultLogFormat, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './telemetry/log.js';
@@ -16,7 +17,7 @@ export const USAGE = `Usage:
   gatehouse run --config <file|dir> [--config ...]   (or --xds-address host:port)
                 [--bind 0.0.0.0] [--admin-port 15000] [--admin-bind 127.0.0.1] [--xds-port 15010]
                 [--labels istio=ingressgateway] [--namespace istio-system] [--mesh-config <file>]
-                [--workers N] [--log-level info] [--log-format pretty|json]
+                [--workers N] [--http1-engine uws|strict] [--log-level info] [--log-format pretty|json]
   gatehouse validate <file|dir>... [--labels istio=ingressgateway] [--namespace istio-system] [--mesh-config <file>]
   gatehouse proxy-status --xds-address host:port [-o json]
   gatehouse ca sign --spiffe spiffe://cluster.local/ns/<ns>/sa/<sa> [--out-dir .] [--ttl 24h | --days N] [--csr <file>]
@@ -71,6 +72,7 @@ const RUN_OPTIONS = {
   namespace: { type: 'string' },
   'mesh-config': { type: 'string' },
   workers: { type: 'string' },
+  'http1-engine': { type: 'string' },
   'log-level': { type: 'string' },
   'log-format': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -130,6 +132,9 @@ async function run(args: string[]): Promise<number> {
   // Default: one data-plane thread per core the process may use (1: everything on the main thread).
   const workers = values.workers === undefined ? os.availableParallelism() : Number(values.workers);
   if (!Number.isInteger(workers) || workers < 1) throw new UsageError('--workers must be a positive integer');
+  // The HTTP/1.1 engine of plain HTTP and SIMPLE HTTPS ports (a Gateway annotation overrides it).
+  const http1Engine = (values['http1-engine'] ?? 'uws') as Http1Engine;
+  if (!HTTP1_ENGINES.includes(http1Engine)) throw new UsageError(`--http1-engine must be one of ${HTTP1_ENGINES.join(', ')}, got "${values['http1-engine']}"`);
   // Given labels replace the default (Istio's ingress gateway deployment's).
   const labels = values.labels === undefined ? { ...DEFAULT_GATEWAY_LABELS } : parseLabels(values.labels);
   const logOptions = { format, colorize: format === 'pretty' && process.stdout.isTTY === true && !process.env.NO_COLOR };
@@ -145,6 +150,7 @@ async function run(args: string[]): Promise<number> {
     meshConfigFile: values['mesh-config'],
     xdsAddress: values['xds-address'],
     workers,
+    http1Engine,
     logLevel: level,
     logOptions,
   };

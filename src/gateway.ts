@@ -8,7 +8,7 @@ import { formatProblem, type ConfigSet, type GatewaySpec, type MeshConfig, type 
 import { describeLabels, gatewaySelection } from './config/validate-refs.js';
 import { ConfigWatcher } from './config/watch.js';
 import { resolve } from './controlplane/resolve.js';
-import type { Snapshot } from './controlplane/snapshot.js';
+import type { Http1Engine, Snapshot } from './controlplane/snapshot.js';
 import { XdsReplicaClient } from './controlplane/xds/client.js';
 import { XdsServer } from './controlplane/xds/server.js';
 import { SnapshotViews } from './controlplane/xds/snapshot-views.js';
@@ -38,6 +38,11 @@ export interface RunOptions {
   meshConfigFile?: string | undefined;
   /** Data-plane worker threads (src/workers); 1 (default): the data plane runs on the main thread. */
   workers?: number | undefined;
+  /**
+   * `--http1-engine`: the HTTP/1.1 engine of plain HTTP and SIMPLE HTTPS ports whose Gateways do
+   * not choose one (`gatehouse.io/http1-engine`); default `uws`.
+   */
+  http1Engine?: Http1Engine | undefined;
   /** The log level, passed on to worker threads. */
   logLevel?: string | undefined;
   /** The log format, passed on to worker threads (theirs is no terminal to tell by). */
@@ -113,6 +118,7 @@ export class Gateway {
     this.dataPlane = new DataPlane(this.metrics, log.child({ stage: 'ingress' }), {
       acme: this.#acme,
       mesh: { certificate: () => this.#identity?.certificate ?? undefined, root: () => this.#meshRoot },
+      ...(opts.http1Engine ? { http1Engine: opts.http1Engine } : {}),
     });
     const secrets = this.dataPlane.secrets;
     this.#views = new SnapshotViews(
@@ -152,6 +158,7 @@ export class Gateway {
         namespace: opts.namespace,
         secrets,
         mesh: { certificate: () => this.#identity?.certificate ?? undefined, root: () => this.#meshRoot },
+        http1Engine: opts.http1Engine,
       });
     }
   }

@@ -25,6 +25,11 @@ export const ALPN_ANNOTATION = 'gatehouse.io/alpn';
  * REGISTRY_ONLY. "true" or "false" (default).
  */
 export const FORWARD_PROXY_ANNOTATION = 'gatehouse.io/forward-proxy';
+/**
+ * Gateway annotation: the engine serving HTTP/1.1 on its HTTP and SIMPLE HTTPS ports, `uws` or
+ * `strict` (node:http, RFC 9112 parsing); unset, `gatehouse run --http1-engine` decides.
+ */
+export const HTTP1_ENGINE_ANNOTATION = 'gatehouse.io/http1-engine';
 export const ALPN_H2: readonly string[] = ['h2', 'http/1.1'];
 export const ALPN_H1: readonly string[] = ['http/1.1'];
 

@@ -30,6 +30,7 @@ import type {
 import { formatPath, resourceId } from '../config/types.js';
 import { proxylessPolicyGaps, proxylessRouteGaps } from './proxyless.js';
 import { buildSecurityConfig, PROXY_PROTOCOL_ANNOTATION } from './security.js';
+import { HTTP1_ENGINE_ANNOTATION } from './gateway-tls.js';
 import { FORWARD_PROXY_ANNOTATION, ALPN_ANNOTATION, ALPN_H1, ALPN_H2, sds, secretIndex, serverHostNames, serverTls, TERMINATING_MODES, upstreamCredential } from './gateway-tls.js';
 import {
   MESH_CERT_SECRET,
@@ -58,6 +59,7 @@ import {
   type Listener,
   type MetadataMatcher,
   type ListenerProtocol,
+  type Http1Engine,
   type QueryParameterMatcher,
   type RedirectAction,
   type RetryPolicy,
@@ -310,6 +312,10 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
       if (security) listener.metadata.filter_metadata.istio.security = security;
       if (kept.some((s) => s.gw.metadata.annotations?.[PROXY_PROTOCOL_ANNOTATION] === 'true')) listener.metadata.filter_metadata.istio.proxy_protocol = true;
     }
+    if (protocol === 'HTTP' || protocol === 'HTTPS') {
+      const engine = http1Engine(port, kept, listener);
+      if (engine) listener.metadata.filter_metadata.istio.http1_engine = engine;
+    }
     listeners.push(listener);
   }
 
@@ -482,6 +488,45 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
       });
     }
     return true;
+  }
+
+  /**
+   * The HTTP/1.1 engine the Gateways of a plain HTTP or HTTPS port ask for with
+   * `gatehouse.io/http1-engine` (one engine serves a port): `strict` when any asks for it (the
+   * stricter parser wins), else `uws` when any asks for it, else none (`--http1-engine` decides).
+   */
+  function http1Engine(port: number, servers: BoundServer[], listener: Listener): Http1Engine | undefined {
+    let strict: BoundServer | undefined;
+    let uws: BoundServer | undefined;
+    const path = ['metadata', 'annotations', HTTP1_ENGINE_ANNOTATION];
+    const seen = new Set<Resource>();
+    for (const s of servers) {
+      if (seen.has(s.gw)) continue;
+      seen.add(s.gw);
+      const raw = s.gw.metadata.annotations?.[HTTP1_ENGINE_ANNOTATION];
+      if (raw === undefined) continue;
+      const v = raw.trim().toLowerCase();
+      if (v === 'strict') strict ??= s;
+      else if (v === 'uws') uws ??= s;
+      else warn(s.gw, path, `${HTTP1_ENGINE_ANNOTATION} must be "uws" or "strict", not "${raw}"; ignored`);
+    }
+    if (strict && uws) warn(uws.gw, path, `port ${port} is served by the strict HTTP/1.1 engine: ${resourceId(strict.gw)} asks for it on the same port (one engine serves a port; strict wins)`);
+    if (uws && !strict) {
+      // What uWS cannot do puts a port on node:http whatever the annotation says.
+      const meta = listener.metadata.filter_metadata.istio;
+      const contexts = listener.filter_chains.map((fc) => fc.transport_socket?.typed_config);
+      const why = meta.forward_proxy
+        ? `it is a forward proxy (${FORWARD_PROXY_ANNOTATION})`
+        : meta.proxy_protocol && meta.protocol === 'HTTP'
+          ? `it reads the PROXY protocol (${PROXY_PROTOCOL_ANNOTATION})`
+          : contexts.some((c) => c?.common_tls_context.alpn_protocols?.includes('h2'))
+            ? 'it offers h2 by ALPN'
+            : contexts.some((c) => c?.common_tls_context.combined_validation_context)
+              ? 'it verifies client certificates'
+              : '';
+      if (why) warn(uws.gw, path, `port ${port} cannot be served by uWS: ${why}; its HTTP/1.1 is served by the strict node:http engine`);
+    }
+    return strict ? 'strict' : uws ? 'uws' : undefined;
   }
 
   /**

@@ -141,6 +141,13 @@ export interface AcmeSecretSource {
   ca_file?: string;
 }
 
+/**
+ * The engine serving HTTP/1.1 on a plain HTTP or SIMPLE HTTPS port: uWebSockets.js (fast, lax
+ * parsing) or node:http (llhttp, strict RFC 9112 parsing). See the README's security section.
+ */
+export type Http1Engine = 'uws' | 'strict';
+export const HTTP1_ENGINES: readonly Http1Engine[] = ['uws', 'strict'];
+
 export interface Listener {
   /** `0.0.0.0_8080`, as Envoy names gateway listeners. */
   name: string;
@@ -149,8 +156,11 @@ export interface Listener {
   /** TLS PASSTHROUGH / AUTO_PASSTHROUGH listeners: the tls_inspector, so chains can match on SNI. */
   listener_filters?: ListenerFilter[];
   traffic_direction: 'OUTBOUND';
-  /** Istio facts: the protocol of the Gateway servers, which Gateway servers made it. */
-  metadata: IstioMetadata & { filter_metadata: { istio: { protocol: ListenerProtocol; servers: string[]; forward_proxy?: ForwardProxyConfig; security?: SecurityConfig; proxy_protocol?: boolean } } };
+  /**
+   * Istio facts: the protocol of the Gateway servers, which Gateway servers made it; Gatehouse's
+   * own (forward proxy, PROXY protocol, the HTTP/1.1 engine its Gateways' annotation asks for).
+   */
+  metadata: IstioMetadata & { filter_metadata: { istio: { protocol: ListenerProtocol; servers: string[]; forward_proxy?: ForwardProxyConfig; security?: SecurityConfig; proxy_protocol?: boolean; http1_engine?: Http1Engine } } };
 }
 
 /**

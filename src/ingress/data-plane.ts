@@ -3,13 +3,13 @@
 // (route table, the clusters of the same snapshot, security filters, access log, forward proxy),
 // published to every listener in one synchronous step once the new clusters are warm; a request
 // keeps the version it started with, and the pools of removed clusters stay open for it up to the
-// drain time. Only a listener whose port, protocol or engine (plain HTTP, uWS TLS, node TLS)
-// changed is opened or closed (a removed one drains its requests first). Certificates are swapped
+// drain time. Only a listener whose port, protocol or engine (plain HTTP on uWS or on the strict
+// node:http engine, uWS TLS, node TLS) changed is opened or closed (a removed one drains its requests first). Certificates are swapped
 // in place: new handshakes get the new one. TCP and TLS passthrough servers are L4 listeners
 // (src/egress): their filter chains and clusters are swapped the same way; a removed one lets its
 // connections run up to the drain time.
 import { Counter } from 'prom-client';
-import type { ForwardProxyConfig, Listener, SecurityConfig, Snapshot } from '../controlplane/snapshot.js';
+import type { ForwardProxyConfig, Http1Engine, Listener, SecurityConfig, Snapshot } from '../controlplane/snapshot.js';
 import { SecurityRegistry, type SecurityFilters } from '../security/pipeline.js';
 import { ForwardProxy } from '../egress/forward-proxy.js';
 import { L4Listener } from '../egress/tcp-listener.js';
@@ -65,7 +65,12 @@ export interface TlsBinding {
   hashes(): string[];
 }
 
-type Engine = 'http' | 'uws-tls' | 'node-tls' | 'h2c' | 'tcp' | 'tls-passthrough';
+/**
+ * How a port is served: `http` plain HTTP/1.1 on uWS, `strict` plain HTTP/1.1 on node:http (the
+ * strict engine), `uws-tls` / `node-tls` HTTPS, `h2c` node:http2 plaintext (h2c and HTTP/1.1),
+ * `tcp` / `tls-passthrough` L4.
+ */
+type Engine = 'http' | 'strict' | 'uws-tls' | 'node-tls' | 'h2c' | 'tcp' | 'tls-passthrough';
 
 interface Entry {
   engine: Engine;
@@ -105,6 +110,11 @@ export interface DataPlaneOptions {
    * the first, since node:net servers cannot share a port across threads on Node 20.
    */
   uwsOnly?: boolean;
+  /**
+   * The HTTP/1.1 engine of plain HTTP and SIMPLE HTTPS ports whose Gateways do not choose one
+   * (`gatehouse.io/http1-engine`): `uws` (default) or `strict` (node:http). `--http1-engine`.
+   */
+  http1Engine?: Http1Engine;
 }
 
 export class DataPlane {
@@ -123,10 +133,12 @@ export class DataPlane {
   readonly #forwardProxy: ForwardProxy;
   readonly #security: SecurityRegistry;
   readonly #uwsOnly: boolean;
+  readonly #http1Engine: Http1Engine;
 
   constructor(metrics: IstioMetrics, log: Logger, opts: DataPlaneOptions = {}) {
     this.#log = log;
     this.#uwsOnly = opts.uwsOnly ?? false;
+    this.#http1Engine = opts.http1Engine ?? 'uws';
     this.#security = new SecurityRegistry(log.child({ component: 'security' }));
     this.clusters = new ClusterManager({
       log: log.child({ component: 'dns' }),
@@ -189,13 +201,15 @@ export class DataPlane {
       const security = l.metadata.filter_metadata.istio.security;
       const sec = security ? { security } : {};
       const proxyProtocol = l.metadata.filter_metadata.istio.proxy_protocol === true;
+      // The Gateways' annotation, else the process default.
+      const strict = (l.metadata.filter_metadata.istio.http1_engine ?? this.#http1Engine) === 'strict';
       if (protocol === 'HTTP') {
         const rds = l.filter_chains[0]?.filters[0]?.typed_config.rds?.route_config_name ?? `http.${port}`;
         // A forward proxy needs CONNECT and absolute-form requests, which uWS refuses: node:http.
         // So does the PROXY protocol: uWS parses v2 headers but answers v1 with 505 (measured).
         const fp = l.metadata.filter_metadata.istio.forward_proxy;
         if (fp || proxyProtocol) wanted.set(port, { bind, routeName: rds, engine: 'h2c', ...sec, ...(fp ? { forwardProxy: fp } : {}), ...(proxyProtocol ? { proxyProtocol } : {}) });
-        else wanted.set(port, { bind, routeName: rds, engine: 'http', ...sec });
+        else wanted.set(port, { bind, routeName: rds, engine: strict ? 'strict' : 'http', ...sec });
         continue;
       }
       if (protocol === 'HTTP2' || protocol === 'GRPC') {
@@ -216,7 +230,7 @@ export class DataPlane {
           continue;
         }
         const rds = l.filter_chains[0]?.filters[0]?.typed_config.rds?.route_config_name ?? `https.${port}`;
-        wanted.set(port, { bind, routeName: rds, engine: needsNodeTls(chains) ? 'node-tls' : 'uws-tls', chains, alpn: alpnOf(chains).join(), ...sec });
+        wanted.set(port, { bind, routeName: rds, engine: strict || needsNodeTls(chains) ? 'node-tls' : 'uws-tls', chains, alpn: alpnOf(chains).join(), ...sec });
         continue;
       }
       if (protocol === 'TCP' || protocol === 'TLS') {
@@ -275,7 +289,7 @@ export class DataPlane {
         // Listening took a moment: a DNS rebuild may have published newer clusters meanwhile.
         if (entry.listener.ctx.clusters !== this.#base.clusters) entry.listener.ctx = entry.listener instanceof L4Listener ? this.#base : this.#version(entry);
         this.#listeners.set(port, entry);
-        this.#log.info({ port, bind: w.bind, engine: w.engine }, w.engine === 'tcp' ? 'listening (TCP, tcp_proxy)' : w.engine === 'tls-passthrough' ? 'listening (TLS passthrough, routed by SNI)' : w.engine === 'http' ? 'listening (HTTP/1.1)' : w.engine === 'h2c' ? 'listening (h2c and HTTP/1.1, node:http2)' : `listening (HTTPS, ${w.engine === 'uws-tls' ? 'uWS, HTTP/1.1' : `node:http2, ALPN ${w.alpn}`})`);
+        this.#log.info({ port, bind: w.bind, engine: w.engine }, w.engine === 'tcp' ? 'listening (TCP, tcp_proxy)' : w.engine === 'tls-passthrough' ? 'listening (TLS passthrough, routed by SNI)' : w.engine === 'http' ? 'listening (HTTP/1.1)' : w.engine === 'strict' ? 'listening (HTTP/1.1, strict node:http engine)' : w.engine === 'h2c' ? 'listening (h2c and HTTP/1.1, node:http2)' : `listening (HTTPS, ${w.engine === 'uws-tls' ? 'uWS, HTTP/1.1' : `node:http2, ALPN ${w.alpn}`})`);
       } catch (e) {
         await entry.listener.close(0);
         errors.push((e as Error).message);
@@ -321,6 +335,12 @@ export class DataPlane {
       const listener = new UwsHttpListener({ ...opts, scheme: 'http' }, ctx);
       listener.onError = (err) => this.#log.error({ err, port }, 'request handler failed; answered 500');
       return { ...version, engine: 'http', listener };
+    }
+    if (w.engine === 'strict') {
+      // The strict HTTP/1.1 engine: node:http (llhttp), HTTP/1.1 only as on uWS (no h2c).
+      const listener = new H2Listener({ ...opts, http1Only: true }, ctx);
+      listener.onError = (err) => this.#log.error({ err, port }, 'request handler failed; answered 500');
+      return { ...version, engine: 'strict', listener };
     }
     if (w.engine === 'h2c') {
       const listener = new H2Listener(opts, ctx);
@@ -391,14 +411,15 @@ export class DataPlane {
     return true;
   }
 
-  listenersSummary(): Array<{ name: string; address: string; protocol: string; engine: 'uWS' | 'node:http2' | 'node:net'; route_config: string; active_requests: number }> {
+  listenersSummary(): Array<{ name: string; address: string; protocol: string; engine: 'uWS' | 'node:http' | 'node:http2' | 'node:net'; route_config: string; active_requests: number }> {
     return [...this.#listeners.values()].map(({ listener: l, engine, alpn }) => ({
       name: `${l.bind}_${l.port}`,
       address: `${l.bind}:${l.port}`,
-      // The library serving the port (node:http2's listener also answers HTTP/1.1, through node:http).
-      engine: engine === 'http' || engine === 'uws-tls' ? 'uWS' : engine === 'tcp' || engine === 'tls-passthrough' ? 'node:net' : 'node:http2',
+      // The library serving the port (node:http2's listener also answers HTTP/1.1, through
+      // node:http; a port that offers HTTP/1.1 only is node:http's: the strict engine).
+      engine: engine === 'http' || engine === 'uws-tls' ? 'uWS' : engine === 'strict' || (engine === 'node-tls' && alpn === 'http/1.1') ? 'node:http' : engine === 'tcp' || engine === 'tls-passthrough' ? 'node:net' : 'node:http2',
       protocol:
-        engine === 'tcp' ? 'TCP' : engine === 'tls-passthrough' ? 'TLS passthrough' : engine === 'http' ? 'HTTP/1.1' : engine === 'h2c' ? 'HTTP/1.1, h2c' : engine === 'uws-tls' || alpn === 'http/1.1' ? 'HTTPS (HTTP/1.1)' : 'HTTPS (HTTP/1.1, h2)',
+        engine === 'tcp' ? 'TCP' : engine === 'tls-passthrough' ? 'TLS passthrough' : engine === 'http' || engine === 'strict' ? 'HTTP/1.1' : engine === 'h2c' ? 'HTTP/1.1, h2c' : engine === 'uws-tls' || alpn === 'http/1.1' ? 'HTTPS (HTTP/1.1)' : 'HTTPS (HTTP/1.1, h2)',
       // L4 listeners have no route configuration: their routes are the tcp_proxy filter chains.
       route_config: l instanceof L4Listener ? (engine === 'tcp' ? 'tcp_proxy' : 'tcp_proxy by SNI') : l.routeName,
       active_requests: l.inflight,

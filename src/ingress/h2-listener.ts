@@ -2,7 +2,9 @@
 // ALPN, h2c with prior knowledge), gRPC, and TLS that asks for and reads client certificates.
 // HTTP/1.1 clients are served on the same port, with WebSocket upgrades on TLS ports (HTTPS
 // offers h2 by default, so WebSockets over HTTPS are served here). Same compiled route tables,
-// same Exchange lifecycle, same header rules and limits as the uWS listener.
+// same Exchange lifecycle, same header rules and limits as the uWS listener. Its HTTP/1.1 server
+// is strict (llhttp, strict-http1.ts): with `http1Only` it is the strict HTTP/1.1 engine of plain
+// HTTP ports (WebSocket upgrades included).
 //
 // One TCP (or TLS) server owns the port and hands each connection to an HTTP/2 server or an
 // HTTP/1.1 server that never listen themselves: by ALPN for TLS, by the client's first bytes
@@ -24,6 +26,8 @@ import { principalOf, spiffeIdOfSan } from '../tls/spiffe.js';
 import { hostOnly, validAuthority } from '../routing/authority.js';
 import { parseProxyHeader } from './proxy-protocol.js';
 import { MAX_REQUEST_HEADERS_BYTES, MAX_URL_BYTES } from './uws-listener.js';
+import { absoluteForm, answerClientError, MAX_REQUEST_HEADERS_COUNT, requestProblem } from './strict-http1.js';
+import { ACME_CHALLENGE_PREFIX, acmeChallenges } from '../tls/acme-challenges.js';
 
 // As the uWS listener: headers of the client connection, never forwarded; `x-forwarded-proto` and
 // `x-envoy-*` are the gateway's own (Envoy's edge sanitizing).
@@ -53,6 +57,11 @@ export interface H2ListenerOptions {
   acceptSecure?: (socket: TLSSocket) => boolean;
   /** Plaintext only: each connection starts with a PROXY protocol header (v1 or v2), required. */
   proxyProtocol?: boolean;
+  /**
+   * Plaintext only: HTTP/1.1 and nothing else (no h2c), as on a uWS port: the strict HTTP/1.1
+   * engine of plain HTTP ports (`--http1-engine strict`).
+   */
+  http1Only?: boolean;
 }
 
 /** The addresses a PROXY protocol header gave a connection (read through HTTP/2's socket proxy too). */
@@ -86,10 +95,11 @@ export class H2Listener implements SinkOwner {
   acceptSecure: ((socket: TLSSocket) => boolean) | undefined;
   readonly proxyProtocol: boolean;
   /**
-   * WebSocket upgrades on HTTP/1.1 (TLS listeners only: on plaintext ports `Upgrade: h2c` would
-   * be taken for an upgrade too, and Node cannot hand such a request back to its HTTP parser).
+   * WebSocket upgrades on HTTP/1.1: TLS listeners, and plaintext ones that serve HTTP/1.1 only
+   * (h2c ports do not: there `Upgrade: h2c` is the client's way to HTTP/2).
    */
   readonly websockets: WebSocketProxy | null;
+  readonly http1Only: boolean;
 
   constructor(opts: H2ListenerOptions, ctx: DataPlaneContext) {
     this.bind = opts.bind;
@@ -98,6 +108,7 @@ export class H2Listener implements SinkOwner {
     this.scheme = opts.tls ? 'https' : 'http';
     this.acceptSecure = opts.acceptSecure;
     this.proxyProtocol = opts.proxyProtocol === true && !opts.tls;
+    this.http1Only = opts.http1Only === true && !opts.tls;
     this.ctx = ctx;
     this.#h2 = http2.createServer({
       // Header lists up to the 60 KiB limit (answered 431 above it) need room at the protocol level.
@@ -112,7 +123,9 @@ export class H2Listener implements SinkOwner {
       session.setTimeout(IDLE_TIMEOUT_MS, () => session.close());
       session.once('close', () => this.#sessions.delete(session));
     });
-    this.#h1 = http.createServer({ maxHeaderSize: 256 * 1024, requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 5_000 }, (req, res) => this.#onRequest(req, res));
+    // llhttp strict (never insecureHTTPParser); a missing Host is answered by #serve (400, logged).
+    this.#h1 = http.createServer({ maxHeaderSize: 256 * 1024, requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 5_000, insecureHTTPParser: false, requireHostHeader: false }, (req, res) => this.#onRequest(req, res));
+    this.#h1.maxHeadersCount = MAX_REQUEST_HEADERS_COUNT + 1;
     this.#h1.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => {
       const ctx = this.ctx;
       const fp = ctx.forwardProxy;
@@ -123,13 +136,9 @@ export class H2Listener implements SinkOwner {
       }
       fp.proxy.connect(fp.config, req.url ?? '', socket, head, ctx);
     });
-    this.#h1.on('clientError', (err: Error & { code?: string }, socket: Socket) => {
-      if (!socket.writable) return socket.destroy();
-      // Node's parser limits, answered as Envoy would.
-      const status = err.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
-      socket.end(`HTTP/1.1 ${status}\r\nserver: istio-envoy\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
-    });
-    this.websockets = opts.tls ? new WebSocketProxy(this) : null;
+    // What llhttp refuses: 400 (431 over its size limit), after the answers pipelined before it.
+    this.#h1.on('clientError', answerClientError);
+    this.websockets = opts.tls || this.http1Only ? new WebSocketProxy(this) : null;
     if (this.websockets) this.#h1.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.#onUpgrade(req, socket, head));
     if (opts.tls) {
       this.#server = tls.createServer({ ALPNProtocols: ['h2', 'http/1.1'], ...opts.tls }, (socket) => this.#onSecure(socket));
@@ -249,7 +258,7 @@ export class H2Listener implements SinkOwner {
         if (buf.length === 0) return;
       }
       const n = Math.min(buf.length, PREFACE.length);
-      const h2 = buf.compare(PREFACE, 0, n, 0, n) === 0;
+      const h2 = !this.http1Only && buf.compare(PREFACE, 0, n, 0, n) === 0;
       if (h2 && buf.length < PREFACE.length) {
         seen = buf;
         return;
@@ -335,24 +344,20 @@ export class H2Listener implements SinkOwner {
       }
       const h = req.headers;
       const hasBody = (h['content-length'] !== undefined && h['content-length'] !== '0') || h['transfer-encoding'] !== undefined;
-      if (req.httpVersionMajor === 1 && req.httpVersionMinor === 0) {
-        // Envoy refuses HTTP/1.0 unless accept_http_10 (Istio: off by default).
+      // HTTP/1.0 (426, as Envoy without accept_http_10), other versions, two Hosts, codings.
+      const problem = requestProblem(req);
+      if (problem) {
+        res.shouldKeepAlive = false;
         const head: RequestHead = { method: req.method ?? 'GET', path: '/', query: '', host: '', authority: '', scheme: this.scheme, headers: [], localPort: this.port };
         const ex = (sink.exchange = new Exchange(sink, ctx, head, undefined));
         sink.readBody();
-        return ex.localReply(426, 'DPE', 'Upgrade Required');
+        return ex.localReply(problem[0], 'DPE', problem[1]);
       }
       let target = req.url ?? '';
       let authority = h.host ?? '';
-      if (ctx.forwardProxy && target.startsWith('http://')) {
-        // Absolute-form (a client configured with HTTP_PROXY): its authority replaces Host.
-        const rest = target.slice(7);
-        const end = rest.search(/[/?#]/);
-        authority = end < 0 ? rest : rest.slice(0, end);
-        target = end < 0 ? '/' : rest[end] === '/' ? rest.slice(end) : `/${rest.slice(end)}`;
-        const hash = target.indexOf('#');
-        if (hash >= 0) target = target.slice(0, hash);
-      }
+      // Absolute-form (a client of a forward proxy, or any client: RFC 9112 3.2.2): its authority replaces Host.
+      const absolute = absoluteForm(target);
+      if (absolute) ({ authority, target } = absolute);
       this.#serve(ctx, sink, req.method ?? 'GET', target, authority, req.rawHeaders, false, hasBody);
       sink.readBody();
     } catch (err) {
@@ -410,7 +415,7 @@ export class H2Listener implements SinkOwner {
 
     const head: RequestHead = { method, path, query, host: hostOnly(authority), authority, scheme: this.scheme, headers, localPort: this.port };
     let problem: [number, string] | null = null;
-    if (size > MAX_REQUEST_HEADERS_BYTES) problem = [431, 'Request Header Fields Too Large'];
+    if (size > MAX_REQUEST_HEADERS_BYTES || raw.length > 2 * MAX_REQUEST_HEADERS_COUNT) problem = [431, 'Request Header Fields Too Large'];
     else if (path.length + query.length > MAX_URL_BYTES) problem = [414, 'URI Too Long'];
     else if (!authority || !validAuthority(authority) || !rawPath.startsWith('/')) problem = [400, 'Bad Request'];
     return { head, problem };
@@ -423,18 +428,24 @@ export class H2Listener implements SinkOwner {
       const ex = (sink.exchange = new Exchange(sink, ctx, head, undefined));
       return ex.localReply(problem[0], 'DPE', problem[1]);
     }
+    // ACME HTTP-01 challenges for this gateway's own certificates, before routing (plaintext ports).
+    if (this.scheme === 'http' && acmeChallenges.size > 0 && head.path.startsWith(ACME_CHALLENGE_PREFIX)) {
+      const answer = acmeChallenges.get(head.path.slice(ACME_CHALLENGE_PREFIX.length));
+      if (answer !== undefined) return void (sink.exchange = new Exchange(sink, ctx, head, undefined)).localReply(200, '', answer);
+    }
     const vhost = ctx.table?.virtualHost(head);
     const ex = (sink.exchange = new Exchange(sink, ctx, head, vhost && firstMatch(vhost, head)));
     if (vhost?.rerouteAfterAuthn) ex.rerouteIn = vhost;
     ex.begin(hasBody, head.headers);
   }
 
-  // ---- Upgrades (HTTP/1.1 on TLS ports) ----
+  // ---- Upgrades (HTTP/1.1 on TLS ports and on the strict engine's plaintext ports) ----
 
   /**
    * WebSocket handshakes go to the WebSocket proxy, which hands back (to #answerUpgrade) those it
-   * does not forward. Other upgrades are refused 403, as Envoy refuses an upgrade type Istio does
-   * not configure (`upgrade_failed`).
+   * does not forward. `Upgrade: h2c` is served as HTTP/1.1 (Envoy's codec drops it). Other
+   * upgrades are refused 403, as Envoy refuses an upgrade type Istio does not configure
+   * (`upgrade_failed`).
    */
   #onUpgrade(req: IncomingMessage, socket: Socket, bodyHead: Buffer): void {
     try {
@@ -442,13 +453,50 @@ export class H2Listener implements SinkOwner {
       this.#addresses(conn, socket);
       const peer = this.#peer(socket, socket);
       const facts: ConnectionFacts = peer ? { ...conn, peerSpiffeId: peer.spiffeId, peerPrincipal: peer.principal, peerNamespace: peer.namespace } : conn;
-      if (String(req.headers.upgrade ?? '').toLowerCase() !== 'websocket') return this.#answerUpgrade(req, socket, [403, '']);
+      const upgrade = String(req.headers.upgrade ?? '').toLowerCase();
+      if (upgrade === 'h2c') return this.#withoutUpgrade(req, socket, bodyHead);
+      // HTTP/1.0, two Hosts, a coding: refused as on any request (strict-http1.ts).
+      const refused = requestProblem(req);
+      if (refused) return this.#answerUpgrade(req, socket, refused);
+      if (upgrade !== 'websocket') return this.#answerUpgrade(req, socket, [403, '']);
       const { head, problem } = this.#requestHead(facts, req.method ?? 'GET', req.url ?? '', req.headers.host ?? '', req.rawHeaders, false);
       this.websockets!.nodeUpgrade(req, socket, bodyHead, problem ? null : head, facts, () => this.#answerUpgrade(req, socket));
     } catch (err) {
       this.onError(err);
       socket.destroy();
     }
+  }
+
+  /**
+   * A request that asked for `Upgrade: h2c` (curl --http2 on http://), served as HTTP/1.1 on the
+   * same keep-alive connection, as Envoy does. Node's parser has already left the socket, so the
+   * request goes back to the HTTP/1.1 server as it came without its upgrade fields, followed by
+   * what the client sent after its head: its body and any next request, parsed again, strictly.
+   */
+  #withoutUpgrade(req: IncomingMessage, socket: Socket, bodyHead: Buffer): void {
+    const raw = req.rawHeaders;
+    // Fields beyond maxHeadersCount were not kept: the head cannot be rebuilt whole (its framing
+    // fields may be among them), so it is refused and the connection closed.
+    if (raw.length > 2 * MAX_REQUEST_HEADERS_COUNT) return this.#answerUpgrade(req, socket, [431, 'Request Header Fields Too Large']);
+    let head = `${req.method ?? 'GET'} ${req.url ?? '/'} HTTP/${req.httpVersion}\r\n`;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!.toLowerCase();
+      let value = raw[i + 1]!;
+      if (name === 'upgrade' || name === 'http2-settings') continue;
+      if (name === 'connection') {
+        value = value
+          .split(',')
+          .map((t) => t.trim())
+          .filter((t) => t !== '' && !/^(upgrade|http2-settings)$/i.test(t))
+          .join(', ');
+        if (value === '') continue;
+      }
+      head += `${raw[i]}: ${value}\r\n`;
+    }
+    socket.pause();
+    socket.unshift(Buffer.concat([Buffer.from(`${head}\r\n`, 'latin1'), bodyHead]));
+    this.#h1.emit('connection', socket);
+    socket.resume();
   }
 
   /**

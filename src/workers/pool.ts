@@ -8,7 +8,7 @@
 import { createServer } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue, type Registry } from 'prom-client';
-import type { Snapshot } from '../controlplane/snapshot.js';
+import type { Http1Engine, Snapshot } from '../controlplane/snapshot.js';
 import { packSnapshot, type PackedSnapshot } from './snapshot-transfer.js';
 import type { ApplyResult, DataPlane } from '../ingress/data-plane.js';
 import type { Logger, LoggerOptions } from '../telemetry/log.js';
@@ -32,6 +32,8 @@ export interface WorkerPoolOptions {
   secrets: SecretStore;
   /** The main thread's mesh identity. */
   mesh: MeshIdentityProvider;
+  /** `--http1-engine`: the default HTTP/1.1 engine of every worker's data plane. */
+  http1Engine?: Http1Engine | undefined;
 }
 
 type ListenerSummary = ReturnType<DataPlane['listenersSummary']>[number];
@@ -76,7 +78,7 @@ export class WorkerPool {
   }
 
   #spawn(slot: Slot): Promise<void> {
-    const init: WorkerInit = { index: slot.index, logLevel: this.#o.logLevel, ...(this.#o.logOptions ? { logOptions: this.#o.logOptions } : {}), labels: this.#o.labels, namespace: this.#o.namespace };
+    const init: WorkerInit = { index: slot.index, logLevel: this.#o.logLevel, ...(this.#o.logOptions ? { logOptions: this.#o.logOptions } : {}), labels: this.#o.labels, namespace: this.#o.namespace, ...(this.#o.http1Engine ? { http1Engine: this.#o.http1Engine } : {}) };
     const worker = new Worker(WORKER_URL, { workerData: init, name: `gatehouse-worker-${slot.index}` });
     slot.worker = worker;
     slot.started = false;

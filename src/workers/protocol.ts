@@ -3,6 +3,7 @@
 // (frozenness is lost, which nothing relies on); certificates travel as PEM text and are parsed
 // again in the worker (X509Certificate objects do not clone).
 import type { LoggerOptions } from '../telemetry/log.js';
+import type { Http1Engine } from '../controlplane/snapshot.js';
 import type { PackedSnapshot } from './snapshot-transfer.js';
 
 export interface WorkerInit {
@@ -12,6 +13,8 @@ export interface WorkerInit {
   logOptions?: LoggerOptions;
   labels: Record<string, string>;
   namespace: string;
+  /** `--http1-engine` (worker 0 serves the strict engine's ports, as every node:net listener). */
+  http1Engine?: Http1Engine;
 }
 
 /** ACME-issued certificates by secret name: [name, certPem, keyPem]. */

@@ -80,7 +80,7 @@ function main(): void {
   const metrics = new IstioMetrics({ labels: init.labels, namespace: init.namespace }, new Registry(), { defaultMetrics: false });
   const acme = new RemoteAcme(log);
   const mesh = new RemoteMesh();
-  const dataPlane = new DataPlane(metrics, log.child({ stage: 'ingress' }), { acme, mesh, uwsOnly: init.index > 0 });
+  const dataPlane = new DataPlane(metrics, log.child({ stage: 'ingress' }), { acme, mesh, uwsOnly: init.index > 0, ...(init.http1Engine ? { http1Engine: init.http1Engine } : {}) });
   // As the single-thread gateway: request input never ends the thread.
   process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception (kept serving)'));
   // A thread ending with a uWS socket open aborts the whole process: close them first, whatever

@@ -1,10 +1,11 @@
 // Request and response bodies streamed through the gateway intact, in both directions, with
-// HEAD / 204 semantics and backpressure from a slow client.
+// HEAD / 204 semantics and backpressure from a slow client — on both HTTP/1.1 engines: a uWS port
+// and a port whose Gateway asks for the strict engine (`gatehouse.io/http1-engine: strict`).
 import { Agent, request as httpRequest, type IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGateway, type GatewayProcess } from '../helpers/gateway.js';
-import { freePort, http, sleep } from '../helpers/net.js';
+import { freePorts, http, sleep } from '../helpers/net.js';
 import { pattern, sha256, startEcho, type Echo } from '../helpers/upstream.js';
 import { dest, gateway, service, virtualService, yamlDocs } from '../helpers/yaml.js';
 
@@ -12,14 +13,17 @@ const MiB = 1024 * 1024;
 const HOST = 'body.test';
 
 let gw: GatewayProcess;
+/** The port of the engine under test (set by each engine's suite). */
 let port: number;
+const ports = { uWS: 0, strict: 0 };
 let echo: Echo;
 
 beforeAll(async () => {
   echo = await startEcho('body');
-  port = await freePort();
+  [ports.uWS, ports.strict] = (await freePorts(2)) as [number, number];
+  const strict = { ...gateway('gw-strict', ports.strict), metadata: { name: 'gw-strict', namespace: 'default', annotations: { 'gatehouse.io/http1-engine': 'strict' } } };
   gw = await startGateway({
-    files: { 'config.yaml': yamlDocs(gateway('gw', port), ...service('body', { v1: echo.port }), virtualService('body', [HOST], [{ route: [dest('body')] }])) },
+    files: { 'config.yaml': yamlDocs(gateway('gw', ports.uWS), strict, ...service('body', { v1: echo.port }), virtualService('body', [HOST], [{ route: [dest('body')] }], { gateways: ['gw', 'gw-strict'] })) },
   });
 });
 
@@ -76,7 +80,13 @@ function slowStream(data: Buffer): Readable {
   });
 }
 
-describe('bodies: request bodies', () => {
+for (const engine of ['uWS', 'strict'] as const) {
+describe(`bodies on the ${engine} engine`, () => {
+  beforeAll(() => {
+    port = ports[engine];
+  });
+
+describe('request bodies', () => {
   it('a 1 MiB chunked POST from a stream reaches the upstream byte for byte and echoes back intact', async () => {
     const data = pattern(MiB);
     const r = await send('/upload', { method: 'POST', headers: { 'x-test-raw': '1' }, body: slowStream(data) });
@@ -103,7 +113,7 @@ describe('bodies: request bodies', () => {
   });
 });
 
-describe('bodies: response bodies', () => {
+describe('response bodies', () => {
   it('an 8 MiB upstream response (content-length) arrives intact', async () => {
     const r = await send('/big', { headers: { 'x-test-bytes': 8 * MiB } });
     expect(r.status).toBe(200);
@@ -175,3 +185,5 @@ describe('bodies: response bodies', () => {
     }
   });
 });
+});
+}

@@ -6,7 +6,7 @@ import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { CLI, removeDir, ROOT, runCli, startGateway, tempConfigDir } from '../helpers/gateway.js';
-import { freePort, freePorts, http, waitFor } from '../helpers/net.js';
+import { freePort, freePorts, http, rawExchange, rawStatus, waitFor } from '../helpers/net.js';
 import { startEcho } from '../helpers/upstream.js';
 import { dest, gateway, service, virtualService, yamlDocs, type Obj } from '../helpers/yaml.js';
 
@@ -325,6 +325,29 @@ describe('cli: logs', () => {
     }
   });
 
+  it('--http1-engine strict: plain HTTP ports run on node:http (the start-up line says so) unless their Gateway asks for uws', async () => {
+    const [strict, uws] = (await freePorts(2)) as [number, number];
+    const annotated = { ...gateway('gw-uws', uws), metadata: { name: 'gw-uws', namespace: 'default', annotations: { 'gatehouse.io/http1-engine': 'uws' } } };
+    const gw = await startGateway({ args: ['--log-level', 'info', '--http1-engine', 'strict'], files: { 'gw.yaml': yamlDocs(gateway('gw', strict), annotated) } });
+    try {
+      const ready = await waitFor(() => jsonLines(gw.stdout()).find((l) => String(l.msg).startsWith('ready:')), 5000);
+      expect(ready.msg).toContain(`127.0.0.1:${strict} (HTTP on node:http)`);
+      expect(ready.msg).toContain(`127.0.0.1:${uws} (HTTP on uWS)`);
+      expect(ready.listeners).toEqual(
+        expect.arrayContaining([
+          { address: `127.0.0.1:${strict}`, protocol: 'HTTP', engine: 'node:http', serves: 'HTTP/1.1', gateways: ['default/gw'] },
+          { address: `127.0.0.1:${uws}`, protocol: 'HTTP', engine: 'uWS', serves: 'HTTP/1.1', gateways: ['default/gw-uws'] },
+        ]),
+      );
+      // Whitespace before a colon: the strict engine answers 400; uWS gives no answer at all.
+      const bad = 'GET / HTTP/1.1\r\nHost: a.test\r\nX-A : b\r\n\r\n';
+      expect(rawStatus((await rawExchange(strict, bad, { timeoutMs: 2000 })).data)).toBe(400);
+      expect((await rawExchange(uws, bad, { timeoutMs: 500 })).data).toBe('');
+    } finally {
+      await gw.stop();
+    }
+  });
+
   it('--log-format pretty: readable lines, no JSON', async () => {
     const port = await freePort();
     const gw = await startGateway({ args: ['--log-level', 'info', '--log-format', 'pretty'], files: { 'gw.yaml': yamlDocs(gateway('gw', port)) } });
@@ -351,6 +374,13 @@ describe('cli: logs', () => {
     expect(code).toBe(1);
     expect(out).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] FATAL: invalid configuration at start-up \(\d+ errors?, printed above\); not starting( \S+=\S+)*\r?$/m);
     expect(out).not.toMatch(/^\{"level"/m);
+  });
+
+  it('--http1-engine takes uws or strict; the usage shows it', async () => {
+    const r = await runCli(['run', '--config', dir(GOOD), '--http1-engine', 'fast']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--http1-engine must be one of uws, strict, got "fast"');
+    expect(r.stderr).toContain('[--http1-engine uws|strict]');
   });
 
   it('--log-format takes pretty or json; the usage shows it', async () => {

@@ -2,13 +2,15 @@
 // ways (text and binary), subprotocols, proxy headers and rewrites, close codes both ways, either
 // side dying, reloads that must not close open WebSockets, large messages, and flow control.
 // Upstreams are real `ws` servers on 127.0.0.1; the client is a `ws` WebSocket. The same suite
-// runs on both engines: a plain HTTP server (uWS) and an HTTPS server offering h2 and http/1.1 by
-// ALPN (the node:http2 engine, whose HTTP/1.1 side takes the upgrade), with `wss://` clients.
+// runs on every engine: a plain HTTP server (uWS), an HTTPS server offering h2 and http/1.1 by
+// ALPN (the node:http2 engine, whose HTTP/1.1 side takes the upgrade), with `wss://` clients, and
+// a plain HTTP server of a Gateway annotated `gatehouse.io/http1-engine: strict` (node:http).
 import { readdirSync, readFileSync } from 'node:fs';
-import type { IncomingHttpHeaders } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
+import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import { startGateway, type GatewayProcess } from '../helpers/gateway.js';
 import { createCa, type CertFiles, type TestCa } from '../helpers/openssl-ca.js';
@@ -173,22 +175,31 @@ let wsB: WsUpstream;
 let httpEcho: Echo;
 let deadPort: number;
 /** The ports of each engine (the second one is removed by the last test of its suite). */
-const P = { http: 0, http2: 0, https: 0, https2: 0 };
+const P = { http: 0, http2: 0, https: 0, https2: 0, strict: 0, strict2: 0 };
 const tlsPorts = new Set<number>();
+/** Plain HTTP ports of the Gateway that asks for the strict HTTP/1.1 engine. */
+const strictPorts = new Set<number>();
 /** The Gateway's servers now (a removed port is dropped from it). */
 const serving = new Set<number>();
 
+const server = (p: number): Record<string, unknown> =>
+  tlsPorts.has(p) ? { port: { number: p, name: `https-${p}`, protocol: 'HTTPS' }, hosts: ['*'], tls: { mode: 'SIMPLE', serverCertificate: 'ws.crt', privateKey: 'ws.key' } } : { port: { number: p, name: `http-${p}`, protocol: 'HTTP' }, hosts: ['*'] };
 const gatewayYaml = (): string =>
-  yamlDocs({
-    ...gateway('gw', P.http),
-    spec: {
-      selector: { istio: 'ingressgateway' },
-      // No gatehouse.io/alpn annotation: HTTPS offers h2 and http/1.1 (the node:http2 engine).
-      servers: [...serving].map((p) =>
-        tlsPorts.has(p) ? { port: { number: p, name: `https-${p}`, protocol: 'HTTPS' }, hosts: ['*'], tls: { mode: 'SIMPLE', serverCertificate: 'ws.crt', privateKey: 'ws.key' } } : { port: { number: p, name: `http-${p}`, protocol: 'HTTP' }, hosts: ['*'] },
-      ),
+  yamlDocs(
+    {
+      ...gateway('gw', P.http),
+      spec: {
+        selector: { istio: 'ingressgateway' },
+        // No gatehouse.io/alpn annotation: HTTPS offers h2 and http/1.1 (the node:http2 engine).
+        servers: [...serving].filter((p) => !strictPorts.has(p)).map(server),
+      },
     },
-  });
+    {
+      ...gateway('gw-strict', P.strict),
+      metadata: { name: 'gw-strict', namespace: 'default', annotations: { 'gatehouse.io/http1-engine': 'strict' } },
+      spec: { selector: { istio: 'ingressgateway' }, servers: [...serving].filter((p) => strictPorts.has(p)).map(server) },
+    },
+  );
 
 beforeAll(async () => {
   ca = createCa('ws-ca');
@@ -196,9 +207,10 @@ beforeAll(async () => {
   wsA = await startWsUpstream('a');
   wsB = await startWsUpstream('b');
   httpEcho = await startEcho('plain');
-  [P.http, P.http2, P.https, P.https2, deadPort] = (await freePorts(5)) as [number, number, number, number, number];
-  for (const p of [P.http, P.http2, P.https, P.https2]) serving.add(p);
+  [P.http, P.http2, P.https, P.https2, P.strict, P.strict2, deadPort] = (await freePorts(7)) as [number, number, number, number, number, number, number];
+  for (const p of [P.http, P.http2, P.https, P.https2, P.strict, P.strict2]) serving.add(p);
   tlsPorts.add(P.https).add(P.https2);
+  strictPorts.add(P.strict).add(P.strict2);
   gw = await startGateway({
     files: {
       'ws.crt': cert.certPem,
@@ -206,15 +218,20 @@ beforeAll(async () => {
       'gw.yaml': gatewayYaml(),
       'svc.yaml': yamlDocs(...service('wsa', { v1: wsA.port }), ...service('wsb', { v1: wsB.port }), ...service('plain', { v1: httpEcho.port }), ...service('dead', { v1: deadPort })),
       'vs.yaml': yamlDocs(
-        virtualService('ws', [HOST], [
-          { match: [{ headers: { 'x-upstream': { exact: 'b' } } }], route: [dest('wsb')] },
-          { match: [{ uri: { prefix: '/b/' } }], rewrite: { uri: '/rewritten/' }, route: [dest('wsb')] },
-          { match: [{ uri: { prefix: '/moved' } }], redirect: { uri: '/new' } },
-          { match: [{ uri: { prefix: '/dead' } }], route: [dest('dead')] },
-          { match: [{ uri: { prefix: '/fault' } }], fault: { abort: { percentage: { value: 100 }, httpStatus: 418 } }, route: [dest('wsa')] },
-          { match: [{ uri: { prefix: '/plain' } }], route: [dest('plain')] },
-          { route: [dest('wsa')] },
-        ]),
+        virtualService(
+          'ws',
+          [HOST],
+          [
+            { match: [{ headers: { 'x-upstream': { exact: 'b' } } }], route: [dest('wsb')] },
+            { match: [{ uri: { prefix: '/b/' } }], rewrite: { uri: '/rewritten/' }, route: [dest('wsb')] },
+            { match: [{ uri: { prefix: '/moved' } }], redirect: { uri: '/new' } },
+            { match: [{ uri: { prefix: '/dead' } }], route: [dest('dead')] },
+            { match: [{ uri: { prefix: '/fault' } }], fault: { abort: { percentage: { value: 100 }, httpStatus: 418 } }, route: [dest('wsa')] },
+            { match: [{ uri: { prefix: '/plain' } }], route: [dest('plain')] },
+            { route: [dest('wsa')] },
+          ],
+          { gateways: ['gw', 'gw-strict'] },
+        ),
       ),
     },
   });
@@ -247,20 +264,24 @@ const whoami = async (c: Client): Promise<{ name: string; url: string; headers: 
   return JSON.parse((await c.next()).data.toString());
 };
 
-for (const engine of ['uWS (plain HTTP)', 'node:http2 (HTTPS, h2 and http/1.1 by ALPN)'] as const) {
+for (const engine of ['uWS (plain HTTP)', 'node:http2 (HTTPS, h2 and http/1.1 by ALPN)', 'node:http (plain HTTP, strict HTTP/1.1 engine)'] as const) {
 describe(`WebSocket proxying on ${engine}`, () => {
-  const tls = engine.startsWith('node');
+  const tls = engine.startsWith('node:http2');
+  /** A node engine (node:http2 or the strict node:http): node:http's upgrade and flow control. */
+  const node = engine.startsWith('node');
   let port: number;
   let port2: number;
   const scheme = tls ? 'https' : 'http';
   beforeAll(() => {
-    port = tls ? P.https : P.http;
-    port2 = tls ? P.https2 : P.http2;
+    port = tls ? P.https : node ? P.strict : P.http;
+    port2 = tls ? P.https2 : node ? P.strict2 : P.http2;
   });
 
-  it(`the port is served by the ${tls ? 'node:http2 engine (h2 offered by default)' : 'uWS engine'}`, async () => {
+  it(`the port is served by the ${tls ? 'node:http2 engine (h2 offered by default)' : node ? 'strict node:http engine' : 'uWS engine'}`, async () => {
     const listeners = (await gw.admin('/listeners')).text;
     expect(listeners).toContain(`127.0.0.1:${port}::${tls ? 'HTTPS (HTTP/1.1, h2)' : 'HTTP/1.1'}::`);
+    const rows = JSON.parse((await gw.admin('/listeners?format=json')).text).listener_statuses as Array<{ address: string; engine: string }>;
+    expect(rows.find((r) => r.address === `127.0.0.1:${port}`)?.engine).toBe(tls ? 'node:http2' : node ? 'node:http' : 'uWS');
   });
 
   it('echoes text and binary messages, keeping their type', async () => {
@@ -388,14 +409,16 @@ describe(`WebSocket proxying on ${engine}`, () => {
     expect(JSON.parse(err.body).name).toBe('plain');
   });
 
-  if (tls) {
+  if (node) {
     it('an upgrade other than websocket is refused 403 (as Envoy refuses upgrades Istio does not configure); a bad WebSocket key 400', async () => {
       const ask = (headers: Record<string, string>): Promise<number> =>
         new Promise((resolve, reject) => {
-          const req = httpsRequest({ host: '127.0.0.1', port, path: '/', headers: { host: HOST, connection: 'Upgrade', ...headers }, servername: HOST, ca: ca.certPem, agent: false, timeout: 5000 }, (res) => {
+          const opts = { host: '127.0.0.1', port, path: '/', headers: { host: HOST, connection: 'Upgrade', ...headers }, agent: false, timeout: 5000 };
+          const onResponse = (res: IncomingMessage): void => {
             res.resume();
             resolve(res.statusCode ?? 0);
-          });
+          };
+          const req = tls ? httpsRequest({ ...opts, servername: HOST, ca: ca.certPem }, onResponse) : httpRequest(opts, onResponse);
           req.on('upgrade', (res) => resolve(res.statusCode ?? 0));
           req.on('error', reject);
           req.end();
@@ -477,7 +500,7 @@ describe(`WebSocket proxying on ${engine}`, () => {
   });
 
   it(
-    tls
+    node
       ? 'backpressure towards the upstream: a client sending 80 MiB to an upstream that stopped reading is paused, not cut off; everything arrives'
       : 'a client more than 64 MiB ahead of an upstream that stopped reading is closed with 1013 (uWS cannot pause reading a WebSocket)',
     async () => {
@@ -489,7 +512,7 @@ describe(`WebSocket proxying on ${engine}`, () => {
       conn.ws.pause(); // the upstream stops reading: the kernel buffers fill, then the gateway's
       const chunk = pattern(MiB);
       for (let i = 0; i < 80; i++) c.ws.send(chunk, { binary: true });
-      if (!tls) {
+      if (!node) {
         expect((await withTimeout(c.closed, 5000, 'client close')).code).toBe(1013);
         conn.ws.resume();
         return;

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGateway, type GatewayProcess } from '../helpers/gateway.js';
 import { findSamples, parsePrometheus, sumSamples } from '../helpers/metrics.js';
-import { freePort, http, sleep, waitFor } from '../helpers/net.js';
+import { freePort, http, rawExchange, rawStatus, sleep, waitFor } from '../helpers/net.js';
 import { startEcho, type Echo } from '../helpers/upstream.js';
 import { dest, gateway, service, virtualService, yamlDocs } from '../helpers/yaml.js';
 
@@ -86,6 +86,35 @@ describe('--workers 2', () => {
     expect(r.json.url).toBe('/slow');
     expect(await gw.exited).toBe(0);
     expect(Date.now() - started).toBeLessThan(4000);
+  });
+});
+
+describe('--workers 2 --http1-engine strict', () => {
+  let strictGw: GatewayProcess;
+  let strictPort: number;
+  beforeAll(async () => {
+    strictPort = await freePort();
+    strictGw = await startGateway({
+      files: { 'gw.yaml': yamlDocs(gateway('gw', strictPort)), 'svc.yaml': yamlDocs(...service('app', { v1: v1.port })), 'vs.yaml': vsTo('v1') },
+      args: ['--workers', '2', '--http1-engine', 'strict'],
+    });
+  });
+  afterAll(async () => {
+    await strictGw?.stop();
+  });
+
+  it('the strict engine serves the port from worker 0 only (node:net listeners cannot share a port across threads)', async () => {
+    const rs = await Promise.all(Array.from({ length: 20 }, () => http(strictPort, '/', { headers: { host: HOST } })));
+    for (const r of rs) expect(r.status).toBe(200);
+    const rows = (await strictGw.admin('/workers')).json.workers as WorkerRow[];
+    expect(rows.map((w) => [w.state, w.requests])).toEqual([
+      ['ready', 20],
+      ['ready', 0],
+    ]);
+    const listeners = (await strictGw.admin('/listeners?format=json')).json.listener_statuses;
+    expect(listeners.map((l: { address: string; engine: string }) => [l.address, l.engine])).toEqual([[`127.0.0.1:${strictPort}`, 'node:http']]);
+    // It is the strict engine: whitespace before a colon is a 400, not a hang.
+    expect(rawStatus((await rawExchange(strictPort, `GET / HTTP/1.1\r\nHost: ${HOST}\r\nX-A : b\r\n\r\n`, { timeoutMs: 2000 })).data)).toBe(400);
   });
 });
 
