@@ -214,11 +214,17 @@ interface Scenario {
   headers?: Record<string, string>;
   host?: string; // Host header (default bench.local)
   expectBytes: number; // response body length that the sanity check expects
+  /** The gateway's port of the strict HTTP/1.1 engine (node:http) instead of its uWS port; other targets as usual. */
+  strict?: boolean;
 }
 const SCENARIOS: Scenario[] = [
   { id: 'get', title: 'GET 100 B', method: 'GET', path: '/', expectBytes: SMALL_BODY.length },
   { id: 'get16k', title: 'GET 16 KiB', method: 'GET', path: '/16k', expectBytes: BIG_BODY.length },
   { id: 'post64k', title: 'POST 64 KiB', method: 'POST', path: '/upload', body: Buffer.alloc(POST_SIZE, 'p'), expectBytes: 3 },
+  // The same two through the gateway's strict HTTP/1.1 engine (a second HTTP port whose Gateway is
+  // annotated gatehouse.io/http1-engine: strict): what strict RFC 9112 parsing costs beside uWS.
+  { id: 'get-strict', title: 'GET 100 B, strict engine', method: 'GET', path: '/', expectBytes: SMALL_BODY.length, strict: true },
+  { id: 'post64k-strict', title: 'POST 64 KiB, strict engine', method: 'POST', path: '/upload', body: Buffer.alloc(POST_SIZE, 'p'), expectBytes: 3, strict: true },
   // The same small GET through a route carrying rewrite + request/response header edits + retries,
   // to a cluster with consistent hashing on a header (direct: the upstream answers /policy/* too).
   { id: 'policy', title: 'GET 100 B, full policy', method: 'GET', path: '/policy/item', headers: { 'x-user': 'bench-user' }, expectBytes: SMALL_BODY.length },
@@ -520,6 +526,7 @@ function median(xs: number[]): number {
 interface Target {
   name: TargetName;
   port: number; // HTTP/1.1
+  strictPort?: number; // gateway: HTTP/1.1 on the strict engine (node:http)
   tlsPort?: number; // HTTPS (only when the https scenario runs)
   grpcPort: number; // h2c gRPC
   child?: Child; // CPU/RSS are measured for targets that are our children (gateway, nginx)
@@ -594,6 +601,7 @@ function upstreamStats(child: Child): Promise<{ postCount: number; postBytes: nu
 
 interface GatewayPorts {
   http: number;
+  strict: number; // HTTP on the strict HTTP/1.1 engine
   https?: number; // with cert
   grpc: number;
 }
@@ -620,6 +628,18 @@ spec:
   servers:
     - port: { number: ${ports.http}, protocol: HTTP, name: http }
       hosts: ['*']${httpsServer}
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: bench-gateway-strict
+  namespace: bench
+  annotations: { gatehouse.io/http1-engine: strict }
+spec:
+  selector: {}
+  servers:
+    - port: { number: ${ports.strict}, protocol: HTTP, name: http-strict }
+      hosts: ['*']
 ---
 apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -668,7 +688,7 @@ metadata:
   namespace: bench
 spec:
   hosts: ['${HOST}']
-  gateways: [bench-gateway]
+  gateways: [bench-gateway, bench-gateway-strict]
   http:
     - name: policy
       match: [{ uri: { prefix: /policy/ } }]
@@ -779,8 +799,8 @@ async function startGateway(s: Settings, tmp: string, up: Upstream, cert: CertPa
   if (!fs.existsSync(s.gatewayCli)) {
     throw new Error(`${path.relative(REPO, s.gatewayCli)} not found: run \`npm run build\` (npm run bench does), or drop gateway from BENCH_TARGETS`);
   }
-  const [port, adminPort, tlsPort, grpcPort] = (await freePorts(4)) as [number, number, number, number];
-  const ports: GatewayPorts = { http: port, grpc: grpcPort, ...(cert ? { https: tlsPort } : {}) };
+  const [port, adminPort, tlsPort, grpcPort, strictPort] = (await freePorts(5)) as [number, number, number, number, number];
+  const ports: GatewayPorts = { http: port, strict: strictPort, grpc: grpcPort, ...(cert ? { https: tlsPort } : {}) };
   const configDir = path.join(tmp, `${name}-config`);
   fs.mkdirSync(configDir);
   const base = gatewayConfig(ports, up, cert);
@@ -804,7 +824,7 @@ async function startGateway(s: Settings, tmp: string, up: Upstream, cert: CertPa
   fs.closeSync(log);
   const child = track(name, proc, logFile);
   await waitReady(child, adminPort, '/healthz/ready', '127.0.0.1', s.readyTimeoutMs);
-  return { name: 'gateway', port, grpcPort, ...(ports.https !== undefined ? { tlsPort: ports.https } : {}), child, config: { dir: configDir, base, text: configText } };
+  return { name: 'gateway', port, strictPort, grpcPort, ...(ports.https !== undefined ? { tlsPort: ports.https } : {}), child, config: { dir: configDir, base, text: configText } };
 }
 
 /** nginx as a reverse proxy: one process, upstream keepalive. Undefined (with a note) if unusable. */
@@ -994,7 +1014,7 @@ function portFor(target: Target, sc: Scenario): number {
     if (target.tlsPort === undefined) throw new Error(`${target.name}: no HTTPS port`);
     return target.tlsPort;
   }
-  return target.port;
+  return sc.strict ? (target.strictPort ?? target.port) : target.port;
 }
 
 /**
