@@ -10,6 +10,7 @@ import { DEFAULT_GATEWAY_LABELS } from './config/validate-refs.js';
 import { HTTP1_ENGINES, type Http1Engine } from './controlplane/snapshot.js';
 import { fetchSyncz, formatSyncz } from './controlplane/xds/status-client.js';
 import { ConfigError, Gateway, type RunOptions } from './gateway.js';
+import { edgeLimits } from './ingress/edge-limits.js';
 import { createLogger, defaultLogFormat, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './telemetry/log.js';
 import { loadCheckedConfig } from './workers/config-job.js';
 
@@ -135,6 +136,13 @@ async function run(args: string[]): Promise<number> {
   // The HTTP/1.1 engine of plain HTTP and SIMPLE HTTPS ports (a Gateway annotation overrides it).
   const http1Engine = (values['http1-engine'] ?? 'uws') as Http1Engine;
   if (!HTTP1_ENGINES.includes(http1Engine)) throw new UsageError(`--http1-engine must be one of ${HTTP1_ENGINES.join(', ')}, got "${values['http1-engine']}"`);
+  // The GATEHOUSE_* edge limits (timeouts, HTTP/2 streams), checked before anything starts.
+  try {
+    edgeLimits();
+  } catch (e) {
+    process.stderr.write(`gatehouse: ${(e as Error).message}\n`);
+    return 2;
+  }
   // Given labels replace the default (Istio's ingress gateway deployment's).
   const labels = values.labels === undefined ? { ...DEFAULT_GATEWAY_LABELS } : parseLabels(values.labels);
   const logOptions = { format, colorize: format === 'pretty' && process.stdout.isTTY === true && !process.env.NO_COLOR };

@@ -831,6 +831,22 @@ export class Exchange {
     this.localReply(LOCAL_REPLY.upstreamTimeout.status, LOCAL_REPLY.upstreamTimeout.flags, LOCAL_REPLY.upstreamTimeout.body);
   }
 
+  /**
+   * The request body stopped moving for the stream idle timeout (Envoy's stream_idle_timeout):
+   * 408 `stream timeout` before the response started, else a reset; flag SI.
+   */
+  streamIdleTimeout(): void {
+    if (this.phase === Phase.Done) return;
+    if (this.phase === Phase.Responding) {
+      this.#cancelUpstream();
+      this.flags = this.flags ? `${this.flags},SI` : 'SI';
+      this.sink.reset();
+      this.#finish(this.#respStatus);
+      return;
+    }
+    this.localReply(408, 'SI', 'stream timeout');
+  }
+
   #finish(code: number): void {
     if (this.phase === Phase.Done) return;
     this.phase = Phase.Done;

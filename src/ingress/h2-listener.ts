@@ -28,15 +28,13 @@ import { parseProxyHeader } from './proxy-protocol.js';
 import { MAX_REQUEST_HEADERS_BYTES, MAX_URL_BYTES } from './uws-listener.js';
 import { absoluteForm, answerClientError, MAX_REQUEST_HEADERS_COUNT, requestProblem } from './strict-http1.js';
 import { ACME_CHALLENGE_PREFIX, acmeChallenges } from '../tls/acme-challenges.js';
+import { edgeLimits, type EdgeLimits } from './edge-limits.js';
+import { guardHttp1Server, SessionGuard, unguardHttp1Server } from './node-guards.js';
 
 // As the uWS listener: headers of the client connection, never forwarded; `x-forwarded-proto` and
 // `x-envoy-*` are the gateway's own (Envoy's edge sanitizing).
 const DROPPED_REQUEST_HEADERS = new Set(['host', 'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'upgrade', 'expect', 'x-forwarded-proto', 'http2-settings']);
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
-/** A plaintext client has this long to send its first bytes. */
-const FIRST_BYTES_TIMEOUT_MS = 30_000;
-/** Envoy's downstream idle timeout (1 h): a connection with no stream this long is closed. */
-const IDLE_TIMEOUT_MS = 3_600_000;
 const { NGHTTP2_FLAG_END_STREAM } = http2.constants;
 
 export interface H2ListenerOptions {
@@ -100,8 +98,12 @@ export class H2Listener implements SinkOwner {
    */
   readonly websockets: WebSocketProxy | null;
   readonly http1Only: boolean;
+  /** Timeouts and stream limits for this engine's clients (edge-limits.ts). */
+  readonly #limits: EdgeLimits = edgeLimits();
+  #newStreams: NewStream[] = [];
 
   constructor(opts: H2ListenerOptions, ctx: DataPlaneContext) {
+    const limits = this.#limits;
     this.bind = opts.bind;
     this.port = opts.port;
     this.routeName = opts.routeName;
@@ -113,19 +115,21 @@ export class H2Listener implements SinkOwner {
     this.#h2 = http2.createServer({
       // Header lists up to the 60 KiB limit (answered 431 above it) need room at the protocol level.
       maxHeaderListPairs: 4096,
-      settings: { maxHeaderListSize: 256 * 1024, enablePush: false },
+      settings: { maxHeaderListSize: 256 * 1024, enablePush: false, maxConcurrentStreams: limits.h2MaxConcurrentStreams },
       maxSessionMemory: 64,
     });
-    this.#h2.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => this.#onStream(stream, headers, flags, rawHeaders));
+    this.#h2.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => this.#deferStream(stream, headers, flags, rawHeaders));
     this.#h2.on('session', (session: ServerHttp2Session) => {
       this.#sessions.add(session);
       session.on('error', () => undefined);
-      session.setTimeout(IDLE_TIMEOUT_MS, () => session.close());
+      new SessionGuard(session, limits);
       session.once('close', () => this.#sessions.delete(session));
     });
     // llhttp strict (never insecureHTTPParser); a missing Host is answered by #serve (400, logged).
-    this.#h1 = http.createServer({ maxHeaderSize: 256 * 1024, requestTimeout: 0, headersTimeout: 60_000, keepAliveTimeout: 5_000, insecureHTTPParser: false, requireHostHeader: false }, (req, res) => this.#onRequest(req, res));
+    // Its timeouts (request head, keep-alive idle) are the edge limits: guardHttp1Server.
+    this.#h1 = http.createServer({ maxHeaderSize: 256 * 1024, insecureHTTPParser: false, requireHostHeader: false }, (req, res) => this.#onRequest(req, res));
     this.#h1.maxHeadersCount = MAX_REQUEST_HEADERS_COUNT + 1;
+    guardHttp1Server(this.#h1, limits);
     this.#h1.on('connect', (req: IncomingMessage, socket: Socket, head: Buffer) => {
       const ctx = this.ctx;
       const fp = ctx.forwardProxy;
@@ -141,8 +145,10 @@ export class H2Listener implements SinkOwner {
     this.websockets = opts.tls || this.http1Only ? new WebSocketProxy(this) : null;
     if (this.websockets) this.#h1.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.#onUpgrade(req, socket, head));
     if (opts.tls) {
-      this.#server = tls.createServer({ ALPNProtocols: ['h2', 'http/1.1'], ...opts.tls }, (socket) => this.#onSecure(socket));
-      this.#server.on('tlsClientError', () => undefined);
+      this.#server = tls.createServer({ ALPNProtocols: ['h2', 'http/1.1'], handshakeTimeout: limits.handshakeTimeoutMs, ...opts.tls }, (socket) => this.#onSecure(socket));
+      // A failed or timed-out handshake: node leaves the socket to this listener (a handshake
+      // timeout alone would otherwise keep it open).
+      this.#server.on('tlsClientError', (_err: Error, socket: TLSSocket) => socket.destroy());
     } else {
       this.#server = net.createServer({ noDelay: true }, (socket) => this.#onPlain(socket));
     }
@@ -216,6 +222,7 @@ export class H2Listener implements SinkOwner {
     this.websockets?.closeAll();
     for (const s of this.#sessions) s.destroy();
     for (const s of this.#sockets) s.destroy();
+    unguardHttp1Server(this.#h1);
     await closed;
   }
 
@@ -240,7 +247,7 @@ export class H2Listener implements SinkOwner {
     this.#track(socket);
     let seen: Buffer | null = null;
     let proxy = this.proxyProtocol;
-    socket.setTimeout(FIRST_BYTES_TIMEOUT_MS, () => socket.destroy());
+    socket.setTimeout(this.#limits.handshakeTimeoutMs, () => socket.destroy());
     const onData = (chunk: Buffer): void => {
       let buf: Buffer = seen === null ? chunk : Buffer.concat([seen, chunk]);
       if (proxy) {
@@ -303,10 +310,36 @@ export class H2Listener implements SinkOwner {
 
   // ---- Requests ----
 
-  #onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]): void {
+  /**
+   * node emits 'stream' while nghttp2 is still reading the same bytes, before it has seen a
+   * RST_STREAM that came with the HEADERS: new streams are served once the read is done (the
+   * check phase of the same loop turn), so that a stream reset in the same read (HTTP/2 rapid
+   * reset) never starts or connects anything upstream.
+   */
+  #deferStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]): void {
+    if (this.#newStreams.length === 0) setImmediate(serveNewStreams, this);
+    // (Its session, while the stream still has one: a destroyed stream forgets it.)
+    this.#newStreams.push({ stream, guard: SessionGuard.of(stream.session), headers, flags, rawHeaders });
+  }
+
+  /** The streams deferred by #deferStream, in order. */
+  serveNewStreams(): void {
+    const batch = this.#newStreams;
+    this.#newStreams = [];
+    for (const s of batch) this.#onStream(s.stream, s.guard, s.headers, s.flags, s.rawHeaders);
+  }
+
+  #onStream(stream: ServerHttp2Stream, guard: SessionGuard | undefined, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]): void {
+    // Reset by the client in the read that opened it (rapid reset): nothing is started for it.
+    if (stream.destroyed || stream.closed) return void guard?.resetBeforeServed();
     // The config version this request runs with, to its end.
     const ctx = this.ctx;
     const sink = new H2StreamSink(stream, this);
+    if (guard) {
+      const openedAt = performance.now();
+      guard.streamOpened();
+      stream.once('close', () => guard.streamClosed(sink.resetByClient, openedAt));
+    }
     try {
       const session = stream.session;
       const socket = session?.socket;
@@ -323,7 +356,7 @@ export class H2Listener implements SinkOwner {
       const method = headers[':method'] ?? 'GET';
       const hasBody = (flags & NGHTTP2_FLAG_END_STREAM) === 0 && !stream.endAfterHeaders;
       this.#serve(ctx, sink, method, typeof target === 'string' ? target : '', typeof authority === 'string' ? authority : '', rawHeaders, true, hasBody);
-      sink.readBody();
+      sink.readBody(hasBody);
     } catch (err) {
       sink.fail(err);
     }
@@ -359,7 +392,7 @@ export class H2Listener implements SinkOwner {
       const absolute = absoluteForm(target);
       if (absolute) ({ authority, target } = absolute);
       this.#serve(ctx, sink, req.method ?? 'GET', target, authority, req.rawHeaders, false, hasBody);
-      sink.readBody();
+      sink.readBody(hasBody);
     } catch (err) {
       sink.fail(err);
     }
@@ -514,12 +547,25 @@ export class H2Listener implements SinkOwner {
       this.#addresses(sink, socket);
       const { head } = this.#requestHead(sink, req.method ?? 'GET', req.url ?? '', req.headers.host ?? '', req.rawHeaders, false);
       const ex = (sink.exchange = new Exchange(sink, this.ctx, head, undefined));
-      sink.readBody();
+      // (Past an upgrade head, what the client sends is the socket's, not this request's body.)
+      sink.readBody(false);
       ex.localReply(local[0], '', local[1]);
     } catch (err) {
       sink.fail(err);
     }
   }
+}
+
+interface NewStream {
+  stream: ServerHttp2Stream;
+  guard: SessionGuard | undefined;
+  headers: IncomingHttpHeaders;
+  flags: number;
+  rawHeaders: string[];
+}
+
+function serveNewStreams(listener: H2Listener): void {
+  listener.serveNewStreams();
 }
 
 function clientAddress(a: string | undefined): string {

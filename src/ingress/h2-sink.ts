@@ -6,11 +6,20 @@ import type { X509Certificate } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import http2, { type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import type { Readable } from 'node:stream';
+import { edgeLimits } from './edge-limits.js';
 import type { Exchange } from './exchange.js';
 import { writableHeaderValue, type HeaderValue, type ResponseSink } from './sink.js';
 
-const { NGHTTP2_INTERNAL_ERROR } = http2.constants;
+const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.constants;
 const EMPTY = Buffer.alloc(0);
+/**
+ * While the gateway holds a client's HTTP/1.1 body back (the upstream is not taking it), nothing
+ * reads that socket, and a reset from the client goes unseen (libuv stops watching a socket it
+ * does not read). The body is let through for one read this often, which shows such a reset.
+ */
+const PAUSED_BODY_PROBE_MS = 1_000;
+/** Bytes a paused body may take in through those reads before they stop (the stream idle timeout still runs). */
+const PAUSED_BODY_PROBE_BUDGET = 1024 * 1024;
 
 /** What a sink needs of its listener. */
 export interface SinkOwner {
@@ -74,22 +83,59 @@ abstract class NodeSink {
   protected readonly body: RequestBody;
   /** The response was ended by us (not cut off by the client). */
   protected ended = false;
+  /** The request body stopped arriving for the stream idle timeout: the rest is not waited for. */
+  protected bodyTimedOut = false;
   #drain: (() => void) | null = null;
+  /** The stream idle timeout while the request body is arriving (edge-limits.ts). */
+  #idleTimer: NodeJS.Timeout | null = null;
 
-  constructor(source: Readable, owner: SinkOwner) {
-    this.body = new RequestBody(source);
+  constructor(source: Readable, owner: SinkOwner, probePaused: boolean) {
+    this.body = new RequestBody(source, this, probePaused);
     this.owner = owner;
     owner.inflight++;
   }
 
   /** The stream or response closed: the client went away unless we had ended the response. */
   protected closedByTransport(): void {
+    this.#stopIdleTimer();
+    this.body.stopProbing();
     const ex = this.exchange;
     this.exchange = null;
     this.closed = true;
     if (ex && !this.ended) ex.downstreamAborted();
     else this.finished();
   }
+
+  /** Body bytes came in, were taken by the upstream, or response bytes went out. */
+  activity(): void {
+    this.#idleTimer?.refresh();
+  }
+
+  /** The request body is complete (or will never be read further). */
+  bodyEnded(): void {
+    this.#stopIdleTimer();
+  }
+
+  #stopIdleTimer(): void {
+    if (this.#idleTimer !== null) {
+      clearTimeout(this.#idleTimer);
+      this.#idleTimer = null;
+    }
+  }
+
+  /** Nothing moved for the stream idle timeout while the body was arriving. */
+  idleTimeout(): void {
+    this.#idleTimer = null;
+    this.body.stopProbing();
+    this.bodyTimedOut = true;
+    const ex = this.exchange;
+    // 408 when the response has not started (then the connection or stream is let go), else a reset.
+    if (ex) ex.streamIdleTimeout();
+    else this.abandonBody();
+  }
+
+  /** The rest of the request body will not be read: close the HTTP/1.1 connection, reset the stream. */
+  protected abstract abandonBody(): void;
 
   protected drained(): void {
     const cb = this.#drain;
@@ -106,20 +152,34 @@ abstract class NodeSink {
   }
 
   resumeRequestBody(): void {
+    this.activity();
     this.body.resume();
   }
 
   finished(): void {
-    // Whatever the client still sends is read and dropped: an unread body would stall the stream
-    // or keep-alive connection.
-    if (!this.body.finish()) return;
+    if (this.bodyTimedOut) {
+      // The body stalled: it is not drained; the connection (HTTP/1.1) or stream (HTTP/2) goes.
+      if (!this.body.finish(false)) return;
+      this.exchange = null;
+      this.owner.requestDone();
+      this.abandonBody();
+      return;
+    }
+    // Whatever the client still sends is read and dropped (bounded by the stream idle timeout): an
+    // unread body would stall the stream or keep-alive connection.
+    if (!this.body.finish(true)) return;
     this.exchange = null;
     this.owner.requestDone();
   }
 
-  /** Request body: every chunk as it comes, then an empty last one at the end. */
-  readBody(): void {
-    this.body.read(this);
+  /**
+   * Request body: every chunk as it comes, then an empty last one at the end. `expectBody`: the
+   * request has a body still to come, timed by the stream idle timeout (also once the request is
+   * answered: the rest of the body is read and dropped, within that bound).
+   */
+  readBody(expectBody = true): void {
+    if (expectBody && this.body.open) this.#idleTimer = setTimeout(onStreamIdle, edgeLimits().streamIdleTimeoutMs, this);
+    this.body.read();
   }
 
   abstract start(status: number, headers: readonly HeaderValue[], length: number, noBody: boolean): void;
@@ -150,12 +210,18 @@ export class H2StreamSink extends NodeSink implements ResponseSink {
   #noBody = false;
   #responded = false;
   #trailers: OutgoingHttpHeaders | null = null;
+  /** The client reset the stream (or its connection went) before the response ended. */
+  resetByClient = false;
 
   constructor(stream: ServerHttp2Stream, owner: SinkOwner) {
-    super(stream, owner);
+    // HTTP/2 keeps reading the connection while a stream is paused (flow control): no probe needed.
+    super(stream, owner, false);
     this.#stream = stream;
     stream.on('error', () => undefined); // resets and protocol errors end in 'close'
-    stream.on('close', () => this.closedByTransport());
+    stream.on('close', () => {
+      this.resetByClient = !this.closed;
+      this.closedByTransport();
+    });
     stream.on('drain', () => this.drained());
     stream.on('wantTrailers', () => {
       if (!stream.destroyed) stream.sendTrailers(this.#trailers ?? {});
@@ -185,6 +251,7 @@ export class H2StreamSink extends NodeSink implements ResponseSink {
     if (this.closed) return false;
     if (this.#noBody) return true;
     if (!this.#responded) this.#respond(false);
+    this.activity();
     return this.#stream.write(chunk);
   }
 
@@ -224,6 +291,13 @@ export class H2StreamSink extends NodeSink implements ResponseSink {
     if (!this.#stream.destroyed) this.#stream.close(NGHTTP2_INTERNAL_ERROR);
   }
 
+  protected abandonBody(): void {
+    const stream = this.#stream;
+    if (stream.destroyed || stream.closed) return;
+    // After a complete response: RST_STREAM NO_ERROR once it is sent (RFC 9113 8.1), else CANCEL.
+    stream.close(this.ended ? NGHTTP2_NO_ERROR : NGHTTP2_CANCEL);
+  }
+
   batch(fn: () => void): void {
     fn();
   }
@@ -235,7 +309,7 @@ export class H1Sink extends NodeSink implements ResponseSink {
   readonly #res: ServerResponse;
 
   constructor(req: IncomingMessage, res: ServerResponse, owner: SinkOwner) {
-    super(req, owner);
+    super(req, owner, true);
     this.#res = res;
     req.on('error', () => undefined);
     res.on('error', () => undefined);
@@ -254,11 +328,14 @@ export class H1Sink extends NodeSink implements ResponseSink {
     }
     if (length > 0 || (length === 0 && !noBody && status !== 204 && status !== 304)) flat.push('content-length', String(length));
     else if (noBody && length === 0 && status !== 204 && status !== 304) flat.push('content-length', '0');
+    // An answer to a request whose body stalled: the connection cannot carry another request.
+    if (this.bodyTimedOut) this.#res.shouldKeepAlive = false;
     this.#res.writeHead(status, flat);
   }
 
   write(chunk: Buffer): boolean {
     if (this.closed) return false;
+    this.activity();
     return this.#res.write(chunk);
   }
 
@@ -277,6 +354,17 @@ export class H1Sink extends NodeSink implements ResponseSink {
     this.#res.destroy();
   }
 
+  protected abandonBody(): void {
+    const res = this.#res;
+    const socket = res.socket;
+    if (socket === null || socket.destroyed) return;
+    // Once the answer (if any) is flushed: nothing else can be framed on this connection.
+    if (!res.headersSent || res.writableFinished) return void socket.destroy();
+    const done = (): void => void socket.destroy();
+    res.once('finish', done);
+    res.once('close', done);
+  }
+
   batch(fn: () => void): void {
     const socket = this.#res.socket;
     if (socket === null || this.closed) return fn();
@@ -289,40 +377,111 @@ export class H1Sink extends NodeSink implements ResponseSink {
   }
 }
 
-/** Request-body flow control shared by both node sinks: paired pause/resume, drained once finished. */
+function onStreamIdle(sink: NodeSink): void {
+  sink.idleTimeout();
+}
+
+function onProbe(body: RequestBody): void {
+  body.probe();
+}
+
+function onProbeRead(body: RequestBody): void {
+  body.probeRead();
+}
+
+/**
+ * Request-body flow control shared by both node sinks: paired pause/resume, drained once finished;
+ * with `probePaused` (HTTP/1.1), a paused body is let through for one read now and then, so that a
+ * client's reset is seen while its body is held back.
+ */
 class RequestBody {
   readonly #source: Readable;
+  readonly #sink: NodeSink;
+  readonly #probePaused: boolean;
   #paused = false;
   #finished = false;
+  #probe: NodeJS.Timeout | null = null;
+  /** Bytes read by probes during the current pause. */
+  #probed = 0;
+  #probing = false;
 
-  constructor(source: Readable) {
+  constructor(source: Readable, sink: NodeSink, probePaused: boolean) {
     this.#source = source;
+    this.#sink = sink;
+    this.#probePaused = probePaused;
+  }
+
+  /** More of the body may still come. */
+  get open(): boolean {
+    return !this.#source.destroyed && !this.#source.readableEnded;
   }
 
   pause(): void {
     if (this.#paused) return;
     this.#paused = true;
     this.#source.pause();
+    if (this.#probePaused && !this.#source.readableEnded) {
+      this.#probed = 0;
+      this.#probe = setTimeout(onProbe, PAUSED_BODY_PROBE_MS, this);
+    }
   }
 
   resume(): void {
     if (!this.#paused) return;
     this.#paused = false;
+    this.stopProbing();
     this.#source.resume();
   }
 
-  /** False when the request was already finished; otherwise resumes a paused body so the rest drains. */
-  finish(): boolean {
+  stopProbing(): void {
+    if (this.#probe !== null) {
+      clearTimeout(this.#probe);
+      this.#probe = null;
+    }
+  }
+
+  /** One read while paused: a reset or end of the connection surfaces; data is taken as usual. */
+  probe(): void {
+    this.#probe = null;
+    const source = this.#source;
+    if (!this.#paused || source.destroyed || source.readableEnded || this.#probed > PAUSED_BODY_PROBE_BUDGET) return;
+    this.#probing = true;
+    source.resume();
+    setImmediate(onProbeRead, this);
+  }
+
+  /** After the probe's read: paused again, and the next probe scheduled. */
+  probeRead(): void {
+    this.#probing = false;
+    if (!this.#paused) return;
+    this.#source.pause();
+    if (!this.#source.destroyed && !this.#source.readableEnded) this.#probe = setTimeout(onProbe, PAUSED_BODY_PROBE_MS, this);
+  }
+
+  /**
+   * False when the request was already finished. `drain`: a paused body is resumed so the rest is
+   * read and dropped; else it stays where it is (the connection or stream is being let go).
+   */
+  finish(drain: boolean): boolean {
     if (this.#finished) return false;
     this.#finished = true;
-    this.resume();
+    if (drain) this.resume();
+    else this.stopProbing();
     return true;
   }
 
   /** Every chunk as it comes, then an empty last one at the end of the body. */
-  read(sink: { exchange: { requestData(chunk: Buffer, isLast: boolean): void } | null }): void {
-    this.#source.on('data', (chunk: Buffer) => sink.exchange?.requestData(chunk, false));
-    this.#source.on('end', () => sink.exchange?.requestData(EMPTY, true));
+  read(): void {
+    const sink = this.#sink;
+    this.#source.on('data', (chunk: Buffer) => {
+      if (this.#probing) this.#probed += chunk.length;
+      sink.activity();
+      sink.exchange?.requestData(chunk, false);
+    });
+    this.#source.on('end', () => {
+      sink.bodyEnded();
+      sink.exchange?.requestData(EMPTY, true);
+    });
   }
 }
 
