@@ -5,7 +5,9 @@
 import type { X509Certificate } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import http2, { type OutgoingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
+import { TLSSocket } from 'node:tls';
 import { edgeLimits } from './edge-limits.js';
 import type { Exchange } from './exchange.js';
 import { writableHeaderValue, type HeaderValue, type ResponseSink } from './sink.js';
@@ -14,12 +16,11 @@ const { NGHTTP2_CANCEL, NGHTTP2_INTERNAL_ERROR, NGHTTP2_NO_ERROR } = http2.const
 const EMPTY = Buffer.alloc(0);
 /**
  * While the gateway holds a client's HTTP/1.1 body back (the upstream is not taking it), nothing
- * reads that socket, and a reset from the client goes unseen (libuv stops watching a socket it
- * does not read). The body is let through for one read this often, which shows such a reset.
+ * reads or writes that socket, and a reset from the client goes unseen (libuv stops watching a
+ * socket it does not read). A zero-byte write to the TCP socket this often shows such a reset
+ * (nothing is sent, nothing read).
  */
 const PAUSED_BODY_PROBE_MS = 1_000;
-/** Bytes a paused body may take in through those reads before they stop (the stream idle timeout still runs). */
-const PAUSED_BODY_PROBE_BUDGET = 1024 * 1024;
 
 /** What a sink needs of its listener. */
 export interface SinkOwner {
@@ -89,8 +90,8 @@ abstract class NodeSink {
   /** The stream idle timeout while the request body is arriving (edge-limits.ts). */
   #idleTimer: NodeJS.Timeout | null = null;
 
-  constructor(source: Readable, owner: SinkOwner, probePaused: boolean) {
-    this.body = new RequestBody(source, this, probePaused);
+  constructor(source: Readable, owner: SinkOwner, probe: (() => void) | null) {
+    this.body = new RequestBody(source, this, probe);
     this.owner = owner;
     owner.inflight++;
   }
@@ -215,7 +216,7 @@ export class H2StreamSink extends NodeSink implements ResponseSink {
 
   constructor(stream: ServerHttp2Stream, owner: SinkOwner) {
     // HTTP/2 keeps reading the connection while a stream is paused (flow control): no probe needed.
-    super(stream, owner, false);
+    super(stream, owner, null);
     this.#stream = stream;
     stream.on('error', () => undefined); // resets and protocol errors end in 'close'
     stream.on('close', () => {
@@ -309,7 +310,7 @@ export class H1Sink extends NodeSink implements ResponseSink {
   readonly #res: ServerResponse;
 
   constructor(req: IncomingMessage, res: ServerResponse, owner: SinkOwner) {
-    super(req, owner, true);
+    super(req, owner, () => probeTransport(req.socket));
     this.#res = res;
     req.on('error', () => undefined);
     res.on('error', () => undefined);
@@ -385,30 +386,35 @@ function onProbe(body: RequestBody): void {
   body.probe();
 }
 
-function onProbeRead(body: RequestBody): void {
-  body.probeRead();
+/**
+ * A zero-byte write on the client's TCP socket (under TLS: the TCP socket, as node's TLS layer
+ * drops the error of an empty write): a reset socket fails it, and the connection is destroyed.
+ */
+function probeTransport(socket: Socket | null): void {
+  if (socket === null || socket.destroyed || !socket.writable) return;
+  const tcp = socket instanceof TLSSocket ? (socket as TLSSocket & { _parent?: Socket | null })._parent : socket;
+  if (!tcp || tcp.destroyed || !tcp.writable) return;
+  tcp.write(EMPTY, (err) => {
+    if (err) socket.destroy();
+  });
 }
 
 /**
  * Request-body flow control shared by both node sinks: paired pause/resume, drained once finished;
- * with `probePaused` (HTTP/1.1), a paused body is let through for one read now and then, so that a
- * client's reset is seen while its body is held back.
+ * with a `probe` (HTTP/1.1), the connection is probed for a reset while the body is paused.
  */
 class RequestBody {
   readonly #source: Readable;
   readonly #sink: NodeSink;
-  readonly #probePaused: boolean;
+  readonly #probeFn: (() => void) | null;
   #paused = false;
   #finished = false;
   #probe: NodeJS.Timeout | null = null;
-  /** Bytes read by probes during the current pause. */
-  #probed = 0;
-  #probing = false;
 
-  constructor(source: Readable, sink: NodeSink, probePaused: boolean) {
+  constructor(source: Readable, sink: NodeSink, probe: (() => void) | null) {
     this.#source = source;
     this.#sink = sink;
-    this.#probePaused = probePaused;
+    this.#probeFn = probe;
   }
 
   /** More of the body may still come. */
@@ -420,10 +426,7 @@ class RequestBody {
     if (this.#paused) return;
     this.#paused = true;
     this.#source.pause();
-    if (this.#probePaused && !this.#source.readableEnded) {
-      this.#probed = 0;
-      this.#probe = setTimeout(onProbe, PAUSED_BODY_PROBE_MS, this);
-    }
+    if (this.#probeFn !== null && this.open) this.#probe = setTimeout(onProbe, PAUSED_BODY_PROBE_MS, this);
   }
 
   resume(): void {
@@ -440,22 +443,12 @@ class RequestBody {
     }
   }
 
-  /** One read while paused: a reset or end of the connection surfaces; data is taken as usual. */
+  /** While paused: the connection is probed, then again later. */
   probe(): void {
     this.#probe = null;
-    const source = this.#source;
-    if (!this.#paused || source.destroyed || source.readableEnded || this.#probed > PAUSED_BODY_PROBE_BUDGET) return;
-    this.#probing = true;
-    source.resume();
-    setImmediate(onProbeRead, this);
-  }
-
-  /** After the probe's read: paused again, and the next probe scheduled. */
-  probeRead(): void {
-    this.#probing = false;
-    if (!this.#paused) return;
-    this.#source.pause();
-    if (!this.#source.destroyed && !this.#source.readableEnded) this.#probe = setTimeout(onProbe, PAUSED_BODY_PROBE_MS, this);
+    if (!this.#paused || !this.open) return;
+    this.#probeFn!();
+    if (this.#paused && this.open) this.#probe = setTimeout(onProbe, PAUSED_BODY_PROBE_MS, this);
   }
 
   /**
@@ -474,7 +467,6 @@ class RequestBody {
   read(): void {
     const sink = this.#sink;
     this.#source.on('data', (chunk: Buffer) => {
-      if (this.#probing) this.#probed += chunk.length;
       sink.activity();
       sink.exchange?.requestData(chunk, false);
     });
