@@ -557,6 +557,21 @@ describe('clients that reset, and HTTP/2 floods (default limits)', () => {
     await waitFor(() => connectionsOn(dflt.pid, dflt.P.h2c).every((s) => s.state !== 'CLOSE_WAIT'), 3000);
   });
 
+  it("HTTP/2: a connection whose streams the client mostly resets at once is closed (Envoy's premature-reset guard), below nghttp2's own limit", async () => {
+    const c = await rawH2(dflt.P.h2c);
+    c.write(settingsAck());
+    // 600 streams, each reset as it opens: more than 250 premature resets, fewer than nghttp2's 1,000.
+    const parts: Buffer[] = [];
+    for (let i = 0; i < 600; i++) parts.push(h2headers(1 + 2 * i, requestBlock(HOST, { path: '/rapid' })), rstStream(1 + 2 * i));
+    c.write(Buffer.concat(parts));
+    await Promise.race([c.closed, sleep(5000)]);
+    expect(c.isClosed(), 'the connection was not closed').toBe(true);
+    // (The GOAWAY may be lost if the close overtakes bytes the gateway had not read: a reset.)
+    const goaway = c.goaway();
+    if (goaway) expect(goaway[1]).toBe(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    expect(rapid.accepted).toBe(0);
+  });
+
   it('HTTP/2: SETTINGS_MAX_CONCURRENT_STREAMS is 100: a client opening 300 streams is served 100 at a time, all answered', async () => {
     const s = h2connect(dflt, 'plain');
     try {
