@@ -91,6 +91,8 @@ interface Ports {
   https: number;
   mutual: number;
   http: number;
+  /** Plain HTTP on the strict HTTP/1.1 engine (node:http, the same listener). */
+  strict: number;
 }
 
 interface Gw {
@@ -123,8 +125,8 @@ const FAST_ENV = {
 };
 
 async function startGw(env: Record<string, string> | undefined, ports: number[]): Promise<Gw> {
-  const [h2c, https, mutual, http] = ports;
-  const P: Ports = { h2c: h2c!, https: https!, mutual: mutual!, http: http! };
+  const [h2c, https, mutual, http, strict] = ports;
+  const P: Ports = { h2c: h2c!, https: https!, mutual: mutual!, http: http!, strict: strict! };
   const tlsServer = (port: number, name: string, tlsOpts: Obj): Obj => ({ port: { number: port, name, protocol: 'HTTPS' }, hosts: ['*'], tls: tlsOpts });
   const gatewayDoc: Obj = {
     apiVersion: 'networking.istio.io/v1',
@@ -141,8 +143,15 @@ async function startGw(env: Record<string, string> | undefined, ports: number[])
       ],
     },
   };
+  const strictGateway: Obj = {
+    apiVersion: 'networking.istio.io/v1',
+    kind: 'Gateway',
+    metadata: { name: 'gw-strict', namespace: 'default', annotations: { 'gatehouse.io/http1-engine': 'strict' } },
+    spec: { selector: { istio: 'ingressgateway' }, servers: [{ port: { number: P.strict, name: 'http-strict', protocol: 'HTTP' }, hosts: ['*'] }] },
+  };
   const config = yamlDocs(
     gatewayDoc,
+    strictGateway,
     ...service('web', { v1: echo.port }),
     ...service('hold', { v1: hold.port }),
     ...service('noread', { v1: noread.port }),
@@ -158,7 +167,7 @@ async function startGw(env: Record<string, string> | undefined, ports: number[])
       { match: [{ uri: { prefix: '/many' } }], route: [dest('many')] },
       { match: [{ uri: { prefix: '/slow' } }], route: [dest('slow')] },
       { route: [dest('web')] },
-    ]),
+    ], { gateways: ['gw', 'gw-strict'] }),
   );
   const gw = await startGateway({
     files: { 'gw.yaml': config, 'srv.crt': serverCert.certPem, 'srv.key': serverCert.keyPem, 'ca.crt': ca.certPem },
@@ -177,8 +186,8 @@ beforeAll(async () => {
   [rapid, flood, many] = await Promise.all([holdUpstream({ read: true }), holdUpstream({ read: true }), holdUpstream({ read: true })]);
   slow = await slowUpstream(150);
   // All ports at once: two lookups running side by side could hand out the same port twice.
-  const ports = await freePorts(8);
-  [fast, dflt] = await Promise.all([startGw(FAST_ENV, ports.slice(0, 4)), startGw(undefined, ports.slice(4))]);
+  const ports = await freePorts(10);
+  [fast, dflt] = await Promise.all([startGw(FAST_ENV, ports.slice(0, 5)), startGw(undefined, ports.slice(5))]);
 }, 30_000);
 
 afterAll(async () => {
@@ -193,17 +202,18 @@ afterAll(async () => {
 
 // ---- client helpers ----
 
-type Transport = 'plain' | 'tls' | 'mutual';
+/** plain: the HTTP2 port (h2c and HTTP/1.1); strict: a plain HTTP port on the strict engine (HTTP/1.1 only). */
+type Transport = 'plain' | 'tls' | 'mutual' | 'strict';
 
 function portOf(g: Gw, t: Transport): number {
-  return t === 'plain' ? g.P.h2c : t === 'tls' ? g.P.https : g.P.mutual;
+  return t === 'plain' ? g.P.h2c : t === 'tls' ? g.P.https : t === 'mutual' ? g.P.mutual : g.P.strict;
 }
 
 /** A connected client socket (TLS handshake done for TLS), HTTP/1.1 by ALPN. */
 function open(g: Gw, t: Transport, alpn: string[] = ['http/1.1']): Promise<Socket | TLSSocket> {
   return new Promise((resolve, reject) => {
     const port = portOf(g, t);
-    if (t === 'plain') {
+    if (t === 'plain' || t === 'strict') {
       const s = net.connect(port, '127.0.0.1', () => resolve(s));
       s.once('error', reject);
       return;
@@ -276,12 +286,15 @@ function h2request(s: ClientHttp2Session, path: string, opts: { method?: string;
 /** HTTP/1.1 request head for a POST whose body will be sent by the test. */
 const postHead = (path: string, length: number): string => `POST ${path} HTTP/1.1\r\nhost: ${HOST}\r\ncontent-length: ${length}\r\n\r\n`;
 
+/** Every transport of the node engine that speaks HTTP/2, and with it HTTP/1.1. */
 const TRANSPORTS: Transport[] = ['plain', 'tls', 'mutual'];
+/** Every transport that speaks HTTP/1.1 (the strict engine's plain ports too). */
+const H1_TRANSPORTS: Transport[] = [...TRANSPORTS, 'strict'];
 
 // ---- slow and idle clients (short limits) ----
 
 describe('slow and idle clients on node:http2 engine ports (limits shortened to 1 s)', () => {
-  it.each(TRANSPORTS)('%s: a request head trickled a header line at a time (slowloris) is answered 408 and closed after the request headers timeout', async (t) => {
+  it.each(H1_TRANSPORTS)('%s: a request head trickled a header line at a time (slowloris) is answered 408 and closed after the request headers timeout', async (t) => {
     const s = await open(fast, t);
     s.write(`GET / HTTP/1.1\r\nhost: ${HOST}\r\n`);
     const trickle = setInterval(() => s.writable && s.write('x-slow: 1\r\n'), 200);
@@ -292,7 +305,7 @@ describe('slow and idle clients on node:http2 engine ports (limits shortened to 
     if (data) expect(data).toMatch(/^HTTP\/1\.1 408 /);
   });
 
-  it.each(TRANSPORTS)('%s: a connection that sends nothing (no TLS handshake, no first byte) is closed after the handshake timeout', async (t) => {
+  it.each(H1_TRANSPORTS)('%s: a connection that sends nothing (no TLS handshake, no first byte) is closed after the handshake timeout', async (t) => {
     const s = net.connect(portOf(fast, t), '127.0.0.1');
     await new Promise((r) => s.once('connect', r));
     const data = await closedWithin(s, 6000);
@@ -349,7 +362,7 @@ describe('slow and idle clients on node:http2 engine ports (limits shortened to 
     }
   });
 
-  it.each(TRANSPORTS)('%s (HTTP/1.1): a request body that stops arriving is answered 408 after the stream idle timeout, and its upstream request is aborted', async (t) => {
+  it.each(H1_TRANSPORTS)('%s (HTTP/1.1): a request body that stops arriving is answered 408 after the stream idle timeout, and its upstream request is aborted', async (t) => {
     const before = hold.accepted;
     const s = await open(fast, t);
     s.write(postHead('/hold/stalled', 1000));
