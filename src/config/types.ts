@@ -12,11 +12,24 @@ export interface ObjectMeta {
 
 /** Where a resource came from, and a way to find the line of any field inside it. */
 export interface SourceRef {
+  /** The file as named on the command line; '' for an object read from the Kubernetes API. */
   file: string;
   /** 1-based line of the document start (the `apiVersion`/`kind` line). */
   line: number;
   /** Line of the node at `path` (relative to the resource root), or of its nearest existing ancestor. */
   lineOf(path: FieldPath): number;
+  /** An object read from the Kubernetes API (`--kubernetes`): its resourceVersion there. */
+  api?: { resourceVersion: string };
+}
+
+/** The source of an object read from the Kubernetes API: no file, no lines. */
+export function apiSource(resourceVersion: string): SourceRef {
+  return { file: '', line: 0, lineOf: () => 0, api: { resourceVersion } };
+}
+
+/** Where a resource is defined, for messages: `file:line`, or `the Kubernetes API`. */
+export function describeSource(s: Pick<SourceRef, 'file' | 'line' | 'api'>): string {
+  return s.api ? 'the Kubernetes API' : `${s.file}:${s.line}`;
 }
 
 export interface Resource<S = unknown> {
@@ -39,9 +52,13 @@ export interface Problem {
   severity: 'error' | 'warning';
 }
 
+/**
+ * `file:line: Kind/ns/name: path: message`; a problem of an object read from the Kubernetes API
+ * (no file) reads `Kind/ns/name: path: message`.
+ */
 export function formatProblem(p: Problem): string {
   if (p.resource === 'yaml') return `${p.file}:${p.line}: yaml: ${p.message}`;
-  const parts = [`${p.file}:${p.line}`];
+  const parts = p.file === '' ? [] : [`${p.file}:${p.line}`];
   if (p.resource) parts.push(p.resource);
   if (p.path) parts.push(p.path);
   parts.push(p.message);

@@ -3,12 +3,13 @@
 // schema-istio.ts, cross-resource checks in validate-refs.ts.
 import { LineCounter, isMap, isPair, isScalar, isSeq, parseDocument, type Document, type Node } from 'yaml';
 import type { FieldPath, Problem, Resource } from './types.js';
-import { NETWORKING_VERSIONS, SECURITY_VERSIONS, formatPath, readsKind, resourceId } from './types.js';
+import { NETWORKING_VERSIONS, SECURITY_VERSIONS, describeSource, formatPath, readsKind, resourceId } from './types.js';
 import { asObj, type Schema } from './schema.js';
 import {
   authorizationPolicySpec, configMapDocument, destinationRuleSpec, gatewaySpec, meshConfigSchema, peerAuthenticationSpec,
   requestAuthenticationSpec, secretDocument, serviceEntrySpec, sidecarSpec, virtualServiceSpec, workloadEntrySpec,
 } from './schema-istio.js';
+import { endpointSliceDocument, podDocument, serviceDocument } from './schema-kube.js';
 import { crossCheck, reporterFor } from './validate-refs.js';
 import { checkClaimRoutes } from './jwt-claims.js';
 
@@ -20,6 +21,11 @@ export interface ValidateOptions {
   rootNamespace: string;
   /** `validate` without --labels: check the servers of every Gateway (validate-refs.ts). */
   allGateways?: boolean;
+  /**
+   * Each resource's own problems (schema and per-kind checks), remembered by resource object:
+   * `--kubernetes` checks the same unchanged objects again at every change, this checks them once.
+   */
+  ownProblems?: WeakMap<Resource, Problem[]>;
 }
 
 interface KindDef {
@@ -28,6 +34,11 @@ interface KindDef {
   /** `spec` for Istio kinds; `document` for Kubernetes core kinds (resource.spec is the whole document). */
   root: 'spec' | 'document';
   extra?: (r: Resource, problems: Problem[]) => void;
+  /**
+   * Read only from the Kubernetes API (stored for the service registry, not translated yet); in a
+   * config file such a kind is ignored with one warning, as any kind Gatehouse does not read.
+   */
+  apiOnly?: boolean;
 }
 
 const NETWORKING = NETWORKING_VERSIONS;
@@ -45,11 +56,16 @@ const KINDS: Readonly<Record<string, KindDef>> = {
   AuthorizationPolicy: { apiVersions: SECURITY, schema: authorizationPolicySpec, root: 'spec' },
   Secret: { apiVersions: ['v1'], schema: secretDocument, root: 'document' },
   ConfigMap: { apiVersions: ['v1'], schema: configMapDocument, root: 'document', extra: checkIstioConfigMap },
+  Service: { apiVersions: ['v1'], schema: serviceDocument, root: 'document', apiOnly: true },
+  EndpointSlice: { apiVersions: ['discovery.k8s.io/v1'], schema: endpointSliceDocument, root: 'document', apiOnly: true },
+  Pod: { apiVersions: ['v1'], schema: podDocument, root: 'document', apiOnly: true },
 };
 
 function kindDef(r: Resource): KindDef | undefined {
   const def = Object.hasOwn(KINDS, r.kind) ? KINDS[r.kind] : undefined;
-  return def && def.apiVersions.includes(r.apiVersion) && readsKind(r.apiVersion, r.kind) ? def : undefined;
+  if (!def || !def.apiVersions.includes(r.apiVersion)) return undefined;
+  if (def.apiOnly) return r.source.api ? def : undefined;
+  return readsKind(r.apiVersion, r.kind) ? def : undefined;
 }
 
 export interface ValidateResult {
@@ -80,14 +96,19 @@ export function validate(resources: readonly Resource[], opts: ValidateOptions):
     }
     const out = reporterFor(r, problems);
     const before = problems.length;
-    def.schema.check(r.spec, def.root === 'spec' ? ['spec'] : [], out);
-    def.extra?.(r, problems);
+    const known = opts.ownProblems?.get(r);
+    if (known) problems.push(...known);
+    else {
+      def.schema.check(r.spec, def.root === 'spec' ? ['spec'] : [], out);
+      def.extra?.(r, problems);
+      opts.ownProblems?.set(r, problems.slice(before));
+    }
     const wellFormed = !problems.slice(before).some((p) => p.severity === 'error');
 
     const id = resourceId(r);
     const prev = first.get(id);
     if (prev) {
-      out.error([], `duplicate ${id}, first defined at ${prev.source.file}:${prev.source.line}`);
+      out.error([], `duplicate ${id}, first defined at ${describeSource(prev.source)}`);
       continue;
     }
     first.set(id, r);

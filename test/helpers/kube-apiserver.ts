@@ -128,6 +128,7 @@ export interface RequestLogEntry {
   method: string;
   path: string;
   query: Record<string, string>;
+  /** 0 while the request is open (a watch). */
   status: number;
 }
 
@@ -453,7 +454,11 @@ export class KubeApiServer {
     const url = new URL(req.url ?? '/', 'https://127.0.0.1');
     const query = Object.fromEntries(url.searchParams);
     const method = req.method ?? 'GET';
-    res.once('finish', () => this.requests.push({ method, path: url.pathname, query, status: res.statusCode }));
+    // Logged on arrival (a watch may never finish); the status once it is known.
+    const entry: RequestLogEntry = { method, path: url.pathname, query, status: 0 };
+    this.requests.push(entry);
+    res.once('finish', () => (entry.status = res.statusCode));
+    res.once('close', () => (entry.status ||= res.statusCode));
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
