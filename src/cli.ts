@@ -19,6 +19,8 @@ export const USAGE = `Usage:
                 [--bind 0.0.0.0] [--admin-port 15000] [--admin-bind 127.0.0.1] [--xds-port 15010]
                 [--labels istio=ingressgateway] [--namespace istio-system] [--mesh-config <file>]
                 [--workers N] [--http1-engine uws|strict] [--log-level info] [--log-format pretty|json]
+  gatehouse run --kubernetes [--kubeconfig <file>] [--watch-namespaces ns,...] [--cluster-domain cluster.local]
+                [--config <file|dir> ...] [the other run flags above]
   gatehouse validate <file|dir>... [--labels istio=ingressgateway] [--namespace istio-system] [--mesh-config <file>]
   gatehouse proxy-status --xds-address host:port [-o json]
   gatehouse ca sign --spiffe spiffe://cluster.local/ns/<ns>/sa/<sa> [--out-dir .] [--ttl 24h | --days N] [--csr <file>]
@@ -76,8 +78,35 @@ const RUN_OPTIONS = {
   'http1-engine': { type: 'string' },
   'log-level': { type: 'string' },
   'log-format': { type: 'string' },
+  kubernetes: { type: 'boolean' },
+  kubeconfig: { type: 'string' },
+  'watch-namespaces': { type: 'string', multiple: true },
+  'cluster-domain': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
+/** `--kubernetes` and its flags, checked before anything starts. */
+function kubernetesOptions(values: { kubernetes?: boolean | undefined; kubeconfig?: string | undefined; 'watch-namespaces'?: string[] | undefined; 'cluster-domain'?: string | undefined; 'xds-address'?: string | undefined }): RunOptions['kubernetes'] {
+  const given = (['kubeconfig', 'watch-namespaces', 'cluster-domain'] as const).filter((f) => values[f] !== undefined);
+  if (!values.kubernetes) {
+    if (given.length > 0) throw new UsageError(`--${given[0]} needs --kubernetes`);
+    return undefined;
+  }
+  if (values['xds-address'] !== undefined) throw new UsageError('--kubernetes and --xds-address exclude each other');
+  let watchNamespaces: string[] | null = null;
+  if (values['watch-namespaces'] !== undefined) {
+    const list = values['watch-namespaces'].flatMap((v) => v.split(',')).map((v) => v.trim()).filter(Boolean);
+    if (list.length === 0) throw new UsageError('--watch-namespaces takes namespace names separated by commas');
+    for (const ns of list) if (!DNS_LABEL.test(ns) || ns.length > 63) throw new UsageError(`--watch-namespaces: "${ns}" is not a namespace name`);
+    watchNamespaces = [...new Set(list)];
+  }
+  const clusterDomain = values['cluster-domain'] ?? 'cluster.local';
+  if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(clusterDomain)) throw new UsageError(`--cluster-domain must be a DNS domain, got "${clusterDomain}"`);
+  if (values.kubeconfig === '') throw new UsageError('--kubeconfig needs a file');
+  return { kubeconfig: values.kubeconfig, watchNamespaces, clusterDomain };
+}
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -125,7 +154,8 @@ async function run(args: string[]): Promise<number> {
   const format = (values['log-format'] ?? defaultLogFormat()) as LogFormat;
   if (!LOG_FORMATS.includes(format)) throw new UsageError(`--log-format must be one of ${LOG_FORMATS.join(', ')}`);
   const configPaths = values.config ?? [];
-  if (configPaths.length === 0 && !values['xds-address']) throw new UsageError('run needs --config <file|dir> (or --xds-address host:port)');
+  const kubernetes = kubernetesOptions(values);
+  if (configPaths.length === 0 && !values['xds-address'] && !kubernetes) throw new UsageError('run needs --config <file|dir>, --kubernetes, or --xds-address host:port');
   if (values['xds-address'] !== undefined) {
     if (configPaths.length > 0) throw new UsageError('--config and --xds-address exclude each other');
     parseHostPort('xds-address', values['xds-address']);
@@ -161,13 +191,32 @@ async function run(args: string[]): Promise<number> {
     http1Engine,
     logLevel: level,
     logOptions,
+    kubernetes,
   };
   if (workers > 1) log.info({ workers }, `data plane on ${workers} worker threads`);
 
   const gateway = new Gateway(opts, log);
+  // Signals are handled from the start: with --kubernetes, starting waits for the API server.
+  let stopRequested = false;
+  let resolveExit!: (code: number) => void;
+  const exit = new Promise<number>((r) => (resolveExit = r));
+  const stop = (signal: string): void => {
+    stopRequested = true;
+    log.info({ signal }, 'shutting down');
+    gateway.stop().then(
+      () => resolveExit(0),
+      (err: unknown) => {
+        log.error({ err }, 'error while stopping');
+        resolveExit(1);
+      },
+    );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
   try {
     await gateway.start();
   } catch (e) {
+    if (stopRequested) return await exit;
     if (e instanceof ConfigError) {
       // Every problem, as `validate` prints them (warnings too: they may explain the errors).
       for (const p of e.problems) process.stderr.write(`${problemLine(p)}\n`);
@@ -180,20 +229,7 @@ async function run(args: string[]): Promise<number> {
     return 1;
   }
   process.on('uncaughtException', (err) => log.error({ err }, 'uncaught exception (kept serving)'));
-  return await new Promise<number>((resolveExit) => {
-    const stop = (signal: string): void => {
-      log.info({ signal }, 'shutting down');
-      gateway.stop().then(
-        () => resolveExit(0),
-        (err: unknown) => {
-          log.error({ err }, 'error while stopping');
-          resolveExit(1);
-        },
-      );
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-  });
+  return await exit;
 }
 
 function validateCommand(args: string[]): number {

@@ -2,9 +2,12 @@
 // xDS control plane, the admin port, hot reload, and graceful shutdown; or, as a replica
 // (`--xds-address`), snapshots from another Gatehouse's control plane → data plane. Only the CLI
 // imports this file.
+import { Counter } from 'prom-client';
 import { AdminServer } from './admin/server.js';
+import { loadPaths } from './config/load.js';
+import { loadMeshConfigFile } from './config/mesh.js';
 import type { PipelineResult } from './config/pipeline.js';
-import { formatProblem, type ConfigSet, type GatewaySpec, type MeshConfig, type Problem, type Resource } from './config/types.js';
+import { apiSource, DEFAULT_MESH_CONFIG, formatProblem, type ConfigSet, type GatewaySpec, type MeshConfig, type Problem, type Resource } from './config/types.js';
 import { describeLabels, gatewaySelection } from './config/validate-refs.js';
 import { ConfigWatcher } from './config/watch.js';
 import { resolve } from './controlplane/resolve.js';
@@ -21,8 +24,10 @@ import { CertFileWatcher } from './tls/file-watch.js';
 import { CA_CERT_ENV, GatewayIdentity, MeshCa, WorkloadCertificates, workloadTtlMs } from './tls/mesh-ca.js';
 import { parseCaBundle, type CaBundle } from './tls/pem.js';
 import { spiffeId } from './tls/spiffe.js';
-import { loadCheckedConfig } from './workers/config-job.js';
+import { loadCheckedConfig, type ConfigJob, type ConfigJobResult } from './workers/config-job.js';
 import { ConfigThread } from './workers/config-thread.js';
+import type { KubeHostEvent } from './workers/kube-host.js';
+import type { KubeJobInfo } from './workers/kube-job.js';
 import { WorkerPool } from './workers/pool.js';
 
 export interface RunOptions {
@@ -47,6 +52,17 @@ export interface RunOptions {
   logLevel?: string | undefined;
   /** The log format, passed on to worker threads (theirs is no terminal to tell by). */
   logOptions?: LoggerOptions | undefined;
+  /** `--kubernetes`: configuration from the Kubernetes API too (beside any `--config` files). */
+  kubernetes?: KubernetesOptions | undefined;
+}
+
+export interface KubernetesOptions {
+  /** `--kubeconfig` (else KUBECONFIG, else the in-cluster service account). */
+  kubeconfig?: string | undefined;
+  /** `--watch-namespaces`; null: all namespaces. */
+  watchNamespaces: string[] | null;
+  /** `--cluster-domain`, for the service registry's `<name>.<ns>.svc.<domain>` hosts. */
+  clusterDomain: string;
 }
 
 /** The configuration serving: its hash, mesh config and (read again on demand) its resources. */
@@ -109,11 +125,23 @@ export class Gateway {
   #replica: XdsReplicaClient | null = null;
   /** Replica mode: snapshots are applied one at a time, the newest wins. */
   #replicaApplying: Promise<void> = Promise.resolve();
+  /** `--kubernetes`: the accepted API objects, as the configuration thread reports them. */
+  readonly #kubeObjects = new Map<string, Resource>();
+  /** `--kubernetes`: waiters for the source's next "first full list" (at start, or after the thread restarted). */
+  #kubeSynced: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
+  #kubeFailed: string | null = null;
+  readonly #rejected: Counter<'kind'>;
 
   constructor(opts: RunOptions, log: Logger) {
     this.#opts = opts;
     this.#log = log;
     this.metrics = new IstioMetrics({ labels: opts.labels, namespace: opts.namespace });
+    this.#rejected = new Counter({
+      name: 'gatehouse_config_rejected_total',
+      help: 'Configuration objects from the Kubernetes API refused by validation (each refused version once), by kind',
+      labelNames: ['kind'],
+      registers: [this.metrics.registry],
+    });
     this.#acme = new AcmeManager({ log: log.child({ stage: 'acme' }), registry: this.metrics.registry });
     this.dataPlane = new DataPlane(this.metrics, log.child({ stage: 'ingress' }), {
       acme: this.#acme,
@@ -201,6 +229,7 @@ export class Gateway {
     }
     await this.#pool?.start();
     if (o.xdsAddress) return this.#startReplica(o.xdsAddress);
+    if (o.kubernetes) return this.#startKubernetes(o.kubernetes);
     // Watch before reading, so that a change made while starting is not lost: it is applied once
     // the first configuration is (reload() compares content hashes, so a no-op costs nothing).
     this.#watcher = new ConfigWatcher(o.configPaths, () => {
@@ -268,8 +297,9 @@ export class Gateway {
     const where = listeners.map((l) => `${l.address} (${l.protocol}${l.tls ? ` ${l.tls}` : ''} on ${l.engine})`).join(', ');
     this.#log.info({ version: snapshot.version, listeners, admin, xds }, `ready: ${listeners.length > 0 ? `listening on ${where}` : 'no listener'}; admin ${admin === 'off' ? 'off' : `on ${admin}`}; xDS ${xds === 'off' ? 'off' : `on ${xds}`}`);
     const labels = describeLabels(o.labels);
-    const sel = selection.selected.map((g) => `${g.gateway} (${g.file}:${g.line})`).join(', ');
-    const skip = selection.skipped.map((g) => `${g.gateway} (${g.file}:${g.line}: selector ${g.selector})`).join(', ');
+    const at = (g: { file: string; line: number }): string => (g.file ? `${g.file}:${g.line}` : 'Kubernetes API');
+    const sel = selection.selected.map((g) => `${g.gateway} (${at(g)})`).join(', ');
+    const skip = selection.skipped.map((g) => `${g.gateway} (${at(g)}: selector ${g.selector})`).join(', ');
     if (resources.some((r) => r.kind === 'Gateway')) {
       this.#log.info({ labels: o.labels, selected: selection.selected, skipped: selection.skipped }, `Gateways for labels ${labels}: ${sel ? `selected ${sel}` : 'none selected'}${skip ? `; skipped ${skip}, whose selector these labels do not satisfy` : ''}`);
     }
@@ -381,10 +411,13 @@ export class Gateway {
     return this.#version(resolve(config.resources, { labels: o.labels, namespace: o.namespace, bind: o.bind, mesh: config.mesh }));
   }
 
-  /** A resolved snapshot with this process's version number; its warnings are logged. */
+  /**
+   * A resolved snapshot with this process's version number; its warnings are logged (with
+   * `--kubernetes` the configuration thread reports them, each once, among the job's problems).
+   */
   #version(s: Snapshot): Snapshot {
     this.#seq++;
-    this.#logWarnings(s.warnings);
+    if (!this.#opts.kubernetes) this.#logWarnings(s.warnings);
     return Object.freeze({ ...s, version: `${this.#seq}-${s.hash.slice(0, 8)}` });
   }
 
@@ -412,6 +445,21 @@ export class Gateway {
     return this.#reloading;
   }
 
+  /** The job a reload sends to the configuration thread. */
+  #job(): ConfigJob {
+    const o = this.#opts;
+    return {
+      paths: o.configPaths,
+      meshConfigFile: o.meshConfigFile,
+      namespace: o.namespace,
+      labels: o.labels,
+      bind: o.bind,
+      configHash: this.#config?.hash ?? null,
+      snapshotHash: this.#snapshot?.hash ?? null,
+      ...(o.kubernetes ? { kubernetes: true } : {}),
+    };
+  }
+
   async #reloadOnce(): Promise<void> {
     if (this.#draining) return;
     const started = performance.now();
@@ -419,22 +467,19 @@ export class Gateway {
     this.#certsChanged = false;
     const o = this.#opts;
     this.#configThread ??= new ConfigThread(this.#log.child({ stage: 'config' }));
-    let r;
+    let r: ConfigJobResult;
     try {
-      r = await this.#configThread.run({
-        paths: o.configPaths,
-        meshConfigFile: o.meshConfigFile,
-        namespace: o.namespace,
-        labels: o.labels,
-        bind: o.bind,
-        configHash: this.#config?.hash ?? null,
-        snapshotHash: this.#snapshot?.hash ?? null,
-      });
+      r = await this.#configThread.run(this.#job());
     } catch (err) {
       this.#log.error({ err }, 'configuration change could not be processed; the last good configuration keeps serving');
       return;
     }
     if (this.#draining) return;
+    if (r.kind === 'waiting') {
+      // The Kubernetes source is listing again (its thread restarted): it says when it is done.
+      this.#log.debug('configuration change waits for the Kubernetes source to list every kind');
+      return;
+    }
     if (r.kind === 'invalid') {
       // Every problem, in validate's order: the errors and what else the change would bring.
       for (const p of r.problems) {
@@ -445,6 +490,7 @@ export class Gateway {
       this.#log.error({ problems: errors, serving: this.#snapshot?.version }, `configuration change rejected (${errors} error${errors === 1 ? '' : 's'}); the last good configuration keeps serving`);
       return;
     }
+    this.#noteKube(r.kube);
     if (r.kind === 'unchanged') {
       if (certsChanged) this.#refreshSecrets();
       else this.#log.debug('configuration unchanged');
@@ -474,9 +520,118 @@ export class Gateway {
     }
   }
 
+  // ---- Kubernetes (`--kubernetes`) ---------------------------------------------------------------
+
+  /**
+   * The Kubernetes source runs on the configuration thread. Nothing is applied (and
+   * `/healthz/ready` stays 503) until the first full list of every watched kind is in and the
+   * configuration built from it is applied (istio#19980); then changes apply as they come, and
+   * if the API server goes away the last good configuration keeps serving, ready.
+   */
+  async #startKubernetes(k: KubernetesOptions): Promise<void> {
+    const o = this.#opts;
+    const log = this.#log.child({ stage: 'kubernetes' });
+    // The mesh ConfigMap is read in the root namespace that --mesh-config names (else istio-system).
+    const rootNamespace = o.meshConfigFile ? loadMeshConfigFile(o.meshConfigFile).mesh.rootNamespace : DEFAULT_MESH_CONFIG.rootNamespace;
+    this.#configThread ??= new ConfigThread(this.#log.child({ stage: 'config' }));
+    this.#configThread.startKubernetes(
+      { kubeconfig: k.kubeconfig, watchNamespaces: k.watchNamespaces, gatewayNamespace: o.namespace, rootNamespace, ...kubeTuning() },
+      (e) => this.#onKubeEvent(e, log),
+    );
+    if (o.configPaths.length > 0) {
+      this.#watcher = new ConfigWatcher(o.configPaths, () => {
+        if (this.#ready) void this.reload();
+        else this.#changedDuringStart = true;
+      });
+    }
+    let r: ConfigJobResult;
+    do {
+      await this.#nextKubeSync();
+      if (this.#draining) return;
+      r = await this.#configThread.run(this.#job());
+    } while (r.kind === 'waiting');
+    if (r.kind === 'invalid') throw new ConfigError('invalid configuration', r.problems);
+    if (r.kind !== 'snapshot') throw new Error(`unexpected first configuration result: ${r.kind}`);
+    this.#noteKube(r.kube);
+    this.#logWarnings(r.problems);
+    await this.#startMesh(r.mesh.trustDomain);
+    const snapshot = this.#version(r.snapshot);
+    const applied = await this.#apply(snapshot);
+    if (applied.errors.length > 0) throw new Error(applied.errors.join('; '));
+    await this.#certWatcher.set(this.dataPlane.secretFiles());
+    this.#config = this.#configOf(r.configHash, r.mesh);
+    this.#setSnapshot(snapshot);
+    this.#log.info({ version: snapshot.version, listeners: snapshot.listeners.length, clusters: snapshot.clusters.size, objects: r.kube?.objects }, 'configuration applied');
+    if (o.xdsPort > 0) {
+      this.#xds = new XdsServer(this.#views, { log: this.#log.child({ stage: 'xds' }) });
+      this.xdsPort = await this.#xds.listen(o.bind, o.xdsPort);
+    }
+    await this.#watcher?.ready();
+    this.#ready = true;
+    await this.#reportStartup(this.#config.resources(), snapshot);
+    // Whatever changed while the first configuration was built (an identical result costs nothing).
+    void this.reload();
+  }
+
+  /** Resolves at the source's next "first full list of every kind"; rejects if it cannot start. */
+  #nextKubeSync(): Promise<void> {
+    if (this.#kubeFailed) return Promise.reject(new Error(this.#kubeFailed));
+    return new Promise((resolve, reject) => this.#kubeSynced.push({ resolve, reject }));
+  }
+
+  #onKubeEvent(e: KubeHostEvent, log: Logger): void {
+    switch (e.type) {
+      case 'log':
+        log[e.level](e.fields ?? {}, e.msg);
+        return;
+      case 'failed': {
+        this.#kubeFailed = `Kubernetes: ${e.message}`;
+        for (const w of this.#kubeSynced.splice(0)) w.reject(new Error(this.#kubeFailed));
+        if (this.#ready) log.error(this.#kubeFailed);
+        return;
+      }
+      case 'synced':
+        for (const w of this.#kubeSynced.splice(0)) w.resolve();
+        if (this.#ready) void this.reload();
+        return;
+      case 'changed':
+        if (this.#ready) void this.reload();
+        return;
+    }
+  }
+
+  /** A job's Kubernetes part: objects refused (logged once, counted), a refused file change, the accepted objects. */
+  #noteKube(k: KubeJobInfo | undefined): void {
+    if (!k) return;
+    for (const r of k.rejections) {
+      this.#rejected.inc({ kind: r.kind });
+      const what = r.kept ? 'its last good version keeps serving' : 'left out: it has no valid version to keep';
+      for (const line of r.lines) this.#log.error({ problem: line, kind: r.kind, kept: r.kept }, `${line} (object rejected; ${what})`);
+    }
+    if (k.filesRejected.length > 0) {
+      for (const p of k.filesRejected) {
+        if (p.severity === 'error') this.#log.error({ problem: formatProblem(p) }, `config problem: ${formatProblem(p)}`);
+      }
+      const errors = k.filesRejected.filter((p) => p.severity === 'error').length;
+      this.#log.error({ problems: errors }, `configuration file change rejected (${errors} error${errors === 1 ? '' : 's'}); the last good files keep serving beside the Kubernetes objects`);
+    }
+    const m = k.mirror;
+    if (m.reset) this.#kubeObjects.clear();
+    for (const id of m.deletes) this.#kubeObjects.delete(id);
+    for (const u of m.upserts) {
+      this.#kubeObjects.set(`${u.kind}/${u.metadata.namespace}/${u.metadata.name}`, { apiVersion: u.apiVersion, kind: u.kind, metadata: u.metadata, spec: u.spec, source: apiSource(u.resourceVersion) });
+    }
+  }
+
   /** A reloaded configuration; its resources are read again only if a replica with other labels asks. */
   #configOf(hash: string, mesh: MeshConfig): ServingConfig {
     let cached: readonly Resource[] | null = null;
+    if (this.#opts.kubernetes) {
+      // The files as they are now, beside the API objects accepted by the configuration thread.
+      const objects = [...this.#kubeObjects.values()];
+      const paths = this.#opts.configPaths;
+      return { hash, mesh, resources: () => (cached ??= [...(paths.length > 0 ? loadPaths(paths).resources : []), ...objects]) };
+    }
     return {
       hash,
       mesh,
@@ -489,6 +644,7 @@ export class Gateway {
     if (this.#draining) return;
     this.#draining = true;
     this.#log.info({ drainMs }, 'draining');
+    for (const w of this.#kubeSynced.splice(0)) w.resolve();
     await this.#watcher?.close();
     await this.#certWatcher.close();
     await this.#configThread?.close();
@@ -501,6 +657,19 @@ export class Gateway {
     await this.#admin?.close();
     this.#log.info('stopped');
   }
+}
+
+/**
+ * Test hooks for the Kubernetes source's timings (reconnect backoff, recheck of absent or forbidden
+ * kinds): GATEHOUSE_KUBE_BACKOFF_MS=initial,max and GATEHOUSE_KUBE_RECHECK_MS. Not a user setting.
+ */
+function kubeTuning(): { backoffInitialMs?: number; backoffMaxMs?: number; recheckMs?: number } {
+  const out: { backoffInitialMs?: number; backoffMaxMs?: number; recheckMs?: number } = {};
+  const b = process.env.GATEHOUSE_KUBE_BACKOFF_MS?.split(',').map(Number);
+  if (b && b.length === 2 && b.every((x) => x > 0)) [out.backoffInitialMs, out.backoffMaxMs] = b as [number, number];
+  const r = Number(process.env.GATEHOUSE_KUBE_RECHECK_MS);
+  if (r > 0) out.recheckMs = r;
+  return out;
 }
 
 function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {

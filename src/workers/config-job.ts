@@ -8,6 +8,7 @@ import type { MeshConfig, Problem } from '../config/types.js';
 import { resolve } from '../controlplane/resolve.js';
 import type { Snapshot } from '../controlplane/snapshot.js';
 import { checkCertificates } from '../tls/check.js';
+import { runKubeJob, type KubeJobInfo, type KubeJobState } from './kube-job.js';
 
 export interface ConfigJob {
   paths: string[];
@@ -18,16 +19,27 @@ export interface ConfigJob {
   /** The content hashes now serving: an identical result is reported, not returned. */
   configHash: string | null;
   snapshotHash: string | null;
+  /** `--kubernetes`: the files plus the objects of the Kubernetes source hosted where the job runs. */
+  kubernetes?: boolean;
 }
 
 export type ConfigJobResult =
   /** Invalid: the problems (errors among them). */
   | { kind: 'invalid'; problems: Problem[] }
   /** The files' content is what is serving. */
-  | { kind: 'unchanged'; problems: Problem[] }
+  | { kind: 'unchanged'; problems: Problem[]; kube?: KubeJobInfo }
   /** New content, but it resolves to the snapshot serving. */
-  | { kind: 'same-snapshot'; problems: Problem[]; configHash: string; mesh: MeshConfig }
-  | { kind: 'snapshot'; problems: Problem[]; configHash: string; mesh: MeshConfig; snapshot: Snapshot };
+  | { kind: 'same-snapshot'; problems: Problem[]; configHash: string; mesh: MeshConfig; kube?: KubeJobInfo }
+  | { kind: 'snapshot'; problems: Problem[]; configHash: string; mesh: MeshConfig; snapshot: Snapshot; kube?: KubeJobInfo }
+  /** `--kubernetes`: the source has not received the first full list of every kind yet. */
+  | { kind: 'waiting'; problems: Problem[] };
+
+/** The Kubernetes source's job state where this thread hosts it (kube-host.ts). */
+let kubeState: KubeJobState | null = null;
+
+export function setKubeJobState(state: KubeJobState | null): void {
+  kubeState = state;
+}
 
 export interface CheckOptions {
   paths: readonly string[];
@@ -71,6 +83,7 @@ export function loadCheckedConfig(o: CheckOptions): PipelineResult {
 }
 
 export function runConfigJob(job: ConfigJob): ConfigJobResult {
+  if (job.kubernetes) return kubeState ? runKubeJob(job, kubeState) : { kind: 'waiting', problems: [] };
   const result = loadCheckedConfig(job);
   if (!result.config) return { kind: 'invalid', problems: result.problems };
   const c = result.config;

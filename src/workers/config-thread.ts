@@ -1,9 +1,15 @@
 // The main thread's side of the configuration thread: one worker, one job at a time (reloads are
 // serialised by the gateway), started on first use. If the thread cannot start or dies, the job
 // runs inline (logged): a reload is never lost, only slower for the serving thread.
+// With `--kubernetes` the thread also hosts the Kubernetes source (kube-host.ts): the list and
+// watch traffic, the parsing of objects and their validation stay off the serving thread. Its
+// events come back here; if the thread dies it is started again at once and the source lists
+// anew (jobs answer `waiting` until it has); if no thread can start, the source runs inline.
 import { Worker } from 'node:worker_threads';
+import type { KubeSourceOptions } from '../config/kubernetes/source.js';
 import type { Logger } from '../telemetry/log.js';
 import { runConfigJob, type ConfigJob, type ConfigJobResult } from './config-job.js';
+import type { KubeHost, KubeHostEvent } from './kube-host.js';
 import { unpackSnapshot, type PackedSnapshot } from './snapshot-transfer.js';
 
 type SnapshotResult = Extract<ConfigJobResult, { kind: 'snapshot' }>;
@@ -20,9 +26,27 @@ export class ConfigThread {
   #seq = 0;
   #pending = new Map<number, { resolve: (r: ConfigReply) => void; reject: (e: Error) => void }>();
   #broken = false;
+  #closed = false;
+  #kube: { opts: KubeSourceOptions; onEvent: (e: KubeHostEvent) => void } | null = null;
+  /** The source, when it runs on this (the main) thread. */
+  #inlineKube: Promise<KubeHost> | null = null;
 
   constructor(log: Logger) {
     this.#log = log;
+  }
+
+  /** Starts the Kubernetes source on the configuration thread (or inline); its events go to `onEvent`. */
+  startKubernetes(opts: KubeSourceOptions, onEvent: (e: KubeHostEvent) => void): void {
+    this.#kube = { opts, onEvent };
+    const w = this.#ensure();
+    if (w) w.postMessage({ kube: opts });
+    else this.#startInlineKube();
+  }
+
+  #startInlineKube(): void {
+    const k = this.#kube!;
+    this.#log.warn('the Kubernetes source runs on the serving thread (no configuration thread)');
+    this.#inlineKube = import('./kube-host.js').then((m) => m.hostKubernetes(k.opts, k.onEvent));
   }
 
   async run(job: ConfigJob): Promise<ConfigJobResult> {
@@ -36,6 +60,8 @@ export class ConfigThread {
         w.postMessage({ id, job });
       });
     } catch (err) {
+      // The Kubernetes source lived on that thread: its objects are there to list again, not here.
+      if (job.kubernetes) return { kind: 'waiting', problems: [] };
       this.#log.warn({ err: (err as Error).message }, 'configuration thread failed; processing this change on the serving thread');
       return runConfigJob(job);
     }
@@ -44,6 +70,10 @@ export class ConfigThread {
       // Deserialised in slices, the event loop serving requests in between (snapshot-transfer.ts).
       const { snapshot, ...rest } = reply.packed;
       return { ...rest, snapshot: await unpackSnapshot(snapshot) };
+    }
+    if (job.kubernetes) {
+      this.#log.error({ err: reply.error }, 'configuration job failed; the last good configuration keeps serving');
+      return { kind: 'waiting', problems: [] };
     }
     this.#log.warn({ err: reply.error }, 'configuration thread failed; processing this change on the serving thread');
     return runConfigJob(job);
@@ -60,16 +90,28 @@ export class ConfigThread {
       return null;
     }
     w.unref();
-    w.on('message', (m: ConfigReply) => {
+    w.on('message', (m: ConfigReply | { kubeEvent: KubeHostEvent }) => {
+      if ('kubeEvent' in m) {
+        this.#kube?.onEvent(m.kubeEvent);
+        return;
+      }
       const p = this.#pending.get(m.id);
       if (!p) return;
       this.#pending.delete(m.id);
       p.resolve(m);
     });
     const fail = (err: Error): void => {
-      if (this.#worker === w) this.#worker = null;
+      if (this.#worker !== w) return;
+      this.#worker = null;
       for (const p of this.#pending.values()) p.reject(err);
       this.#pending.clear();
+      // The Kubernetes source went with it: a new thread lists again.
+      if (this.#kube && !this.#closed) {
+        this.#log.error({ err: err.message }, 'configuration thread died; restarting it and the Kubernetes watches (the last good configuration keeps serving)');
+        const again = this.#ensure();
+        if (again) again.postMessage({ kube: this.#kube.opts });
+        else this.#startInlineKube();
+      }
     };
     w.on('error', fail);
     w.on('exit', (code) => fail(new Error(`configuration thread exited (${code})`)));
@@ -79,8 +121,10 @@ export class ConfigThread {
 
   async close(): Promise<void> {
     const w = this.#worker;
+    this.#closed = true;
     this.#worker = null;
     this.#broken = true;
     if (w) await w.terminate();
+    if (this.#inlineKube) await (await this.#inlineKube).stop();
   }
 }

@@ -7,6 +7,7 @@ import { parentPort } from 'node:worker_threads';
 import { runConfigJob, type ConfigJob } from './config-job.js';
 import { packSnapshot } from './snapshot-transfer.js';
 import type { ConfigReply } from './config-thread.js';
+import type { KubeSourceOptions } from '../config/kubernetes/source.js';
 
 // A large reload keeps this thread busy for seconds: on a small machine it competes with the
 // serving thread for CPU (measured: in-swap p99 2× the outside one on 2 cores). Linux lets one
@@ -18,7 +19,12 @@ try {
   // not Linux, or not allowed: run at the normal priority
 }
 
-parentPort?.on('message', (m: { id: number; job: ConfigJob }) => {
+parentPort?.on('message', (m: { id: number; job: ConfigJob } | { kube: KubeSourceOptions }) => {
+  if ('kube' in m) {
+    // `--kubernetes`: the source lives on this thread; its events go to the main thread.
+    void import('./kube-host.js').then((h) => h.hostKubernetes(m.kube, (kubeEvent) => parentPort!.postMessage({ kubeEvent })));
+    return;
+  }
   let reply: ConfigReply;
   let transfer: ArrayBuffer[] = [];
   try {

@@ -54,6 +54,8 @@ export interface StartOptions {
   xdsAddress?: string;
   /** Extra environment variables for the child (merged into this process's environment). */
   env?: Record<string, string>;
+  /** `--kubernetes --kubeconfig <file>`; `--config` is then passed only when `files` is not empty. */
+  kubeconfig?: string;
 }
 
 /** Default workload labels of the test gateway; `gw()` in yaml.ts selects them. */
@@ -63,7 +65,9 @@ export async function startGateway(opts: StartOptions): Promise<GatewayProcess> 
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-it-'));
   for (const [name, text] of Object.entries(opts.files)) writeFileSync(join(dir, name), text);
   const adminPort = await freePort();
-  const source = opts.xdsAddress ? ['--xds-address', opts.xdsAddress] : ['--config', dir];
+  const kube = opts.kubeconfig ? ['--kubernetes', '--kubeconfig', opts.kubeconfig] : [];
+  const files = !opts.kubeconfig || Object.keys(opts.files).length > 0 ? ['--config', dir] : [];
+  const source = opts.xdsAddress ? ['--xds-address', opts.xdsAddress] : [...kube, ...files];
   const args = [CLI, 'run', ...source, '--bind', '127.0.0.1', '--admin-port', String(adminPort), '--xds-port', '0', '--log-level', 'warn', ...(opts.defaultLabels ? [] : ['--labels', GATEWAY_LABELS]), ...(opts.defaultWorkers ? [] : ['--workers', '1']), ...(opts.args ?? [])];
   const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}) });
   live.add(proc);
@@ -144,10 +148,10 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `node dist/cli.js <args>` to completion (killed after `timeoutMs`). */
-export function runCli(args: string[], timeoutMs = 10_000): Promise<CliResult> {
+/** Runs `node dist/cli.js <args>` to completion (killed after `timeoutMs`); `env` replaces the environment. */
+export function runCli(args: string[], timeoutMs = 10_000, env?: NodeJS.ProcessEnv): Promise<CliResult> {
   return new Promise((resolvePromise) => {
-    const proc = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const proc = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], ...(env ? { env } : {}) });
     live.add(proc);
     let stdout = '';
     let stderr = '';
