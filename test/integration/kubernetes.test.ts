@@ -153,18 +153,40 @@ describe('--kubernetes: configuration from the API server', () => {
     expect(await configVersion()).toBe(version);
   });
 
+  it('the mesh config from the ConfigMap `istio` of the root namespace (here: access logs turned on and off)', async () => {
+    const accessLogged = (id: string): boolean => gw.stdout().split('\n').some((l) => l.startsWith('[') && l.includes(id));
+    const meshCm = (mesh: string): KObj => ({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'istio', namespace: 'istio-system' }, data: { mesh } });
+    await apply(meshCm('accessLogFile: /dev/stdout\n'));
+    await waitFor(async () => {
+      await http(port, '/', { headers: { host: 'app.test', 'x-request-id': 'mesh-on' } });
+      return accessLogged('mesh-on');
+    }, APPLY_MS);
+    // A ConfigMap `istio` elsewhere is not the mesh config.
+    await apply({ ...meshCm(''), metadata: { name: 'istio', namespace: 'default' } });
+    await apply(meshCm('accessLogFile: ""\n'));
+    await waitFor(async () => {
+      const id = `mesh-off-${Date.now()}`;
+      await http(port, '/', { headers: { host: 'app.test', 'x-request-id': id } });
+      await sleep(50);
+      return !accessLogged(id);
+    }, APPLY_MS);
+  });
+
   it('the API server going away: traffic keeps flowing and ready stays 200; back, changes apply again', async () => {
+    const serving = await upstream('app.test');
+    expect(serving).toMatch(/^v\d$/);
     await api.stop();
     for (let i = 0; i < 10; i++) {
-      expect(await upstream('app.test')).toBe('v2');
+      expect(await upstream('app.test')).toBe(serving);
       expect((await gw.admin('/healthz/ready')).status).toBe(200);
       await sleep(100);
     }
     await waitFor(() => gw.logs().includes('Kubernetes API server unreachable'), 3000);
     await api.start();
     await waitFor(() => api.watchCount('virtualservices') > 0, 5000);
-    await replace(vs('app', 'app.test', 'v3'));
-    await waitFor(async () => (await upstream('app.test')) === 'v3', APPLY_MS);
+    const next = serving === 'v3' ? 'v1' : 'v3';
+    await replace(vs('app', 'app.test', next));
+    await waitFor(async () => (await upstream('app.test')) === next, APPLY_MS);
     expect(gw.logs()).toContain('Kubernetes API server reachable again');
   });
 });
