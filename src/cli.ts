@@ -20,7 +20,7 @@ export const USAGE = `Usage:
                 [--labels istio=ingressgateway] [--namespace istio-system] [--mesh-config <file>]
                 [--workers N] [--http1-engine uws|strict] [--log-level info] [--log-format pretty|json]
   gatehouse run --kubernetes [--kubeconfig <file>] [--watch-namespaces ns,...] [--cluster-domain cluster.local]
-                [--config <file|dir> ...] [the other run flags above]
+                [--write-status] [--config <file|dir> ...] [the other run flags above]
   gatehouse validate <file|dir>... [--labels istio=ingressgateway] [--namespace istio-system] [--mesh-config <file>]
   gatehouse proxy-status --xds-address host:port [-o json]
   gatehouse ca sign --spiffe spiffe://cluster.local/ns/<ns>/sa/<sa> [--out-dir .] [--ttl 24h | --days N] [--csr <file>]
@@ -82,14 +82,15 @@ const RUN_OPTIONS = {
   kubeconfig: { type: 'string' },
   'watch-namespaces': { type: 'string', multiple: true },
   'cluster-domain': { type: 'string' },
+  'write-status': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
 
 /** `--kubernetes` and its flags, checked before anything starts. */
-function kubernetesOptions(values: { kubernetes?: boolean | undefined; kubeconfig?: string | undefined; 'watch-namespaces'?: string[] | undefined; 'cluster-domain'?: string | undefined; 'xds-address'?: string | undefined }): RunOptions['kubernetes'] {
-  const given = (['kubeconfig', 'watch-namespaces', 'cluster-domain'] as const).filter((f) => values[f] !== undefined);
+function kubernetesOptions(values: { kubernetes?: boolean | undefined; kubeconfig?: string | undefined; 'watch-namespaces'?: string[] | undefined; 'cluster-domain'?: string | undefined; 'write-status'?: boolean | undefined; 'xds-address'?: string | undefined }): RunOptions['kubernetes'] {
+  const given = (['kubeconfig', 'watch-namespaces', 'cluster-domain', 'write-status'] as const).filter((f) => values[f] !== undefined);
   if (!values.kubernetes) {
     if (given.length > 0) throw new UsageError(`--${given[0]} needs --kubernetes`);
     return undefined;
@@ -105,7 +106,7 @@ function kubernetesOptions(values: { kubernetes?: boolean | undefined; kubeconfi
   const clusterDomain = values['cluster-domain'] ?? 'cluster.local';
   if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(clusterDomain)) throw new UsageError(`--cluster-domain must be a DNS domain, got "${clusterDomain}"`);
   if (values.kubeconfig === '') throw new UsageError('--kubeconfig needs a file');
-  return { kubeconfig: values.kubeconfig, watchNamespaces, clusterDomain };
+  return { kubeconfig: values.kubeconfig, watchNamespaces, clusterDomain, writeStatus: values['write-status'] === true };
 }
 
 export async function main(argv: string[]): Promise<number> {

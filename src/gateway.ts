@@ -63,6 +63,8 @@ export interface KubernetesOptions {
   watchNamespaces: string[] | null;
   /** `--cluster-domain`, for the service registry's `<name>.<ns>.svc.<domain>` hosts. */
   clusterDomain: string;
+  /** `--write-status`: Istio's `status.validationMessages` on the Istio objects. */
+  writeStatus?: boolean | undefined;
 }
 
 /** The configuration serving: its hash, mesh config and (read again on demand) its resources. */
@@ -535,7 +537,7 @@ export class Gateway {
     const rootNamespace = o.meshConfigFile ? loadMeshConfigFile(o.meshConfigFile).mesh.rootNamespace : DEFAULT_MESH_CONFIG.rootNamespace;
     this.#configThread ??= new ConfigThread(this.#log.child({ stage: 'config' }));
     this.#configThread.startKubernetes(
-      { kubeconfig: k.kubeconfig, watchNamespaces: k.watchNamespaces, gatewayNamespace: o.namespace, rootNamespace, ...kubeTuning() },
+      { kubeconfig: k.kubeconfig, watchNamespaces: k.watchNamespaces, gatewayNamespace: o.namespace, rootNamespace, writeStatus: k.writeStatus === true, ...kubeTuning() },
       (e) => this.#onKubeEvent(e, log),
     );
     if (o.configPaths.length > 0) {

@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { analyze } from '../config/analyze.js';
 import { acceptObjects, credentialCulprits, referencedSecrets, type AcceptResult } from '../config/kubernetes/accept.js';
 import type { StoredObject } from '../config/kubernetes/objects.js';
+import { validationMessages, type ValidationMessage } from '../config/kubernetes/status.js';
 import { loadPaths } from '../config/load.js';
 import { loadMeshConfigFile, meshFromResources } from '../config/mesh.js';
 import { sortProblems } from '../config/pipeline.js';
@@ -49,6 +50,8 @@ export interface KubeJobInfo {
 export interface ObjectSource {
   readonly synced: boolean;
   objects(): StoredObject[];
+  /** `--write-status`: takes the validation messages each object should carry. */
+  readonly writeStatus?: ((desired: ReadonlyArray<{ object: StoredObject; messages: ValidationMessage[] }>) => void) | undefined;
 }
 
 export class KubeJobState {
@@ -63,6 +66,8 @@ export class KubeJobState {
   #mirror: Map<string, string> | null = null;
   /** Each object's own problems, checked once per version (see validate()). */
   readonly ownProblems = new WeakMap<Resource, Problem[]>();
+  /** The last translation's warnings (for `--write-status` when a job does not translate). */
+  translationWarnings: readonly Problem[] = [];
 
   constructor(source: ObjectSource) {
     this.source = source;
@@ -111,6 +116,19 @@ export class KubeJobState {
     this.#mirror = next;
     return { reset, upserts, deletes };
   }
+}
+
+/** `--write-status`: each current Istio object's messages - its refusal's errors, the warnings about what serves. */
+function desiredStatuses(all: readonly StoredObject[], a: AcceptResult, warnings: readonly Problem[]): Array<{ object: StoredObject; messages: ValidationMessage[] }> {
+  const byId = new Map<string, Problem[]>();
+  const add = (id: string, p: Problem): void => {
+    let list = byId.get(id);
+    if (!list) byId.set(id, (list = []));
+    list.push(p);
+  };
+  for (const r of a.rejected) for (const p of r.problems) add(r.object.id, p);
+  for (const p of warnings) if (p.file === '' && p.severity === 'warning') add(p.resource, p);
+  return all.filter((o) => !REGISTRY_KINDS.has(o.kind)).map((object) => ({ object, messages: validationMessages(byId.get(object.id) ?? []) }));
 }
 
 /** Kinds kept for the service registry (accepted by validation, not translated yet). */
@@ -176,8 +194,13 @@ export function runKubeJob(job: ConfigJob, state: KubeJobState): ConfigJobResult
   state.lastGoodFiles = files;
   const kube = (): KubeJobInfo => ({ rejections, filesRejected, mirror: state.mirrorDelta(accepted.accepted), objects: accepted.accepted.size });
   // Unchanged: its warnings are those already reported.
-  if (hash === job.configHash) return { kind: 'unchanged', problems: [], kube: kube() };
+  if (hash === job.configHash) {
+    state.source.writeStatus?.(desiredStatuses(all, accepted, [...warnings, ...state.translationWarnings]));
+    return { kind: 'unchanged', problems: [], kube: kube() };
+  }
   const snapshot = resolve(set, { labels: job.labels, namespace: job.namespace, bind: job.bind, mesh });
+  state.translationWarnings = snapshot.warnings;
+  state.source.writeStatus?.(desiredStatuses(all, accepted, [...warnings, ...snapshot.warnings]));
   const problems = state.newWarnings(sortProblems([...warnings, ...snapshot.warnings]));
   if (snapshot.hash === job.snapshotHash) return { kind: 'same-snapshot', problems, configHash: hash, mesh, kube: kube() };
   return { kind: 'snapshot', problems, configHash: hash, mesh, snapshot, kube: kube() };

@@ -279,7 +279,7 @@ export class KubeApiServer {
     this.#tokens = new Set(tokens);
   }
 
-  /** RBAC: `verbs` on `group/resource` (in `namespace`, or everywhere) answer 403 Forbidden. */
+  /** RBAC: `verbs` on `group/resource` (`resource/subresource` for one; in `namespace`, or everywhere) answer 403 Forbidden. */
   forbid(group: string, resource: string, verbs: string[] | '*' = '*', namespace?: string): void {
     this.#forbidden.push({ group, resource, verbs, ...(namespace !== undefined ? { namespace } : {}) });
   }
@@ -537,11 +537,13 @@ export class KubeApiServer {
     const watch = url.searchParams.get('watch') === 'true' || url.searchParams.get('watch') === '1';
     const verb = method === 'GET' ? (name === undefined ? (watch ? 'watch' : 'list') : 'get') : method === 'POST' ? 'create' : method === 'PUT' ? 'update' : method === 'PATCH' ? 'patch' : method === 'DELETE' ? (name === undefined ? 'deletecollection' : 'delete') : '';
     if (!verb) return methodNotAllowed(res);
-    if (this.#isForbidden(type, verb, namespace)) {
+    // RBAC names a subresource `<resource>/<subresource>`, as the real authorizer does.
+    const rbacResource = subresource ? `${type.resource}/${subresource}` : type.resource;
+    if (this.#isForbidden(type, rbacResource, verb, namespace)) {
       const scope = namespace !== undefined ? `in the namespace "${namespace}"` : 'at the cluster scope';
       const what = type.group ? `${type.resource}.${type.group}` : type.resource;
       const named = name !== undefined ? ` "${name}"` : '';
-      status(res, 403, 'Forbidden', `${what}${named} is forbidden: User "${this.user}" cannot ${verb} resource "${type.resource}" in API group "${type.group}" ${scope}`, { ...(name !== undefined ? { name } : {}), group: type.group, kind: type.resource });
+      status(res, 403, 'Forbidden', `${what}${named} is forbidden: User "${this.user}" cannot ${verb} resource "${rbacResource}" in API group "${type.group}" ${scope}`, { ...(name !== undefined ? { name } : {}), group: type.group, kind: type.resource });
       return;
     }
     const ctx: Ctx = { res, url, type, version, namespace, name, subresource };
@@ -608,9 +610,9 @@ export class KubeApiServer {
     return out;
   }
 
-  #isForbidden(type: ResourceType, verb: string, namespace: string | undefined): boolean {
+  #isForbidden(type: ResourceType, resource: string, verb: string, namespace: string | undefined): boolean {
     return this.#forbidden.some(
-      (r) => r.group === type.group && (r.resource === type.resource || r.resource === '*') && (r.verbs === '*' || r.verbs.includes(verb)) && (r.namespace === undefined || r.namespace === namespace),
+      (r) => r.group === type.group && (r.resource === resource || r.resource === '*') && (r.verbs === '*' || r.verbs.includes(verb)) && (r.namespace === undefined || r.namespace === namespace),
     );
   }
 

@@ -35,7 +35,13 @@ const upstream = async (host: string): Promise<string> => {
 };
 const apply = (...docs: KObj[]) => kubectlOk(api, ['apply', '-f', '-'], { stdin: yamlDocs(...docs) });
 const replace = (...docs: KObj[]) => kubectlOk(api, ['replace', '-f', '-'], { stdin: yamlDocs(...docs) });
-const configVersion = async (): Promise<string> => (await gw.admin('/config_dump')).json.configs[0].version_info as string;
+/** The serving configuration's version (`<n>-<hash>`), from /config_dump's listeners. */
+const versionOf = async (g: GatewayProcess): Promise<string> => {
+  const v = (await g.admin('/config_dump')).json.configs[1].version_info as string;
+  expect(v).toMatch(/^\d+-[0-9a-f]{8}$/);
+  return v;
+};
+const configVersion = (): Promise<string> => versionOf(gw);
 /** The log lines' messages (the gateway logs JSON lines here). */
 const messages = (g: GatewayProcess): string[] =>
   g.logs().split('\n').flatMap((l) => {
@@ -114,6 +120,8 @@ describe('--kubernetes: configuration from the API server', () => {
     // Fixed: it applies.
     await replace(vs('bad', 'bad.test', 'v1'), vs('good', 'good.test', 'v1'));
     await waitFor(async () => (await upstream('bad.test')) === 'v1' && (await upstream('good.test')) === 'v1', APPLY_MS);
+    // Without --write-status, no status is written.
+    expect(api.requests.filter((r) => r.path.endsWith('/status'))).toEqual([]);
   });
 
   it('a watch broken mid-stream resumes from its resourceVersion: a change made meanwhile is not lost', async () => {
@@ -340,6 +348,7 @@ describe('--kubernetes: command line', () => {
       [['run', '--config', '/nonexistent', '--kubeconfig', '/k'], '--kubeconfig needs --kubernetes'],
       [['run', '--kubernetes', '--xds-address', '127.0.0.1:1'], '--kubernetes and --xds-address exclude each other'],
       [['run', '--kubernetes', '--watch-namespaces', 'ok,Not_A_Namespace'], '--watch-namespaces: "Not_A_Namespace" is not a namespace name'],
+      [['run', '--config', '/nonexistent', '--write-status'], '--write-status needs --kubernetes'],
     ];
     for (const [args, message] of cases) {
       const r = await runCli([...args, '--admin-port', '0']);
@@ -403,6 +412,54 @@ describe('--kubernetes: command line', () => {
       expect([...listed].filter((p) => p.endsWith('/secrets')).sort()).toEqual(['namespaces/istio-system/secrets', 'namespaces/team-a/secrets', 'namespaces/team-b/secrets']);
       expect([...listed].filter((p) => p.endsWith('/configmaps'))).toEqual(['namespaces/istio-system/configmaps']);
       expect(listed.has('virtualservices')).toBe(false);
+    } finally {
+      await g.stop();
+      await api2.close();
+    }
+  });
+});
+
+describe('--kubernetes --write-status', () => {
+  it("writes Istio's status.validationMessages on refused objects and on objects with warnings, removes them once fixed, and says once when RBAC forbids it", async () => {
+    const api2 = new KubeApiServer();
+    await api2.start();
+    api2.forbid('security.istio.io', 'authorizationpolicies/status', ['update', 'patch']);
+    const [p2] = (await freePorts(1)) as [number];
+    const backend = { apiVersion: 'networking.istio.io/v1', kind: 'ServiceEntry', metadata: { name: 'backend', namespace: 'default' }, spec: { hosts: ['backend.example'], location: 'MESH_EXTERNAL', resolution: 'STATIC', ports: [{ number: v1.port, name: 'http', protocol: 'HTTP' }], endpoints: [{ address: '127.0.0.1' }] } };
+    const route = (name: string, http: KObj[]): KObj => virtualService(name, [`${name}.test`], http);
+    const to = { route: [{ destination: { host: 'backend.example', port: { number: v1.port } } }] };
+    const badPolicy = { apiVersion: 'security.istio.io/v1', kind: 'AuthorizationPolicy', metadata: { name: 'bad-policy', namespace: 'istio-system' }, spec: { action: 'DENY', rules: [{ to: [{ operation: { ports: ['not-a-port'] } }] }] } };
+    await kubectlOk(api2, ['apply', '-f', '-'], {
+      stdin: yamlDocs(gateway('gw', p2), backend, route('fine', [to]), route('broken', [{ match: [{ uri: { regex: '(?=x)' } }], ...to }]), route('shadowed', [to, { name: 'never', ...to }]), badPolicy),
+    });
+    const g = await startGateway({ files: {}, kubeconfig: api2.defaultKubeconfig, env: KUBE_ENV, args: ['--write-status', '--log-level', 'info'] });
+    const statusOf = async (kind: string, name: string, ns = 'default'): Promise<KObj | undefined> => JSON.parse(await kubectlOk(api2, ['get', kind, name, '-n', ns, '-o', 'json'])).status;
+    try {
+      expect((await get('fine.test', p2)).json.name).toBe('v1');
+      await waitFor(async () => (await statusOf('vs', 'broken'))?.validationMessages?.length > 0, APPLY_MS);
+      expect((await statusOf('vs', 'broken'))!.validationMessages).toEqual([
+        { type: { code: 'IST0106', name: 'SchemaValidationError' }, level: 'ERROR', documentationUrl: 'https://istio.io/latest/docs/reference/config/analysis/ist0106/' },
+      ]);
+      await waitFor(async () => (await statusOf('vs', 'shadowed'))?.validationMessages?.length > 0, APPLY_MS);
+      expect((await statusOf('vs', 'shadowed'))!.validationMessages).toEqual([
+        { type: { code: 'IST0130', name: 'VirtualServiceUnreachableRule' }, level: 'WARNING', documentationUrl: 'https://istio.io/latest/docs/reference/config/analysis/ist0130/' },
+      ]);
+      expect(await statusOf('vs', 'fine')).toBeUndefined();
+      // Writing status (and the watch events it causes) built no configuration version beside the first.
+      const version = await versionOf(g);
+      expect(version).toMatch(/^1-/);
+      // Fixed: the messages go.
+      await kubectlOk(api2, ['apply', '-f', '-'], { stdin: yamlDocs(route('broken', [to])) });
+      await waitFor(async () => (await statusOf('vs', 'broken'))?.validationMessages === undefined, APPLY_MS);
+      expect((await get('broken.test', p2)).json.name).toBe('v1');
+      expect(await versionOf(g)).not.toBe(version);
+      // RBAC forbids writing AuthorizationPolicy status: said once, with the rule.
+      const rule = 'Missing rule: apiGroups: ["security.istio.io"], resources: ["authorizationpolicies/status"], verbs: ["update","patch"]';
+      await waitFor(() => messages(g).some((m) => m.includes(rule)), APPLY_MS);
+      await kubectlOk(api2, ['apply', '-f', '-'], { stdin: yamlDocs({ ...badPolicy, spec: { action: 'DENY', rules: [{ to: [{ operation: { ports: ['still-not'] } }] }] } }) });
+      await sleep(500);
+      expect(messages(g).filter((m) => m.includes(rule))).toHaveLength(1);
+      expect(await statusOf('authorizationpolicy', 'bad-policy', 'istio-system')).toBeUndefined();
     } finally {
       await g.stop();
       await api2.close();

@@ -61,40 +61,30 @@ export class KubeClient {
     return this.#conn.server;
   }
 
-  async #open(path: string, signal: AbortSignal): Promise<IncomingMessage> {
+  async #open(path: string, signal: AbortSignal, send?: { method: string; body: string; contentType: string }): Promise<IncomingMessage> {
     const url = new URL(this.#conn.server + path);
     const opts = await this.#conn.requestOptions();
     const request = url.protocol === 'http:' ? httpRequest : httpsRequest;
+    const headers: Record<string, string> = { ...(opts.headers as Record<string, string>), accept: 'application/json', 'user-agent': 'gatehouse' };
+    if (send) headers['content-type'] = send.contentType;
     return new Promise<IncomingMessage>((resolve, reject) => {
-      const req = request(
-        url,
-        { ...opts, method: 'GET', signal, headers: { ...(opts.headers as Record<string, string>), accept: 'application/json', 'user-agent': 'gatehouse' } },
-        resolve,
-      );
+      const req = request(url, { ...opts, method: send?.method ?? 'GET', signal, headers }, resolve);
       req.once('error', (err) => reject(new ApiRequestError(`${url.host}: ${(err as Error).message}`)));
       req.once('socket', (s) => s.setKeepAlive(true, 30_000));
-      req.end();
+      req.end(send?.body);
     });
+  }
+
+  /** A PATCH (`--write-status`), answered with JSON. */
+  async patch(path: string, body: unknown, contentType: string, timeoutMs = 30_000): Promise<JsonAnswer> {
+    const res = await this.#open(path, AbortSignal.timeout(timeoutMs), { method: 'PATCH', body: JSON.stringify(body), contentType });
+    return readJson(res, path);
   }
 
   /** A GET answered with JSON (whatever its status); rejects on a network failure or after `timeoutMs`. */
   async get(path: string, q: Record<string, string | number | boolean | undefined> = {}, timeoutMs = 60_000, stop?: AbortSignal): Promise<JsonAnswer> {
     const signal = stop ? AbortSignal.any([stop, AbortSignal.timeout(timeoutMs)]) : AbortSignal.timeout(timeoutMs);
-    const res = await this.#open(path + query(q), signal);
-    const chunks: Buffer[] = [];
-    try {
-      for await (const c of res) chunks.push(c as Buffer);
-    } catch (err) {
-      throw new ApiRequestError(`${path}: ${(err as Error).message}`);
-    }
-    const text = Buffer.concat(chunks).toString('utf8');
-    let body: unknown = text;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      // not JSON (a proxy's error page): kept as text
-    }
-    return { status: res.statusCode ?? 0, body };
+    return readJson(await this.#open(path + query(q), signal), path);
   }
 
   /**
@@ -154,6 +144,23 @@ export class KubeClient {
       });
     });
   }
+}
+
+async function readJson(res: IncomingMessage, path: string): Promise<JsonAnswer> {
+  const chunks: Buffer[] = [];
+  try {
+    for await (const c of res) chunks.push(c as Buffer);
+  } catch (err) {
+    throw new ApiRequestError(`${path}: ${(err as Error).message}`);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  let body: unknown = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    // not JSON (a proxy's error page): kept as text
+  }
+  return { status: res.statusCode ?? 0, body };
 }
 
 /** The Status in an error answer, if it is one. */

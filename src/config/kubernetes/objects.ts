@@ -17,6 +17,8 @@ export interface StoredObject {
   creationTimestamp: string;
   /** Hash of the trimmed content (not of the resourceVersion). */
   fingerprint: string;
+  /** Istio kinds: `status.validationMessages` as JSON, if any (`--write-status`; not content). */
+  validationMessages?: string;
 }
 
 /** Kinds whose Resource `spec` is the whole document (Kubernetes kinds), as the file loader has them. */
@@ -70,7 +72,9 @@ export function trimObject(kind: string, apiVersion: string, o: ApiObject): Stor
     }
   }
   const fingerprint = createHash('sha1').update(JSON.stringify([apiVersion, metadata, body])).digest('base64');
+  const messages = (o.status as { validationMessages?: unknown } | undefined)?.validationMessages;
   return {
+    ...(Array.isArray(messages) && messages.length > 0 ? { validationMessages: JSON.stringify(messages) } : {}),
     id: `${kind}/${metadata.namespace}/${metadata.name}`,
     apiVersion,
     kind,

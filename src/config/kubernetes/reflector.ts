@@ -193,8 +193,11 @@ export class Reflector {
     let changed = fresh.size !== this.items.size;
     for (const [k, v] of fresh) {
       const before = this.items.get(k);
-      if (before?.fingerprint === v.fingerprint) fresh.set(k, before);
-      else changed = true;
+      if (before?.fingerprint === v.fingerprint) {
+        if (v.validationMessages !== undefined) before.validationMessages = v.validationMessages;
+        else delete before.validationMessages;
+        fresh.set(k, before);
+      } else changed = true;
     }
     if (changed) this.items = fresh;
     this.#rv = rv;
@@ -240,7 +243,12 @@ export class Reflector {
         const key = `${t.metadata.namespace}/${t.metadata.name}`;
         const before = this.items.get(key);
         this.#rv = o.metadata.resourceVersion ?? this.#rv;
-        if (before?.fingerprint === t.fingerprint) return null;
+        if (before?.fingerprint === t.fingerprint) {
+          // Only the status changed (e.g. `--write-status`'s own write): not a configuration change.
+          if (t.validationMessages !== undefined) before.validationMessages = t.validationMessages;
+          else delete before.validationMessages;
+          return null;
+        }
         this.items.set(key, t);
         this.#hooks.changed();
         return null;

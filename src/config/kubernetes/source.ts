@@ -12,6 +12,7 @@ import { connect, type KubeConnection } from './credentials.js';
 import { namespacesFor, qualifiedResource, rbacRule, watchedKinds, type WatchedKind } from './kinds.js';
 import { compareObjects, type StoredObject } from './objects.js';
 import { Reflector, type ReflectorOptions } from './reflector.js';
+import { StatusWriter, type ValidationMessage } from './status.js';
 
 export interface KubeSourceOptions {
   kubeconfig?: string | undefined;
@@ -28,6 +29,8 @@ export interface KubeSourceOptions {
   /** Reconnect backoff (ms). */
   backoffInitialMs?: number;
   backoffMaxMs?: number;
+  /** `--write-status`: Istio's `status.validationMessages` on the Istio objects. */
+  writeStatus?: boolean;
 }
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
@@ -54,6 +57,7 @@ export class KubernetesSource {
   #timer: NodeJS.Timeout | null = null;
   #firstChange = 0;
   #loop: Promise<void> | null = null;
+  #status: StatusWriter | null = null;
 
   constructor(o: KubeSourceOptions, emit: (e: KubeSourceEvent) => void) {
     this.#o = o;
@@ -68,12 +72,23 @@ export class KubernetesSource {
   async start(conn?: KubeConnection): Promise<void> {
     const c = conn ?? (await connect({ kubeconfig: this.#o.kubeconfig }));
     this.#client = new KubeClient(c);
+    if (this.#o.writeStatus) {
+      const istio = new Map(watchedKinds().filter((k) => k.crd).map((k) => [k.kind, k]));
+      this.#status = new StatusWriter(this.#client, istio, { warn: (msg, fields) => this.#log('warn', msg, fields), debug: (msg, fields) => this.#log('debug', msg, fields) });
+    }
     const ns = this.#o.watchNamespaces ? this.#o.watchNamespaces.join(',') : 'all namespaces';
     this.#log('info', `watching the Kubernetes API at ${c.server} (credentials from ${c.origin}; ${ns})`, { server: c.server, credentials: c.origin, namespaces: this.#o.watchNamespaces ?? 'all' });
     this.#loop = this.#discoverLoop();
   }
 
+  /** `--write-status` only: the validation messages each object should carry now. */
+  get writeStatus(): ((desired: ReadonlyArray<{ object: StoredObject; messages: ValidationMessage[] }>) => void) | undefined {
+    const w = this.#status;
+    return w ? (desired) => w.update(desired) : undefined;
+  }
+
   async stop(): Promise<void> {
+    this.#status?.stop();
     this.#stop.abort();
     if (this.#timer) clearTimeout(this.#timer);
     await this.#loop;
