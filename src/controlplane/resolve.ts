@@ -17,17 +17,19 @@ import type {
   HeaderOperations,
   L4MatchAttributes,
   MeshConfig,
-  Problem,
   Resource,
   SidecarSpec,
   RouteDestination,
-  ServiceEntrySpec,
   StringMatch,
   TrafficPolicy,
   VirtualServiceSpec,
-  WorkloadEntrySpec,
 } from '../config/types.js';
-import { formatPath, resourceId } from '../config/types.js';
+import { resourceId } from '../config/types.js';
+import { createContext, type ResolveOptions } from './build/context.js';
+import { DEFAULT_RETRY_ON, ISTIO_DEFAULTS } from './build/defaults.js';
+import { destinationRuleWarnings, mergePolicy, portPolicy } from './build/destination-rules.js';
+import type { RegistryService, ServicePort } from './build/registry.js';
+import { exportedTo, gatewayRef, labelsMatch, splitServerHost } from './build/visibility.js';
 import { proxylessPolicyGaps, proxylessRouteGaps } from './proxyless.js';
 import { buildSecurityConfig, PROXY_PROTOCOL_ANNOTATION } from './security.js';
 import { HTTP1_ENGINE_ANNOTATION } from './gateway-tls.js';
@@ -77,31 +79,14 @@ import {
   type WeightedCluster,
 } from './snapshot.js';
 
-export interface ResolveOptions {
-  /** `--labels`: this gateway's workload labels. */
-  labels: Readonly<Record<string, string>>;
-  /** `--namespace`: the gateway's own namespace. */
-  namespace: string;
-  /** `--bind`: address the Gateway listeners bind to. */
-  bind: string;
-  mesh: MeshConfig;
-  /** `gatehouse validate` without --labels: translate every Gateway, whatever its selector. */
-  allGateways?: boolean;
-}
+export type { ResolveOptions } from './build/context.js';
+export { DEFAULT_RETRY_ON } from './build/defaults.js';
+export { exportedTo } from './build/visibility.js';
+export type { MtlsMode } from './build/peer-authentication.js';
 
-const MAX_U32 = 4294967295;
-const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
-const DEFAULT_IDLE_TIMEOUT_MS = 3_600_000;
-/** Istio's default retry policy (pilot retry.go): 2 retries on connection-level failures, other hosts preferred. */
-export const DEFAULT_RETRY_ON = 'connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes';
-
-interface ServiceInfo {
-  host: string;
-  namespace: string;
-  se: Resource<ServiceEntrySpec>;
-  ports: Array<{ number: number; name: string; protocol: string; targetPort?: number }>;
-  endpoints: Array<WorkloadEntrySpec & { workload: string; workloadNamespace: string }>;
-}
+const MAX_U32 = ISTIO_DEFAULTS.circuitBreakerMax;
+const DEFAULT_CONNECT_TIMEOUT_MS = ISTIO_DEFAULTS.connectTimeoutMs;
+const DEFAULT_IDLE_TIMEOUT_MS = ISTIO_DEFAULTS.idleTimeoutMs;
 
 const TCP_PROXY_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy' as const;
 const TLS_INSPECTOR_TYPE = 'type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector' as const;
@@ -118,76 +103,12 @@ const HTTP2_PROTOCOLS: ReadonlySet<string> = new Set(['GRPC', 'GRPC-WEB', 'HTTP2
 const HTTP_SERVICE_PROTOCOLS: ReadonlySet<string> = new Set(['HTTP', 'HTTP2', 'GRPC', 'GRPC-WEB', 'HTTP_PROXY', '']);
 
 export function resolve(resources: readonly Resource[], opts: ResolveOptions): Snapshot {
-  const warnings: Problem[] = [];
-  const byKind = (kind: string): Resource[] => resources.filter((r) => r.kind === kind);
-  const gateways = byKind('Gateway') as Array<Resource<GatewaySpec>>;
-  const virtualServices = byKind('VirtualService') as Array<Resource<VirtualServiceSpec>>;
-  const destinationRules = byKind('DestinationRule') as Array<Resource<DestinationRuleSpec>>;
-  const serviceEntries = byKind('ServiceEntry') as Array<Resource<ServiceEntrySpec>>;
-  const workloadEntries = byKind('WorkloadEntry') as Array<Resource<WorkloadEntrySpec>>;
-
-  const warn = (r: Resource, path: ReadonlyArray<string | number>, message: string): void => {
-    warnings.push({ file: r.source.file, line: r.source.lineOf(path), resource: resourceId(r), path: formatPath(path), message, severity: 'warning' });
-  };
-
-  const peerMtls = peerAuthentication(byKind('PeerAuthentication') as Array<Resource<PeerAuthenticationSpec>>, opts, warn);
-
-  // ---- Registry: services from ServiceEntries (standalone mode has no Kubernetes Services) ----
-  const services = new Map<string, ServiceInfo>();
-  for (const se of serviceEntries) {
-    const ns = se.metadata.namespace;
-    const ports: ServiceInfo['ports'] = [];
-    (se.spec.ports ?? []).forEach((p, i) => {
-      // Unset or "": Istio sniffs the protocol; an HTTP route to such a port goes upstream as HTTP/1.1.
-      const protocol = (p.protocol ?? '').toUpperCase();
-      const at = ['spec', 'ports', i, 'protocol'];
-      if (protocol === 'UDP') {
-        // Istio builds no cluster for a UDP port (the proxy does not carry UDP).
-        warn(se, at, 'UDP is not proxied (by Istio either): this port gets no cluster, routes to it find no destination');
-        return;
-      }
-      if (protocol === 'HTTP_PROXY') warn(se, at, 'HTTP_PROXY declares a Sidecar egress proxy port; on a ServiceEntry port it is served as HTTP, as Istio does');
-      ports.push({ number: p.number, name: p.name, protocol, ...(p.targetPort !== undefined ? { targetPort: p.targetPort } : {}) });
-    });
-    const endpoints: ServiceInfo['endpoints'] = [];
-    (se.spec.endpoints ?? []).forEach((ep, i) => endpoints.push({ ...ep, workload: `${se.metadata.name}-${i}`, workloadNamespace: ns }));
-    const selector = se.spec.workloadSelector?.labels;
-    if (selector) {
-      for (const we of workloadEntries) {
-        if (we.metadata.namespace !== ns) continue;
-        const labels = { ...(we.metadata.labels ?? {}), ...(we.spec.labels ?? {}) };
-        if (labelsMatch(selector, labels)) endpoints.push({ ...we.spec, labels, workload: we.metadata.name, workloadNamespace: ns });
-      }
-    }
-    for (const rawHost of se.spec.hosts ?? []) {
-      const host = completeHost(rawHost, ns);
-      if (services.has(host)) continue; // first definition wins, as in Istio (oldest first)
-      services.set(host, { host, namespace: ns, se, ports, endpoints });
-    }
-  }
-
-  // ---- DestinationRules by host (exportTo-visible to the gateway's namespace) ----
-  const drByHost = new Map<string, Resource<DestinationRuleSpec>>();
-  for (const dr of destinationRules) {
-    if (!exportedTo(dr.spec.exportTo, dr.metadata.namespace, opts.namespace)) continue;
-    const host = completeHost(dr.spec.host, dr.metadata.namespace);
-    const prev = drByHost.get(host);
-    // A rule in the gateway's own namespace wins over one elsewhere (Istio's lookup order).
-    if (!prev || (dr.metadata.namespace === opts.namespace && prev.metadata.namespace !== opts.namespace)) drByHost.set(host, dr);
-  }
-  const drForHost = (host: string): Resource<DestinationRuleSpec> | undefined => {
-    const exact = drByHost.get(host);
-    if (exact) return exact;
-    let best: Resource<DestinationRuleSpec> | undefined;
-    let bestLen = -1;
-    for (const [pattern, dr] of drByHost) {
-      if (pattern.includes('*') && hostMatches(pattern, host) && pattern.length > bestLen) {
-        best = dr;
-        bestLen = pattern.length;
-      }
-    }
-    return best;
-  };
+  const ctx = createContext(resources, opts);
+  const { warn } = ctx.warnings;
+  const { gateways, virtualServices, destinationRules } = ctx.config;
+  const services = ctx.registry;
+  const drForHost = (host: string): Resource<DestinationRuleSpec> | undefined => ctx.destinationRules.forHost(host);
+  const peerMtls = ctx.peerAuthentication;
 
   // ---- Gateways that select this workload ----
   const mine = opts.allGateways ? gateways : gateways.filter((g) => labelsMatch(g.spec.selector ?? {}, opts.labels));
@@ -356,7 +277,7 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
   function tcpProxy(vs: Resource<VirtualServiceSpec>, route: RouteDestination[], path: Array<string | number>, statPrefix?: string): TcpProxy {
     const weighted = route.map((d, k) => {
       const host = completeHost(d.destination.host, vs.metadata.namespace);
-      const p = destinationPort(host, d.destination.port?.number);
+      const p = services.destinationPort(host, d.destination.port?.number);
       if (p === undefined) warn(vs, [...path, k, 'destination', 'port'], `destination ${host} has several ports or none known; set destination.port.number`);
       const name = clusterName(p ?? 80, d.destination.subset ?? '', host);
       usedClusters.add(name);
@@ -585,8 +506,8 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
     const mode = outboundPolicy();
     const taken = new Set(rc.virtual_hosts.flatMap((vh) => vh.domains));
     const connect: ForwardProxyConfig['connect'] = [];
-    for (const svc of [...services.values()].sort((a, b) => a.host.localeCompare(b.host))) {
-      if (!exportedTo(svc.se.spec.exportTo, svc.namespace, opts.namespace)) continue;
+    for (const svc of services.sorted) {
+      if (!exportedTo(svc.exportTo, svc.namespace, opts.namespace)) continue;
       connect.push({ host: svc.host, ports: svc.ports.map((p) => p.number) });
       for (const p of svc.ports) {
         if (!HTTP_SERVICE_PROTOCOLS.has(p.protocol)) continue;
@@ -618,7 +539,7 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
 
   /** Outbound policy of this gateway: its Sidecar (selected, then namespace default), the root namespace's, then mesh config. */
   function outboundPolicy(): 'ALLOW_ANY' | 'REGISTRY_ONLY' {
-    const sidecars = byKind('Sidecar') as Array<Resource<SidecarSpec>>;
+    const sidecars = ctx.config.sidecars;
     const pick = (ns: string, withSelector: boolean): Resource<SidecarSpec> | undefined =>
       sidecars.find((sc) => sc.metadata.namespace === ns && (withSelector ? sc.spec.workloadSelector?.labels !== undefined && labelsMatch(sc.spec.workloadSelector.labels, opts.labels) : sc.spec.workloadSelector === undefined));
     const sc = pick(opts.namespace, true) ?? pick(opts.namespace, false) ?? pick(opts.mesh.rootNamespace, false);
@@ -819,7 +740,7 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
     const vsNs = vs.metadata.namespace;
     const dests = (http.route ?? []).map((d, k) => {
       const host = completeHost(d.destination.host, vsNs);
-      const port = destinationPort(host, d.destination.port?.number);
+      const port = services.destinationPort(host, d.destination.port?.number);
       if (port === undefined) warn(vs, [...base, 'route', k, 'destination', 'port'], `destination ${host} has several ports or none known; set destination.port.number`);
       const name = clusterName(port ?? 80, d.destination.subset ?? '', host);
       usedClusters.add(name);
@@ -844,7 +765,7 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
     if (mirrors.length > 0) {
       action.request_mirror_policies = mirrors.map((m) => {
         const host = completeHost(m.destination.host, vsNs);
-        const port = destinationPort(host, m.destination.port?.number) ?? listenerPort;
+        const port = services.destinationPort(host, m.destination.port?.number) ?? listenerPort;
         return { cluster: clusterName(port, m.destination.subset ?? '', host), runtime_fraction: { default_value: perMillion(m.percent) } };
       });
     }
@@ -854,37 +775,12 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
     return { route: action };
   }
 
-  function destinationPort(host: string, explicit: number | undefined): number | undefined {
-    if (explicit !== undefined) return explicit;
-    const svc = services.get(host);
-    if (svc && svc.ports.length === 1) return svc.ports[0]!.number;
-    return undefined;
-  }
-
-  // DestinationRule settings the data plane does not enforce yet: said once per rule, not dropped silently.
-  const UNENFORCED: Array<[Array<string>, string]> = [
-    [['loadBalancer', 'localityLbSetting'], 'locality load balancing is not implemented by Gatehouse yet; ignored'],
-  ];
-  for (const dr of destinationRules) {
-    const policies: Array<[Array<string | number>, TrafficPolicy | undefined]> = [[['spec', 'trafficPolicy'], dr.spec.trafficPolicy]];
-    (dr.spec.subsets ?? []).forEach((s, i) => policies.push([['spec', 'subsets', i, 'trafficPolicy'], s.trafficPolicy]));
-    for (const [base, policy] of policies) {
-      const levels: Array<[Array<string | number>, unknown]> = [[base, policy]];
-      (policy?.portLevelSettings ?? []).forEach((pl, i) => levels.push([[...base, 'portLevelSettings', i], pl]));
-      for (const [path, p] of levels) {
-        for (const [fields, message] of UNENFORCED) {
-          let v: unknown = p;
-          for (const f of fields) v = v && typeof v === 'object' ? (v as Record<string, unknown>)[f] : undefined;
-          if (v !== undefined && !(fields[0] === 'tls' && (v as { mode?: string }).mode === 'DISABLE')) warn(dr, [...path, ...fields], message);
-        }
-      }
-    }
-  }
+  destinationRuleWarnings(ctx);
 
   // ---- Clusters and endpoints ----
   const clusters = new Map<string, Cluster>();
   const endpoints = new Map<string, ClusterLoadAssignment>();
-  for (const svc of [...services.values()].sort((a, b) => a.host.localeCompare(b.host))) {
+  for (const svc of services.sorted) {
     const dr = drForHost(svc.host);
     const { name: shortName, namespace: svcNs } = serviceNameAndNamespace(svc.host, svc.namespace);
     for (const port of svc.ports) {
@@ -918,8 +814,8 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
     }
   }
 
-  function buildCluster(name: string, svc: ServiceInfo, port: number, subset: string, shortName: string, svcNs: string, policy: TrafficPolicy | undefined, drName: string): Cluster {
-    const resolution = svc.se.spec.resolution ?? 'NONE';
+  function buildCluster(name: string, svc: RegistryService, port: number, subset: string, shortName: string, svcNs: string, policy: TrafficPolicy | undefined, drName: string): Cluster {
+    const resolution = svc.resolution;
     // DYNAMIC_DNS (Envoy's dynamic forward proxy: the request's host, resolved by DNS) is what
     // Gatehouse's ORIGINAL_DST cluster does for NONE: connect to the request's own authority.
     const type: Cluster['type'] = resolution === 'STATIC' ? 'EDS' : resolution === 'DNS' ? 'STRICT_DNS' : resolution === 'DNS_ROUND_ROBIN' ? 'LOGICAL_DNS' : 'ORIGINAL_DST';
@@ -1013,8 +909,7 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
       });
       const base = found.find(([, tp]) => tp?.tls === tls)?.[0] ?? ['spec', 'trafficPolicy'];
       const path = field ? [...base, 'tls', field] : [...base, 'tls'];
-      const id = resourceId(dr);
-      if (!warnings.some((w) => w.resource === id && w.path === formatPath(path) && w.message === message)) warn(dr, path, message);
+      ctx.warnings.warnOnce(dr, path, message);
     };
     if (tls?.mode === 'ISTIO_MUTUAL') {
       // Istio: the mesh identity over SDS (`default` certificate, `ROOTCA` trust anchor), the
@@ -1106,11 +1001,9 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
     return cluster;
   }
 
-  function buildLoadAssignment(name: string, svc: ServiceInfo, port: ServiceInfo['ports'][number], subsetLabels: Record<string, string>): ClusterLoadAssignment {
+  function buildLoadAssignment(name: string, svc: RegistryService, port: ServicePort, subsetLabels: Record<string, string>): ClusterLoadAssignment {
     const byLocality = new Map<string, LbEndpoint[]>();
-    const resolution = svc.se.spec.resolution ?? 'NONE';
-    const eps = svc.endpoints.length > 0 || (resolution !== 'DNS' && resolution !== 'DNS_ROUND_ROBIN') ? svc.endpoints : [{ address: svc.host, workload: svc.host, workloadNamespace: svc.namespace }];
-    for (const ep of eps) {
+    for (const ep of svc.endpoints) {
       const labels = ep.labels ?? {};
       if (!labelsMatch(subsetLabels, labels)) continue;
       if (!ep.address) continue;
@@ -1140,7 +1033,7 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
     return gws.length === 0 || gws.includes('mesh');
   });
   // What proxyless gRPC clients cannot honour, said for the rules that concern gRPC services.
-  const grpcServiceHosts = [...services.values()].filter((svc) => svc.ports.some((p) => p.protocol === 'GRPC' || p.protocol === 'GRPC-WEB')).map((svc) => svc.host);
+  const grpcServiceHosts = services.declared.filter((svc) => svc.ports.some((p) => p.protocol === 'GRPC' || p.protocol === 'GRPC-WEB')).map((svc) => svc.host);
   for (const vs of meshServices) {
     const hosts = (vs.spec.hosts ?? []).map((h) => completeHost(h, vs.metadata.namespace));
     if (!grpcServiceHosts.some((g) => hosts.some((h) => hostMatches(h, g)))) continue;
@@ -1184,8 +1077,8 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
     const visible = meshServices.map((vs) => exportedTo(vs.spec.exportTo, vs.metadata.namespace, clientNs));
     const viewListeners = new Map<string, ApiListener>();
     const viewRoutes = new Map<string, RouteConfiguration>();
-    for (const svc of [...services.values()].sort((a, b) => a.host.localeCompare(b.host))) {
-      if (!exportedTo(svc.se.spec.exportTo, svc.namespace, clientNs)) continue;
+    for (const svc of services.sorted) {
+      if (!exportedTo(svc.exportTo, svc.namespace, clientNs)) continue;
       const matching = new Set(meshByHost.get(svc.host) ?? []);
       for (const [pattern, i] of meshWildcards) if (hostMatches(pattern, svc.host)) matching.add(i);
       const order = [...matching].filter((i) => visible[i]).sort((a, b) => a - b);
@@ -1230,21 +1123,10 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
 
   const body = { listeners, routes: [...routes.values()], clusters: [...clusters.values()], endpoints: [...endpoints.values()], secrets: [...secrets.values()], sidecar: [...sidecar].map(([ns, v]) => [ns, [...v.listeners.values()], [...v.routes.values()]]), mesh: opts.mesh };
   const hash = createHash('sha256').update(JSON.stringify(body)).digest('hex').slice(0, 16);
-  return deepFreeze({ version: hash, hash, listeners, routes, clusters, endpoints, secrets, sidecar, mesh: opts.mesh, warnings: dedupeProblems(warnings) });
+  return deepFreeze({ version: hash, hash, listeners, routes, clusters, endpoints, secrets, sidecar, mesh: opts.mesh, warnings: ctx.warnings.list() });
 }
 
 // ---- Pure helpers ---------------------------------------------------------------------------
-
-/** The same problem reported by several views (a VirtualService in every namespace's view) once. */
-function dedupeProblems(list: Problem[]): Problem[] {
-  const seen = new Set<string>();
-  return list.filter((p) => {
-    const k = `${p.file}\0${p.line}\0${p.resource}\0${p.path}\0${p.message}`;
-    if (seen.has(k)) return false;
-    seen.add(k);
-    return true;
-  });
-}
 
 /**
  * The names a client in `clientNs` may use for a service: the FQDN, and for a service of its own
@@ -1260,78 +1142,6 @@ function sidecarNames(fqdn: string, clientNs: string): string[] {
   names.push(`${name}.${ns}`, `${name}.${ns}.svc`);
   if (ns === clientNs) names.push(name);
   return names;
-}
-
-interface PeerAuthenticationSpec {
-  selector?: { matchLabels?: Record<string, string> };
-  mtls?: { mode?: string };
-  portLevelMtls?: Record<string, { mode?: string }>;
-}
-
-export type MtlsMode = 'STRICT' | 'PERMISSIVE' | 'DISABLE';
-
-/**
- * The PeerAuthentication mode of this gateway per port, as Istio scopes it: a policy in the root
- * namespace (no selector) applies to everything, one in the gateway's namespace without a
- * selector to the namespace, one there whose selector matches `--labels` to this workload (with
- * `portLevelMtls`). The narrowest wins; UNSET inherits from the wider one. With no policy at all
- * (or only UNSET) the function answers undefined: the servers keep their own TLS mode. Several
- * policies at one level: the first by name applies (Istio takes the oldest), the others are reported.
- */
-function peerAuthentication(
-  policies: Array<Resource<PeerAuthenticationSpec>>,
-  opts: ResolveOptions,
-  warn: (r: Resource, path: ReadonlyArray<string | number>, message: string) => void,
-): (port: number) => { mode: MtlsMode; policy: string } | undefined {
-  const root = opts.mesh.rootNamespace;
-  const pick = (list: Array<Resource<PeerAuthenticationSpec>>, level: string): Resource<PeerAuthenticationSpec> | undefined => {
-    const sorted = [...list].sort((a, b) => a.metadata.name.localeCompare(b.metadata.name));
-    for (const other of sorted.slice(1)) warn(other, ['spec'], `more than one ${level} PeerAuthentication applies to this gateway; ${resourceId(sorted[0]!)} is used, this one is ignored`);
-    return sorted[0];
-  };
-  const hasSelector = (p: Resource<PeerAuthenticationSpec>): boolean => p.spec.selector?.matchLabels !== undefined && Object.keys(p.spec.selector.matchLabels).length > 0;
-  const mesh = pick(policies.filter((p) => p.metadata.namespace === root && !hasSelector(p) && root !== opts.namespace), 'mesh-wide');
-  const ns = pick(policies.filter((p) => p.metadata.namespace === opts.namespace && !hasSelector(p)), 'namespace-wide');
-  const workload = pick(policies.filter((p) => p.metadata.namespace === opts.namespace && hasSelector(p) && labelsMatch(p.spec.selector!.matchLabels!, opts.labels)), 'workload');
-  if (!mesh && !ns && !workload) return () => undefined;
-  const set = (m: string | undefined): m is MtlsMode => m === 'STRICT' || m === 'PERMISSIVE' || m === 'DISABLE';
-  return (port) => {
-    const portMode = workload?.spec.portLevelMtls?.[String(port)]?.mode;
-    if (set(portMode)) return { mode: portMode, policy: resourceId(workload!) };
-    for (const p of [workload, ns, mesh]) {
-      const m = p?.spec.mtls?.mode;
-      if (p && set(m)) return { mode: m, policy: resourceId(p) };
-    }
-    return undefined;
-  };
-}
-
-function labelsMatch(selector: Readonly<Record<string, string>>, labels: Readonly<Record<string, string>>): boolean {
-  for (const k in selector) if (labels[k] !== selector[k]) return false;
-  return true;
-}
-
-/** Whether a resource in `ns` with `exportTo` is visible from namespace `to`. */
-export function exportedTo(exportTo: readonly string[] | undefined, ns: string, to: string): boolean {
-  if (!exportTo || exportTo.length === 0) return true;
-  return exportTo.some((e) => e === '*' || (e === '.' && ns === to) || e === to);
-}
-
-function gatewayRef(ref: string, defaultNs: string): string {
-  if (ref === 'mesh') return 'mesh';
-  const i = ref.indexOf('/');
-  if (i >= 0) return ref;
-  // `name.namespace` is the deprecated FQDN-ish form Istio still accepts.
-  const dot = ref.indexOf('.');
-  if (dot > 0) return `${ref.slice(dot + 1).split('.')[0]}/${ref.slice(0, dot)}`;
-  return `${defaultNs}/${ref}`;
-}
-
-function splitServerHost(h: string, gwNs: string): { ns: string; host: string } {
-  const i = h.indexOf('/');
-  if (i < 0) return { ns: '*', host: h.toLowerCase() };
-  const ns = h.slice(0, i);
-  return { ns: ns === '.' ? gwNs : ns, host: h.slice(i + 1).toLowerCase() };
 }
 
 function listenerProtocol(server: GatewayServer): ListenerProtocol {
@@ -1511,26 +1321,6 @@ function addHeaderOps(target: Route | WeightedCluster, ops: HeaderOperations | u
 
 function hasHeaderOps(w: WeightedCluster): boolean {
   return !!(w.request_headers_to_add || w.request_headers_to_remove || w.response_headers_to_add || w.response_headers_to_remove);
-}
-
-/** Istio: a subset's policy overrides the rule's policy field by field (each top-level setting whole). */
-function mergePolicy(base: TrafficPolicy | undefined, over: TrafficPolicy | undefined): TrafficPolicy | undefined {
-  if (!over) return base;
-  if (!base) return over;
-  const merged: TrafficPolicy = { ...base };
-  for (const k of ['loadBalancer', 'connectionPool', 'outlierDetection', 'tls', 'tunnel', 'proxyProtocol'] as const) {
-    if (over[k] !== undefined) (merged as Record<string, unknown>)[k] = over[k];
-  }
-  if (over.portLevelSettings) merged.portLevelSettings = over.portLevelSettings;
-  return merged;
-}
-
-/** Istio: a matching portLevelSettings entry replaces each setting it specifies. */
-function portPolicy(policy: TrafficPolicy | undefined, port: number): TrafficPolicy | undefined {
-  const pl = policy?.portLevelSettings?.find((p) => p.port?.number === port);
-  if (!pl) return policy;
-  const { port: _port, ...rest } = pl;
-  return mergePolicy(policy, rest);
 }
 
 function deepFreeze<T>(o: T): T {
