@@ -2,90 +2,58 @@
 // semantics: gateway selection, VirtualService binding and merge order, host completion, cluster
 // naming, DestinationRule policy merging, ServiceEntry/WorkloadEntry endpoints, Istio's defaults.
 // Pure: same resources and options in, equal snapshot (and hash) out.
-import { X509Certificate, createHash, createPrivateKey } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { dirname, isAbsolute, resolve as resolvePath } from 'node:path';
-import { CLUSTER_DOMAIN, completeHost, hostMatches, serviceNameAndNamespace } from '../config/hosts.js';
+import { createHash } from 'node:crypto';
+import { CLUSTER_DOMAIN, completeHost, hostMatches } from '../config/hosts.js';
 import { parseDurationMs } from '../config/duration.js';
-import { routingClaim } from '../config/jwt-claims.js';
 import type {
   DestinationRuleSpec,
   GatewayServer,
   GatewaySpec,
-  HTTPMatchRequest,
-  HTTPRoute,
-  HeaderOperations,
   L4MatchAttributes,
   MeshConfig,
   Resource,
   SidecarSpec,
   RouteDestination,
-  StringMatch,
-  TrafficPolicy,
   VirtualServiceSpec,
 } from '../config/types.js';
 import { resourceId } from '../config/types.js';
+import { buildClusters } from './build/clusters.js';
 import { createContext, type ResolveOptions } from './build/context.js';
-import { DEFAULT_RETRY_ON, ISTIO_DEFAULTS } from './build/defaults.js';
+import { ISTIO_DEFAULTS } from './build/defaults.js';
 import { destinationRuleWarnings, mergePolicy, portPolicy } from './build/destination-rules.js';
-import type { RegistryService, ServicePort } from './build/registry.js';
+import { buildHttpRoutes, buildRouteConfiguration, defaultServiceRoute } from './build/routes.js';
 import { exportedTo, gatewayRef, labelsMatch, splitServerHost } from './build/visibility.js';
 import { proxylessPolicyGaps, proxylessRouteGaps } from './proxyless.js';
 import { buildSecurityConfig, PROXY_PROTOCOL_ANNOTATION } from './security.js';
 import { HTTP1_ENGINE_ANNOTATION } from './gateway-tls.js';
-import { FORWARD_PROXY_ANNOTATION, ALPN_ANNOTATION, ALPN_H1, ALPN_H2, sds, secretIndex, serverHostNames, serverTls, TERMINATING_MODES, upstreamCredential } from './gateway-tls.js';
+import { FORWARD_PROXY_ANNOTATION, ALPN_ANNOTATION, ALPN_H1, ALPN_H2, secretIndex, serverHostNames, serverTls, TERMINATING_MODES } from './gateway-tls.js';
 import {
-  MESH_CERT_SECRET,
-  MESH_ROOT_SECRET,
   BLACKHOLE_CLUSTER,
-  JWT_AUTHN_FILTER,
-  JWT_PAYLOAD_METADATA_KEY,
   PASSTHROUGH_CLUSTER,
   type ForwardProxyConfig,
   clusterName,
   durationFromMs,
   ZERO_DURATION,
-  type Cluster,
-  type ClusterLoadAssignment,
-  type CorsPolicy,
   type FilterChain,
   type HttpConnectionManager,
-  type FractionalPercent,
-  type HttpFault,
-  type HashPolicy,
-  type HeaderMatcher,
-  type HeaderValueOption,
   type ApiListener,
-  type LbEndpoint,
-  type LbPolicy,
   type Listener,
-  type MetadataMatcher,
   type ListenerProtocol,
   type Http1Engine,
-  type QueryParameterMatcher,
-  type RedirectAction,
-  type RetryPolicy,
   type Route,
-  type RouteAction,
   type RouteConfiguration,
-  type RouteMatch,
   type Secret,
-  type SdsSecretConfig,
   type SidecarView,
   type Snapshot,
-  type StringMatcher,
   type TcpProxy,
-  type VirtualHost,
-  type WeightedCluster,
 } from './snapshot.js';
 
 export type { ResolveOptions } from './build/context.js';
 export { DEFAULT_RETRY_ON } from './build/defaults.js';
 export { exportedTo } from './build/visibility.js';
+export { mergeMatch } from './build/route-match.js';
 export type { MtlsMode } from './build/peer-authentication.js';
 
-const MAX_U32 = ISTIO_DEFAULTS.circuitBreakerMax;
-const DEFAULT_CONNECT_TIMEOUT_MS = ISTIO_DEFAULTS.connectTimeoutMs;
 const DEFAULT_IDLE_TIMEOUT_MS = ISTIO_DEFAULTS.idleTimeoutMs;
 
 const TCP_PROXY_TYPE = 'type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy' as const;
@@ -169,7 +137,7 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
       listener.filter_chains.push({
         filters: [{ name: 'envoy.filters.network.http_connection_manager', typed_config: httpConnectionManager(routeName, opts.mesh) }],
       });
-      routes.set(routeName, buildRouteConfiguration(routeName, port, kept));
+      routes.set(routeName, buildRouteConfiguration(ctx, routeName, port, kept));
       const fp = kept.filter((s) => s.gw.metadata.annotations?.[FORWARD_PROXY_ANNOTATION] !== undefined);
       for (const s of fp) {
         const v = s.gw.metadata.annotations![FORWARD_PROXY_ANNOTATION];
@@ -217,7 +185,7 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
         served.push(s);
       }
       if (served.length > 0) {
-        const rc = buildRouteConfiguration(httpsRoute, port, served);
+        const rc = buildRouteConfiguration(ctx, httpsRoute, port, served);
         routes.set(httpsRoute, rc);
         const alpn = httpsAlpn(served, rc);
         for (const fc of listener.filter_chains) {
@@ -514,7 +482,7 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
         const domains = p.number === 80 ? [svc.host, `${svc.host}:80`] : [`${svc.host}:${p.number}`];
         if (domains.some((d) => taken.has(d))) continue;
         for (const d of domains) taken.add(d);
-        rc.virtual_hosts.push({ name: `${svc.host}:${p.number}`, domains, routes: [defaultMeshRoute(clusterName(p.number, '', svc.host), svc.host, p.number)], include_request_attempt_count: true });
+        rc.virtual_hosts.push({ name: `${svc.host}:${p.number}`, domains, routes: [defaultServiceRoute(ctx, clusterName(p.number, '', svc.host), svc.host, p.number)], include_request_attempt_count: true });
       }
     }
     if (!taken.has('*')) {
@@ -546,486 +514,14 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
     return sc?.spec.outboundTrafficPolicy?.mode ?? opts.mesh.outboundTrafficPolicy.mode;
   }
 
-  function buildRouteConfiguration(name: string, port: number, servers: BoundServer[]): RouteConfiguration {
-    // Virtual hosts keyed by host name; routes from every VirtualService bound to a server of this
-    // port that declares the host, in config order (Istio: creation order).
-    const vhosts = new Map<string, VirtualHost>();
-    const getVhost = (host: string): VirtualHost => {
-      let vh = vhosts.get(host);
-      if (!vh) {
-        vh = { name: `${host}:${port}`, domains: host === '*' ? ['*'] : [host, `${host}:*`], routes: [], include_request_attempt_count: true };
-        vhosts.set(host, vh);
-      }
-      return vh;
-    };
-    const redirectHosts = new Set<string>();
-    for (const vs of virtualServices) {
-      const vsNs = vs.metadata.namespace;
-      if (!exportedTo(vs.spec.exportTo, vsNs, opts.namespace) && !servers.some((s) => exportedTo(vs.spec.exportTo, vsNs, s.gw.metadata.namespace))) continue;
-      const boundGateways = (vs.spec.gateways ?? []).map((g) => gatewayRef(g, vsNs));
-      // Servers of this port whose Gateway the VS binds to.
-      const bound = servers.filter((s) => boundGateways.includes(`${s.gw.metadata.namespace}/${s.gw.metadata.name}`));
-      if (bound.length === 0) continue;
-      const vsHosts = (vs.spec.hosts ?? []).map((h) => completeHost(h, vsNs));
-      const hosts = new Set<string>();
-      for (const s of bound) {
-        for (const sh of s.server.hosts) {
-          const { ns, host: serverHost } = splitServerHost(sh, s.gw.metadata.namespace);
-          if (ns !== '*' && ns !== vsNs) continue;
-          for (const vh of vsHosts) {
-            // The virtual host is the more specific of the two names (Istio intersects them).
-            if (hostMatches(serverHost, vh)) hosts.add(vh);
-            else if (hostMatches(vh, serverHost)) hosts.add(serverHost);
-          }
-          if (s.server.tls?.httpsRedirect && s.protocol !== 'HTTPS') for (const h of hosts) redirectHosts.add(h);
-        }
-      }
-      if (hosts.size === 0) continue;
-      const gwNames = bound.map((s) => `${s.gw.metadata.namespace}/${s.gw.metadata.name}`);
-      const built = buildHttpRoutes(vs, port, gwNames);
-      for (const h of hosts) getVhost(h).routes.push(...built);
-    }
-    // httpsRedirect servers: every route of those hosts becomes a 301 to https (Envoy's require_tls).
-    for (const h of redirectHosts) {
-      const vh = vhosts.get(h);
-      if (!vh) continue;
-      vh.routes = [
-        {
-          name: 'https_redirect',
-          match: { prefix: '/', case_sensitive: true, headers: [], query_parameters: [] },
-          redirect: { scheme_redirect: 'https', port_redirect: 443, response_code: 'MOVED_PERMANENTLY' },
-          metadata: { filter_metadata: { istio: { config: '' } } },
-        },
-      ];
-    }
-    // Most specific first does not matter for lookup (the data plane indexes by exact/suffix), but a
-    // stable order keeps the hash and config_dump stable.
-    const virtual_hosts = [...vhosts.values()].sort((a, b) => a.name.localeCompare(b.name));
-    return { name, virtual_hosts, validate_clusters: false };
-  }
-
-  function buildHttpRoutes(vs: Resource<VirtualServiceSpec>, port: number, gwNames: string[]): Route[] {
-    const out: Route[] = [];
-    (vs.spec.http ?? []).forEach((http, i) => {
-      const base = ['spec', 'http', i];
-      if (!http.delegate) {
-        emitRoutes(out, vs, http, base, http.match && http.match.length > 0 ? http.match : [undefined], port, gwNames);
-        return;
-      }
-      // Delegation (one level): the delegate's routes replace this one, each match merged with ours.
-      const ns = http.delegate.namespace ?? vs.metadata.namespace;
-      const target = virtualServices.find((d) => d.metadata.name === http.delegate!.name && d.metadata.namespace === ns);
-      if (!target || (target.spec.hosts ?? []).length > 0) {
-        warn(vs, [...base, 'delegate'], `delegate VirtualService ${ns}/${http.delegate.name} not found (a delegate has no hosts); route skipped`);
-        return;
-      }
-      if (!exportedTo(target.spec.exportTo, ns, vs.metadata.namespace)) {
-        warn(vs, [...base, 'delegate'], `delegate VirtualService ${ns}/${http.delegate.name} is not exported to namespace ${vs.metadata.namespace}; route skipped`);
-        return;
-      }
-      (target.spec.http ?? []).forEach((dh, k) => {
-        const merged: Array<HTTPMatchRequest | undefined> = [];
-        const roots = http.match && http.match.length > 0 ? http.match : [undefined];
-        const leaves = dh.match && dh.match.length > 0 ? dh.match : [undefined];
-        for (const r of roots) {
-          for (const [j, l] of leaves.entries()) {
-            const m = mergeMatch(r, l);
-            if (m === null) warn(target, ['spec', 'http', k, 'match', j], `conflicts with the match of the delegating route ${resourceId(vs)} spec.http[${i}]; skipped`);
-            else merged.push(m);
-          }
-        }
-        emitRoutes(out, target, dh, ['spec', 'http', k], merged, port, gwNames);
-      });
-    });
-    return out;
-  }
-
-  /** One Envoy route per match entry of an Istio HTTPRoute (`owner` is the VirtualService that holds it). */
-  function emitRoutes(
-    out: Route[],
-    owner: Resource<VirtualServiceSpec>,
-    http: HTTPRoute,
-    base: Array<string | number>,
-    matches: Array<HTTPMatchRequest | undefined>,
-    port: number,
-    gwNames: string[],
-  ): void {
-    const ns = owner.metadata.namespace;
-    const config = `/apis/networking.istio.io/v1/namespaces/${ns}/virtual-service/${owner.metadata.name}`;
-    const name = http.name ?? `${owner.metadata.name}.${base[2]}`;
-    const perFilter = routeFilters(owner, http, base);
-    matches.forEach((m, j) => {
-      if (m?.gateways && !m.gateways.some((g) => gwNames.includes(gatewayRef(g, ns)))) return;
-      if (m?.port !== undefined && m.port !== port) return;
-      if ((m?.sourceLabels || m?.sourceNamespace) && !gwNames.includes('mesh')) warn(owner, [...base, 'match', j], 'sourceLabels/sourceNamespace apply to sidecars only; a gateway ignores this match condition');
-      const route: Route = {
-        name,
-        match: routeMatch(m),
-        metadata: { filter_metadata: { istio: { config } } },
-        decorator: { operation: `${owner.metadata.name}.${ns}.svc.cluster.local:${port}/*` },
-      };
-      const action = routeAction(owner, http, base, port);
-      if ('redirect' in action) route.redirect = action.redirect;
-      else if ('direct_response' in action) route.direct_response = action.direct_response;
-      else route.route = action.route;
-      if (perFilter) route.typed_per_filter_config = perFilter;
-      addHeaderOps(route, http.headers?.request, 'request');
-      addHeaderOps(route, http.headers?.response, 'response');
-      out.push(route);
-    });
-  }
-
-  /** Fault injection and CORS, as Istio configures Envoy's fault and cors filters per route. */
-  function routeFilters(owner: Resource<VirtualServiceSpec>, http: HTTPRoute, base: Array<string | number>): Route['typed_per_filter_config'] | undefined {
-    const filters: NonNullable<Route['typed_per_filter_config']> = {};
-    const f = http.fault;
-    if (f) {
-      const fault: HttpFault = {};
-      if (f.delay?.fixedDelay !== undefined) {
-        fault.delay = { fixed_delay: durationFromMs(parseDurationMs(f.delay.fixedDelay) ?? 0), percentage: perMillion(f.delay.percentage?.value ?? f.delay.percent ?? 0) };
-      }
-      if (f.abort) {
-        const percentage = perMillion(f.abort.percentage?.value ?? 0);
-        if (f.abort.httpStatus !== undefined) fault.abort = { http_status: f.abort.httpStatus, percentage };
-        else if (f.abort.grpcStatus !== undefined) fault.abort = { grpc_status: GRPC_CODES.indexOf(f.abort.grpcStatus.toUpperCase()), percentage };
-        else if (f.abort.http2Error !== undefined) warn(owner, [...base, 'fault', 'abort', 'http2Error'], 'http2Error aborts are not implemented by Gatehouse; ignored');
-      }
-      if (fault.delay || fault.abort) filters['envoy.filters.http.fault'] = fault;
-      if (http.timeout !== undefined || http.retries !== undefined) warn(owner, [...base, 'fault'], 'a route with fault injection has no timeout and no retries (as in Istio); its timeout/retries are ignored');
-    }
-    const c = http.corsPolicy;
-    if (c) {
-      const origins: StringMatcher[] = [];
-      for (const o of c.allowOrigins ?? []) {
-        const sm = stringMatcher(o);
-        if (sm) origins.push(sm);
-      }
-      for (const o of c.allowOrigin ?? []) origins.push({ exact: o });
-      const cors: CorsPolicy = { allow_origin_string_match: origins, forward_not_matching_preflights: c.unmatchedPreflights !== 'IGNORE' };
-      if (c.allowMethods?.length) cors.allow_methods = c.allowMethods.join(',');
-      if (c.allowHeaders?.length) cors.allow_headers = c.allowHeaders.join(',');
-      if (c.exposeHeaders?.length) cors.expose_headers = c.exposeHeaders.join(',');
-      if (c.maxAge !== undefined) cors.max_age = String(Math.floor((parseDurationMs(c.maxAge) ?? 0) / 1000));
-      if (c.allowCredentials !== undefined) cors.allow_credentials = c.allowCredentials;
-      filters['envoy.filters.http.cors'] = cors;
-    }
-    return filters['envoy.filters.http.fault'] || filters['envoy.filters.http.cors'] ? filters : undefined;
-  }
-
-  function routeAction(
-    vs: Resource<VirtualServiceSpec>,
-    http: HTTPRoute,
-    base: Array<string | number>,
-    listenerPort: number,
-  ): { route: RouteAction } | { redirect: RedirectAction } | { direct_response: Required<Route>['direct_response'] } {
-    if (http.redirect) {
-      const r = http.redirect;
-      const redirect: RedirectAction = { response_code: redirectCode(r.redirectCode ?? 301) };
-      if (r.uri !== undefined) redirect.path_redirect = r.uri;
-      if (r.authority !== undefined) redirect.host_redirect = r.authority;
-      if (r.scheme !== undefined) redirect.scheme_redirect = r.scheme;
-      if (r.port !== undefined) redirect.port_redirect = r.port;
-      if (r.derivePort === 'FROM_REQUEST_PORT') redirect.port_from_request = true;
-      // FROM_PROTOCOL_DEFAULT: the Location carries no port (the scheme's default).
-      else if (r.derivePort === 'FROM_PROTOCOL_DEFAULT') redirect.port_redirect = 0;
-      return { redirect };
-    }
-    if (http.directResponse) {
-      const d = http.directResponse;
-      const dr: Required<Route>['direct_response'] = { status: d.status };
-      if (d.body?.string !== undefined) dr.body = { inline_string: d.body.string };
-      else if (d.body?.bytes !== undefined) dr.body = { inline_bytes: d.body.bytes };
-      return { direct_response: dr };
-    }
-    const vsNs = vs.metadata.namespace;
-    const dests = (http.route ?? []).map((d, k) => {
-      const host = completeHost(d.destination.host, vsNs);
-      const port = services.destinationPort(host, d.destination.port?.number);
-      if (port === undefined) warn(vs, [...base, 'route', k, 'destination', 'port'], `destination ${host} has several ports or none known; set destination.port.number`);
-      const name = clusterName(port ?? 80, d.destination.subset ?? '', host);
-      usedClusters.add(name);
-      const weight = (http.route ?? []).length === 1 ? 100 : (d.weight ?? 0);
-      const wc: WeightedCluster = { name, weight };
-      addHeaderOps(wc, d.headers?.request, 'request');
-      addHeaderOps(wc, d.headers?.response, 'response');
-      return wc;
-    });
-    const positive = dests.filter((d) => d.weight > 0);
-    const action: RouteAction = { cluster_not_found_response_code: 'SERVICE_UNAVAILABLE', timeout: ZERO_DURATION };
-    const onlyOne = positive.length === 1 && !hasHeaderOps(positive[0]!);
-    if (onlyOne) action.cluster = positive[0]!.name;
-    else action.weighted_clusters = { clusters: positive, total_weight: positive.reduce((a, d) => a + d.weight, 0) };
-    // Istio: a route with fault injection has neither timeout nor retries.
-    if (http.timeout !== undefined && !http.fault) action.timeout = durationFromMs(parseDurationMs(http.timeout) ?? 0);
-    const retry = http.fault ? undefined : retryPolicy(http);
-    if (retry) action.retry_policy = retry;
-    const mirrors: Array<{ destination: HTTPRoute['mirror'] & object; percent: number; path: Array<string | number> }> = [];
-    if (http.mirror) mirrors.push({ destination: http.mirror, percent: http.mirrorPercentage?.value ?? http.mirrorPercent ?? http.mirror_percent ?? 100, path: [...base, 'mirror'] });
-    (http.mirrors ?? []).forEach((m, k) => mirrors.push({ destination: m.destination, percent: m.percentage?.value ?? 100, path: [...base, 'mirrors', k] }));
-    if (mirrors.length > 0) {
-      action.request_mirror_policies = mirrors.map((m) => {
-        const host = completeHost(m.destination.host, vsNs);
-        const port = services.destinationPort(host, m.destination.port?.number) ?? listenerPort;
-        return { cluster: clusterName(port, m.destination.subset ?? '', host), runtime_fraction: { default_value: perMillion(m.percent) } };
-      });
-    }
-    if (http.rewrite?.uri !== undefined) action.prefix_rewrite = http.rewrite.uri;
-    if (http.rewrite?.uriRegexRewrite) action.regex_rewrite = { pattern: { regex: http.rewrite.uriRegexRewrite.match }, substitution: http.rewrite.uriRegexRewrite.rewrite };
-    if (http.rewrite?.authority !== undefined) action.host_rewrite_literal = http.rewrite.authority;
-    return { route: action };
-  }
-
   destinationRuleWarnings(ctx);
 
   // ---- Clusters and endpoints ----
-  const clusters = new Map<string, Cluster>();
-  const endpoints = new Map<string, ClusterLoadAssignment>();
-  for (const svc of services.sorted) {
-    const dr = drForHost(svc.host);
-    const { name: shortName, namespace: svcNs } = serviceNameAndNamespace(svc.host, svc.namespace);
-    for (const port of svc.ports) {
-      const subsets: Array<{ name: string; labels: Record<string, string>; policy: TrafficPolicy | undefined }> = [
-        { name: '', labels: {}, policy: dr?.spec.trafficPolicy },
-      ];
-      for (const s of dr?.spec.subsets ?? []) subsets.push({ name: s.name, labels: s.labels ?? {}, policy: mergePolicy(dr?.spec.trafficPolicy, s.trafficPolicy) });
-      for (const subset of subsets) {
-        const name = clusterName(port.number, subset.name, svc.host);
-        const policy = portPolicy(subset.policy, port.number);
-        clusters.set(name, buildCluster(name, svc, port.number, subset.name, shortName, svcNs, policy, dr ? `${dr.metadata.namespace}/${dr.metadata.name}` : ''));
-        endpoints.set(name, buildLoadAssignment(name, svc, port, subset.labels));
-      }
-    }
-  }
+  const upstream = buildClusters(ctx, needSpecialClusters);
+  const clusters = upstream.clusters;
+  const endpoints = upstream.endpoints;
+  for (const [name, s] of upstream.secrets) secrets.set(name, s);
   for (const f of afterClusters) f();
-  // The special clusters of a forward-proxy catch-all (Istio's names).
-  if (needSpecialClusters) {
-    for (const [name, kind] of [[BLACKHOLE_CLUSTER, 'blackhole'], [PASSTHROUGH_CLUSTER, 'passthrough']] as const) {
-      if (clusters.has(name)) continue;
-      clusters.set(name, {
-        name,
-        type: kind === 'blackhole' ? 'STATIC' : 'ORIGINAL_DST',
-        connect_timeout: durationFromMs(DEFAULT_CONNECT_TIMEOUT_MS),
-        lb_policy: kind === 'blackhole' ? 'ROUND_ROBIN' : 'CLUSTER_PROVIDED',
-        circuit_breakers: { thresholds: [{ max_connections: MAX_U32, max_pending_requests: MAX_U32, max_requests: MAX_U32, max_retries: MAX_U32 }] },
-        common_http_protocol_options: { idle_timeout: durationFromMs(DEFAULT_IDLE_TIMEOUT_MS), max_requests_per_connection: 0 },
-        metadata: { filter_metadata: { istio: { host: name, name, namespace: '', port: kind === 'passthrough' ? 80 : 0, subset: '', kind, destination_rule: '' } } },
-      });
-      endpoints.set(name, { cluster_name: name, endpoints: [] });
-    }
-  }
-
-  function buildCluster(name: string, svc: RegistryService, port: number, subset: string, shortName: string, svcNs: string, policy: TrafficPolicy | undefined, drName: string): Cluster {
-    const resolution = svc.resolution;
-    // DYNAMIC_DNS (Envoy's dynamic forward proxy: the request's host, resolved by DNS) is what
-    // Gatehouse's ORIGINAL_DST cluster does for NONE: connect to the request's own authority.
-    const type: Cluster['type'] = resolution === 'STATIC' ? 'EDS' : resolution === 'DNS' ? 'STRICT_DNS' : resolution === 'DNS_ROUND_ROBIN' ? 'LOGICAL_DNS' : 'ORIGINAL_DST';
-    const lb = policy?.loadBalancer;
-    let lb_policy: LbPolicy = 'ROUND_ROBIN';
-    let hash_policy: HashPolicy[] | undefined;
-    if (lb?.simple === 'LEAST_REQUEST' || lb?.simple === 'LEAST_CONN') lb_policy = 'LEAST_REQUEST';
-    else if (lb?.simple === 'RANDOM') lb_policy = 'RANDOM';
-    else if (lb?.simple === 'PASSTHROUGH') lb_policy = 'CLUSTER_PROVIDED';
-    else if (lb?.consistentHash) {
-      const ch = lb.consistentHash;
-      lb_policy = ch.maglev ? 'MAGLEV' : 'RING_HASH';
-      if (ch.httpHeaderName) hash_policy = [{ header: { header_name: ch.httpHeaderName.toLowerCase() } }];
-      else if (ch.httpCookie) {
-        const ttlMs = ch.httpCookie.ttl ? parseDurationMs(ch.httpCookie.ttl) : undefined;
-        hash_policy = [{ cookie: { name: ch.httpCookie.name, ...(ch.httpCookie.path ? { path: ch.httpCookie.path } : {}), ...(ttlMs !== undefined ? { ttl: durationFromMs(ttlMs) } : {}) } }];
-      } else if (ch.useSourceIp) hash_policy = [{ connection_properties: { source_ip: true } }];
-      else if (ch.httpQueryParameterName) hash_policy = [{ query_parameter: { name: ch.httpQueryParameterName } }];
-    }
-    const tcp = policy?.connectionPool?.tcp;
-    const http = policy?.connectionPool?.http;
-    const positiveOr = (v: number | undefined, dflt: number): number => (v !== undefined && v > 0 ? v : dflt);
-    const cluster: Cluster = {
-      name,
-      type,
-      connect_timeout: durationFromMs(tcp?.connectTimeout ? (parseDurationMs(tcp.connectTimeout) ?? DEFAULT_CONNECT_TIMEOUT_MS) : DEFAULT_CONNECT_TIMEOUT_MS),
-      lb_policy,
-      circuit_breakers: {
-        thresholds: [
-          {
-            // Istio applies a limit only when > 0 (0 reads as unset): otherwise effectively unlimited.
-            max_connections: positiveOr(tcp?.maxConnections, MAX_U32),
-            max_pending_requests: positiveOr(http?.http1MaxPendingRequests, MAX_U32),
-            max_requests: positiveOr(http?.http2MaxRequests, MAX_U32),
-            max_retries: positiveOr(http?.maxRetries, MAX_U32),
-          },
-        ],
-      },
-      common_http_protocol_options: {
-        idle_timeout: durationFromMs(http?.idleTimeout ? (parseDurationMs(http.idleTimeout) ?? DEFAULT_IDLE_TIMEOUT_MS) : DEFAULT_IDLE_TIMEOUT_MS),
-        max_requests_per_connection: http?.maxRequestsPerConnection ?? 0,
-      },
-      metadata: {
-        filter_metadata: {
-          istio: { host: svc.host, name: shortName, namespace: svcNs, port, subset, kind: 'service', destination_rule: drName, ...(hash_policy ? { hash_policy } : {}) },
-        },
-      },
-    };
-    if (type === 'EDS') cluster.eds_cluster_config = { service_name: name, eds_config: { ads: {}, resource_api_version: 'V3' } };
-    // Istio treats 0 as unset: Envoy's defaults (1024 ring entries, a 65537-slot Maglev table).
-    if (lb_policy === 'RING_HASH') cluster.ring_hash_lb_config = { minimum_ring_size: lb?.consistentHash?.ringHash?.minimumRingSize || lb?.consistentHash?.minimumRingSize || 1024 };
-    if (lb_policy === 'MAGLEV') cluster.maglev_lb_config = { table_size: lb?.consistentHash?.maglev?.tableSize || 65537 };
-    const od = policy?.outlierDetection;
-    if (od) {
-      // Istio: the deprecated consecutiveErrors counts gateway errors only (5xx enforcement off);
-      // consecutive5xxErrors / consecutiveGatewayErrors, when set, override; 0 turns a check off.
-      const legacy = (od.consecutiveErrors ?? 0) > 0 ? od.consecutiveErrors! : undefined;
-      const c5xx = od.consecutive5xxErrors ?? 5;
-      const cgw = od.consecutiveGatewayErrors ?? legacy ?? 0;
-      cluster.outlier_detection = {
-        consecutive_5xx: c5xx,
-        consecutive_gateway_failure: cgw,
-        enforcing_consecutive_5xx: od.consecutive5xxErrors === undefined && legacy !== undefined ? 0 : c5xx > 0 ? 100 : 0,
-        enforcing_consecutive_gateway_failure: cgw > 0 ? 100 : 0,
-        interval: durationFromMs(od.interval ? (parseDurationMs(od.interval) ?? 10_000) : 10_000),
-        base_ejection_time: durationFromMs(od.baseEjectionTime ? (parseDurationMs(od.baseEjectionTime) ?? 30_000) : 30_000),
-        // Istio passes it only when > 0; otherwise Envoy's default, 10%.
-        max_ejection_percent: od.maxEjectionPercent && od.maxEjectionPercent > 0 ? od.maxEjectionPercent : 10,
-        split_external_local_origin_errors: od.splitExternalLocalOriginErrors ?? false,
-        consecutive_local_origin_failure: od.consecutiveLocalOriginFailures ?? 5,
-      };
-      cluster.metadata.filter_metadata.istio.min_health_percent = od.minHealthPercent ?? 0;
-    }
-    // HTTP/2 upstreams (h2c, or h2 over TLS), as Istio decides: service ports with protocol GRPC,
-    // GRPC-WEB or HTTP2, and HTTP ports whose DestinationRule sets h2UpgradePolicy UPGRADE.
-    const portProtocol = svc.ports.find((p) => p.number === port)?.protocol ?? '';
-    if (HTTP2_PROTOCOLS.has(portProtocol) || (portProtocol === 'HTTP' && http?.h2UpgradePolicy === 'UPGRADE')) {
-      cluster.http2_protocol_options = http?.maxConcurrentStreams && http.maxConcurrentStreams > 0 ? { max_concurrent_streams: http.maxConcurrentStreams } : {};
-    }
-    const tls = policy?.tls;
-    const dr = tls ? drForHost(svc.host) : undefined;
-    // Problems with the rule's tls block, reported once per rule and field (many clusters share it).
-    const tlsWarn = (field: string | null, message: string): void => {
-      if (!dr) return;
-      const spec = dr.spec;
-      const found: Array<[Array<string | number>, TrafficPolicy | undefined]> = [[['spec', 'trafficPolicy'], spec.trafficPolicy]];
-      (spec.trafficPolicy?.portLevelSettings ?? []).forEach((pl, i) => found.push([['spec', 'trafficPolicy', 'portLevelSettings', i], pl]));
-      (spec.subsets ?? []).forEach((sub, i) => {
-        found.push([['spec', 'subsets', i, 'trafficPolicy'], sub.trafficPolicy]);
-        (sub.trafficPolicy?.portLevelSettings ?? []).forEach((pl, j) => found.push([['spec', 'subsets', i, 'trafficPolicy', 'portLevelSettings', j], pl]));
-      });
-      const base = found.find(([, tp]) => tp?.tls === tls)?.[0] ?? ['spec', 'trafficPolicy'];
-      const path = field ? [...base, 'tls', field] : [...base, 'tls'];
-      ctx.warnings.warnOnce(dr, path, message);
-    };
-    if (tls?.mode === 'ISTIO_MUTUAL') {
-      // Istio: the mesh identity over SDS (`default` certificate, `ROOTCA` trust anchor), the
-      // server checked against the mesh root and, only when subjectAltNames are given, its SANs;
-      // SNI `outbound_.<port>_.<subset>_.<host>` unless the rule sets one.
-      const sds = (n: string): SdsSecretConfig => ({ name: n, sds_config: { ads: {}, resource_api_version: 'V3' } });
-      cluster.transport_socket = {
-        name: 'envoy.transport_sockets.tls',
-        typed_config: {
-          sni: tls.sni || `outbound_.${port}_.${subset}_.${svc.host}`,
-          common_tls_context: {
-            tls_certificate_sds_secret_configs: [sds(MESH_CERT_SECRET)],
-            combined_validation_context: {
-              default_validation_context: tls.subjectAltNames?.length ? { match_subject_alt_names: tls.subjectAltNames.map((exact) => ({ exact })) } : {},
-              validation_context_sds_secret_config: sds(MESH_ROOT_SECRET),
-            },
-          },
-          ...(tls.insecureSkipVerify ? { insecure_skip_verify: true } : {}),
-        },
-      };
-    }
-    if (tls && (tls.mode === 'SIMPLE' || tls.mode === 'MUTUAL') && tls.credentialName) {
-      // A Secret in the gateway's namespace, over SDS as istiod names it (gateway-tls.ts); the
-      // secrets travel in the snapshot, so a changed Secret reaches new connections without a restart.
-      const c = upstreamCredential(tls, secretsByName, opts.namespace, []);
-      for (const note of c.notes) tlsWarn('credentialName', note);
-      if (c.cert) secrets.set(c.cert.secret.name, c.cert.secret);
-      if (c.ca) secrets.set(c.ca.secret.name, c.ca.secret);
-      const sans = tls.subjectAltNames ?? [];
-      cluster.transport_socket = {
-        name: 'envoy.transport_sockets.tls',
-        typed_config: {
-          ...(tls.sni ? { sni: tls.sni } : {}),
-          common_tls_context: {
-            // Istio names the Secret's certificate for MUTUAL only, and its CA unless insecureSkipVerify.
-            ...(c.certName ? { tls_certificate_sds_secret_configs: [sds(c.certName)] } : {}),
-            ...(c.caName ? { combined_validation_context: { default_validation_context: sans.length > 0 ? { match_subject_alt_names: sans.map((exact) => ({ exact })) } : {}, validation_context_sds_secret_config: sds(c.caName) } } : {}),
-          },
-          ...(tls.insecureSkipVerify ? { insecure_skip_verify: true } : {}),
-        },
-      };
-    } else if (tls && (tls.mode === 'SIMPLE' || tls.mode === 'MUTUAL')) {
-      if (tls.caCrl) tlsWarn('caCrl', 'caCrl is not enforced by Gatehouse yet; ignored');
-      // Certificate paths are relative to the DestinationRule's YAML file, like Gateway certificates.
-      const file = (p: string): string => (dr && !isAbsolute(p) ? resolvePath(dirname(dr.source.file), p) : p);
-      // Unusable files are reported here, at config time, not by each request (those fail with 503 UF).
-      const readPem = (field: string, p: string, kind: 'cert' | 'key'): string | null => {
-        let text: string;
-        try {
-          text = readFileSync(p, 'utf8');
-        } catch (err) {
-          tlsWarn(field, `cannot read ${p} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}); connections to this destination fail`);
-          return null;
-        }
-        try {
-          if (kind === 'cert') new X509Certificate(text);
-          else createPrivateKey(text);
-          return text;
-        } catch {
-          tlsWarn(field, `${p} is not a PEM ${kind === 'cert' ? 'certificate' : 'private key'}; connections to this destination fail`);
-          return null;
-        }
-      };
-      const mutual = tls.mode === 'MUTUAL' && tls.clientCertificate && tls.privateKey;
-      const ca = tls.caCertificates ? file(tls.caCertificates) : undefined;
-      const cert = mutual ? file(tls.clientCertificate!) : undefined;
-      const key = mutual ? file(tls.privateKey!) : undefined;
-      if (ca) readPem('caCertificates', ca, 'cert');
-      if (cert && key) {
-        const c = readPem('clientCertificate', cert, 'cert');
-        const k = readPem('privateKey', key, 'key');
-        if (c && k && !new X509Certificate(c).checkPrivateKey(createPrivateKey(k))) tlsWarn('privateKey', `${key} does not match the client certificate ${cert}; connections to this destination fail`);
-      }
-      cluster.transport_socket = {
-        name: 'envoy.transport_sockets.tls',
-        typed_config: {
-          ...(tls.sni ? { sni: tls.sni } : {}),
-          common_tls_context: {
-            ...(cert && key ? { tls_certificates: [{ certificate_chain: { filename: cert }, private_key: { filename: key } }] } : {}),
-            validation_context: {
-              ...(ca ? { trusted_ca: { filename: ca } } : {}),
-              ...(tls.subjectAltNames ? { match_subject_alt_names: tls.subjectAltNames.map((exact) => ({ exact })) } : {}),
-            },
-          },
-          ...(tls.insecureSkipVerify ? { insecure_skip_verify: true } : {}),
-        },
-      };
-    }
-    return cluster;
-  }
-
-  function buildLoadAssignment(name: string, svc: RegistryService, port: ServicePort, subsetLabels: Record<string, string>): ClusterLoadAssignment {
-    const byLocality = new Map<string, LbEndpoint[]>();
-    for (const ep of svc.endpoints) {
-      const labels = ep.labels ?? {};
-      if (!labelsMatch(subsetLabels, labels)) continue;
-      if (!ep.address) continue;
-      const epPort = ep.ports?.[port.name] ?? port.targetPort ?? port.number;
-      const locality = ep.locality ?? '';
-      const list = byLocality.get(locality) ?? [];
-      list.push({
-        endpoint: { address: { socket_address: { address: ep.address, port_value: epPort } } },
-        health_status: 'HEALTHY',
-        load_balancing_weight: ep.weight ?? 1,
-        metadata: { filter_metadata: { istio: { labels, workload: ep.workload, namespace: ep.workloadNamespace } } },
-      });
-      byLocality.set(locality, list);
-    }
-    return {
-      cluster_name: name,
-      endpoints: [...byLocality].map(([locality, lb_endpoints]) => {
-        const [region = '', zone = '', sub_zone = ''] = locality.split('/');
-        return { locality: { region, zone, sub_zone }, lb_endpoints, load_balancing_weight: lb_endpoints.reduce((a, e) => a + e.load_balancing_weight, 0), priority: 0 };
-      }),
-    };
-  }
 
   // ---- The sidecar view (xDS clients): VirtualServices bound to `mesh`, per client namespace ----
   const meshServices = virtualServices.filter((vs) => {
@@ -1067,7 +563,7 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
     let byPort = meshRoutes.get(i);
     if (!byPort) meshRoutes.set(i, (byPort = new Map()));
     let r = byPort.get(port);
-    if (!r) byPort.set(port, (r = buildHttpRoutes(meshServices[i]!, port, ['mesh'])));
+    if (!r) byPort.set(port, (r = buildHttpRoutes(ctx, meshServices[i]!, port, ['mesh'])));
     return r;
   };
 
@@ -1087,7 +583,7 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
         const routeName = clusterName(port.number, '', svc.host);
         const vsRoutes: Route[] = [];
         for (const i of order) vsRoutes.push(...meshRoutesFor(i, port.number));
-        if (vsRoutes.length === 0) vsRoutes.push(defaultMeshRoute(routeName, svc.host, port.number));
+        if (vsRoutes.length === 0) vsRoutes.push(defaultServiceRoute(ctx, routeName, svc.host, port.number));
         const names = sidecarNames(svc.host, clientNs);
         const domains = names.flatMap((n) => [n, `${n}:${port.number}`]);
         viewRoutes.set(routeName, {
@@ -1108,17 +604,6 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
       }
     }
     return { listeners: viewListeners, routes: viewRoutes };
-  }
-
-  function defaultMeshRoute(cluster: string, host: string, port: number): Route {
-    const retry = retryPolicy({});
-    return {
-      name: 'default',
-      match: { prefix: '/', case_sensitive: true, headers: [], query_parameters: [] },
-      route: { cluster, cluster_not_found_response_code: 'SERVICE_UNAVAILABLE', timeout: ZERO_DURATION, ...(retry ? { retry_policy: retry } : {}) },
-      metadata: { filter_metadata: { istio: { config: '' } } },
-      decorator: { operation: `${host}:${port}/*` },
-    };
   }
 
   const body = { listeners, routes: [...routes.values()], clusters: [...clusters.values()], endpoints: [...endpoints.values()], secrets: [...secrets.values()], sidecar: [...sidecar].map(([ns, v]) => [ns, [...v.listeners.values()], [...v.routes.values()]]), mesh: opts.mesh };
@@ -1170,157 +655,6 @@ function httpConnectionManager(routeName: string, mesh: MeshConfig): HttpConnect
     http_protocol_options: { accept_http_10: false },
     max_request_headers_kb: 60,
   };
-}
-
-function stringMatcher(m: StringMatch, ignoreCase = false): StringMatcher | undefined {
-  if (m.exact !== undefined) return { exact: m.exact, ...(ignoreCase ? { ignore_case: true } : {}) };
-  if (m.prefix !== undefined) return { prefix: m.prefix, ...(ignoreCase ? { ignore_case: true } : {}) };
-  if (m.regex !== undefined) return { safe_regex: { regex: m.regex } };
-  return undefined;
-}
-
-function routeMatch(m: HTTPMatchRequest | undefined): RouteMatch {
-  const match: RouteMatch = { case_sensitive: !m?.ignoreUriCase, headers: [], query_parameters: [] };
-  const uri = m?.uri;
-  if (uri?.exact !== undefined) match.path = uri.exact;
-  else if (uri?.regex !== undefined) match.safe_regex = { regex: uri.regex };
-  else match.prefix = uri?.prefix ?? '/';
-  const header = (name: string, sm: StringMatch, invert: boolean): HeaderMatcher => {
-    const string_match = stringMatcher(sm);
-    // `{}` (or an empty exact, as Istio reads it for headers) means "present".
-    const hm: HeaderMatcher = string_match && !(sm.exact === '' && Object.keys(sm).length === 1) ? { name, string_match } : { name, present_match: true };
-    if (invert) hm.invert_match = true;
-    return hm;
-  };
-  const headerOrClaim = (name: string, sm: StringMatch, invert: boolean): void => {
-    // Istio: a `@request.auth.claims...` key matches a claim of the verified JWT, not a header.
-    const claims = routingClaim(name);
-    if (claims === null) match.headers.push(header(name.toLowerCase(), sm, invert));
-    else {
-      const c = claimMatcher(claims, sm, invert);
-      if (c) (match.dynamic_metadata ??= []).push(c);
-    }
-  };
-  for (const [name, sm] of Object.entries(m?.headers ?? {})) headerOrClaim(name, sm, false);
-  for (const [name, sm] of Object.entries(m?.withoutHeaders ?? {})) headerOrClaim(name, sm, true);
-  if (m?.method) match.headers.push(header(':method', m.method, false));
-  if (m?.authority) match.headers.push(header(':authority', m.authority, false));
-  if (m?.scheme) match.headers.push(header(':scheme', m.scheme, false));
-  for (const [name, sm] of Object.entries(m?.queryParams ?? {})) {
-    const string_match = stringMatcher(sm);
-    const q: QueryParameterMatcher = string_match && !(sm.exact === '' && Object.keys(sm).length === 1) ? { name, string_match } : { name, present_match: true };
-    match.query_parameters.push(q);
-  }
-  return match;
-}
-
-/**
- * A JWT claim match as Istio emits it (MetadataMatcherForJWTClaims): the claim under the JWT
- * filter's `payload` metadata, matched as a string or, for a list claim, by any element.
- * `withoutHeaders` inverts it, so a request without a verified token matches. undefined for a
- * match without a value (validation refuses it; Envoy would reject the route).
- */
-function claimMatcher(claims: readonly string[], sm: StringMatch, invert: boolean): MetadataMatcher | undefined {
-  if (stringMatcher(sm) === undefined) return undefined;
-  const m: MetadataMatcher = {
-    filter: JWT_AUTHN_FILTER,
-    path: [JWT_PAYLOAD_METADATA_KEY, ...claims].map((key) => ({ key })),
-    value: { or_match: { value_matchers: [{ list_match: { one_of: { string_match: stringMatcher(sm)! } } }, { string_match: stringMatcher(sm)! }] } },
-  };
-  if (invert) m.invert = true;
-  return m;
-}
-
-/** Istio percentages (0-100, fractional) as Envoy's parts per million. */
-function perMillion(percent: number): FractionalPercent {
-  return { numerator: Math.round(Math.min(100, Math.max(0, percent)) * 10_000), denominator: 'MILLION' };
-}
-
-const GRPC_CODES = ['OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND', 'ALREADY_EXISTS', 'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION', 'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS', 'UNAUTHENTICATED'];
-
-/**
- * A delegate route's match merged into the delegating route's, as Istio merges them: the
- * delegate's conditions are added to the root's; a condition both set must agree (a delegate uri
- * must lie within the root's prefix). null when they conflict.
- */
-export function mergeMatch(root: HTTPMatchRequest | undefined, leaf: HTTPMatchRequest | undefined): HTTPMatchRequest | undefined | null {
-  if (!root) return leaf;
-  if (!leaf) return root;
-  const merged: HTTPMatchRequest = { ...root, ...leaf };
-  if (root.uri && leaf.uri) {
-    const r = root.uri;
-    const l = leaf.uri;
-    const within =
-      r.prefix !== undefined ? (l.prefix ?? l.exact ?? '\u0000').startsWith(r.prefix) : r.exact !== undefined ? l.exact === r.exact : r.regex !== undefined && l.regex === r.regex;
-    if (!within) return null;
-  }
-  for (const k of ['scheme', 'method', 'authority'] as const) {
-    if (root[k] && leaf[k] && JSON.stringify(root[k]) !== JSON.stringify(leaf[k])) return null;
-  }
-  if (root.port !== undefined && leaf.port !== undefined && root.port !== leaf.port) return null;
-  for (const k of ['headers', 'withoutHeaders', 'queryParams'] as const) {
-    const a = root[k];
-    const b = leaf[k];
-    if (!a || !b) continue;
-    for (const name of Object.keys(b)) if (a[name] && JSON.stringify(a[name]) !== JSON.stringify(b[name])) return null;
-    merged[k] = { ...a, ...b };
-  }
-  if (root.gateways) merged.gateways = root.gateways;
-  return merged;
-}
-
-function redirectCode(code: number): RedirectAction['response_code'] {
-  switch (code) {
-    case 302:
-      return 'FOUND';
-    case 303:
-      return 'SEE_OTHER';
-    case 307:
-      return 'TEMPORARY_REDIRECT';
-    case 308:
-      return 'PERMANENT_REDIRECT';
-    default:
-      return 'MOVED_PERMANENTLY';
-  }
-}
-
-function retryPolicy(http: HTTPRoute): RetryPolicy | undefined {
-  const r = http.retries;
-  if (r && r.attempts === 0) return undefined;
-  const policy: RetryPolicy = {
-    retry_on: DEFAULT_RETRY_ON,
-    num_retries: 2,
-    retry_host_predicate: [{ name: 'envoy.retry_host_predicates.previous_hosts' }],
-    host_selection_retry_max_attempts: 5,
-  };
-  if (!r) return policy;
-  if (r.attempts !== undefined) policy.num_retries = r.attempts;
-  if (r.retryOn !== undefined) {
-    const parts = r.retryOn.split(',').map((s) => s.trim()).filter(Boolean);
-    const codes = parts.filter((p) => /^\d+$/.test(p)).map(Number);
-    const conds = parts.filter((p) => !/^\d+$/.test(p));
-    if (codes.length > 0) {
-      if (!conds.includes('retriable-status-codes')) conds.push('retriable-status-codes');
-      policy.retriable_status_codes = codes;
-    }
-    policy.retry_on = conds.join(',');
-  }
-  if (r.perTryTimeout !== undefined) policy.per_try_timeout = durationFromMs(parseDurationMs(r.perTryTimeout) ?? 0);
-  if (r.retryIgnorePreviousHosts === false) delete policy.retry_host_predicate;
-  return policy;
-}
-
-function addHeaderOps(target: Route | WeightedCluster, ops: HeaderOperations | undefined, dir: 'request' | 'response'): void {
-  if (!ops) return;
-  const add: HeaderValueOption[] = [];
-  for (const [key, value] of Object.entries(ops.set ?? {})) add.push({ header: { key: key.toLowerCase(), value }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' });
-  for (const [key, value] of Object.entries(ops.add ?? {})) add.push({ header: { key: key.toLowerCase(), value }, append_action: 'APPEND_IF_EXISTS_OR_ADD' });
-  if (add.length > 0) target[`${dir}_headers_to_add`] = add;
-  if (ops.remove && ops.remove.length > 0) target[`${dir}_headers_to_remove`] = ops.remove.map((h) => h.toLowerCase());
-}
-
-function hasHeaderOps(w: WeightedCluster): boolean {
-  return !!(w.request_headers_to_add || w.request_headers_to_remove || w.response_headers_to_add || w.response_headers_to_remove);
 }
 
 function deepFreeze<T>(o: T): T {
