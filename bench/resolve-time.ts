@@ -1,26 +1,28 @@
 /**
  * resolve() before and after, in one process: `npx tsx bench/resolve-time.ts [ref]` extracts
- * `src/` of a git ref (default `main`) into bench/.resolve-baseline/<commit>/ and times its
- * resolve() against the working tree's, alternating, on the same parsed resources:
+ * `src/` of a git ref (default `main`) into bench/.resolve-baseline/<commit>/, copies the working
+ * tree's `src/` beside it (so that neither side shares module instances with the parser the bench
+ * itself uses), and times both resolve()s alternately on the same parsed resources:
  *  - swap10k: the config swap scenario of bench/run.ts (its Gateway and ServiceEntries, plus
  *    10,000 VirtualServices with two header-matched routes each, bound to the Gateway);
  *  - mesh1k: bench/xds.ts's build shape (1,000 services, each a ServiceEntry, a DestinationRule
  *    with two subsets and a VirtualService; every other VirtualService bound to `mesh` too).
  * Prints the median and minimum of RESOLVE_RUNS (default 7) runs per side. Asserts nothing.
+ * `node --expose-gc --import tsx bench/resolve-time.ts` collects garbage outside the timed runs.
  */
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseYamlText } from '../src/config/load.js';
 import { DEFAULT_MESH_CONFIG, type Resource } from '../src/config/types.js';
-import * as current from '../src/controlplane/resolve.js';
+import type * as Resolve from '../src/controlplane/resolve.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const REF = process.argv[2] ?? 'main';
 const RUNS = Math.max(1, Number(process.env.RESOLVE_RUNS) || 7);
-const OPTS: current.ResolveOptions = { labels: { istio: 'ingressgateway' }, namespace: 'istio-system', bind: '0.0.0.0', mesh: DEFAULT_MESH_CONFIG };
+const OPTS: Resolve.ResolveOptions = { labels: { istio: 'ingressgateway' }, namespace: 'istio-system', bind: '0.0.0.0', mesh: DEFAULT_MESH_CONFIG };
 
 function swap10k(): string {
   const docs = [
@@ -129,7 +131,15 @@ function parse(text: string): Resource[] {
   return resources;
 }
 
-async function baseline(): Promise<typeof current> {
+async function working(): Promise<typeof Resolve> {
+  const dir = path.join(REPO, 'bench', '.resolve-baseline', 'working-tree');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  cpSync(path.join(REPO, 'src'), path.join(dir, 'src'), { recursive: true });
+  return (await import(pathToFileURL(path.join(dir, 'src/controlplane/resolve.ts')).href)) as typeof Resolve;
+}
+
+async function baseline(): Promise<typeof Resolve> {
   const commit = execFileSync('git', ['rev-parse', REF], { cwd: REPO, encoding: 'utf8' }).trim();
   const dir = path.join(REPO, 'bench', '.resolve-baseline', commit);
   if (!existsSync(path.join(dir, 'src'))) {
@@ -137,12 +147,14 @@ async function baseline(): Promise<typeof current> {
     execFileSync('sh', ['-c', `git archive ${commit} src | tar -x -C ${JSON.stringify(dir)}`], { cwd: REPO });
   }
   console.log(`baseline: ${REF} (${commit.slice(0, 12)}), extracted in ${path.relative(REPO, dir)}`);
-  return (await import(pathToFileURL(path.join(dir, 'src/controlplane/resolve.ts')).href)) as typeof current;
+  return (await import(pathToFileURL(path.join(dir, 'src/controlplane/resolve.ts')).href)) as typeof Resolve;
 }
 
+const gc = (globalThis as { gc?: () => void }).gc;
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 const before = await baseline();
+const current = await working();
 const rows: string[] = ['| config | resources | before median (min) ms | after median (min) ms | after/before | same hash |', '|---|---:|---:|---:|---:|---|'];
 for (const [name, text] of [['swap10k', swap10k()], ['mesh1k', mesh1k()]] as const) {
   const resources = parse(text);
@@ -153,6 +165,8 @@ for (const [name, text] of [['swap10k', swap10k()], ['mesh1k', mesh1k()]] as con
   for (let i = 0; i < RUNS; i++) {
     for (const side of i % 2 === 0 ? (['before', 'after'] as const) : (['after', 'before'] as const)) {
       const impl = side === 'before' ? before : current;
+      // The previous run's garbage is collected outside the timed window (with --expose-gc).
+      gc?.();
       const t0 = performance.now();
       impl.resolve(resources, OPTS);
       times[side].push(performance.now() - t0);

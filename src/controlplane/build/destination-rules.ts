@@ -2,7 +2,7 @@
 // a subset's and a port's settings merge into the rule's traffic policy.
 import { completeHost, hostMatches } from '../../config/hosts.js';
 import type { DestinationRuleSpec, Resource, TrafficPolicy } from '../../config/types.js';
-import type { BuildContext, BuildInputs } from './context.js';
+import type { BuildInputs } from './inputs.js';
 import { exportedTo } from './visibility.js';
 
 export interface DestinationRuleIndex {
@@ -58,8 +58,8 @@ export function portPolicy(policy: TrafficPolicy | undefined, port: number): Tra
 }
 
 /** The traffic policy of one destination (host, subset, port), or undefined without a rule. */
-export function destinationPolicy(ctx: BuildContext, host: string, subset: string, port: number): TrafficPolicy | undefined {
-  const dr = ctx.destinationRules.forHost(host);
+export function destinationPolicy(rules: DestinationRuleIndex, host: string, subset: string, port: number): TrafficPolicy | undefined {
+  const dr = rules.forHost(host);
   if (!dr) return undefined;
   const sub = subset ? dr.spec.subsets?.find((x) => x.name === subset) : undefined;
   return portPolicy(mergePolicy(dr.spec.trafficPolicy, sub?.trafficPolicy), port);
@@ -71,7 +71,7 @@ const UNENFORCED: Array<[Array<string>, string]> = [
 ];
 
 /** Warnings for the settings of every DestinationRule that Gatehouse does not enforce. */
-export function destinationRuleWarnings({ config, warnings }: BuildContext): void {
+export function destinationRuleWarnings({ config, warnings }: BuildInputs): void {
   for (const dr of config.destinationRules) {
     const policies: Array<[Array<string | number>, TrafficPolicy | undefined]> = [[['spec', 'trafficPolicy'], dr.spec.trafficPolicy]];
     (dr.spec.subsets ?? []).forEach((s, i) => policies.push([['spec', 'subsets', i, 'trafficPolicy'], s.trafficPolicy]));

@@ -2,14 +2,8 @@
 // listeners builder applies it to the servers that verify client certificates).
 import type { Resource } from '../../config/types.js';
 import { resourceId } from '../../config/types.js';
-import type { BuildInputs } from './context.js';
+import type { BuildInputs, PeerAuthenticationSpec } from './inputs.js';
 import { labelsMatch } from './visibility.js';
-
-export interface PeerAuthenticationSpec {
-  selector?: { matchLabels?: Record<string, string> };
-  mtls?: { mode?: string };
-  portLevelMtls?: Record<string, { mode?: string }>;
-}
 
 export type MtlsMode = 'STRICT' | 'PERMISSIVE' | 'DISABLE';
 

@@ -6,7 +6,7 @@
 // ready EndpointSlice addresses with their Pod's labels). Builders read only this model.
 import { completeHost } from '../../config/hosts.js';
 import type { Resource, ServiceEntrySpec, WorkloadEntrySpec } from '../../config/types.js';
-import type { BuildInputs } from './context.js';
+import type { BuildInputs } from './inputs.js';
 import { labelsMatch } from './visibility.js';
 
 export interface ServicePort {

@@ -4,7 +4,7 @@
 import { parseDurationMs } from '../../config/duration.js';
 import type { HTTPRoute, Resource, VirtualServiceSpec } from '../../config/types.js';
 import { durationFromMs, type CorsPolicy, type FractionalPercent, type HttpFault, type Route, type StringMatcher } from '../snapshot.js';
-import type { Warn } from './context.js';
+import type { Warn } from './inputs.js';
 import { stringMatcher } from './route-match.js';
 
 const GRPC_CODES = ['OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND', 'ALREADY_EXISTS', 'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION', 'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS', 'UNAUTHENTICATED'];
