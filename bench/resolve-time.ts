@@ -7,13 +7,13 @@
  *    10,000 VirtualServices with two header-matched routes each, bound to the Gateway);
  *  - mesh1k: bench/xds.ts's build shape (1,000 services, each a ServiceEntry, a DestinationRule
  *    with two subsets and a VirtualService; every other VirtualService bound to `mesh` too).
- * Prints the median and minimum of RESOLVE_RUNS (default 7) runs per side. Asserts nothing.
+ * Prints the median and minimum CPU time (user + system of the process, so that other work on
+ * the machine counts less than in wall time) of RESOLVE_RUNS (default 7) runs per side. Asserts nothing.
  * `node --expose-gc --import tsx bench/resolve-time.ts` collects garbage outside the timed runs.
  */
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseYamlText } from '../src/config/load.js';
 import { DEFAULT_MESH_CONFIG, type Resource } from '../src/config/types.js';
@@ -153,23 +153,32 @@ async function baseline(): Promise<typeof Resolve> {
 const gc = (globalThis as { gc?: () => void }).gc;
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
+// Which side is loaded and warmed first (RESOLVE_FIRST=after swaps them), to see any bias of the order.
+const afterFirst = process.env.RESOLVE_FIRST === 'after';
+const current = afterFirst ? await working() : undefined;
 const before = await baseline();
-const current = await working();
-const rows: string[] = ['| config | resources | before median (min) ms | after median (min) ms | after/before | same hash |', '|---|---:|---:|---:|---:|---|'];
+const after = current ?? (await working());
+const rows: string[] = ['| config | resources | before median (min) CPU ms | after median (min) CPU ms | after/before | same hash |', '|---|---:|---:|---:|---:|---|'];
 for (const [name, text] of [['swap10k', swap10k()], ['mesh1k', mesh1k()]] as const) {
   const resources = parse(text);
   const times = { before: [] as number[], after: [] as number[] };
-  let hashes = { before: '', after: '' };
+  const hashes = { before: '', after: '' };
   // Warm both (JIT), then alternate so that drift hits both sides alike.
-  hashes = { before: before.resolve(resources, OPTS).hash, after: current.resolve(resources, OPTS).hash };
+  for (let i = 0; i < 3; i++) {
+    if (afterFirst) hashes.after = after.resolve(resources, OPTS).hash;
+    hashes.before = before.resolve(resources, OPTS).hash;
+    if (!afterFirst) hashes.after = after.resolve(resources, OPTS).hash;
+  }
   for (let i = 0; i < RUNS; i++) {
-    for (const side of i % 2 === 0 ? (['before', 'after'] as const) : (['after', 'before'] as const)) {
-      const impl = side === 'before' ? before : current;
+    for (const side of (i % 2 === 0) !== afterFirst ? (['before', 'after'] as const) : (['after', 'before'] as const)) {
+      const impl = side === 'before' ? before : after;
       // The previous run's garbage is collected outside the timed window (with --expose-gc).
       gc?.();
-      const t0 = performance.now();
+      // CPU time of this process, not wall time: other processes on the box do not count.
+      const c0 = process.cpuUsage();
       impl.resolve(resources, OPTS);
-      times[side].push(performance.now() - t0);
+      const c = process.cpuUsage(c0);
+      times[side].push((c.user + c.system) / 1000);
     }
   }
   const b = median(times.before);

@@ -67,7 +67,14 @@ export interface BuildInputs {
 }
 
 export function configByKind(resources: readonly Resource[]): ConfigByKind {
-  const of = <S>(kind: string): Array<Resource<S>> => resources.filter((r) => r.kind === kind) as Array<Resource<S>>;
+  const byKind = new Map<string, Resource[]>();
+  // One pass, each kind in config order (large configs have tens of thousands of resources).
+  for (const r of resources) {
+    const list = byKind.get(r.kind);
+    if (list) list.push(r);
+    else byKind.set(r.kind, [r]);
+  }
+  const of = <S>(kind: string): Array<Resource<S>> => (byKind.get(kind) ?? []) as Array<Resource<S>>;
   return {
     all: resources,
     gateways: of('Gateway'),
