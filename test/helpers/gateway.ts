@@ -122,7 +122,10 @@ export async function startGateway(opts: StartOptions): Promise<GatewayProcess> 
     },
   };
   if (opts.waitReady === false) return g;
-  const deadline = Date.now() + (opts.readyTimeoutMs ?? 10_000);
+  // --kubernetes loads @kubernetes/client-node (~0.8 s alone) and lists every kind first: on a
+  // loaded 2-core machine that alone has taken more than 10 s.
+  const readyTimeoutMs = opts.readyTimeoutMs ?? (opts.kubeconfig ? 30_000 : 10_000);
+  const deadline = Date.now() + readyTimeoutMs;
   for (;;) {
     if (exitedWith !== undefined) {
       await g.stop();
@@ -136,7 +139,7 @@ export async function startGateway(opts: StartOptions): Promise<GatewayProcess> 
     }
     if (Date.now() > deadline) {
       await g.stop();
-      throw new Error(`gateway not ready after ${opts.readyTimeoutMs ?? 10_000} ms:\n${all}`);
+      throw new Error(`gateway not ready after ${readyTimeoutMs} ms:\n${all}`);
     }
     await sleep(25);
   }

@@ -4,7 +4,10 @@
 // server going away and coming back, RBAC and missing CRDs, readiness held until the first sync,
 // a credentialName Secret rotated.
 import { connect, type PeerCertificate } from 'node:tls';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+
+// Each gateway here starts with --kubernetes (see the ready timeout in test/helpers/gateway.ts).
+vi.setConfig({ testTimeout: 60_000, hookTimeout: 60_000 });
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
