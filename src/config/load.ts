@@ -234,8 +234,8 @@ function toResource(
 
 /** Whether a partial apiVersion/kind points at something Gatehouse reads (then a missing half is an error). */
 function namesReadKind(apiVersion: string, kind: string): boolean {
-  if (kind) return readsKind(`networking.istio.io/v1`, kind) || readsKind('security.istio.io/v1', kind) || readsKind('v1', kind);
-  return apiVersion.startsWith('networking.istio.io/') || apiVersion.startsWith('security.istio.io/');
+  if (kind) return readsKind(`networking.istio.io/v1`, kind) || readsKind('security.istio.io/v1', kind) || readsKind('telemetry.istio.io/v1', kind) || readsKind('v1', kind);
+  return apiVersion.startsWith('networking.istio.io/') || apiVersion.startsWith('security.istio.io/') || apiVersion.startsWith('telemetry.istio.io/');
 }
 
 function isStringMap(v: unknown): v is Record<string, string> {

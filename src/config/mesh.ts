@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { parse } from 'yaml';
 import { DEFAULT_MESH_CONFIG, type MeshConfig, type Problem, type Resource } from './types.js';
+import { meshConfigProblems } from './validate.js';
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -53,18 +54,39 @@ export function applyMeshObject(base: MeshConfig, obj: unknown, where: (field: s
     if (Array.isArray(obj.extensionProviders)) mesh.extensionProviders = obj.extensionProviders;
     else fail('extensionProviders', 'must be a list');
   }
+  if (obj.defaultProviders !== undefined) {
+    const dp = obj.defaultProviders;
+    const names = (v: unknown): v is string[] => v === undefined || (Array.isArray(v) && v.every((x) => typeof x === 'string'));
+    if (isObject(dp) && names(dp.tracing) && names(dp.metrics) && names(dp.accessLogging)) {
+      mesh.defaultProviders = {
+        ...(dp.tracing ? { tracing: dp.tracing as string[] } : {}),
+        ...(dp.metrics ? { metrics: dp.metrics as string[] } : {}),
+        ...(dp.accessLogging ? { accessLogging: dp.accessLogging as string[] } : {}),
+      };
+    } else fail('defaultProviders', 'must be a mapping of tracing, metrics, accessLogging to lists of provider names');
+  }
+  if (obj.enableTracing !== undefined) {
+    if (typeof obj.enableTracing === 'boolean') mesh.enableTracing = obj.enableTracing;
+    else fail('enableTracing', 'must be true or false');
+  }
   return { mesh, problems };
 }
 
 export function loadMeshConfigFile(file: string): { mesh: MeshConfig; problems: Problem[] } {
   const at = (): Omit<Problem, 'message' | 'path'> => ({ file, line: 1, resource: '', severity: 'error' });
   let obj: unknown;
+  let text: string;
   try {
-    obj = parse(readFileSync(file, 'utf8'));
+    text = readFileSync(file, 'utf8');
+    obj = parse(text);
   } catch (e) {
     return { mesh: DEFAULT_MESH_CONFIG, problems: [{ ...at(), path: '', message: `cannot read mesh config: ${(e as Error).message}` }] };
   }
-  return applyMeshObject(DEFAULT_MESH_CONFIG, obj, at);
+  const r = applyMeshObject(DEFAULT_MESH_CONFIG, obj, at);
+  // The schema's problems carry their own lines; a field applyMeshObject also refused is said once.
+  const checked = meshConfigProblems(text, { file, resource: '', prefix: [], keyLine: 0, block: true });
+  const said = new Set(checked.filter((p) => p.severity === 'error').map((p) => p.path));
+  return { mesh: r.mesh, problems: [...checked, ...r.problems.filter((p) => !said.has(p.path))] };
 }
 
 /** The mesh config from a ConfigMap `istio` among the resources, overlaid on `base`. */

@@ -3,6 +3,7 @@
 // Rules that need only the object they sit on live here; rules that need other resources live in
 // validate-refs.ts.
 import { isIP } from 'node:net';
+import { celProblem } from './cel.js';
 import { isValidHostPattern } from './hosts.js';
 import { claimKeyProblem, routingClaim } from './jwt-claims.js';
 import {
@@ -988,7 +989,126 @@ export const secretDocument = obj(
 
 export const configMapDocument = obj({ ...k8sEnvelope, data: map(str(), configKeyProblem), binaryData: map(base64(), configKeyProblem) });
 
-/** The parts of MeshConfig (ConfigMap `istio`, key `mesh`) Gatehouse reads; other fields are left alone. */
+// ---- telemetry.istio.io Telemetry ----------------------------------------------------------------
+
+const workloadMode = oneOf(['CLIENT_AND_SERVER', 'CLIENT', 'SERVER']);
+const providerRefs = refine(list(obj({ name: req(nonEmptyStr()) })));
+/** Only the first provider of a tracing entry is used, in Istio as here. */
+const tracingProviders = refine(providerRefs, (v, path, out) => {
+  if (asArr(v).length > 1) out.warn([...path, 1], 'only one tracing provider per entry is used (the first), as in Istio');
+});
+const customTag = obj(
+  {
+    literal: obj({ value: req(str()) }),
+    environment: obj({ name: req(nonEmptyStr()), defaultValue: str() }),
+    header: obj({ name: req(str(headerNameProblem)), defaultValue: str() }),
+    formatter: obj({ value: req(nonEmptyStr()) }),
+  },
+  exactlyOne('literal', 'environment', 'header', 'formatter'),
+);
+const tracing = obj({
+  match: obj({ mode: workloadMode }),
+  providers: tracingProviders,
+  randomSamplingPercentage: num(0, 100),
+  disableSpanReporting: bool(),
+  customTags: map(customTag),
+  useRequestIdForTraceSampling: bool(),
+  enableIstioTags: bool(),
+  disableContextPropagation: bool(),
+});
+export const ISTIO_METRICS = [
+  'ALL_METRICS', 'REQUEST_COUNT', 'REQUEST_DURATION', 'REQUEST_SIZE', 'RESPONSE_SIZE', 'TCP_OPENED_CONNECTIONS', 'TCP_CLOSED_CONNECTIONS',
+  'TCP_SENT_BYTES', 'TCP_RECEIVED_BYTES', 'GRPC_REQUEST_MESSAGES', 'GRPC_RESPONSE_MESSAGES',
+] as const;
+/** A metric tag value: a CEL expression over Envoy's attributes (Istio's stats plugin). */
+const celValue = str((v) => (v === '' ? undefined : celProblem(v, 'any')));
+const tagOverride = obj({ operation: oneOf(['UPSERT', 'REMOVE']), value: celValue }, (o, path, out) => {
+  if (o.operation === 'UPSERT' && (typeof o.value !== 'string' || o.value === '')) out.error(has(o, 'value') ? [...path, 'value'] : path, 'value must be set when operation is UPSERT');
+  if (o.operation === 'REMOVE' && has(o, 'value')) out.error([...path, 'value'], 'value must not be set when operation is REMOVE');
+});
+const metricsOverride = obj({
+  match: obj({ metric: oneOf(ISTIO_METRICS), customMetric: nonEmptyStr(), mode: workloadMode }, atMostOne('metric', 'customMetric')),
+  disabled: bool(),
+  tagOverrides: map(tagOverride, (k) => (k === '' ? 'tag name must not be empty' : undefined)),
+});
+const metrics = obj({
+  providers: providerRefs,
+  overrides: list(metricsOverride),
+  reportingInterval: ignored(duration({ min: 1 }), 'Gatehouse reports TCP metrics as bytes flow, not at an interval'),
+});
+const accessLogging = obj({
+  match: obj({ mode: workloadMode }),
+  providers: providerRefs,
+  disabled: bool(),
+  filter: obj({ expression: str((v) => celProblem(v, 'bool')) }),
+});
+const telemetryTargetRefs = refine(list(targetRef), (v, path, out) => {
+  if (asArr(v).length > 16) out.error(path, 'at most 16 targetRefs');
+});
+
+export const telemetrySpec = obj(
+  { selector, targetRef, targetRefs: telemetryTargetRefs, tracing: list(tracing), metrics: list(metrics), accessLogging: list(accessLogging) },
+  workloadTarget,
+);
+
+// ---- MeshConfig ------------------------------------------------------------------------------------
+
+const providerHeaders = list(obj({ name: req(str(headerNameProblem)), value: headerValue(), envName: nonEmptyStr() }, atMostOne('value', 'envName')));
+const collectorPath = str((p) => (p.startsWith('/') ? headerValueProblem(p) : `must be a path starting with "/", got ${quote(p)}`));
+const collectorService = str((h) => (h === '' ? 'must name the collector service' : hostProblem(h.includes('/') ? h.slice(h.indexOf('/') + 1) : h)));
+const zipkinProvider = obj({
+  service: req(collectorService),
+  port: req(port()),
+  maxTagLength: int(0),
+  enable64bitTraceId: bool(),
+  path: collectorPath,
+  traceContextOption: oneOf(['USE_B3', 'USE_B3_WITH_W3C_PROPAGATION']),
+  timeout: duration({ min: 1 }),
+  headers: providerHeaders,
+});
+const openTelemetryProvider = obj(
+  {
+    service: req(collectorService),
+    port: req(port()),
+    maxTagLength: int(0),
+    http: obj({ path: collectorPath, timeout: duration({ min: 1 }), headers: providerHeaders }),
+    grpc: obj({ timeout: duration({ min: 1 }), initialMetadata: providerHeaders }),
+    resourceDetectors: ignored(any(), 'OpenTelemetry resource detectors are not implemented by Gatehouse'),
+    dynatraceSampler: ignored(any(), 'the Dynatrace sampler is not implemented by Gatehouse'),
+    serviceAttributeEnrichment: ignored(any(), 'service attribute enrichment is not implemented by Gatehouse'),
+  },
+  atMostOne('http', 'grpc'),
+);
+const fileAccessLogProvider = obj({
+  path: str(),
+  logFormat: obj({ text: str(), labels: map(any()) }, atMostOne('text', 'labels')),
+  omitEmptyValues: bool(),
+});
+/** The provider kinds of an extensionProviders entry (one each); those not listed here are left to the code that reads them. */
+const PROVIDER_KINDS = [
+  'envoyExtAuthzHttp', 'envoyExtAuthzGrpc', 'zipkin', 'lightstep', 'datadog', 'stackdriver', 'opencensus', 'skywalking', 'opentelemetry',
+  'prometheus', 'envoyFileAccessLog', 'envoyHttpAls', 'envoyTcpAls', 'envoyOtelAls', 'sds',
+];
+const extensionProvider = looseObj(
+  { name: req(nonEmptyStr()), zipkin: zipkinProvider, opentelemetry: openTelemetryProvider, envoyFileAccessLog: fileAccessLogProvider, prometheus: obj({}) },
+  (o, path, out) => {
+    const kinds = setKeys(o, PROVIDER_KINDS);
+    if (kinds.length === 0) out.error(path, `must set one provider: ${PROVIDER_KINDS.join(', ')}`);
+    else if (kinds.length > 1) out.error([...path, kinds[1]!], `set only one provider (found ${kinds.join(' and ')})`);
+  },
+);
+const extensionProviders = refine(list(extensionProvider), (v, path, out) => {
+  const seen = new Set<string>();
+  asArr(v).forEach((p, i) => {
+    const name = asStr(asObj(p).name);
+    if (name === undefined) return;
+    if (seen.has(name)) out.error([...path, i, 'name'], `duplicate extension provider name ${quote(name)}`);
+    seen.add(name);
+  });
+});
+const providerNames = list(nonEmptyStr());
+
+/** The parts of MeshConfig (ConfigMap `istio`, key `mesh`, or `--mesh-config`) Gatehouse reads; other fields are left alone. */
 export const meshConfigSchema = looseObj({
   rootNamespace: str(dnsLabel('namespace')),
   trustDomain: str(),
@@ -996,10 +1116,17 @@ export const meshConfigSchema = looseObj({
   accessLogFile: str(),
   accessLogEncoding: oneOf(['TEXT', 'JSON']),
   accessLogFormat: str(),
+  enableTracing: bool(),
   defaultConfig: looseObj({
-    tracing: looseObj({ sampling: num(0, 100) }),
+    tracing: looseObj({
+      sampling: num(0, 100),
+      custom_tags: map(customTag),
+      customTags: map(customTag),
+      max_path_tag_length: int(0),
+      maxPathTagLength: int(0),
+    }),
     gatewayTopology: looseObj({ numTrustedProxies: int(0) }),
   }),
-  extensionProviders: list(map(any())),
+  extensionProviders,
+  defaultProviders: obj({ tracing: providerNames, metrics: providerNames, accessLogging: providerNames }),
 });
-

@@ -411,9 +411,79 @@ export interface MeshConfig {
   accessLogFile: string;
   accessLogEncoding: 'TEXT' | 'JSON';
   accessLogFormat: string;
-  defaultConfig: { tracing?: { sampling?: number }; gatewayTopology?: { numTrustedProxies?: number } };
+  defaultConfig: { tracing?: ProxyTracingConfig; gatewayTopology?: { numTrustedProxies?: number } };
   extensionProviders: unknown[];
   trustDomain: string;
+  /**
+   * The providers the Telemetry API uses where a Telemetry names none (istio's `defaultProviders`).
+   * Optional so that a mesh config without it reads (and hashes) as before.
+   */
+  defaultProviders?: { tracing?: string[]; metrics?: string[]; accessLogging?: string[] };
+  /** Istio's `enableTracing` (default true): tracing when no Telemetry configures it. */
+  enableTracing?: boolean;
+}
+
+/** ProxyConfig `tracing` (mesh config `defaultConfig.tracing`): the legacy tracing settings Gatehouse reads. */
+export interface ProxyTracingConfig {
+  /** Percent of requests sampled when nothing else decides (Istio's default 1). */
+  sampling?: number;
+  /** Custom tags (literal, environment, header), as the Telemetry API's. */
+  custom_tags?: Record<string, TelemetryCustomTag>;
+  customTags?: Record<string, TelemetryCustomTag>;
+  max_path_tag_length?: number;
+  maxPathTagLength?: number;
+  [other: string]: unknown;
+}
+
+// ---------------------------------------------------------------------------------------------
+// telemetry.istio.io Telemetry (v1, v1alpha1)
+
+export type WorkloadMode = 'CLIENT_AND_SERVER' | 'CLIENT' | 'SERVER';
+
+export interface TelemetryCustomTag {
+  literal?: { value: string };
+  environment?: { name: string; defaultValue?: string };
+  header?: { name: string; defaultValue?: string };
+  formatter?: { value: string };
+}
+
+export interface TelemetryTracing {
+  match?: { mode?: WorkloadMode };
+  providers?: Array<{ name: string }>;
+  randomSamplingPercentage?: number;
+  disableSpanReporting?: boolean;
+  customTags?: Record<string, TelemetryCustomTag>;
+  useRequestIdForTraceSampling?: boolean;
+  enableIstioTags?: boolean;
+  disableContextPropagation?: boolean;
+}
+
+export interface TelemetryMetricsOverride {
+  match?: { metric?: string; customMetric?: string; mode?: WorkloadMode };
+  disabled?: boolean;
+  tagOverrides?: Record<string, { operation?: 'UPSERT' | 'REMOVE'; value?: string }>;
+}
+
+export interface TelemetryMetrics {
+  providers?: Array<{ name: string }>;
+  overrides?: TelemetryMetricsOverride[];
+  reportingInterval?: string;
+}
+
+export interface TelemetryAccessLogging {
+  match?: { mode?: WorkloadMode };
+  providers?: Array<{ name: string }>;
+  disabled?: boolean;
+  filter?: { expression?: string };
+}
+
+export interface TelemetrySpec {
+  selector?: { matchLabels?: Record<string, string> };
+  targetRef?: unknown;
+  targetRefs?: unknown[];
+  tracing?: TelemetryTracing[];
+  metrics?: TelemetryMetrics[];
+  accessLogging?: TelemetryAccessLogging[];
 }
 
 export const DEFAULT_MESH_CONFIG: MeshConfig = Object.freeze({
@@ -432,11 +502,13 @@ export const NETWORKING_KINDS = ['Gateway', 'VirtualService', 'DestinationRule',
 export const SECURITY_KINDS = ['PeerAuthentication', 'RequestAuthentication', 'AuthorizationPolicy'] as const;
 export const NETWORKING_VERSIONS = ['networking.istio.io/v1', 'networking.istio.io/v1beta1', 'networking.istio.io/v1alpha3'] as const;
 export const SECURITY_VERSIONS = ['security.istio.io/v1', 'security.istio.io/v1beta1'] as const;
+export const TELEMETRY_VERSIONS = ['telemetry.istio.io/v1', 'telemetry.istio.io/v1alpha1'] as const;
 
 /** Whether Gatehouse reads documents of this apiVersion and kind (any other is ignored with one warning). */
 export function readsKind(apiVersion: string, kind: string): boolean {
   if ((NETWORKING_VERSIONS as readonly string[]).includes(apiVersion)) return (NETWORKING_KINDS as readonly string[]).includes(kind);
   if ((SECURITY_VERSIONS as readonly string[]).includes(apiVersion)) return (SECURITY_KINDS as readonly string[]).includes(kind);
+  if ((TELEMETRY_VERSIONS as readonly string[]).includes(apiVersion)) return kind === 'Telemetry';
   return apiVersion === 'v1' && (kind === 'Secret' || kind === 'ConfigMap');
 }
 

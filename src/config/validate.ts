@@ -3,11 +3,11 @@
 // schema-istio.ts, cross-resource checks in validate-refs.ts.
 import { LineCounter, isMap, isPair, isScalar, isSeq, parseDocument, type Document, type Node } from 'yaml';
 import type { FieldPath, Problem, Resource } from './types.js';
-import { NETWORKING_VERSIONS, SECURITY_VERSIONS, describeSource, formatPath, readsKind, resourceId } from './types.js';
+import { NETWORKING_VERSIONS, SECURITY_VERSIONS, TELEMETRY_VERSIONS, describeSource, formatPath, readsKind, resourceId } from './types.js';
 import { asObj, type Schema } from './schema.js';
 import {
   authorizationPolicySpec, configMapDocument, destinationRuleSpec, gatewaySpec, meshConfigSchema, peerAuthenticationSpec,
-  requestAuthenticationSpec, secretDocument, serviceEntrySpec, sidecarSpec, virtualServiceSpec, workloadEntrySpec,
+  requestAuthenticationSpec, secretDocument, serviceEntrySpec, sidecarSpec, telemetrySpec, virtualServiceSpec, workloadEntrySpec,
 } from './schema-istio.js';
 import { endpointSliceDocument, podDocument, serviceDocument } from './schema-kube.js';
 import { crossCheck, reporterFor } from './validate-refs.js';
@@ -54,6 +54,7 @@ const KINDS: Readonly<Record<string, KindDef>> = {
   PeerAuthentication: { apiVersions: SECURITY, schema: peerAuthenticationSpec, root: 'spec' },
   RequestAuthentication: { apiVersions: SECURITY, schema: requestAuthenticationSpec, root: 'spec' },
   AuthorizationPolicy: { apiVersions: SECURITY, schema: authorizationPolicySpec, root: 'spec' },
+  Telemetry: { apiVersions: TELEMETRY_VERSIONS, schema: telemetrySpec, root: 'spec' },
   Secret: { apiVersions: ['v1'], schema: secretDocument, root: 'document' },
   ConfigMap: { apiVersions: ['v1'], schema: configMapDocument, root: 'document', extra: checkIstioConfigMap },
   Service: { apiVersions: ['v1'], schema: serviceDocument, root: 'document', apiOnly: true },
@@ -139,37 +140,47 @@ function checkIstioConfigMap(r: Resource, problems: Problem[]): void {
   if (typeof mesh !== 'string') return;
   const keyLine = r.source.lineOf(['data', 'mesh']);
   // A multi-line value is a block scalar (`mesh: |`): its first line is the line after the key.
-  const block = mesh.includes('\n');
+  problems.push(...meshConfigProblems(mesh, { file: r.source.file, resource: resourceId(r), prefix: ['data', 'mesh'], keyLine, block: mesh.includes('\n') }));
+}
+
+/**
+ * Every problem of MeshConfig YAML text, at its own line: in a ConfigMap's `data.mesh` (lines
+ * counted from `keyLine`, paths under `prefix`), or a whole `--mesh-config` file (keyLine 0, block).
+ */
+export function meshConfigProblems(text: string, at: { file: string; resource: string; prefix: FieldPath; keyLine: number; block: boolean }): Problem[] {
+  const problems: Problem[] = [];
+  const { keyLine, block } = at;
   const lineCounter = new LineCounter();
-  const doc = parseDocument(mesh, { lineCounter, prettyErrors: false, uniqueKeys: true });
-  const lastLine = keyLine + mesh.replace(/\n+$/, '').split('\n').length;
+  const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const lastLine = keyLine + text.replace(/\n+$/, '').split('\n').length;
   const lineAt = (offset: number): number => (block ? Math.min(keyLine + lineCounter.linePos(offset).line, lastLine) : keyLine);
   const push = (severity: Problem['severity'], inner: FieldPath, line: number, message: string): void => {
-    problems.push({ file: r.source.file, line, resource: resourceId(r), path: formatPath(['data', 'mesh', ...inner]), message, severity });
+    problems.push({ file: at.file, line, resource: at.resource, path: formatPath([...at.prefix, ...inner]), message, severity });
   };
   if (doc.errors.length > 0) {
     for (const e of doc.errors) push('error', [], lineAt(e.pos[0]), `invalid mesh config YAML: ${e.message.split('\n')[0] ?? e.message}`);
-    return;
+    return problems;
   }
   let value: unknown;
   try {
     value = doc.toJS({ maxAliasCount: 100 });
   } catch (e) {
-    push('error', [], keyLine, `invalid mesh config YAML: ${(e as Error).message}`);
-    return;
+    push('error', [], Math.max(keyLine, 1), `invalid mesh config YAML: ${(e as Error).message}`);
+    return problems;
   }
-  if (value === null || value === undefined) return;
+  if (value === null || value === undefined) return problems;
   const lineOf = (path: FieldPath): number => {
     for (let n = path.length; n >= 0; n--) {
       const node = nodeAt(doc, path.slice(0, n));
       if (node?.range) return lineAt(node.range[0]);
     }
-    return keyLine;
+    return Math.max(keyLine, 1);
   };
   meshConfigSchema.check(value, [], {
     error: (p, m) => push('error', p, lineOf(p), m),
     warn: (p, m) => push('warning', p, lineOf(p), m),
   });
+  return problems;
 }
 
 /** The node at a path, pointing at the key for the last segment (the line the field name is on). */

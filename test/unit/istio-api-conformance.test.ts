@@ -9,7 +9,7 @@ import { formatProblem } from '../../src/config/types.js';
 import { validate } from '../../src/config/validate.js';
 import {
   authorizationPolicySpec, destinationRuleSpec, gatewaySpec, peerAuthenticationSpec, requestAuthenticationSpec, serviceEntrySpec,
-  sidecarSpec, virtualServiceSpec, workloadEntrySpec,
+  sidecarSpec, telemetrySpec, virtualServiceSpec, workloadEntrySpec,
 } from '../../src/config/schema-istio.js';
 import { specFields, type ApiField } from '../helpers/istio-api-fields.js';
 
@@ -23,6 +23,7 @@ const KINDS: Array<{ group: string; kind: string; schema: Schema; versions: stri
   { group: 'security.istio.io', kind: 'AuthorizationPolicy', schema: authorizationPolicySpec, versions: ['v1', 'v1beta1'] },
   { group: 'security.istio.io', kind: 'RequestAuthentication', schema: requestAuthenticationSpec, versions: ['v1', 'v1beta1'] },
   { group: 'security.istio.io', kind: 'PeerAuthentication', schema: peerAuthenticationSpec, versions: ['v1', 'v1beta1'] },
+  { group: 'telemetry.istio.io', kind: 'Telemetry', schema: telemetrySpec, versions: ['v1', 'v1alpha1'] },
 ];
 
 /**
@@ -151,6 +152,9 @@ describe('the API field reader', () => {
     );
     expect(paths('networking.istio.io', 'VirtualService')).toEqual(expect.arrayContaining(['spec.http[].match[].headers.*.exact', 'spec.tcp[].route[].weight']));
     expect(paths('security.istio.io', 'AuthorizationPolicy')).toEqual(expect.arrayContaining(['spec.rules[].from[].source.serviceAccounts[]', 'spec.rules[].when[].key']));
+    expect(paths('telemetry.istio.io', 'Telemetry')).toEqual(
+      expect.arrayContaining(['spec.accessLogging[].filter.expression', 'spec.metrics[].overrides[].tagOverrides.*.operation', 'spec.tracing[].customTags.*.header.defaultValue']),
+    );
   });
 });
 
@@ -292,6 +296,49 @@ spec:
   - issuer: https://issuer.example.com
     jwks_uri: https://issuer.example.com/jwks
     spaceDelimitedClaims: [roles, custom_scope]
+---
+apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  accessLogging:
+  - providers: [{name: envoy}]
+    filter: {expression: "response.code >= 400 || request.headers['x-debug'] == '1'"}
+    match: {mode: CLIENT}
+  metrics:
+  - providers: [{name: prometheus}]
+    reportingInterval: 10s
+    overrides:
+    - match: {metric: REQUEST_COUNT, mode: CLIENT_AND_SERVER}
+      disabled: false
+      tagOverrides:
+        request_host: {value: request.host}
+        destination_port: {value: string(destination.port)}
+        destination_version: {operation: REMOVE}
+    - match: {customMetric: my_metric}
+      disabled: true
+  tracing:
+  - providers: [{name: zipkin}]
+    randomSamplingPercentage: 10.5
+    disableSpanReporting: false
+    useRequestIdForTraceSampling: true
+    enableIstioTags: true
+    disableContextPropagation: false
+    match: {mode: CLIENT}
+    customTags:
+      cluster: {literal: {value: edge}}
+      pod: {environment: {name: POD_NAME, defaultValue: unknown}}
+      user: {header: {name: x-user, defaultValue: anonymous}}
+      route: {formatter: {value: "%ROUTE_NAME%"}}
+---
+apiVersion: telemetry.istio.io/v1alpha1
+kind: Telemetry
+metadata: {name: by-ref, namespace: default}
+spec:
+  targetRefs:
+  - {kind: Gateway, group: gateway.networking.k8s.io, name: edge}
+  accessLogging:
+  - disabled: true
 `;
 
 describe('documents the CRD schemas accept are accepted by Gatehouse (warnings at most)', () => {
@@ -308,6 +355,7 @@ describe('documents the CRD schemas accept are accepted by Gatehouse (warnings a
       Sidecar: (await import('@kubernetes-models/istio/networking.istio.io/v1/Sidecar')).Sidecar,
       AuthorizationPolicy: (await import('@kubernetes-models/istio/security.istio.io/v1/AuthorizationPolicy')).AuthorizationPolicy,
       RequestAuthentication: (await import('@kubernetes-models/istio/security.istio.io/v1/RequestAuthentication')).RequestAuthentication,
+      Telemetry: (await import('@kubernetes-models/istio/telemetry.istio.io/v1/Telemetry')).Telemetry,
     };
     for (const r of resources) {
       const Model = models[r.kind]!;
@@ -324,6 +372,7 @@ describe('documents the CRD schemas accept are accepted by Gatehouse (warnings a
         'DestinationRule/default/dr: spec.trafficPolicy.connectionPool.tcp.tcpKeepalive',
         'DestinationRule/default/dr: spec.trafficPolicy.connectionPool.http.http2KeepAlive',
         'DestinationRule/default/legacy-warmup: spec.trafficPolicy.loadBalancer.warmupDurationSecs',
+        'Telemetry/istio-system/mesh-default: spec.metrics[0].reportingInterval',
       ]),
     );
   });

@@ -203,12 +203,12 @@ describe('validate: a valid configuration', () => {
 describe('validate: kinds', () => {
   it('warns once per unsupported kind (not per resource) and leaves it out of accepted', () => {
     const r = check(`
-      apiVersion: telemetry.istio.io/v1
-      kind: Telemetry
+      apiVersion: extensions.istio.io/v1alpha1
+      kind: WasmPlugin
       metadata: {name: a, namespace: ns1}
       ---
-      apiVersion: telemetry.istio.io/v1
-      kind: Telemetry
+      apiVersion: extensions.istio.io/v1alpha1
+      kind: WasmPlugin
       metadata: {name: b}
       ---
       apiVersion: networking.istio.io/v1alpha3
@@ -225,7 +225,7 @@ describe('validate: kinds', () => {
       data: {anything: goes}
     `);
     expect(r.warnings).toEqual([
-      'cfg.yaml:1: Telemetry/ns1/a: kind Telemetry (telemetry.istio.io/v1) is not supported by Gatehouse; ignored',
+      'cfg.yaml:1: WasmPlugin/ns1/a: kind WasmPlugin (extensions.istio.io/v1alpha1) is not supported by Gatehouse; ignored',
       'cfg.yaml:9: EnvoyFilter/default/c: kind EnvoyFilter (networking.istio.io/v1alpha3) is not supported by Gatehouse; ignored',
       'cfg.yaml:13: Gateway/default/k8s-gw: kind Gateway (gateway.networking.k8s.io/v1) is not supported by Gatehouse; ignored',
     ]);
@@ -1124,5 +1124,88 @@ ${http}`;
       - route: [{destination: {host: a}}]
         headers: {response: {set: {x-a: "a\\tb; c=d, e"}}}`));
     expect(r.errors).toEqual([]);
+  });
+});
+
+describe('validate: Telemetry (telemetry.istio.io v1, v1alpha1)', () => {
+  it('accepts the Telemetry kind and reports its problems at their lines: CEL filters and tag values, tag operations, custom tags, sampling', () => {
+    const r = check(`
+      apiVersion: telemetry.istio.io/v1
+      kind: Telemetry
+      metadata: {name: mesh-default, namespace: istio-system}
+      spec:
+        accessLogging:
+        - providers: [{name: envoy}]
+          filter:
+            expression: response.code >= 400
+        - filter:
+            expression: response.code >= "500"
+        - filter:
+            expression: request.host
+        metrics:
+        - overrides:
+          - match: {metric: REQUEST_COUNT}
+            tagOverrides:
+              request_host: {value: request.host}
+              destination_version: {operation: REMOVE, value: "'x'"}
+              source_app: {operation: UPSERT}
+              other: {value: "upstream_peer.labels['app']"}
+          - match: {metric: REQUEST_COUNT, customMetric: mine}
+        tracing:
+        - randomSamplingPercentage: 101
+          customTags:
+            both: {literal: {value: a}, header: {name: x-a}}
+      ---
+      apiVersion: telemetry.istio.io/v1alpha1
+      kind: Telemetry
+      metadata: {name: t, namespace: default}
+      spec:
+        selector: {matchLabels: {app: edge}}
+        targetRefs: [{kind: Gateway, name: edge}]
+    `);
+    expect(r.errors).toEqual([
+      'cfg.yaml:10: Telemetry/istio-system/mesh-default: spec.accessLogging[1].filter.expression: invalid CEL expression "response.code >= \\"500\\"": no such overload: int >= string',
+      'cfg.yaml:12: Telemetry/istio-system/mesh-default: spec.accessLogging[2].filter.expression: CEL expression "request.host" must be a condition (bool), it is string',
+      'cfg.yaml:18: Telemetry/istio-system/mesh-default: spec.metrics[0].overrides[0].tagOverrides.destination_version.value: value must not be set when operation is REMOVE',
+      'cfg.yaml:19: Telemetry/istio-system/mesh-default: spec.metrics[0].overrides[0].tagOverrides.source_app: value must be set when operation is UPSERT',
+      "cfg.yaml:20: Telemetry/istio-system/mesh-default: spec.metrics[0].overrides[0].tagOverrides.other.value: invalid CEL expression \"upstream_peer.labels['app']\": Unknown variable: upstream_peer",
+      'cfg.yaml:21: Telemetry/istio-system/mesh-default: spec.metrics[0].overrides[1].match.customMetric: set only one of metric, customMetric (found metric and customMetric)',
+      'cfg.yaml:23: Telemetry/istio-system/mesh-default: spec.tracing[0].randomSamplingPercentage: must be between 0 and 100, got 101',
+      'cfg.yaml:25: Telemetry/istio-system/mesh-default: spec.tracing[0].customTags.both.header: set only one of literal, environment, header, formatter (found literal and header)',
+      'cfg.yaml:32: Telemetry/default/t: spec.targetRefs: set only one of selector, targetRef, targetRefs (found selector and targetRefs)',
+    ]);
+    expect(r.accepted).toEqual(['Telemetry/istio-system/mesh-default', 'Telemetry/default/t']);
+  });
+
+  it('checks the mesh config tracing and logging providers: zipkin, opentelemetry, envoyFileAccessLog, default providers', () => {
+    const r = check(`
+      apiVersion: v1
+      kind: ConfigMap
+      metadata: {name: istio, namespace: istio-system}
+      data:
+        mesh: |-
+          defaultProviders:
+            tracing: [zipkin]
+            accessLogging: logs
+          extensionProviders:
+          - name: zipkin
+            zipkin: {service: zipkin.istio-system.svc.cluster.local, port: 9411, path: api/v2/spans}
+          - name: otel
+            opentelemetry: {service: otel.observability.svc.cluster.local, http: {path: /v1/traces}, grpc: {}}
+          - name: file
+            envoyFileAccessLog: {path: /tmp/a.log, logFormat: {text: "%RESPONSE_CODE%", labels: {code: "%RESPONSE_CODE%"}}}
+          - name: nothing
+          defaultConfig:
+            tracing: {sampling: 100.5}
+    `);
+    expect(r.errors).toEqual([
+      'cfg.yaml:8: ConfigMap/istio-system/istio: data.mesh.defaultProviders.accessLogging: must be a list',
+      'cfg.yaml:11: ConfigMap/istio-system/istio: data.mesh.extensionProviders[0].zipkin.path: must be a path starting with "/", got "api/v2/spans"',
+      'cfg.yaml:13: ConfigMap/istio-system/istio: data.mesh.extensionProviders[1].opentelemetry.port: missing required field',
+      'cfg.yaml:13: ConfigMap/istio-system/istio: data.mesh.extensionProviders[1].opentelemetry.grpc: set only one of http, grpc (found http and grpc)',
+      'cfg.yaml:15: ConfigMap/istio-system/istio: data.mesh.extensionProviders[2].envoyFileAccessLog.logFormat.labels: set only one of text, labels (found text and labels)',
+      'cfg.yaml:16: ConfigMap/istio-system/istio: data.mesh.extensionProviders[3]: must set one provider: envoyExtAuthzHttp, envoyExtAuthzGrpc, zipkin, lightstep, datadog, stackdriver, opencensus, skywalking, opentelemetry, prometheus, envoyFileAccessLog, envoyHttpAls, envoyTcpAls, envoyOtelAls, sds',
+      'cfg.yaml:18: ConfigMap/istio-system/istio: data.mesh.defaultConfig.tracing.sampling: must be between 0 and 100, got 100.5',
+    ]);
   });
 });
