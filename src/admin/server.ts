@@ -63,6 +63,9 @@ export function configDump(s: Snapshot | null): unknown {
         '@type': `${TYPE}SecretsConfigDump`,
         dynamic_active_secrets: [...(s?.secrets?.values() ?? [])].map((secret) => ({ name: secret.name, version_info, secret: redactSecret(secret) })),
       },
+      // Envoy has no dump type for it: what the Telemetry API resolved to (access logs, metric
+      // overrides, tracing), shown when the Telemetry API is in use (else the mesh config decides).
+      ...(s?.telemetry?.api ? [{ '@type': 'type.googleapis.com/gatehouse.admin.TelemetryConfigDump', version_info, telemetry: s.telemetry }] : []),
     ],
   };
 }

@@ -12,6 +12,7 @@
 //   build/forward-proxy.ts       the egress forward proxy (Gatehouse extension)
 //   build/clusters.ts            clusters (+ cluster-tls, endpoints)
 //   build/mesh-view.ts           the sidecar view per namespace, proxyless gRPC gaps
+//   build/telemetry.ts           the Telemetry API: access logs, metric overrides, tracing
 //   security.ts / gateway-tls.ts the security policies and Gateway TLS they hand off to
 // Pure: same resources and options in, equal snapshot (and hash) out.
 import { createHash } from 'node:crypto';
@@ -21,6 +22,7 @@ import { createContext, type ResolveOptions } from './build/context.js';
 import { destinationRuleWarnings } from './build/destination-rules.js';
 import { buildGatewayListeners } from './build/listeners.js';
 import { buildSidecarViews, meshVirtualServices, proxylessWarnings } from './build/mesh-view.js';
+import { buildTelemetry } from './build/telemetry.js';
 import { buildSecurityConfig } from './security.js';
 import type { Snapshot } from './snapshot.js';
 
@@ -43,13 +45,24 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
   const meshServices = meshVirtualServices(ctx);
   proxylessWarnings(ctx, meshServices);
   const sidecar = buildSidecarViews(ctx, meshServices);
+  const telemetry = buildTelemetry(ctx);
 
   const { listeners, routes } = gateway;
   const { clusters, endpoints } = upstream;
   const secrets = new Map([...gateway.secrets, ...upstream.secrets]);
-  const body = { listeners, routes: [...routes.values()], clusters: [...clusters.values()], endpoints: [...endpoints.values()], secrets: [...secrets.values()], sidecar: [...sidecar].map(([ns, v]) => [ns, [...v.listeners.values()], [...v.routes.values()]]), mesh: opts.mesh };
+  const body = {
+    listeners,
+    routes: [...routes.values()],
+    clusters: [...clusters.values()],
+    endpoints: [...endpoints.values()],
+    secrets: [...secrets.values()],
+    sidecar: [...sidecar].map(([ns, v]) => [ns, [...v.listeners.values()], [...v.routes.values()]]),
+    mesh: opts.mesh,
+    // Without the Telemetry API the telemetry config is a function of the mesh config, hashed above.
+    ...(telemetry.api ? { telemetry } : {}),
+  };
   const hash = createHash('sha256').update(JSON.stringify(body)).digest('hex').slice(0, 16);
-  return deepFreeze({ version: hash, hash, listeners, routes, clusters, endpoints, secrets, sidecar, mesh: opts.mesh, warnings: ctx.warnings.list() });
+  return deepFreeze({ version: hash, hash, listeners, routes, clusters, endpoints, secrets, sidecar, mesh: opts.mesh, telemetry, warnings: ctx.warnings.list() });
 }
 
 function deepFreeze<T>(o: T): T {

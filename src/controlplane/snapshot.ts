@@ -575,6 +575,131 @@ export interface ClusterLoadAssignment {
   endpoints: LocalityLbEndpoints[];
 }
 
+// ---- Telemetry ------------------------------------------------------------------------------
+
+/**
+ * The observability configuration of this gateway: the Telemetry API (root namespace, the
+ * gateway's namespace, a selector matching its labels) over the mesh config, resolved as istiod
+ * resolves it for a gateway (Istio's CLIENT mode). Envoy-shaped where Envoy has a shape: the HTTP
+ * connection manager's `access_log` and `tracing`, and Istio's stats plugin config.
+ */
+export interface TelemetryConfig {
+  /**
+   * True when the Telemetry API decides (a Telemetry applies, or the mesh config names default
+   * providers); false: the legacy mesh config settings apply (accessLogFile, defaultConfig.tracing)
+   * and everything below is a function of the mesh config alone.
+   */
+  api: boolean;
+  /** The Telemetry resources that apply, in Istio's order (root namespace, namespace, selector): `namespace/name`. */
+  policies: string[];
+  /**
+   * HTTP access logs (the HCM's `access_log`, disabled ones left out). Absent: the Telemetry API
+   * configures none and the mesh config's `accessLogFile` applies (Istio's fallback); empty: none.
+   */
+  access_log?: AccessLogConfig[];
+  /** Istio's stats plugin config for the Prometheus provider (absent: the standard metrics as they are). */
+  stats?: StatsConfig;
+  /** The HCM `tracing` a gateway gets (absent: tracing is off — `enableTracing: false`, or disabled by Telemetry). */
+  tracing?: TracingConfig;
+}
+
+export const FILE_ACCESS_LOG = 'envoy.access_loggers.file';
+export const CEL_LOG_FILTER = 'envoy.access_loggers.extension_filters.cel';
+
+/** envoy.config.accesslog.v3.AccessLog with a FileAccessLog and an optional CEL ExpressionFilter. */
+export interface AccessLogConfig {
+  name: typeof FILE_ACCESS_LOG;
+  filter?: { extension_filter: { name: typeof CEL_LOG_FILTER; typed_config: { '@type': 'type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter'; expression: string } } };
+  typed_config: {
+    '@type': 'type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog';
+    path: string;
+    /** SubstitutionFormatString: a text format, or JSON keys → operators. */
+    log_format: { text_format_source?: { inline_string: string }; json_format?: Record<string, unknown>; omit_empty_values?: boolean };
+  };
+  /** Istio facts: the extension provider it comes from. */
+  metadata: { filter_metadata: { istio: { provider: string } } };
+}
+
+/**
+ * istio.stats PluginConfig (Istio's stats filter): per metric, `drop` (disabled), tags to remove and
+ * dimensions to add or replace (name → CEL expression). `disabled`: no istio_* metric at all.
+ */
+export interface StatsConfig {
+  disabled: boolean;
+  metrics: StatsMetricConfig[];
+}
+
+export interface StatsMetricConfig {
+  /** Prometheus name without the `istio_` prefix: `requests_total`, `request_duration_milliseconds`, ... */
+  name: string;
+  drop: boolean;
+  tags_to_remove: string[];
+  dimensions: Record<string, string>;
+}
+
+/** envoy.config.trace.v3 / HCM Tracing, as istiod builds it for a gateway. */
+export interface TracingConfig {
+  /** Percent of requests sampled (Telemetry randomSamplingPercentage, else defaultConfig.tracing.sampling, else 1). */
+  random_sampling: { value: number };
+  /** Envoy's client_sampling / overall_sampling left at their default (100%). */
+  custom_tags: TracingCustomTag[];
+  max_path_tag_length?: number;
+  /** Where spans go; absent: no provider (spans are not exported). */
+  provider?: TracingProvider;
+  /** A gateway starts a child span for its upstream request (Istio's `startChildSpan` for routers). */
+  spawn_upstream_span: boolean;
+  /** Telemetry `useRequestIdForTraceSampling` (default true). */
+  use_request_id_for_trace_sampling: boolean;
+  /** Telemetry `enableIstioTags` (default true). */
+  enable_istio_tags: boolean;
+  /** Telemetry `disableContextPropagation`. */
+  no_context_propagation?: boolean;
+}
+
+export interface TracingCustomTag {
+  tag: string;
+  literal?: { value: string };
+  environment?: { name: string; default_value?: string };
+  request_header?: { name: string; default_value?: string };
+  /** Envoy's formatter tag (`%REQ(...)%`...). */
+  value?: string;
+}
+
+export interface TracingProvider {
+  name: 'envoy.tracers.zipkin' | 'envoy.tracers.opentelemetry';
+  typed_config: ZipkinTracerConfig | OpenTelemetryTracerConfig;
+  /** Istio facts: the extension provider it comes from. */
+  metadata: { filter_metadata: { istio: { provider: string } } };
+}
+
+export interface TracerHeader {
+  key: string;
+  value?: string;
+  /** Istio's `envName`: the value of this environment variable of the gateway. */
+  env_name?: string;
+}
+
+export interface ZipkinTracerConfig {
+  '@type': 'type.googleapis.com/envoy.config.trace.v3.ZipkinConfig';
+  /** The collector: `http://<service>:<port><path>` (path default /api/v2/spans). */
+  collector_service: { http_uri: { uri: string; timeout: Duration; cluster?: string }; request_headers_to_add: TracerHeader[] };
+  collector_endpoint_version: 'HTTP_JSON';
+  trace_id_128bit: boolean;
+  shared_span_context: boolean;
+  trace_context_option: 'USE_B3' | 'USE_B3_WITH_W3C_PROPAGATION';
+  max_tag_length?: number;
+}
+
+export interface OpenTelemetryTracerConfig {
+  '@type': 'type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig';
+  /** OTLP over gRPC (`<service>:<port>`), or over HTTP (`http://<service>:<port><path>`). */
+  grpc_service?: { authority: string; timeout?: Duration; initial_metadata: TracerHeader[]; cluster_name?: string };
+  http_service?: { http_uri: { uri: string; timeout: Duration; cluster?: string }; request_headers_to_add: TracerHeader[] };
+  /** The gateway's service name on its spans. */
+  service_name: string;
+  max_tag_length?: number;
+}
+
 // ---- Snapshot -------------------------------------------------------------------------------
 
 export interface Snapshot {
@@ -594,6 +719,8 @@ export interface Snapshot {
    */
   readonly sidecar: ReadonlyMap<string, SidecarView>;
   readonly mesh: MeshConfig;
+  /** Access logging, metric overrides and tracing for this gateway (Telemetry API over the mesh config). */
+  readonly telemetry: TelemetryConfig;
   /** Things the translation could not honour (reported by `validate` and logged), never silently dropped. */
   readonly warnings: readonly Problem[];
 }

@@ -131,7 +131,7 @@ const FULL_TEXT_LIMIT = 1_000_000;
 function goldenText(s: Snapshot, opts: ResolveOptions): string {
   const entries = <V>(m: ReadonlyMap<string, V>): Array<[string, V]> => [...m.entries()];
   // What resolve() hashes: the hash depends on the checkout's location when a file path is in it.
-  const hashed = JSON.stringify([s.listeners, [...s.routes.values()], [...s.clusters.values()], [...s.endpoints.values()], [...s.secrets.values()], [...s.sidecar].map(([ns, v]) => [ns, [...v.listeners.values()], [...v.routes.values()]]), s.mesh]);
+  const hashed = JSON.stringify([s.listeners, [...s.routes.values()], [...s.clusters.values()], [...s.endpoints.values()], [...s.secrets.values()], [...s.sidecar].map(([ns, v]) => [ns, [...v.listeners.values()], [...v.routes.values()]]), s.mesh, s.telemetry.api ? s.telemetry : null]);
   const located = hashed.includes(ROOT);
   // Namespaces that see the same view as an earlier one say so instead of repeating it.
   const views = new Map<string, string>();
@@ -151,6 +151,8 @@ function goldenText(s: Snapshot, opts: ResolveOptions): string {
     secrets: entries(s.secrets),
     sidecar,
     mesh: s.mesh,
+    // What the Telemetry API resolved to; without it, a function of the mesh config above.
+    ...(s.telemetry.api ? { telemetry: s.telemetry } : {}),
   };
   const head = {
     options: { labels: opts.labels, namespace: opts.namespace, bind: opts.bind, ...(opts.allGateways ? { allGateways: true } : {}) },

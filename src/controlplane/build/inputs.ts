@@ -9,6 +9,7 @@ import type {
   Resource,
   ServiceEntrySpec,
   SidecarSpec,
+  TelemetrySpec,
   VirtualServiceSpec,
   WorkloadEntrySpec,
 } from '../../config/types.js';
@@ -37,6 +38,7 @@ export interface ConfigByKind {
   readonly workloadEntries: ReadonlyArray<Resource<WorkloadEntrySpec>>;
   readonly sidecars: ReadonlyArray<Resource<SidecarSpec>>;
   readonly peerAuthentications: ReadonlyArray<Resource<PeerAuthenticationSpec>>;
+  readonly telemetries: ReadonlyArray<Resource<TelemetrySpec>>;
 }
 
 /** security.istio.io PeerAuthentication spec (the fields Gatehouse reads). */
@@ -84,6 +86,7 @@ export function configByKind(resources: readonly Resource[]): ConfigByKind {
     workloadEntries: of('WorkloadEntry'),
     sidecars: of('Sidecar'),
     peerAuthentications: of('PeerAuthentication'),
+    telemetries: of('Telemetry'),
   };
 }
 

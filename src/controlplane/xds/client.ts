@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import { hostname } from 'node:os';
 import * as grpc from '@grpc/grpc-js';
+import { meshOnlyTelemetry } from '../build/telemetry.js';
 import { DEFAULT_MESH_CONFIG } from '../../config/types.js';
 import type { Cluster, ClusterLoadAssignment, Listener, RouteConfiguration, Secret, Snapshot } from '../snapshot.js';
 import type { Logger } from '../../telemetry/log.js';
@@ -240,6 +241,8 @@ export class XdsReplicaClient {
       secrets: new Map(secrets.map((s) => [s.name, s])),
       sidecar: new Map(),
       mesh: DEFAULT_MESH_CONFIG,
+      // Telemetry is not served over xDS yet: a replica logs, counts and traces by the default mesh config.
+      telemetry: meshOnlyTelemetry(DEFAULT_MESH_CONFIG, this.#o.labels['app'] ?? 'gatehouse'),
       warnings: [],
     };
     this.#o.onSnapshot(snapshot);
