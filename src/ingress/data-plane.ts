@@ -128,6 +128,8 @@ export class DataPlane {
   readonly #listeners = new Map<number, Entry>();
   #certDir: PrivateCertDir | null = null;
   #accessLogKey = '';
+  #metricsKey = '';
+  #versionMetrics: IstioMetrics;
   #snapshot: Snapshot | null = null;
   #notServed = new Set<string>();
   readonly #forwardProxy: ForwardProxy;
@@ -160,6 +162,7 @@ export class DataPlane {
       refused.inc({ host, status: String(status) });
     };
     this.#metrics = metrics;
+    this.#versionMetrics = metrics;
     this.#blocked = (host, port) => this.#forwardProxy.refused(host, port, 502, `${host} is not in the registry (outbound traffic policy REGISTRY_ONLY)`);
     this.#base = { clusters: this.clusters.current, metrics, accessLog: null, blocked: this.#blocked };
     // A DNS answer changed the current clusters: the same tables and policies with the new set.
@@ -256,7 +259,7 @@ export class DataPlane {
     // Publish the version: clusters, then every listener's tables and policies with them, in one
     // synchronous step (no request sees one without the others). Requests in flight keep theirs.
     this.clusters.commit(clusters);
-    const base = (this.#base = { clusters, metrics: this.#metrics, accessLog: this.#accessLogFor(snapshot), blocked: this.#blocked });
+    const base = (this.#base = { clusters, metrics: this.#metricsFor(snapshot), accessLog: this.#accessLogFor(snapshot), blocked: this.#blocked });
     const added: Array<[number, Wanted]> = [];
     for (const [port, w] of wanted) {
       const existing = this.#listeners.get(port);
@@ -396,13 +399,27 @@ export class DataPlane {
    */
   #accessLogFor(snapshot: Snapshot): AccessLog | null {
     const m = snapshot.mesh;
-    const key = `${m.accessLogFile}|${m.accessLogEncoding}|${m.accessLogFormat}`;
+    // The Telemetry API's logs when it configures logging, else the mesh config's (Istio's fallback).
+    const logs = snapshot.telemetry?.access_log;
+    const key = logs ? JSON.stringify(logs) : `${m.accessLogFile}|${m.accessLogEncoding}|${m.accessLogFormat}`;
     const old = this.#base.accessLog;
     if (key === this.#accessLogKey) return old;
     this.#accessLogKey = key;
-    const next = AccessLog.fromMesh(m, old);
-    if (old && !old.sharesStream(next)) setTimeout(() => old.close(), LISTENER_DRAIN_MS).unref();
+    const next = AccessLog.forSnapshot(m, snapshot.telemetry, old);
+    // Files the new version no longer writes are closed once requests of the old one had the drain time.
+    if (old) setTimeout(() => old.close(next), LISTENER_DRAIN_MS).unref();
     return next;
+  }
+
+  /** The metrics of a version: the shared series, with the Telemetry API's overrides (the same view while they do not change). */
+  #metricsFor(snapshot: Snapshot): IstioMetrics {
+    const stats = snapshot.telemetry?.stats;
+    const key = stats ? JSON.stringify(stats) : '';
+    if (key !== this.#metricsKey) {
+      this.#metricsKey = key;
+      this.#versionMetrics = this.#metrics.withOverrides(stats);
+    }
+    return this.#versionMetrics;
   }
 
   /** True when every listener of the current snapshot is bound. */

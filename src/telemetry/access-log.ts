@@ -1,9 +1,14 @@
-// Envoy-style access log, as Istio configures it: off unless meshConfig.accessLogFile is set; TEXT
-// with Istio's default format (or accessLogFormat), or JSON with Istio's default keys. The format is
-// compiled once into a list of field getters; lines are written through a buffered stream.
+// Envoy-style access logs, as Istio configures them: the Telemetry API's (providers, `disabled`,
+// CEL filters), else the mesh config's accessLogFile; TEXT with Istio's default format (or
+// accessLogFormat / a provider's text), or JSON with Istio's default keys (or a provider's labels).
+// Formats and filters are compiled once per config version into field getters; lines are written
+// through buffered streams.
 import { createWriteStream, type WriteStream } from 'node:fs';
+import { celActivation, compileCel, type AttributeSource, type CelExpression } from '../config/cel.js';
 import type { MeshConfig } from '../config/types.js';
+import type { AccessLogConfig, TelemetryConfig } from '../controlplane/snapshot.js';
 import { getHeader, type RequestHead } from '../routing/request.js';
+import { requestAttributes } from './attributes.js';
 
 /** What a finished request exposes to the access log. */
 export interface LoggedRequest {
@@ -17,6 +22,8 @@ export interface LoggedRequest {
   readonly upstreamCluster: string;
   readonly route: { name: string } | undefined;
   readonly sink: { remoteAddress: string; readonly protocol?: string | undefined };
+  /** gRPC: the status the client got ('' when none). */
+  readonly grpcStatus?: string;
 }
 
 export const ISTIO_TEXT_FORMAT =
@@ -87,8 +94,8 @@ function operator(op: string): Getter {
   }
 }
 
-/** Compiles an Envoy format string into a line builder. */
-export function compileTextFormat(format: string): (r: LoggedRequest, durationMs: number) => string {
+/** Compiles an Envoy format string into a line builder (a log line ends with a newline). */
+export function compileTextFormat(format: string, line = true): (r: LoggedRequest, durationMs: number) => string {
   const parts: Array<string | Getter> = [];
   const re = /%([A-Z_]+(?:\([^)]*\))?(?::\d+)?)%/g;
   let last = 0;
@@ -98,7 +105,7 @@ export function compileTextFormat(format: string): (r: LoggedRequest, durationMs
     last = re.lastIndex;
   }
   if (last < format.length) parts.push(format.slice(last));
-  if (!format.endsWith('\n')) parts.push('\n');
+  if (line && !format.endsWith('\n')) parts.push('\n');
   return (r, d) => {
     let s = '';
     for (const p of parts) {
@@ -112,49 +119,132 @@ export function compileTextFormat(format: string): (r: LoggedRequest, durationMs
   };
 }
 
-function compileJson(): (r: LoggedRequest, durationMs: number) => string {
-  const fields = ISTIO_JSON_FIELDS.map(([k, op]) => [k, operator(op)] as const);
+/** Envoy's JSON format: each key's format string; a value that is one operator keeps its type. */
+function compileJson(fields: Readonly<Record<string, unknown>>, omitEmpty = false): (r: LoggedRequest, durationMs: number) => string {
+  const compiled = Object.entries(fields).map(([k, v]) => {
+    if (typeof v !== 'string') return [k, () => v] as const;
+    const single = /^%([A-Z_]+(?:\([^)]*\))?(?::\d+)?)%$/.exec(v);
+    if (single) return [k, operator(single[1]!)] as const;
+    const text = compileTextFormat(v, false);
+    return [k, (r: LoggedRequest, d: number) => text(r, d)] as const;
+  });
   return (r, d) => {
-    const o: Record<string, string | number | null> = {};
-    for (const [k, g] of fields) o[k] = g(r, d);
+    const o: Record<string, unknown> = {};
+    for (const [k, g] of compiled) {
+      const v = g(r, d);
+      if (omitEmpty && (v === null || v === '')) continue;
+      o[k] = v;
+    }
     return `${JSON.stringify(o)}\n`;
   };
 }
 
+type Out = NodeJS.WritableStream | WriteStream;
+type Format = (r: LoggedRequest, durationMs: number) => string;
+
+/** One log: where it writes, how, and which requests (Envoy's CEL ExpressionFilter, compiled once). */
+interface Sink {
+  readonly path: string;
+  readonly format: Format;
+  readonly filter: CelExpression | null;
+}
+
+/**
+ * The access logs of one config version: the Telemetry API's (snapshot.telemetry.access_log), or
+ * Istio's fallback, the mesh config's accessLogFile. Files are opened once and shared with the
+ * versions that write to them too.
+ */
 export class AccessLog {
-  readonly file: string;
-  readonly #out: NodeJS.WritableStream | WriteStream;
-  readonly #format: (r: LoggedRequest, durationMs: number) => string;
+  readonly #sinks: Array<Sink & { out: Out }>;
+  readonly #streams: Map<string, Out>;
   #closed = false;
 
-  /** `out`: the stream of an earlier version's log of the same file (shared, not reopened). */
-  constructor(mesh: MeshConfig, out?: NodeJS.WritableStream | WriteStream) {
-    const file = mesh.accessLogFile;
-    this.file = file;
-    this.#out = out ?? (file === '/dev/stdout' ? process.stdout : file === '/dev/stderr' ? process.stderr : createWriteStream(file, { flags: 'a' }));
-    this.#format = mesh.accessLogEncoding === 'JSON' ? compileJson() : compileTextFormat(mesh.accessLogFormat || ISTIO_TEXT_FORMAT);
+  constructor(sinks: Sink[], previous: AccessLog | null) {
+    this.#streams = new Map();
+    for (const s of sinks) {
+      if (this.#streams.has(s.path)) continue;
+      const out = (previous ? previous.#streams.get(s.path) : undefined) ?? open(s.path);
+      this.#streams.set(s.path, out);
+    }
+    this.#sinks = sinks.map((s) => ({ ...s, out: this.#streams.get(s.path)! }));
   }
 
-  /** The mesh config's log; one to the same file as `previous` writes to its stream. */
+  /** The first file written (for logs and tests). */
+  get file(): string {
+    return this.#sinks[0]?.path ?? '';
+  }
+
+  /** The mesh config's log (Istio's fallback when the Telemetry API configures none). */
   static fromMesh(mesh: MeshConfig, previous: AccessLog | null = null): AccessLog | null {
     if (!mesh.accessLogFile) return null;
-    return new AccessLog(mesh, previous !== null && previous.file === mesh.accessLogFile ? previous.#out : undefined);
+    const format = mesh.accessLogEncoding === 'JSON' ? compileJson(meshJsonFields(mesh)) : compileTextFormat(mesh.accessLogFormat || ISTIO_TEXT_FORMAT);
+    return new AccessLog([{ path: mesh.accessLogFile, format, filter: null }], previous);
+  }
+
+  /**
+   * The logs of a version: the Telemetry API's when it configures logging (none left: null), else
+   * the mesh config's. CEL filters are compiled here, once per version.
+   */
+  static forSnapshot(mesh: MeshConfig, telemetry: TelemetryConfig | undefined, previous: AccessLog | null = null): AccessLog | null {
+    const logs = telemetry?.access_log;
+    if (!logs) return AccessLog.fromMesh(mesh, previous);
+    if (logs.length === 0) return null;
+    return new AccessLog(logs.map(sinkOf), previous);
   }
 
   /** Whether both write to one stream (closing one would close the other's). */
   sharesStream(other: AccessLog | null): boolean {
-    return other !== null && other.#out === this.#out;
+    if (!other) return false;
+    for (const out of this.#streams.values()) for (const o of other.#streams.values()) if (o === out) return true;
+    return false;
   }
 
   log(r: LoggedRequest, durationMs: number): void {
     // A request of an older version whose log file is no longer configured, ending after the
     // drain time: its line has nowhere to go.
     if (this.#closed) return;
-    this.#out.write(this.#format(r, durationMs));
+    let attrs: AttributeSource | null = null;
+    for (const s of this.#sinks) {
+      if (s.filter) {
+        attrs ??= requestAttributes(r, durationMs);
+        // Envoy: a filter that fails to evaluate (an absent attribute...) does not log.
+        if (s.filter.evaluate(celActivation(attrs)) !== true) continue;
+      }
+      s.out.write(s.format(r, durationMs));
+    }
   }
 
-  close(): void {
+  /** Closes the files no other version (`keep`) writes to. */
+  close(keep: AccessLog | null = null): void {
     this.#closed = true;
-    if (this.#out !== process.stdout && this.#out !== process.stderr) (this.#out as WriteStream).end();
+    const kept = new Set(keep ? keep.#streams.values() : []);
+    for (const out of this.#streams.values()) {
+      if (kept.has(out) || out === process.stdout || out === process.stderr) continue;
+      (out as WriteStream).end();
+    }
   }
+}
+
+function open(path: string): Out {
+  return path === '/dev/stdout' ? process.stdout : path === '/dev/stderr' ? process.stderr : createWriteStream(path, { flags: 'a' });
+}
+
+function sinkOf(l: AccessLogConfig): Sink {
+  const f = l.typed_config.log_format;
+  const format = f.json_format ? compileJson(f.json_format, f.omit_empty_values === true) : compileTextFormat(f.text_format_source?.inline_string || ISTIO_TEXT_FORMAT);
+  const expr = l.filter?.extension_filter.typed_config.expression;
+  return { path: l.typed_config.path, format, filter: expr ? compileCel(expr) : null };
+}
+
+/** The mesh config's JSON keys: accessLogFormat as a JSON object of keys → operators, else Istio's. */
+function meshJsonFields(mesh: MeshConfig): Record<string, unknown> {
+  if (mesh.accessLogFormat) {
+    try {
+      const parsed = JSON.parse(mesh.accessLogFormat) as unknown;
+      if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) return parsed as Record<string, unknown>;
+    } catch {
+      // Istio logs the error and uses its default keys.
+    }
+  }
+  return Object.fromEntries(ISTIO_JSON_FIELDS.map(([k, op]) => [k, `%${op}%`]));
 }
