@@ -19,6 +19,7 @@ import { DataPlane, type ApplyResult } from './ingress/data-plane.js';
 import type { Logger, LoggerOptions } from './telemetry/log.js';
 import { IstioMetrics } from './telemetry/metrics.js';
 import { AcmeManager } from './tls/acme.js';
+import { CaMetrics } from './tls/ca-metrics.js';
 import { loadSecret } from './tls/material.js';
 import { CertFileWatcher } from './tls/file-watch.js';
 import { CA_CERT_ENV, GatewayIdentity, MeshCa, WorkloadCertificates, workloadTtlMs } from './tls/mesh-ca.js';
@@ -133,6 +134,7 @@ export class Gateway {
   #kubeSynced: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
   #kubeFailed: string | null = null;
   readonly #rejected: Counter<'kind'>;
+  readonly #reloads: Counter<'result'>;
 
   constructor(opts: RunOptions, log: Logger) {
     this.#opts = opts;
@@ -142,6 +144,12 @@ export class Gateway {
       name: 'gatehouse_config_rejected_total',
       help: 'Configuration objects from the Kubernetes API refused by validation (each refused version once), by kind',
       labelNames: ['kind'],
+      registers: [this.metrics.registry],
+    });
+    this.#reloads = new Counter({
+      name: 'gatehouse_config_reloads_total',
+      help: 'Configuration changes processed, by result: applied (a new snapshot), unchanged (same content or same resolved config), rejected (invalid: the last good configuration keeps serving), error',
+      labelNames: ['result'],
       registers: [this.metrics.registry],
     });
     this.#acme = new AcmeManager({ log: log.child({ stage: 'acme' }), registry: this.metrics.registry });
@@ -175,7 +183,7 @@ export class Gateway {
     );
     this.dataPlane.onSecretsChanged = () => {
       this.#views.secretsChanged();
-      this.#xds?.push();
+      this.#xds?.push('secret');
       this.#pool?.secretsChanged();
     };
     if ((opts.workers ?? 1) > 1) {
@@ -252,7 +260,7 @@ export class Gateway {
     this.#setSnapshot(snapshot);
     this.#log.info({ version: snapshot.version, listeners: snapshot.listeners.length, clusters: snapshot.clusters.size }, 'configuration applied');
     if (o.xdsPort > 0) {
-      this.#xds = new XdsServer(this.#views, { log: this.#log.child({ stage: 'xds' }) });
+      this.#xds = new XdsServer(this.#views, { log: this.#log.child({ stage: 'xds' }), registry: this.metrics.registry });
       this.xdsPort = await this.#xds.listen(o.bind, o.xdsPort);
     }
     await this.#watcher.ready();
@@ -332,6 +340,7 @@ export class Gateway {
       log.error({ err: (err as Error).message }, 'the mesh CA cannot be loaded or created; running without a mesh identity (ISTIO_MUTUAL and SDS default/ROOTCA are unavailable)');
       return;
     }
+    ca.metrics = new CaMetrics(this.metrics.registry, { root: new Date(ca.root.validTo), chain: ca.signerNotAfter });
     const certs = new WorkloadCertificates(ca, { ttlMs });
     const identity = new GatewayIdentity(certs, spiffeId(trustDomain, this.#opts.namespace, 'gatehouse'), log);
     await identity.start();
@@ -340,7 +349,7 @@ export class Gateway {
     identity.onRotate = () => {
       // TLS origination re-reads SDS material for new connections; SDS clients get theirs re-checked.
       this.#views.secretsChanged();
-      this.#xds?.push();
+      this.#xds?.push('secret');
       this.#pool?.meshChanged();
     };
     this.#views.setMesh({
@@ -350,7 +359,7 @@ export class Gateway {
       current: (id) => certs.current(id),
       get: (id) => certs.get(id),
     });
-    this.#views.onMeshIssued = () => this.#xds?.push();
+    this.#views.onMeshIssued = () => this.#xds?.push('secret');
     log.info({ spiffeId: identity.spiffeId, root: ca.source, notAfter: identity.current?.notAfter.toISOString() }, 'mesh identity ready');
   }
 
@@ -473,6 +482,7 @@ export class Gateway {
     try {
       r = await this.#configThread.run(this.#job());
     } catch (err) {
+      this.#reloads.inc({ result: 'error' });
       this.#log.error({ err }, 'configuration change could not be processed; the last good configuration keeps serving');
       return;
     }
@@ -489,10 +499,12 @@ export class Gateway {
         else this.#logWarnings([p]);
       }
       const errors = r.problems.filter((p) => p.severity === 'error').length;
+      this.#reloads.inc({ result: 'rejected' });
       this.#log.error({ problems: errors, serving: this.#snapshot?.version }, `configuration change rejected (${errors} error${errors === 1 ? '' : 's'}); the last good configuration keeps serving`);
       return;
     }
     this.#noteKube(r.kube);
+    this.#reloads.inc({ result: r.kind === 'snapshot' ? 'applied' : 'unchanged' });
     if (r.kind === 'unchanged') {
       if (certsChanged) this.#refreshSecrets();
       else this.#log.debug('configuration unchanged');
@@ -565,7 +577,7 @@ export class Gateway {
     this.#setSnapshot(snapshot);
     this.#log.info({ version: snapshot.version, listeners: snapshot.listeners.length, clusters: snapshot.clusters.size, objects: r.kube?.objects }, 'configuration applied');
     if (o.xdsPort > 0) {
-      this.#xds = new XdsServer(this.#views, { log: this.#log.child({ stage: 'xds' }) });
+      this.#xds = new XdsServer(this.#views, { log: this.#log.child({ stage: 'xds' }), registry: this.metrics.registry });
       this.xdsPort = await this.#xds.listen(o.bind, o.xdsPort);
     }
     await this.#watcher?.ready();

@@ -12,6 +12,7 @@
 // signing certificate followed by its chain up to the root), else from
 // `<state dir>/mesh-ca/root-cert.pem` + `root-key.pem` (state dir as for ACME:
 // GATEHOUSE_STATE_DIR, default ./.gatehouse-state), generated there on first use (10 years).
+import type { CaMetrics } from './ca-metrics.js';
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { X509Certificate, createPrivateKey, randomBytes, webcrypto } from 'node:crypto';
@@ -71,6 +72,8 @@ export interface MeshCaOptions {
 }
 
 export class MeshCaError extends Error {}
+/** A certificate signing request that cannot be read or is not signed by its own key. */
+export class CsrParseError extends MeshCaError {}
 
 export class MeshCa {
   /** The trust anchor (self-signed root) clients verify against. */
@@ -171,6 +174,29 @@ export class MeshCa {
    * and SANs are ignored, as Istio's CA ignores them); otherwise a P-256 key is made here.
    */
   async issue(opts: { spiffeId: string; ttlMs?: number; csrPem?: string; now?: number }): Promise<IssuedCertificate> {
+    const m = this.metrics;
+    if (!m) return this.#issue(opts);
+    m.received();
+    try {
+      const c = await this.#issue(opts);
+      m.issued();
+      return c;
+    } catch (err) {
+      if (err instanceof CsrParseError) m.parseError();
+      else m.signError(err instanceof MeshCaError ? 'invalid-request' : 'signing');
+      throw err;
+    }
+  }
+
+  /** Citadel's metrics, counted by issue() once set (the gateway sets them; `ca sign` does not). */
+  metrics: CaMetrics | null = null;
+
+  /** When the signing certificate expires (the end of every chain it signs). */
+  get signerNotAfter(): Date {
+    return new Date(this.#signer.notAfter);
+  }
+
+  async #issue(opts: { spiffeId: string; ttlMs?: number; csrPem?: string; now?: number }): Promise<IssuedCertificate> {
     if (!parseSpiffeId(opts.spiffeId)) throw new MeshCaError(`"${opts.spiffeId}" is not a workload identity spiffe://<trust domain>/ns/<namespace>/sa/<service account>`);
     const ttl = opts.ttlMs ?? DEFAULT_WORKLOAD_TTL_MS;
     if (!(ttl > 0) || ttl > MAX_WORKLOAD_TTL_MS) throw new MeshCaError(`the certificate lifetime must be between 1 ms and 90 days, got ${ttl} ms`);
@@ -182,9 +208,9 @@ export class MeshCa {
       try {
         csr = new x509.Pkcs10CertificateRequest(opts.csrPem);
       } catch (e) {
-        throw new MeshCaError(`not a PEM certificate signing request: ${(e as Error).message}`);
+        throw new CsrParseError(`not a PEM certificate signing request: ${(e as Error).message}`);
       }
-      if (!(await csr.verify())) throw new MeshCaError('the certificate signing request is not signed by its own key');
+      if (!(await csr.verify())) throw new CsrParseError('the certificate signing request is not signed by its own key');
       publicKey = csr.publicKey;
     } else {
       const pair = (await webcrypto.subtle.generateKey({ ...EC_ALG }, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;

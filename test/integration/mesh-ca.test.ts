@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli, startGateway, type GatewayProcess } from '../helpers/gateway.js';
+import { findSamples, parsePrometheus, sumSamples } from '../helpers/metrics.js';
 import { freePorts, http, waitFor } from '../helpers/net.js';
 import { createCa, type CertFiles, type TestCa } from '../helpers/openssl-ca.js';
 import { startEcho, type Echo } from '../helpers/upstream.js';
@@ -211,6 +212,15 @@ describe('a replica over xDS', () => {
     } finally {
       await replica.stop();
     }
+    // Citadel's metrics on the control plane: its own identity (and its rotations) and the
+    // replica's SDS certificate are certificate requests, each issued.
+    const samples = parsePrometheus((await gw.admin('/stats/prometheus')).text);
+    const csr = sumSamples(findSamples(samples, 'citadel_server_csr_count'));
+    expect(csr).toBeGreaterThanOrEqual(2);
+    expect(sumSamples(findSamples(samples, 'citadel_server_success_cert_issuance_count'))).toBe(csr);
+    const rootExpiry = sumSamples(findSamples(samples, 'citadel_server_root_cert_expiry_timestamp'));
+    expect(rootExpiry).toBeGreaterThan(Date.now() / 1000);
+    expect(sumSamples(findSamples(samples, 'citadel_server_root_cert_expiry_seconds'))).toBeGreaterThan(0);
   }, 30_000);
 });
 

@@ -5,8 +5,10 @@
 // and /debug/syncz show the client SYNCED.
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadAds, type DiscoveryRequest, type DiscoveryResponse } from '../../src/controlplane/xds/server.js';
 import { runCli, startGateway, type GatewayProcess } from '../helpers/gateway.js';
 import { rawService } from '../helpers/grpc.js';
+import { findSamples, parsePrometheus, sumSamples } from '../helpers/metrics.js';
 import { freePort, sleep, waitFor } from '../helpers/net.js';
 import { virtualService, yamlDocs, type Obj } from '../helpers/yaml.js';
 
@@ -207,5 +209,47 @@ describe('a proxyless gRPC client routed by Gatehouse over xDS', () => {
     await waitFor(async () => (await unary('after-change')).value === 'v2', 8_000);
     expect(Date.now() - t0).toBeLessThan(8_000);
     await sleep(50);
+  });
+
+  it("exports istiod's control-plane metrics on /stats/prometheus: connected clients, pushes and push time by type, convergence after the change, rejects by type and node", async () => {
+    // An Envoy-like client (ISTIO_VERSION in its metadata) that NACKs the listeners it gets.
+    const Ads = grpc.makeGenericClientConstructor(loadAds(), 'AggregatedDiscoveryService');
+    const ads = new Ads(`127.0.0.1:${xdsPort}`, grpc.credentials.createInsecure()) as unknown as { StreamAggregatedResources(): grpc.ClientDuplexStream<DiscoveryRequest, DiscoveryResponse>; close(): void };
+    const stream = ads.StreamAggregatedResources();
+    const got: DiscoveryResponse[] = [];
+    stream.on('data', (m: DiscoveryResponse) => got.push(m));
+    stream.on('error', () => undefined);
+    const node = { id: 'sidecar~127.0.0.2~envoy.default~default.svc.cluster.local', metadata: { fields: { ISTIO_VERSION: { stringValue: '1.29.0' } } } };
+    const LDS = 'type.googleapis.com/envoy.config.listener.v3.Listener';
+    stream.write({ node, type_url: LDS, resource_names: [] } as DiscoveryRequest);
+    const first = await waitFor(() => got.find((m) => m.type_url === LDS));
+    stream.write({ type_url: LDS, version_info: '', response_nonce: first.nonce, error_detail: { code: 3, message: 'listener rejected by test' } } as DiscoveryRequest);
+    const metrics = async (): Promise<ReturnType<typeof parsePrometheus>> => parsePrometheus((await gw.admin('/stats/prometheus')).text);
+    const s = await waitFor(async () => {
+      const m = await metrics();
+      return sumSamples(findSamples(m, 'pilot_total_xds_rejects', { type: 'lds' })) >= 1 ? m : undefined;
+    });
+    try {
+      expect(findSamples(s, 'pilot_xds', { version: '1.29.0' }).map((x) => x.value)).toEqual([1]);
+      // The proxyless client sends no ISTIO_VERSION: counted under version "".
+      expect(sumSamples(findSamples(s, 'pilot_xds'))).toBe(2);
+      expect(findSamples(s, 'gatehouse_xds_clients', { kind: 'proxyless' }).map((x) => x.value)).toEqual([1]);
+      expect(findSamples(s, 'gatehouse_xds_clients', { kind: 'envoy' }).map((x) => x.value)).toEqual([1]);
+      for (const type of ['lds', 'rds', 'cds', 'eds']) {
+        expect(sumSamples(findSamples(s, 'pilot_xds_pushes', { type })), type).toBeGreaterThanOrEqual(2);
+        expect(sumSamples(findSamples(s, 'pilot_xds_push_time_count', { type })), type).toBeGreaterThanOrEqual(2);
+      }
+      // The config change of the test before reached the proxyless client: one convergence at least.
+      expect(sumSamples(findSamples(s, 'pilot_proxy_convergence_time_count'))).toBeGreaterThanOrEqual(1);
+      expect(sumSamples(findSamples(s, 'pilot_push_triggers', { type: 'config' }))).toBeGreaterThanOrEqual(1);
+      expect(findSamples(s, 'pilot_xds_lds_reject', { node: node.id, err: '3' }).map((x) => x.value)).toEqual([1]);
+      expect(findSamples(s, 'pilot_total_xds_rejects', { type: 'lds' }).map((x) => x.value)).toEqual([1]);
+      expect(findSamples(s, 'pilot_xds_config_size_bytes_count', { type: 'lds' }).length).toBe(1);
+    } finally {
+      stream.end();
+      ads.close();
+    }
+    // Disconnected: the gauges go back down.
+    await waitFor(async () => (sumSamples(findSamples(await metrics(), 'pilot_xds', { version: '1.29.0' })) === 0 ? true : undefined));
   });
 });

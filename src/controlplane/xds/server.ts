@@ -4,7 +4,9 @@
 // push() re-computes every client's view (debounced) and sends only what changed.
 import { createHash, randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
+import type { Registry } from 'prom-client';
 import type { Logger } from '../../telemetry/log.js';
+import { XdsMetrics } from './monitoring.js';
 import { adsServiceClient, isResourceType, shortTypeName } from './protos.js';
 import type { ClientInfo, ClientKind, ViewSource, XdsView } from './view.js';
 
@@ -153,6 +155,12 @@ export function clientInfo(node: NodeMsg): ClientInfo {
   return { id: node.id ?? '', kind, metadata, userAgent };
 }
 
+/** The ISTIO_VERSION a client's node metadata gives (Envoy sidecars send it), '' when none: pilot_xds's label. */
+function istioVersion(info: ClientInfo): string {
+  const v = info.metadata['ISTIO_VERSION'];
+  return typeof v === 'string' ? v : '';
+}
+
 class StreamError extends Error {
   constructor(
     readonly code: grpc.status,
@@ -218,6 +226,8 @@ type Call<Req, Res> = grpc.ServerDuplexStream<Req, Res>;
 interface Ctx {
   log: Logger;
   source: ViewSource;
+  /** istiod's metrics, when the server has a registry. */
+  metrics: XdsMetrics | null;
   nonce(): string;
   forget(conn: Conn): void;
   /** The JSON of syncz(), for SYNCZ_TYPE requests. */
@@ -244,13 +254,28 @@ abstract class Conn {
   /** Sends what changed since the last response, per subscribed type. */
   protected abstract sendChanges(): void;
 
-  /** Re-computes this client's view; sends what changed. */
-  refresh(): void {
-    if (this.closed) return;
+  /** Responses written since the last refresh (for the convergence time). */
+  sent = 0;
+
+  /** Re-computes this client's view; sends what changed. True when something was sent. */
+  refresh(): boolean {
+    if (this.closed) return false;
     const next = this.ctx.source.view(this.info);
-    if (next === this.view) return;
+    if (next === this.view) return false;
     this.view = next;
+    this.sent = 0;
     this.sendChanges();
+    return this.sent > 0;
+  }
+
+  /** One response of a type written: counted, sized and timed (from `started`, a performance.now()). */
+  protected pushed(typeUrl: string, resources: ReadonlyArray<{ value: Uint8Array } | { resource: { value: Uint8Array } }>, started: number): void {
+    this.sent++;
+    const m = this.ctx.metrics;
+    if (!m) return;
+    let bytes = 0;
+    for (const r of resources) bytes += 'value' in r ? r.value.byteLength : r.resource.value.byteLength;
+    m.pushed(typeUrl, bytes, (performance.now() - started) / 1000);
   }
 
   /** Known types are the five xDS types plus whatever the client's view carries. */
@@ -268,10 +293,12 @@ abstract class Conn {
     if (!nonce || t.nonce === null) return true; // initial request (or reconnect): nothing to (N)ACK
     if (nonce !== t.nonce) {
       this.ctx.log.debug({ node: this.info.id, type: shortTypeName(typeUrl), nonce, latest: t.nonce }, 'xds: stale nonce ignored');
+      this.ctx.metrics?.expiredNonce(typeUrl);
       return false;
     }
     if (err) {
       const message = err.message ?? '';
+      this.ctx.metrics?.rejected(typeUrl, this.info.id, err.code);
       t.nacked = { version: t.sentVersion ?? '', message };
       this.ctx.log.warn(
         { node: this.info.id, type: shortTypeName(typeUrl), version: t.sentVersion, clientVersion: versionInfo ?? null, code: err.code, message },
@@ -385,18 +412,22 @@ class SotwConn extends Conn {
     return out;
   }
 
-  #send(typeUrl: string, t: SotwType, selected = this.#select(typeUrl, t)): void {
+  #send(typeUrl: string, t: SotwType, selected?: [string, Uint8Array][]): void {
+    const started = performance.now();
+    selected ??= this.#select(typeUrl, t);
     const nonce = this.ctx.nonce();
     t.nonce = nonce;
     t.sentVersion = this.view.version;
     t.sentDigest = selectionDigest(selected);
     this.ctx.log.debug({ node: this.info.id, type: shortTypeName(typeUrl), version: t.sentVersion, nonce, count: selected.length }, 'xds: push');
+    const resources = selected.map(([, value]) => ({ type_url: typeUrl, value }));
     this.write({
       version_info: this.view.version,
-      resources: selected.map(([, value]) => ({ type_url: typeUrl, value })),
+      resources,
       type_url: typeUrl,
       nonce,
     } satisfies DiscoveryResponse);
+    this.pushed(typeUrl, resources, started);
   }
 }
 
@@ -491,6 +522,7 @@ class DeltaConn extends Conn {
   }
 
   #sendDiff(typeUrl: string, t: DeltaType, force: boolean): void {
+    const started = performance.now();
     const all = this.view.resources.get(typeUrl) ?? new Map<string, Uint8Array>();
     const resources: DeltaResource[] = [];
     const removed: string[] = [];
@@ -538,6 +570,7 @@ class DeltaConn extends Conn {
       removed_resources: removed,
       nonce,
     } satisfies DeltaDiscoveryResponse);
+    this.pushed(typeUrl, resources, started);
   }
 }
 
@@ -549,6 +582,8 @@ export interface XdsServerOptions {
   debounceMs?: number;
   /** close(): how long to wait for a graceful shutdown before forcing it, ms (default 1000). */
   shutdownGraceMs?: number;
+  /** Where istiod's metrics (pilot_xds, pilot_xds_pushes, ...) are registered (the admin port's). */
+  registry?: Registry;
 }
 
 export class XdsServer {
@@ -563,10 +598,14 @@ export class XdsServer {
   #server: grpc.Server | undefined;
   #timer: NodeJS.Timeout | undefined;
   #closing = false;
+  readonly #metrics: XdsMetrics | null;
+  /** When the first change of the pending push happened (performance.now()), for the convergence time. */
+  #pushStarted: number | null = null;
 
   constructor(source: ViewSource, opts: XdsServerOptions) {
     this.#source = source;
     this.#log = opts.log;
+    this.#metrics = opts.registry ? new XdsMetrics(opts.registry) : null;
     this.#debounceMs = Math.max(0, opts.debounceMs ?? 100);
     this.#graceMs = Math.max(0, opts.shutdownGraceMs ?? 1000);
   }
@@ -598,9 +637,15 @@ export class XdsServer {
     return bound;
   }
 
-  /** Config changed: re-compute every client's view after the debounce window and send what changed. */
-  push(): void {
-    if (this.#closing || this.#timer) return;
+  /**
+   * Config changed: re-compute every client's view after the debounce window and send what
+   * changed. `reason` is Istio's push trigger (config, secret, ...).
+   */
+  push(reason = 'config'): void {
+    if (this.#closing) return;
+    this.#metrics?.triggered(reason);
+    this.#pushStarted ??= performance.now();
+    if (this.#timer) return;
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       this.#flush();
@@ -608,9 +653,12 @@ export class XdsServer {
   }
 
   #flush(): void {
+    const started = this.#pushStarted ?? performance.now();
+    this.#pushStarted = null;
     for (const conn of [...this.#conns.values()]) {
       try {
-        conn.refresh();
+        // Istio's convergence time: from the change to a client having been sent all it changed.
+        if (conn.refresh()) this.#metrics?.converged((performance.now() - started) / 1000);
       } catch (err) {
         this.#log.error({ err, node: conn.info.id }, 'xds: computing view failed; keeping the previous one');
       }
@@ -659,11 +707,13 @@ export class XdsServer {
     return {
       log: this.#log,
       source: this.#source,
+      metrics: this.#metrics,
       nonce: () => `${this.#noncePrefix}-${(++this.#nonceSeq).toString(36)}`,
       syncz: () => JSON.stringify(this.syncz()),
       forget: (conn) => {
         if (this.#conns.get(conn.streamId) === conn) {
           this.#conns.delete(conn.streamId);
+          this.#metrics?.connected(istioVersion(conn.info), conn.info.kind, -1);
           this.#log.info(
             { node: conn.info.id, kind: conn.info.kind, stream: conn.kind, clients: this.#conns.size },
             'xds: client disconnected',
@@ -714,6 +764,7 @@ export class XdsServer {
           const info = clientInfo(node);
           conn = make(streamId, info);
           this.#conns.set(streamId, conn);
+          this.#metrics?.connected(istioVersion(info), info.kind, 1);
           this.#log.info(
             { node: info.id, kind: info.kind, userAgent: info.userAgent, stream: kind, peer: call.getPeer(), clients: this.#conns.size },
             'xds: client connected',
@@ -726,6 +777,7 @@ export class XdsServer {
           fail(err.code, err.message);
         } else {
           this.#log.error({ err, node: conn?.info.id ?? null, stream: kind }, 'xds: internal error handling request');
+          this.#metrics?.internalError();
           fail(grpc.status.INTERNAL, 'xds: internal error');
         }
       }
