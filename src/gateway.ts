@@ -197,6 +197,7 @@ export class Gateway {
         secrets,
         mesh: { certificate: () => this.#identity?.certificate ?? undefined, root: () => this.#meshRoot },
         http1Engine: opts.http1Engine,
+        registry: this.metrics.registry,
       });
     }
   }

@@ -7,7 +7,7 @@
 // logged and restarted with the current snapshot, at most MAX_RESTARTS times per slot.
 import { createServer } from 'node:net';
 import { Worker } from 'node:worker_threads';
-import { AggregatorRegistry, type MetricObjectWithValues, type MetricValue, type Registry } from 'prom-client';
+import { AggregatorRegistry, Gauge, type MetricObjectWithValues, type MetricValue, type Registry } from 'prom-client';
 import type { Http1Engine, Snapshot } from '../controlplane/snapshot.js';
 import { packSnapshot, type PackedSnapshot } from './snapshot-transfer.js';
 import type { ApplyResult, DataPlane } from '../ingress/data-plane.js';
@@ -34,6 +34,8 @@ export interface WorkerPoolOptions {
   mesh: MeshIdentityProvider;
   /** `--http1-engine`: the default HTTP/1.1 engine of every worker's data plane. */
   http1Engine?: Http1Engine | undefined;
+  /** The main thread's registry: the worker threads' state and restarts are exported there. */
+  registry?: Registry | undefined;
 }
 
 type ListenerSummary = ReturnType<DataPlane['listenersSummary']>[number];
@@ -68,6 +70,29 @@ export class WorkerPool {
     this.#o = opts;
     this.#log = opts.log;
     for (let i = 0; i < opts.workers; i++) this.#slots.push({ index: i, worker: null, started: false, restarts: 0, appliedId: 0, bound: false, pending: new Map() });
+    if (opts.registry) {
+      const slots = this.#slots;
+      const state = (s: Slot): string => this.#state(s);
+      new Gauge({
+        name: 'gatehouse_workers',
+        help: 'Data plane worker threads (--workers), by state: ready, not ready, starting, down',
+        labelNames: ['state'],
+        registers: [opts.registry],
+        collect() {
+          this.reset();
+          for (const st of ['ready', 'not ready', 'starting', 'down']) this.set({ state: st }, slots.filter((s) => state(s) === st).length);
+        },
+      });
+      new Gauge({
+        name: 'gatehouse_worker_restarts',
+        help: 'Times a data plane worker thread exited and was restarted, by worker',
+        labelNames: ['worker'],
+        registers: [opts.registry],
+        collect() {
+          for (const s of slots) this.set({ worker: String(s.index) }, s.restarts);
+        },
+      });
+    }
   }
 
   /** Starts every worker thread and waits until each has loaded the data plane. */
@@ -273,13 +298,17 @@ export class WorkerPool {
     return base.map((l) => ({ ...l, active_requests: all.reduce((a, ls) => a + (ls && ls !== base ? (ls.find((x) => x.name === l.name)?.active_requests ?? 0) : 0), l.active_requests) }));
   }
 
+  #state(s: Slot): string {
+    return !s.worker ? 'down' : !s.started ? 'starting' : s.appliedId === this.#current?.id && s.bound ? 'ready' : 'not ready';
+  }
+
   /** Per-worker state for the admin `/workers` page. */
   async workers(): Promise<unknown> {
     const stats = (await this.#query('stats')) as Array<WorkerStats | undefined>;
     return this.#slots.map((s, i) => ({
       worker: s.index,
       thread_id: s.worker?.threadId ?? null,
-      state: !s.worker ? 'down' : !s.started ? 'starting' : s.appliedId === this.#current?.id && s.bound ? 'ready' : 'not ready',
+      state: this.#state(s),
       restarts: s.restarts,
       ...(stats[i] ?? {}),
     }));
