@@ -4,35 +4,12 @@
 // it returns is structured-cloneable (the parsed resources, which carry line-lookup closures,
 // stay behind).
 import { loadConfig, sortProblems, type PipelineResult } from '../config/pipeline.js';
-import type { MeshConfig, Problem } from '../config/types.js';
 import { resolve } from '../controlplane/resolve.js';
-import type { Snapshot } from '../controlplane/snapshot.js';
 import { checkCertificates } from '../tls/check.js';
-import { runKubeJob, type KubeJobInfo, type KubeJobState } from './kube-job.js';
+import type { ConfigJob, ConfigJobResult } from './config-job-types.js';
+import { runKubeJob, type KubeJobState } from './kube-job.js';
 
-export interface ConfigJob {
-  paths: string[];
-  meshConfigFile?: string | undefined;
-  namespace: string;
-  labels: Record<string, string>;
-  bind: string;
-  /** The content hashes now serving: an identical result is reported, not returned. */
-  configHash: string | null;
-  snapshotHash: string | null;
-  /** `--kubernetes`: the files plus the objects of the Kubernetes source hosted where the job runs. */
-  kubernetes?: boolean;
-}
-
-export type ConfigJobResult =
-  /** Invalid: the problems (errors among them). */
-  | { kind: 'invalid'; problems: Problem[] }
-  /** The files' content is what is serving. */
-  | { kind: 'unchanged'; problems: Problem[]; kube?: KubeJobInfo }
-  /** New content, but it resolves to the snapshot serving. */
-  | { kind: 'same-snapshot'; problems: Problem[]; configHash: string; mesh: MeshConfig; kube?: KubeJobInfo }
-  | { kind: 'snapshot'; problems: Problem[]; configHash: string; mesh: MeshConfig; snapshot: Snapshot; kube?: KubeJobInfo }
-  /** `--kubernetes`: the source has not received the first full list of every kind yet. */
-  | { kind: 'waiting'; problems: Problem[] };
+export type { ConfigJob, ConfigJobResult } from './config-job-types.js';
 
 /** The Kubernetes source's job state where this thread hosts it (kube-host.ts). */
 let kubeState: KubeJobState | null = null;

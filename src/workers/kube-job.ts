@@ -12,39 +12,13 @@ import { validationMessages, type ValidationMessage } from '../config/kubernetes
 import { loadPaths } from '../config/load.js';
 import { loadMeshConfigFile, meshFromResources } from '../config/mesh.js';
 import { sortProblems } from '../config/pipeline.js';
-import { DEFAULT_MESH_CONFIG, formatProblem, resourceId, type MeshConfig, type ObjectMeta, type Problem, type Resource } from '../config/types.js';
+import { DEFAULT_MESH_CONFIG, formatProblem, resourceId, type MeshConfig, type Problem, type Resource } from '../config/types.js';
 import { validate } from '../config/validate.js';
 import { resolve } from '../controlplane/resolve.js';
 import { checkCertificates } from '../tls/check.js';
-import type { ConfigJob, ConfigJobResult } from './config-job.js';
+import type { ConfigJob, ConfigJobResult, KubeJobInfo, KubeRejection, PlainResource } from './config-job-types.js';
 
-/** What the main thread needs of an accepted API object (to resolve for other labels, report Gateways). */
-export interface PlainResource {
-  apiVersion: string;
-  kind: string;
-  metadata: ObjectMeta;
-  spec: unknown;
-  resourceVersion: string;
-}
-
-export interface KubeRejection {
-  kind: string;
-  id: string;
-  /** `Kind/ns/name: path: message`, one per problem. */
-  lines: string[];
-  /** Its last good version keeps serving (else it is left out). */
-  kept: boolean;
-}
-
-export interface KubeJobInfo {
-  /** Object versions refused for the first time. */
-  rejections: KubeRejection[];
-  /** A `--config` change refused while the last good files keep serving: its problems. */
-  filesRejected: Problem[];
-  /** The accepted API objects (but the registry kinds), as a change to the main thread's copy. */
-  mirror: { reset: boolean; upserts: PlainResource[]; deletes: string[] };
-  objects: number;
-}
+export type { KubeJobInfo, KubeRejection, PlainResource } from './config-job-types.js';
 
 /** Where the objects come from: the Kubernetes source, or a test's stand-in. */
 export interface ObjectSource {

@@ -11,7 +11,8 @@ import * as grpc from '@grpc/grpc-js';
 import { meshOnlyTelemetry } from '../build/telemetry.js';
 import { DEFAULT_MESH_CONFIG } from '../../config/types.js';
 import type { Cluster, ClusterLoadAssignment, Listener, RouteConfiguration, Secret, Snapshot } from '../snapshot.js';
-import type { Logger } from '../../telemetry/log.js';
+// pino's type, not telemetry/log.ts: the control plane sits below telemetry (test/unit/architecture.test.ts).
+import type { Logger } from 'pino';
 import { decodeSnapshotResource } from './codec.js';
 import { adsServiceClient, shortTypeName, CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE, SECRET_TYPE } from './protos.js';
 

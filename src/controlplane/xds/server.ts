@@ -5,7 +5,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { Registry } from 'prom-client';
-import type { Logger } from '../../telemetry/log.js';
+// pino's type, not telemetry/log.ts: the control plane sits below telemetry (test/unit/architecture.test.ts).
+import type { Logger } from 'pino';
 import { XdsMetrics } from './monitoring.js';
 import { adsServiceClient, isResourceType, shortTypeName } from './protos.js';
 import type { ClientInfo, ClientKind, ViewSource, XdsView } from './view.js';
