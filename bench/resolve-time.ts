@@ -14,12 +14,13 @@
 import { execFileSync } from 'node:child_process';
 import { cpSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { parseYamlText } from '../src/config/load.js';
 import { DEFAULT_MESH_CONFIG, type Resource } from '../src/config/types.js';
 import type * as Resolve from '../src/controlplane/resolve.js';
+import { REPO } from './lib/common.js';
+import { routesYaml, servicesYaml } from './lib/configs.js';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const REF = process.argv[2] ?? 'main';
 const RUNS = Math.max(1, Number(process.env.RESOLVE_RUNS) || 7);
 const OPTS: Resolve.ResolveOptions = { labels: { istio: 'ingressgateway' }, namespace: 'istio-system', bind: '0.0.0.0', mesh: DEFAULT_MESH_CONFIG };
@@ -46,83 +47,8 @@ spec:
   endpoints: [{address: 127.0.0.1, ports: {http: 9000}}]
 `,
   ];
-  for (let i = 0; i < 10_000; i++) {
-    docs.push(`apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: vs-${i}, namespace: bench}
-spec:
-  hosts: ['vs-${i}.bench.local']
-  gateways: [bench-gateway]
-  http:
-  - name: a
-    match: [{headers: {x-bench-variant: {exact: a}}}]
-    route: [{destination: {host: upstream.bench.svc.cluster.local, port: {number: 80}}}]
-  - name: b
-    match: [{headers: {x-bench-variant: {exact: b}}}]
-    route: [{destination: {host: upstream.bench.svc.cluster.local, port: {number: 80}}}]
-`);
-  }
-  return docs.join('---\n');
-}
-
-function mesh1k(): string {
-  const docs = [
-    `apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: istio-system}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: 8080, name: http, protocol: HTTP}
-    hosts: ["*/*"]
-`,
-  ];
-  for (let i = 0; i < 1000; i++) {
-    const h = `svc-${i}.default.svc.cluster.local`;
-    const a = `10.${(i >> 8) & 255}.${i & 255}`;
-    docs.push(
-      `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: svc-${i}, namespace: default}
-spec:
-  hosts: [${h}]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 8080, name: http, protocol: HTTP}]
-  endpoints:
-  - {address: ${a}.1, labels: {version: v1}}
-  - {address: ${a}.2, labels: {version: v2}}
-`,
-      `apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: svc-${i}, namespace: default}
-spec:
-  host: ${h}
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
-`,
-      `apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: svc-${i}, namespace: default}
-spec:
-  hosts: [${h}]
-  gateways: [istio-system/gw${i % 2 === 0 ? ', mesh' : ''}]
-  http:
-  - name: canary
-    match: [{headers: {x-canary: {exact: "true"}}}]
-    timeout: 5s
-    retries: {attempts: 3, perTryTimeout: 1s, retryOn: "5xx,connect-failure"}
-    route: [{destination: {host: ${h}, subset: v2, port: {number: 8080}}}]
-  - name: default
-    match: [{headers: {x-user: {prefix: "u-"}}}, {uri: {prefix: /}}]
-    timeout: 10s
-    retries: {attempts: 2, retryOn: "connect-failure,refused-stream"}
-    route: [{destination: {host: ${h}, subset: v1, port: {number: 8080}}}]
-`,
-    );
-  }
-  return docs.join('---\n');
+  // run.ts's config-swap VirtualServices, the same generator.
+  return docs.join('---\n') + routesYaml(10_000);
 }
 
 function parse(text: string): Resource[] {
@@ -159,7 +85,7 @@ const current = afterFirst ? await working() : undefined;
 const before = await baseline();
 const after = current ?? (await working());
 const rows: string[] = ['| config | resources | before median (min) CPU ms | after median (min) CPU ms | after/before | same hash |', '|---|---:|---:|---:|---:|---|'];
-for (const [name, text] of [['swap10k', swap10k()], ['mesh1k', mesh1k()]] as const) {
+for (const [name, text] of [['swap10k', swap10k()], ['mesh1k', servicesYaml(1000, true)]] as const) {
   const resources = parse(text);
   const times = { before: [] as number[], after: [] as number[] };
   const hashes = { before: '', after: '' };

@@ -25,12 +25,10 @@
  * N > 1000 (minutes: see bench/README.md), XDS_PUSH_CLIENTS (1,100,500), XDS_PUSHES (3),
  * XDS_CHURN_CLIENTS (1000), XDS_CHURN_ROUNDS (2), XDS_PARTS (build,push,churn).
  */
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { parseYamlText } from '../src/config/load.js';
@@ -41,8 +39,9 @@ import { CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, RESOURCE_TYPES, ROUTE_TYPE,
 import { XdsServer, type DiscoveryRequest, type DiscoveryResponse, type NodeMsg } from '../src/controlplane/xds/server.js';
 import { SnapshotViews } from '../src/controlplane/xds/snapshot-views.js';
 import type { ClientInfo, ClientKind, XdsView } from '../src/controlplane/xds/view.js';
+import { gitCommit, grpcVersion, median, REPO, sleep } from './lib/common.js';
+import { servicesYaml, virtualService } from './lib/configs.js';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const FILE = '/bench/xds-config.yaml';
 const RESOLVE_OPTS: ResolveOptions = { labels: { istio: 'ingressgateway' }, namespace: 'istio-system', bind: '0.0.0.0', mesh: DEFAULT_MESH_CONFIG };
 const CLIENTS_PER_CHANNEL = 50;
@@ -76,12 +75,6 @@ function gc(): void {
 const MiB = 2 ** 20;
 const heapMiB = (): number => process.memoryUsage().heapUsed / MiB;
 const rssMiB = (): number => process.memoryUsage().rss / MiB;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 const f0 = (x: number): string => Math.round(x).toLocaleString('en-US');
 const f1 = (x: number): string => x.toFixed(1);
 const ms = (x: number): string => (x >= 100 ? f0(x) : f1(x));
@@ -111,75 +104,8 @@ function info(kind: ClientKind, id: string): ClientInfo {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Config generator.
-
-const GATEWAY = `apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: istio-system}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: 8080, name: http, protocol: HTTP}
-    hosts: ["*/*"]
-`;
-
-function virtualService(i: number, mesh: boolean, canaryTimeoutS = 5): string {
-  const h = `svc-${i}.default.svc.cluster.local`;
-  return `apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: svc-${i}, namespace: default}
-spec:
-  hosts: [${h}]
-  gateways: [istio-system/gw${mesh ? ', mesh' : ''}]
-  http:
-  - name: canary
-    match: [{headers: {x-canary: {exact: "true"}}}]
-    timeout: ${canaryTimeoutS}s
-    retries: {attempts: 3, perTryTimeout: 1s, retryOn: "5xx,connect-failure"}
-    route: [{destination: {host: ${h}, subset: v2, port: {number: 8080}}}]
-  - name: default
-    match: [{headers: {x-user: {prefix: "u-"}}}, {uri: {prefix: /}}]
-    timeout: 10s
-    retries: {attempts: 2, retryOn: "connect-failure,refused-stream"}
-    route: [{destination: {host: ${h}, subset: v1, port: {number: 8080}}}]
-`;
-}
-
-function service(i: number, mesh: boolean): string[] {
-  const h = `svc-${i}.default.svc.cluster.local`;
-  const a = `10.${(i >> 8) & 255}.${i & 255}`;
-  return [
-    `apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: svc-${i}, namespace: default}
-spec:
-  hosts: [${h}]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{number: 8080, name: http, protocol: HTTP}]
-  endpoints:
-  - {address: ${a}.1, labels: {version: v1}}
-  - {address: ${a}.2, labels: {version: v2}}
-`,
-    `apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {name: svc-${i}, namespace: default}
-spec:
-  host: ${h}
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
-`,
-    virtualService(i, mesh),
-  ];
-}
-
-/** `meshHalf`: even-numbered VirtualServices are bound to `mesh` too. */
-function configText(n: number, meshHalf: boolean): string {
-  const docs = [GATEWAY];
-  for (let i = 0; i < n; i++) docs.push(...service(i, meshHalf && i % 2 === 0));
-  return docs.join('---\n');
-}
+// Config: servicesYaml() of bench/lib/configs.ts (1 Gateway; per service a ServiceEntry, a
+// DestinationRule and a VirtualService), parsed.
 
 function parseOk(text: string): Resource[] {
   const { resources, problems } = parseYamlText(text, FILE);
@@ -208,7 +134,7 @@ interface BuildRow {
 }
 
 function buildBench(n: number, meshHalf: boolean, runs: number): BuildRow {
-  const text = configText(n, meshHalf);
+  const text = servicesYaml(n, meshHalf);
   const parse: number[] = [];
   const res: number[] = [];
   const pv: number[] = [];
@@ -435,7 +361,7 @@ class Plane {
   #bump = 0;
 
   constructor(services: number) {
-    this.resources = parseOk(configText(services, true));
+    this.resources = parseOk(servicesYaml(services, true));
     this.snapshot = resolve(this.resources, RESOLVE_OPTS);
     this.views.update(this.snapshot);
     const log = pino({ level: 'warn' }, pino.destination(2));
@@ -563,16 +489,6 @@ async function churnBench(plane: Plane): Promise<{ rows: ChurnRow[]; fresh: stri
 // ---------------------------------------------------------------------------------------------
 // Report.
 
-function gitCommit(): string {
-  try {
-    const sha = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: REPO, encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--', 'src'], { cwd: REPO, encoding: 'utf8' }).trim() !== '';
-    return dirty ? `${sha} + uncommitted src/ changes` : sha;
-  } catch {
-    return 'unknown';
-  }
-}
-
 const kib = (b: number): string => f0(b / 1024);
 
 async function main(): Promise<void> {
@@ -585,12 +501,12 @@ async function main(): Promise<void> {
   const cpus = os.cpus();
   out(`# Gatehouse control-plane bench, ${new Date().toISOString().replace(/\.\d+Z$/, 'Z')}`);
   out();
-  out(`commit ${gitCommit()} · node ${process.version} · ${cpus.length} × ${cpus[0]?.model.trim() ?? '?'} · grpc-js ${grpcVersion()} · one process (server and clients share the event loop)${gcFn ? '' : ' · **no --expose-gc: heap numbers include garbage**'}`);
+  out(`commit ${gitCommit({ dirtySrc: true, fallback: 'unknown' })} · node ${process.version} · ${cpus.length} × ${cpus[0]?.model.trim() ?? '?'} · grpc-js ${grpcVersion()} · one process (server and clients share the event loop)${gcFn ? '' : ' · **no --expose-gc: heap numbers include garbage**'}`);
 
   if (PARTS.has('build')) {
     // Warm-up: loads the Envoy protos for the codec and JIT-compiles the paths before timing.
     const warm = new SnapshotViews(() => undefined);
-    warm.update(resolve(parseOk(configText(20, true)), RESOLVE_OPTS));
+    warm.update(resolve(parseOk(servicesYaml(20, true)), RESOLVE_OPTS));
     warm.view(info('proxyless', 'w'));
     warm.view(info('gatehouse', 'w'));
     const rows: BuildRow[] = [];
@@ -671,15 +587,6 @@ async function main(): Promise<void> {
   fs.mkdirSync(dir, { recursive: true });
   fs.writeFileSync(path.join(dir, 'xds-latest.md'), `${lines.join('\n')}\n`);
   process.stdout.write('\nwritten to bench/results/xds-latest.md\n');
-}
-
-function grpcVersion(): string {
-  try {
-    const pkg = JSON.parse(fs.readFileSync(path.join(REPO, 'node_modules', '@grpc', 'grpc-js', 'package.json'), 'utf8')) as { version?: string };
-    return pkg.version ?? '?';
-  } catch {
-    return '?';
-  }
 }
 
 main().catch((err: unknown) => {

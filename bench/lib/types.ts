@@ -1,0 +1,75 @@
+// The shapes the bench's parts hand each other: a scenario (a row of run.ts's table), the
+// settings of a run, a started target, the https certificate, one measured window.
+import type { Child } from './proc.js';
+import { HOST } from './wire.js';
+
+export type TargetName = 'direct' | 'gateway' | 'nginx';
+export const TARGET_ORDER: TargetName[] = ['direct', 'gateway', 'nginx'];
+
+export interface Scenario {
+  id: string;
+  title: string;
+  /** http (default): wrk (or autocannon) over HTTP/1.1; https: autocannon over TLS; grpc: the grpc-js loop; ws: a `ws` echo loop. */
+  kind?: 'http' | 'https' | 'grpc' | 'ws';
+  method: 'GET' | 'POST';
+  path: string;
+  body?: Buffer;
+  headers?: Record<string, string>;
+  host?: string; // Host header (default bench.local)
+  expectBytes: number; // response body length that the sanity check expects
+  /** The gateway's port of the strict HTTP/1.1 engine (node:http) instead of its uWS port; other targets as usual. */
+  strict?: boolean;
+}
+export const scHost = (sc: Scenario): string => sc.host ?? HOST;
+
+export interface Settings {
+  rounds: number;
+  duration: number;
+  warmup: number;
+  connections: number;
+  scenarios: Scenario[];
+  targets: TargetName[];
+  gatewayCli: string;
+  gatewayArgs: string[];
+  gatewayNodeArgs: string[];
+  /** Data-plane threads of the gateway (`--workers`) and worker processes of nginx, alike. */
+  workers: number;
+  /** Load generator of the plain-HTTP scenarios: wrk (C, far cheaper per request) or autocannon. */
+  client: 'wrk' | 'autocannon';
+  readyTimeoutMs: number;
+  keepTmp: boolean;
+}
+
+export interface Target {
+  name: TargetName;
+  port: number; // HTTP/1.1
+  strictPort?: number; // gateway: HTTP/1.1 on the strict engine (node:http)
+  tlsPort?: number; // HTTPS (only when the https scenario runs)
+  grpcPort: number; // h2c gRPC
+  child?: Child; // CPU/RSS are measured for targets that are our children (gateway, nginx)
+  config?: { dir: string; base: string; text: string }; // gateway: its config folder, the file without/with extra routes
+}
+
+export interface CertPaths {
+  cert: string;
+  key: string;
+}
+
+export interface Sample {
+  reqs: number;
+  rps: number;
+  p50: number; // ms
+  p99: number; // ms
+  non2xx: number;
+  errors: number;
+  cpuUsPerReq?: number;
+  clientCpuPct: number;
+  errorDetail?: string; // gRPC: the failed calls by status
+}
+
+/** What the extra measurements found, for the targets table. */
+export interface Figures {
+  idle?: { rss: number; open: number };
+  idleLoaded?: { rss: number; open: number };
+  swap?: { gapMs: number; p99Ratio: number };
+}
