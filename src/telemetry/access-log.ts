@@ -8,23 +8,9 @@ import { celActivation, compileCel, type AttributeSource, type CelExpression } f
 import type { MeshConfig } from '../config/types.js';
 import type { AccessLogConfig, TelemetryConfig } from '../controlplane/snapshot.js';
 import { getHeader, type RequestHead } from '../routing/request.js';
-import { requestAttributes } from './attributes.js';
+import { requestAttributes, type LoggedRequest } from './attributes.js';
 
-/** What a finished request exposes to the access log. */
-export interface LoggedRequest {
-  readonly head: RequestHead;
-  readonly startedAt: number;
-  readonly code: number;
-  readonly flags: string;
-  readonly requestBytes: number;
-  readonly responseBytes: number;
-  readonly upstreamHost: string;
-  readonly upstreamCluster: string;
-  readonly route: { name: string } | undefined;
-  readonly sink: { remoteAddress: string; readonly protocol?: string | undefined };
-  /** gRPC: the status the client got ('' when none). */
-  readonly grpcStatus?: string;
-}
+export type { LoggedRequest } from './attributes.js';
 
 export const ISTIO_TEXT_FORMAT =
   '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% "%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n';

@@ -3,8 +3,23 @@
 // when an expression reads it, never before; attributes Gatehouse does not track are absent (the
 // expression then fails, as in Envoy for an attribute a request does not have).
 import { responseFlagBits, type AttributeSource } from '../config/cel.js';
-import { getHeader } from '../routing/request.js';
-import type { LoggedRequest } from './access-log.js';
+import { getHeader, type RequestHead } from '../routing/request.js';
+
+/** What a finished request exposes to the access log, metric tags and CEL filters. */
+export interface LoggedRequest {
+  readonly head: RequestHead;
+  readonly startedAt: number;
+  readonly code: number;
+  readonly flags: string;
+  readonly requestBytes: number;
+  readonly responseBytes: number;
+  readonly upstreamHost: string;
+  readonly upstreamCluster: string;
+  readonly route: { name: string } | undefined;
+  readonly sink: { remoteAddress: string; readonly protocol?: string | undefined };
+  /** gRPC: the status the client got ('' when none). */
+  readonly grpcStatus?: string;
+}
 
 function headerMap(headers: readonly string[]): Map<string, string> {
   const m = new Map<string, string>();

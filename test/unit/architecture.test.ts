@@ -57,7 +57,8 @@ const ALLOWED_IMPORTS: Record<Unit, Record<Unit, string>> = {
     telemetry: 'the logger',
   },
   telemetry: {
-    config: 'the mesh config access-log settings',
+    config: 'the mesh config access-log settings; CEL expressions of Telemetry filters and tags',
+    controlplane: 'compiles the snapshot Telemetry (access-log sinks, metric overrides) once per config version',
     routing: 'the access log formats the request view routing matched on (routing/request.ts)',
   },
   security: {
