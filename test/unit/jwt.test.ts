@@ -421,30 +421,31 @@ describe('jwt authenticator: jwks_uri', () => {
   it('a hanging JWKS endpoint: token requests wait at most the timeout, tokenless and other-issuer requests not at all', async () => {
     cache = new JwksCache({ retryMinMs: 10_000 });
     srv.mode = 'hang';
-    const a = make([rule({ jwks_uri: uri, timeout_ms: 300 }), rule({ issuer: ISS2, jwks: jwks(ec.jwk) })]);
+    // A long timeout, so "waits for it" and "does not wait" are far apart even on a loaded machine.
+    const a = make([rule({ jwks_uri: uri, timeout_ms: 2000 }), rule({ issuer: ISS2, jwks: jwks(ec.jwk) })]);
     const t = await token(rsa, {});
     const t2 = await token(ec, { iss: ISS2 });
 
     const started = Date.now();
-    const pending = a.authenticate(req(bearer(t)));
-    // While the fetch hangs: no token → synchronous answer; ISS2's inline keys → fast.
+    let settled = false;
+    const pending = Promise.resolve(a.authenticate(req(bearer(t)))).finally(() => (settled = true));
+    // While the fetch hangs: no token → synchronous answer; ISS2's inline keys → answered before it.
     const plain = a.authenticate(req(['host', 'h']));
     expect(plain).not.toBeInstanceOf(Promise);
     expect(plain).toMatchObject({ ok: true, auth: null });
-    const t0 = Date.now();
     expect((await allowed(a, req(bearer(t2)))).auth?.principal).toBe(`${ISS2}/alice`);
-    expect(Date.now() - t0).toBeLessThan(250);
+    expect(settled).toBe(false);
 
     const out = await pending;
     const waited = Date.now() - started;
     expect(out).toMatchObject({ ok: false, status: 401, body: 'Jwks remote fetch is failed' });
-    expect(waited).toBeGreaterThanOrEqual(250);
-    expect(waited).toBeLessThan(2000);
+    expect(waited).toBeGreaterThanOrEqual(1900);
+    expect(waited).toBeLessThan(15_000);
 
-    // Right after the failure, the next token request does not wait again.
+    // Right after the failure, the next token request does not wait for another timeout.
     const t1 = Date.now();
     expect(await denied(a, req(bearer(t)))).toBe('Jwks remote fetch is failed');
-    expect(Date.now() - t1).toBeLessThan(100);
+    expect(Date.now() - t1).toBeLessThan(1000);
   });
 
   it('keeps the last good keys when refreshes fail or hang, and picks up rotated keys when it is back', async () => {
