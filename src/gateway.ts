@@ -178,7 +178,7 @@ export class Gateway {
       (labels) => {
         if (this.#snapshot && sameLabels(labels, opts.labels)) return this.#snapshot;
         const c = this.#config!;
-        return resolve(c.resources(), { labels, namespace: opts.namespace, bind: opts.bind, mesh: c.mesh });
+        return resolve(c.resources(), { labels, namespace: opts.namespace, bind: opts.bind, mesh: c.mesh, ...(opts.kubernetes ? { clusterDomain: opts.kubernetes.clusterDomain } : {}) });
       },
     );
     this.dataPlane.onSecretsChanged = () => {
@@ -468,7 +468,7 @@ export class Gateway {
       bind: o.bind,
       configHash: this.#config?.hash ?? null,
       snapshotHash: this.#snapshot?.hash ?? null,
-      ...(o.kubernetes ? { kubernetes: true } : {}),
+      ...(o.kubernetes ? { kubernetes: true, clusterDomain: o.kubernetes.clusterDomain } : {}),
     };
   }
 

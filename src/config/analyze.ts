@@ -5,7 +5,7 @@
 // README lists which checks exist and which do not.
 import type { FieldPath, Problem, Resource } from './types.js';
 import { resourceId } from './types.js';
-import { completeHost } from './hosts.js';
+import { completeHost, DEFAULT_CLUSTER_DOMAIN } from './hosts.js';
 import { routingClaim } from './jwt-claims.js';
 import { describeLabels, formatLabels, gatewayApplies, reporterFor, resolveGatewayRef } from './validate-refs.js';
 
@@ -16,6 +16,8 @@ export interface AnalyzeOptions {
   gatewayNamespace: string;
   /** The mesh config's root namespace (policies there apply to every workload). */
   rootNamespace: string;
+  /** `--cluster-domain`: short hosts complete to `<name>.<namespace>.svc.<domain>` (default cluster.local). */
+  clusterDomain?: string;
 }
 
 type Obj = Record<string, unknown>;
@@ -35,12 +37,13 @@ export function analyze(resources: readonly Resource[], opts: AnalyzeOptions): P
   const ofKind = (k: string): Resource[] => resources.filter((r) => r.kind === k);
   const gateways = ofKind('Gateway');
   const virtualServices = ofKind('VirtualService');
+  const domain = opts.clusterDomain ?? DEFAULT_CLUSTER_DOMAIN;
   gatewaySelectors(gateways, opts, problems);
   for (const vs of virtualServices) unreachableRules(vs, problems);
-  meshHostConflicts(virtualServices, problems);
+  meshHostConflicts(virtualServices, domain, problems);
   for (const dr of ofKind('DestinationRule')) caCertificates(dr, problems);
   serviceEntryProtocols(ofKind('ServiceEntry'), problems);
-  subsetsSelectingNothing(ofKind('DestinationRule'), ofKind('ServiceEntry'), ofKind('WorkloadEntry'), problems);
+  subsetsSelectingNothing(ofKind('DestinationRule'), ofKind('ServiceEntry'), ofKind('WorkloadEntry'), domain, problems);
   sidecarSelectors(ofKind('Sidecar'), opts, problems);
   jwtClaimRoutes(virtualServices, gateways, ofKind('RequestAuthentication'), opts, problems);
   for (const r of resources) deprecatedFields(r, problems);
@@ -202,7 +205,7 @@ function hostsOverlap(a: string, b: string): boolean {
   return a === b || covers(a, b) || covers(b, a);
 }
 
-function meshHostConflicts(virtualServices: readonly Resource[], problems: Problem[]): void {
+function meshHostConflicts(virtualServices: readonly Resource[], domain: string, problems: Problem[]): void {
   const byScopedHost = new Map<string, Array<{ vs: Resource; index: number }>>();
   /** Hosts visible to every namespace (exportTo `*`), and the wildcard ones among them. */
   const everywhere = new Map<string, Array<{ vs: Resource; index: number }>>();
@@ -214,7 +217,7 @@ function meshHostConflicts(virtualServices: readonly Resource[], problems: Probl
     for (const scope of exportScopes(s.exportTo, vs.metadata.namespace)) {
       asArr(s.hosts).forEach((h, index) => {
         if (typeof h !== 'string') return;
-        const host = completeHost(h, vs.metadata.namespace);
+        const host = completeHost(h, vs.metadata.namespace, domain);
         const key = `${scope}|${host}`;
         const list = byScopedHost.get(key) ?? [];
         if (!list.some((e) => e.vs === vs)) list.push({ vs, index });
@@ -322,7 +325,7 @@ function serviceEntryProtocols(serviceEntries: readonly Resource[], problems: Pr
 
 // ---- DestinationRule subsets that select no endpoint of their ServiceEntry (IST0173) -------------
 
-function subsetsSelectingNothing(drs: readonly Resource[], serviceEntries: readonly Resource[], workloadEntries: readonly Resource[], problems: Problem[]): void {
+function subsetsSelectingNothing(drs: readonly Resource[], serviceEntries: readonly Resource[], workloadEntries: readonly Resource[], domain: string, problems: Problem[]): void {
   // Each host's endpoints' label sets, from the ServiceEntry defining it first (as resolve does).
   const endpointsByHost = new Map<string, { se: Resource; labels: Array<Record<string, string>> }>();
   /** Each WorkloadEntry's labels (resource and spec labels), by namespace. */
@@ -341,7 +344,7 @@ function subsetsSelectingNothing(drs: readonly Resource[], serviceEntries: reado
     }
     for (const h of asArr(s.hosts)) {
       if (typeof h !== 'string') continue;
-      const host = completeHost(h, se.metadata.namespace);
+      const host = completeHost(h, se.metadata.namespace, domain);
       if (!endpointsByHost.has(host)) endpointsByHost.set(host, { se, labels });
     }
   }
@@ -349,7 +352,7 @@ function subsetsSelectingNothing(drs: readonly Resource[], serviceEntries: reado
     const s = spec(dr);
     const host = asStr(s.host);
     if (!host) continue;
-    const known = endpointsByHost.get(completeHost(host, dr.metadata.namespace));
+    const known = endpointsByHost.get(completeHost(host, dr.metadata.namespace, domain));
     // Without endpoints (DNS, NONE, or none written yet) there is nothing to select from.
     if (!known || known.labels.length === 0) continue;
     asArr(s.subsets).forEach((sub, i) => {

@@ -1,18 +1,25 @@
 // Host names as Istio reads them: short names are completed in the namespace of the resource that
 // names them, the way Kubernetes DNS search paths would (`reviews` in `default` =
-// `reviews.default.svc.cluster.local`); names with a dot are taken as written.
+// `reviews.default.svc.cluster.local`, with the cluster's DNS domain, `--cluster-domain`); names
+// with a dot are taken as written.
 
-export const CLUSTER_DOMAIN = 'svc.cluster.local';
+/** The cluster's DNS domain unless `--cluster-domain` says otherwise (istiod's default domain suffix). */
+export const DEFAULT_CLUSTER_DOMAIN = 'cluster.local';
 
-export function completeHost(host: string, namespace: string): string {
+/** A Kubernetes Service's host: `<name>.<namespace>.svc.<cluster domain>`. */
+export function serviceHost(name: string, namespace: string, domain: string): string {
+  return `${name}.${namespace}.svc.${domain}`;
+}
+
+export function completeHost(host: string, namespace: string, domain: string): string {
   const h = host.toLowerCase();
   if (h === '*' || h.includes('.')) return h;
-  return `${h}.${namespace}.${CLUSTER_DOMAIN}`;
+  return serviceHost(h, namespace, domain);
 }
 
 /** The Kubernetes service name and namespace of an in-cluster FQDN, else the host and the given namespace. */
-export function serviceNameAndNamespace(fqdn: string, fallbackNamespace: string): { name: string; namespace: string } {
-  const suffix = `.${CLUSTER_DOMAIN}`;
+export function serviceNameAndNamespace(fqdn: string, fallbackNamespace: string, domain: string): { name: string; namespace: string } {
+  const suffix = `.svc.${domain}`;
   if (fqdn.endsWith(suffix)) {
     const parts = fqdn.slice(0, -suffix.length).split('.');
     if (parts.length === 2) return { name: parts[0]!, namespace: parts[1]! };

@@ -214,6 +214,13 @@ function toResource(
   if (!readsKind(apiVersion, kind)) {
     const m = typeof obj.metadata === 'object' && obj.metadata !== null && !Array.isArray(obj.metadata) ? meta : {};
     const metadata: ObjectMeta = { name: typeof m.name === 'string' && m.name !== '' ? m.name : '?', namespace: typeof m.namespace === 'string' && m.namespace !== '' ? m.namespace : 'default' };
+    // The service registry's kinds are read from the API only, but kept whole, as the API source
+    // keeps them, for whoever translates files holding them (the golden cases).
+    if (isRegistryDocument(apiVersion, kind)) {
+      if (isStringMap(m.labels)) metadata.labels = m.labels;
+      if (isStringMap(m.annotations)) metadata.annotations = m.annotations;
+      return { apiVersion, kind, metadata, spec: obj, source };
+    }
     return { apiVersion, kind, metadata, spec: obj.spec ?? {}, source };
   }
   if (typeof obj.metadata !== 'object' || obj.metadata === null || Array.isArray(obj.metadata)) return fail(['metadata'], 'missing required field');
@@ -230,6 +237,11 @@ function toResource(
   const isK8sCore = obj.apiVersion === 'v1' && (kind === 'Secret' || kind === 'ConfigMap');
   const spec = isK8sCore ? obj : obj.spec === undefined || obj.spec === null ? {} : obj.spec;
   return { apiVersion, kind, metadata, spec, source };
+}
+
+/** Service, EndpointSlice and Pod: Kubernetes kinds whose resource `spec` is the whole document. */
+function isRegistryDocument(apiVersion: string, kind: string): boolean {
+  return (apiVersion === 'v1' && (kind === 'Service' || kind === 'Pod')) || (apiVersion === 'discovery.k8s.io/v1' && kind === 'EndpointSlice');
 }
 
 /** Whether a partial apiVersion/kind points at something Gatehouse reads (then a missing half is an error). */

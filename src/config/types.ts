@@ -404,6 +404,72 @@ export interface SidecarSpec {
   outboundTrafficPolicy?: { mode?: 'ALLOW_ANY' | 'REGISTRY_ONLY'; egressProxy?: Destination };
 }
 
+// ---------------------------------------------------------------------------------------------
+// Kubernetes kinds of the service registry (`--kubernetes`): the fields Gatehouse reads. The
+// Resource `spec` of these kinds is the whole document, as the API server returned it (trimmed,
+// see src/config/kubernetes/objects.ts); the API server has validated them.
+
+export interface KubeServicePort {
+  name?: string;
+  port: number;
+  /** A port number or the name of a container port; Kubernetes defaults it to `port`. */
+  targetPort?: number | string;
+  /** TCP (default), UDP or SCTP. */
+  protocol?: string;
+  appProtocol?: string;
+}
+
+export interface KubeServiceDocument {
+  metadata: ObjectMeta;
+  spec: {
+    type?: 'ClusterIP' | 'NodePort' | 'LoadBalancer' | 'ExternalName';
+    /** `None`: a headless Service. */
+    clusterIP?: string;
+    clusterIPs?: string[];
+    externalName?: string;
+    selector?: Record<string, string>;
+    ports?: KubeServicePort[];
+    publishNotReadyAddresses?: boolean;
+    internalTrafficPolicy?: string;
+    trafficDistribution?: string;
+  };
+}
+
+export interface KubeEndpoint {
+  addresses: string[];
+  /** Absent means ready (the API's "unknown", read as ready by consumers, Istio included). */
+  conditions?: { ready?: boolean | null; serving?: boolean | null; terminating?: boolean | null };
+  targetRef?: { kind?: string; name?: string; namespace?: string };
+  nodeName?: string;
+  zone?: string;
+}
+
+export interface KubeEndpointSliceDocument {
+  metadata: ObjectMeta;
+  addressType?: 'IPv4' | 'IPv6' | 'FQDN';
+  endpoints?: KubeEndpoint[] | null;
+  /** The Service's ports as the EndpointSlice controller resolved them (a named targetPort made a number). */
+  ports?: Array<{ name?: string | null; port?: number | null; protocol?: string; appProtocol?: string }> | null;
+}
+
+export interface KubeContainerPort {
+  name?: string;
+  containerPort: number;
+  protocol?: string;
+}
+
+export interface KubePodDocument {
+  metadata: ObjectMeta;
+  spec?: {
+    nodeName?: string;
+    serviceAccountName?: string;
+    containers?: Array<{ ports?: KubeContainerPort[] }>;
+    /** Native sidecars (restartPolicy Always) count for their ports. */
+    initContainers?: Array<{ restartPolicy?: string; ports?: KubeContainerPort[] }>;
+  };
+  status?: { phase?: string; podIP?: string; podIPs?: Array<{ ip: string }>; conditions?: Array<{ type: string; status: string }> };
+}
+
 /** The parts of Istio's MeshConfig that Gatehouse reads (`--mesh-config`, or ConfigMap `istio`). */
 export interface MeshConfig {
   rootNamespace: string;

@@ -4,7 +4,7 @@
 // DestinationRule is only seen from the namespaces its exportTo allows.
 import type { FieldPath, Problem, Resource } from './types.js';
 import { formatPath, resourceId } from './types.js';
-import { completeHost, hostMatches, hostsIntersect } from './hosts.js';
+import { completeHost, DEFAULT_CLUSTER_DOMAIN, hostMatches, hostsIntersect } from './hosts.js';
 import { asArr, asObj, asStr, isObj, quote, type Reporter } from './schema.js';
 import { PROTOCOLS, listenerClass } from './schema-istio.js';
 
@@ -16,6 +16,8 @@ export interface CrossCheckOptions {
    * selectors name would serve them (a Gateway with another selector never shares its ports).
    */
   allGateways?: boolean;
+  /** `--cluster-domain`: short hosts complete to `<name>.<namespace>.svc.<domain>` (default cluster.local). */
+  clusterDomain?: string;
 }
 
 /** Reports problems of one resource, with the line of the offending field. */
@@ -117,6 +119,7 @@ const stableJson = (v: unknown): string =>
 
 export function crossCheck(accepted: readonly Resource[], opts: CrossCheckOptions, problems: Problem[]): void {
   const ofKind = (k: string): Resource[] => accepted.filter((r) => r.kind === k);
+  const domain = opts.clusterDomain ?? DEFAULT_CLUSTER_DOMAIN;
   const gateways = new Map(ofKind('Gateway').map((g) => [key(g), g]));
   const virtualServices = ofKind('VirtualService');
   const vsByKey = new Map(virtualServices.map((v) => [key(v), v]));
@@ -126,7 +129,7 @@ export function crossCheck(accepted: readonly Resource[], opts: CrossCheckOption
     if (!host) return [];
     const subsets = new Set(asArr(spec(r).subsets).map((s) => asStr(asObj(s).name)).filter((n): n is string => !!n));
     const exportTo = asArr(spec(r).exportTo).filter((e): e is string => typeof e === 'string');
-    return [{ r, host: completeHost(host, r.metadata.namespace), subsets, exportTo }];
+    return [{ r, host: completeHost(host, r.metadata.namespace, domain), subsets, exportTo }];
   });
 
   /** The DestinationRules Istio would use for a host: exact ones, else the most specific wildcard. */
@@ -156,7 +159,7 @@ export function crossCheck(accepted: readonly Resource[], opts: CrossCheckOption
       const host = asStr(dest.host);
       const subset = asStr(dest.subset);
       if (!host || !subset) continue;
-      const fqdn = completeHost(host, ns);
+      const fqdn = completeHost(host, ns, domain);
       if (!drsFor(fqdn, ns).some((d) => d.subsets.has(subset))) {
         out.error([...path, 'subset'], `subset ${quote(subset)} is not defined by any DestinationRule for ${fqdn}`);
       }
@@ -184,7 +187,7 @@ export function crossCheck(accepted: readonly Resource[], opts: CrossCheckOption
       if (gw === 'mesh' || seenGw.has(gw)) return;
       seenGw.add(gw);
       for (const [i, h] of hosts) {
-        const k = `${gw}|${completeHost(h, ns)}`;
+        const k = `${gw}|${completeHost(h, ns, domain)}`;
         const prev = hostOnGateway.get(k);
         if (!prev) hostOnGateway.set(k, vs);
         else if (prev !== vs && !warned.has(i)) {
@@ -204,7 +207,7 @@ export function crossCheck(accepted: readonly Resource[], opts: CrossCheckOption
           return ok ? [name] : [];
         }),
       );
-      if (!hosts.some(([, h]) => admitted.some((a) => hostsIntersect(a, completeHost(h, ns))))) {
+      if (!hosts.some(([, h]) => admitted.some((a) => hostsIntersect(a, completeHost(h, ns, domain))))) {
         out.warn(['spec', 'gateways', gi], `[IST0132] no host of this VirtualService is admitted by gateway ${quote(gw)} for namespace ${ns}; Istio ignores this binding`);
       }
     });

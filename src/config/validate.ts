@@ -21,6 +21,8 @@ export interface ValidateOptions {
   rootNamespace: string;
   /** `validate` without --labels: check the servers of every Gateway (validate-refs.ts). */
   allGateways?: boolean;
+  /** `--cluster-domain`: short hosts complete to `<name>.<namespace>.svc.<domain>` (default cluster.local). */
+  clusterDomain?: string;
   /**
    * Each resource's own problems (schema and per-kind checks), remembered by resource object:
    * `--kubernetes` checks the same unchanged objects again at every change, this checks them once.

@@ -15,6 +15,8 @@ export interface ConfigJob {
   snapshotHash: string | null;
   /** `--kubernetes`: the files plus the objects of the Kubernetes source hosted where the job runs. */
   kubernetes?: boolean;
+  /** `--cluster-domain` (with `--kubernetes`): Services are `<name>.<ns>.svc.<domain>`; default cluster.local. */
+  clusterDomain?: string;
 }
 
 export type ConfigJobResult =

@@ -116,6 +116,8 @@ function hashOf(mesh: MeshConfig, files: readonly Resource[], objects: ReadonlyM
   return h.digest('hex').slice(0, 16);
 }
 
+const domainOf = (job: ConfigJob): { clusterDomain?: string } => (job.clusterDomain ? { clusterDomain: job.clusterDomain } : {});
+
 export function runKubeJob(job: ConfigJob, state: KubeJobState): ConfigJobResult {
   if (!state.source.synced) return { kind: 'waiting', problems: [] };
   // The mesh config file, then the files: their problems (syntax, I/O) make the files invalid.
@@ -133,7 +135,7 @@ export function runKubeJob(job: ConfigJob, state: KubeJobState): ConfigJobResult
   const culprits = credentialCulprits(job.namespace);
   const check = (set: readonly Resource[]): Problem[] => {
     const mesh = meshFromResources(base, set).mesh;
-    const opts = { gatewayNamespace: job.namespace, labels: { ...job.labels }, rootNamespace: mesh.rootNamespace, ownProblems: state.ownProblems };
+    const opts = { gatewayNamespace: job.namespace, labels: { ...job.labels }, rootNamespace: mesh.rootNamespace, ownProblems: state.ownProblems, ...domainOf(job) };
     const v = validate(set, opts);
     return [...v.problems, ...checkCertificates(v.checkable, { namespace: job.namespace, labels: job.labels })];
   };
@@ -161,7 +163,7 @@ export function runKubeJob(job: ConfigJob, state: KubeJobState): ConfigJobResult
   // the translation and the analyzer need not walk them at every change.
   const set = accepted.resources.filter((r) => !REGISTRY_KINDS.has(r.kind));
   const mesh = meshFromResources(base, set).mesh;
-  const warnings = [...accepted.problems, ...analyze(set, { labels: job.labels, gatewayNamespace: job.namespace, rootNamespace: mesh.rootNamespace })];
+  const warnings = [...accepted.problems, ...analyze(set, { labels: job.labels, gatewayNamespace: job.namespace, rootNamespace: mesh.rootNamespace, ...domainOf(job) })];
   const hash = hashOf(mesh, files, accepted.accepted);
   const rejections = state.newRejections(accepted);
   state.lastGood = accepted.accepted;
@@ -172,7 +174,7 @@ export function runKubeJob(job: ConfigJob, state: KubeJobState): ConfigJobResult
     state.source.writeStatus?.(desiredStatuses(all, accepted, [...warnings, ...state.translationWarnings]));
     return { kind: 'unchanged', problems: [], kube: kube() };
   }
-  const snapshot = resolve(set, { labels: job.labels, namespace: job.namespace, bind: job.bind, mesh });
+  const snapshot = resolve(set, { labels: job.labels, namespace: job.namespace, bind: job.bind, mesh, ...domainOf(job) });
   state.translationWarnings = snapshot.warnings;
   state.source.writeStatus?.(desiredStatuses(all, accepted, [...warnings, ...snapshot.warnings]));
   const problems = state.newWarnings(sortProblems([...warnings, ...snapshot.warnings]));

@@ -38,6 +38,7 @@ export interface ServiceCluster {
 /** The clusters of every registry service, by host, then port, then subset (the whole service first). */
 export function serviceClusters(ctx: BuildContext): ServiceCluster[] {
   const out: ServiceCluster[] = [];
+  // Aliases (ExternalName Services) have no cluster of their own; `sorted` leaves them out.
   for (const service of ctx.registry.sorted) {
     const dr = ctx.destinationRules.forHost(service.host);
     for (const port of service.ports) {
@@ -96,7 +97,7 @@ function buildCluster(ctx: BuildContext, sc: ServiceCluster, secrets: Map<string
   const { defaults } = ctx;
   const { name, service: svc, policy, dr } = sc;
   const port = sc.port.number;
-  const { name: shortName, namespace: svcNs } = serviceNameAndNamespace(svc.host, svc.namespace);
+  const { name: shortName, namespace: svcNs } = serviceNameAndNamespace(svc.host, svc.namespace, ctx.domain);
   const resolution = svc.resolution;
   // DYNAMIC_DNS (Envoy's dynamic forward proxy: the request's host, resolved by DNS) is what
   // Gatehouse's ORIGINAL_DST cluster does for NONE: connect to the request's own authority.

@@ -10,12 +10,12 @@ export interface DestinationRuleIndex {
   forHost(host: string): Resource<DestinationRuleSpec> | undefined;
 }
 
-export function destinationRuleIndex({ opts, config }: BuildInputs): DestinationRuleIndex {
+export function destinationRuleIndex({ opts, config, domain }: BuildInputs): DestinationRuleIndex {
   // By host, exportTo-visible to the gateway's namespace.
   const byHost = new Map<string, Resource<DestinationRuleSpec>>();
   for (const dr of config.destinationRules) {
     if (!exportedTo(dr.spec.exportTo, dr.metadata.namespace, opts.namespace)) continue;
-    const host = completeHost(dr.spec.host, dr.metadata.namespace);
+    const host = completeHost(dr.spec.host, dr.metadata.namespace, domain);
     const prev = byHost.get(host);
     // A rule in the gateway's own namespace wins over one elsewhere (Istio's lookup order).
     if (!prev || (dr.metadata.namespace === opts.namespace && prev.metadata.namespace !== opts.namespace)) byHost.set(host, dr);

@@ -10,7 +10,9 @@ export function buildLoadAssignment(name: string, svc: RegistryService, port: Se
     const labels = ep.labels ?? {};
     if (!labelsMatch(subsetLabels, labels)) continue;
     if (!ep.address) continue;
-    const epPort = ep.ports?.[port.name] ?? port.targetPort ?? port.number;
+    const named = ep.ports?.[port.name];
+    if (named === undefined && ep.strictPorts) continue;
+    const epPort = named ?? port.targetPort ?? port.number;
     const locality = ep.locality ?? '';
     const list = byLocality.get(locality) ?? [];
     list.push({

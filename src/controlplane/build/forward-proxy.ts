@@ -22,10 +22,14 @@ export function forwardProxy(ctx: BuildContext, rc: RouteConfiguration): { confi
   for (const svc of ctx.registry.sorted) {
     if (!exportedTo(svc.exportTo, svc.namespace, ctx.opts.namespace)) continue;
     connect.push({ host: svc.host, ports: svc.ports.map((p) => p.number) });
+    // An alias (ExternalName Service) is matched wherever the host it names is.
+    const aliases = ctx.registry.aliasesOf(svc.host).filter((a) => exportedTo(a.exportTo, a.namespace, ctx.opts.namespace));
     for (const p of svc.ports) {
       if (!isHttpOrSniffed(p.protocol)) continue;
-      const domains = p.number === 80 ? [svc.host, `${svc.host}:80`] : [`${svc.host}:${p.number}`];
-      if (domains.some((d) => taken.has(d))) continue;
+      const domainsOf = (h: string): string[] => (p.number === 80 ? [h, `${h}:80`] : [`${h}:${p.number}`]);
+      const own = domainsOf(svc.host);
+      if (own.some((d) => taken.has(d))) continue;
+      const domains = [...own, ...aliases.flatMap((a) => domainsOf(a.host)).filter((d) => !taken.has(d))];
       for (const d of domains) taken.add(d);
       rc.virtual_hosts.push({ name: `${svc.host}:${p.number}`, domains, routes: [defaultServiceRoute(ctx, clusterName(p.number, '', svc.host), svc.host, p.number)], include_request_attempt_count: true });
     }

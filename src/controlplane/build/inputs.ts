@@ -4,6 +4,9 @@
 import type {
   DestinationRuleSpec,
   GatewaySpec,
+  KubeEndpointSliceDocument,
+  KubePodDocument,
+  KubeServiceDocument,
   MeshConfig,
   Problem,
   Resource,
@@ -13,6 +16,7 @@ import type {
   VirtualServiceSpec,
   WorkloadEntrySpec,
 } from '../../config/types.js';
+import { DEFAULT_CLUSTER_DOMAIN } from '../../config/hosts.js';
 import { formatPath, resourceId } from '../../config/types.js';
 import { ISTIO_DEFAULTS, type IstioDefaults } from './defaults.js';
 
@@ -26,6 +30,11 @@ export interface ResolveOptions {
   mesh: MeshConfig;
   /** `gatehouse validate` without --labels: translate every Gateway, whatever its selector. */
   allGateways?: boolean;
+  /**
+   * `--cluster-domain`: a Kubernetes Service is `<name>.<namespace>.svc.<domain>`, and short hosts
+   * complete the same way; default `cluster.local`.
+   */
+  clusterDomain?: string;
 }
 
 /** The resources of each kind resolve() reads, in config order (Istio: creation order). */
@@ -39,6 +48,10 @@ export interface ConfigByKind {
   readonly sidecars: ReadonlyArray<Resource<SidecarSpec>>;
   readonly peerAuthentications: ReadonlyArray<Resource<PeerAuthenticationSpec>>;
   readonly telemetries: ReadonlyArray<Resource<TelemetrySpec>>;
+  /** Kubernetes (`--kubernetes`): Services (v1), EndpointSlices (discovery.k8s.io/v1), Pods (v1). */
+  readonly services: ReadonlyArray<Resource<KubeServiceDocument>>;
+  readonly endpointSlices: ReadonlyArray<Resource<KubeEndpointSliceDocument>>;
+  readonly pods: ReadonlyArray<Resource<KubePodDocument>>;
 }
 
 /** security.istio.io PeerAuthentication spec (the fields Gatehouse reads). */
@@ -62,6 +75,8 @@ export interface WarningSink {
 /** The inputs every builder reads. */
 export interface BuildInputs {
   readonly opts: ResolveOptions;
+  /** The cluster's DNS domain (`opts.clusterDomain`, else `cluster.local`). */
+  readonly domain: string;
   readonly mesh: MeshConfig;
   readonly config: ConfigByKind;
   readonly defaults: IstioDefaults;
@@ -77,6 +92,8 @@ export function configByKind(resources: readonly Resource[]): ConfigByKind {
     else byKind.set(r.kind, [r]);
   }
   const of = <S>(kind: string): Array<Resource<S>> => (byKind.get(kind) ?? []) as Array<Resource<S>>;
+  // Kubernetes kinds at their own API version only (a Knative `Service` is another kind).
+  const kube = <S>(kind: string, apiVersion: string): Array<Resource<S>> => of<S>(kind).filter((r) => r.apiVersion === apiVersion);
   return {
     all: resources,
     gateways: of('Gateway'),
@@ -87,6 +104,9 @@ export function configByKind(resources: readonly Resource[]): ConfigByKind {
     sidecars: of('Sidecar'),
     peerAuthentications: of('PeerAuthentication'),
     telemetries: of('Telemetry'),
+    services: kube('Service', 'v1'),
+    endpointSlices: kube('EndpointSlice', 'discovery.k8s.io/v1'),
+    pods: kube('Pod', 'v1'),
   };
 }
 
@@ -129,5 +149,5 @@ export function warningSink(): WarningSink {
 
 /** The inputs of one resolve(). */
 export function buildInputs(resources: readonly Resource[], opts: ResolveOptions): BuildInputs {
-  return { opts, mesh: opts.mesh, config: configByKind(resources), defaults: ISTIO_DEFAULTS, warnings: warningSink() };
+  return { opts, domain: opts.clusterDomain ?? DEFAULT_CLUSTER_DOMAIN, mesh: opts.mesh, config: configByKind(resources), defaults: ISTIO_DEFAULTS, warnings: warningSink() };
 }

@@ -24,13 +24,13 @@ interface BoundVirtualService {
 }
 
 /** The VirtualServices bound to one of `servers` (exportTo-visible) and the hosts they share with them. */
-function boundL4({ opts, config }: BuildContext, servers: BoundServer[]): BoundVirtualService[] {
+function boundL4({ opts, config, domain }: BuildContext, servers: BoundServer[]): BoundVirtualService[] {
   const out: BoundVirtualService[] = [];
   for (const vs of config.virtualServices) {
     const vsNs = vs.metadata.namespace;
     if (!exportedTo(vs.spec.exportTo, vsNs, opts.namespace) && !servers.some((s) => exportedTo(vs.spec.exportTo, vsNs, s.gw.metadata.namespace))) continue;
     const refs = (vs.spec.gateways ?? []).map((g) => gatewayRef(g, vsNs));
-    const vsHosts = (vs.spec.hosts ?? []).map((h) => completeHost(h, vsNs));
+    const vsHosts = (vs.spec.hosts ?? []).map((h) => completeHost(h, vsNs, domain));
     // Istio binds a VirtualService to a server when the Gateway is named and their hosts meet.
     const bound = servers.filter((s) => {
       if (!refs.includes(gatewayName(s))) return false;
@@ -58,9 +58,11 @@ function l4MatchApplies(ctx: BuildContext, vs: Resource<VirtualServiceSpec>, m: 
 /** Envoy's tcp_proxy for an Istio route destination list: one cluster, or a weighted choice. */
 function tcpProxy(ctx: BuildContext, vs: Resource<VirtualServiceSpec>, route: RouteDestination[], path: Array<string | number>): TcpProxy {
   const weighted = route.map((d, k) => {
-    const host = completeHost(d.destination.host, vs.metadata.namespace);
-    const p = ctx.registry.destinationPort(host, d.destination.port?.number);
-    if (p === undefined) ctx.warnings.warn(vs, [...path, k, 'destination', 'port'], `destination ${host} has several ports or none known; set destination.port.number`);
+    const named = completeHost(d.destination.host, vs.metadata.namespace, ctx.domain);
+    const p = ctx.registry.destinationPort(named, d.destination.port?.number);
+    if (p === undefined) ctx.warnings.warn(vs, [...path, k, 'destination', 'port'], `destination ${named} has several ports or none known; set destination.port.number`);
+    // An alias (ExternalName Service) goes to the clusters of the host it names.
+    const host = ctx.registry.clusterHost(named);
     const name = clusterName(p ?? 80, d.destination.subset ?? '', host);
     return { name, weight: route.length === 1 ? 100 : (d.weight ?? 0), host, subset: d.destination.subset ?? '', port: p ?? 80 };
   });

@@ -2,7 +2,7 @@
 // service port an API listener by every name a client may use and a route table from the
 // VirtualServices bound to `mesh`, exportTo applied (Istio's sidecar outbound view); and what
 // proxyless gRPC clients cannot honour in the rules that concern gRPC services.
-import { CLUSTER_DOMAIN, completeHost, hostMatches } from '../../config/hosts.js';
+import { completeHost, hostMatches } from '../../config/hosts.js';
 import type { Resource, VirtualServiceSpec } from '../../config/types.js';
 import { proxylessPolicyGaps, proxylessRouteGaps } from '../proxyless.js';
 import { clusterName, type ApiListener, type Route, type RouteConfiguration, type SidecarView } from '../snapshot.js';
@@ -25,14 +25,14 @@ export function proxylessWarnings(ctx: BuildContext, meshServices: ReadonlyArray
   const { warn } = ctx.warnings;
   const grpcServiceHosts = ctx.registry.declared.filter((svc) => svc.ports.some((p) => p.protocol === 'GRPC' || p.protocol === 'GRPC-WEB')).map((svc) => svc.host);
   for (const vs of meshServices) {
-    const hosts = (vs.spec.hosts ?? []).map((h) => completeHost(h, vs.metadata.namespace));
+    const hosts = (vs.spec.hosts ?? []).map((h) => completeHost(h, vs.metadata.namespace, ctx.domain));
     if (!grpcServiceHosts.some((g) => hosts.some((h) => hostMatches(h, g)))) continue;
     (vs.spec.http ?? []).forEach((http, i) => {
       for (const g of proxylessRouteGaps(http)) warn(vs, ['spec', 'http', i, ...g.path], g.message);
     });
   }
   for (const dr of ctx.config.destinationRules) {
-    const host = completeHost(dr.spec.host, dr.metadata.namespace);
+    const host = completeHost(dr.spec.host, dr.metadata.namespace, ctx.domain);
     if (!grpcServiceHosts.some((g) => hostMatches(host, g))) continue;
     for (const g of proxylessPolicyGaps(dr.spec.trafficPolicy)) warn(dr, ['spec', 'trafficPolicy', ...g.path], g.message);
     (dr.spec.subsets ?? []).forEach((sub, i) => {
@@ -51,7 +51,7 @@ export function buildSidecarViews(ctx: BuildContext, meshServices: ReadonlyArray
   const meshByHost = new Map<string, number[]>();
   const meshWildcards: Array<[string, number]> = [];
   meshServices.forEach((vs, i) => {
-    for (const h of new Set((vs.spec.hosts ?? []).map((x) => completeHost(x, vs.metadata.namespace)))) {
+    for (const h of new Set((vs.spec.hosts ?? []).map((x) => completeHost(x, vs.metadata.namespace, ctx.domain)))) {
       if (h.includes('*')) meshWildcards.push([h, i]);
       else meshByHost.set(h, [...(meshByHost.get(h) ?? []), i]);
     }
@@ -80,8 +80,10 @@ export function buildSidecarViews(ctx: BuildContext, meshServices: ReadonlyArray
         const vsRoutes: Route[] = [];
         for (const i of order) vsRoutes.push(...meshRoutesFor(i, port.number));
         if (vsRoutes.length === 0) vsRoutes.push(defaultServiceRoute(ctx, routeName, svc.host, port.number));
-        const names = sidecarNames(svc.host, clientNs);
-        const domains = names.flatMap((n) => [n, `${n}:${port.number}`]);
+        const names = sidecarNames(svc.host, clientNs, ctx.domain);
+        // An alias (ExternalName Service) is matched wherever the host it names is (Istio's generateVirtualHostDomains).
+        const aliasNames = ctx.registry.aliasesOf(svc.host).filter((a) => exportedTo(a.exportTo, a.namespace, clientNs)).flatMap((a) => sidecarNames(a.host, clientNs, ctx.domain));
+        const domains = [...names, ...aliasNames].flatMap((n) => [n, `${n}:${port.number}`]);
         routes.set(routeName, {
           name: routeName,
           virtual_hosts: [{ name: `${svc.host}:${port.number}`, domains, routes: vsRoutes, include_request_attempt_count: true }],
@@ -113,9 +115,9 @@ export function buildSidecarViews(ctx: BuildContext, meshServices: ReadonlyArray
  * namespace `<name>`, `<name>.<ns>`, `<name>.<ns>.svc` (Kubernetes search domains); other
  * namespaces' services by `<name>.<ns>` and `<name>.<ns>.svc`.
  */
-function sidecarNames(fqdn: string, clientNs: string): string[] {
+function sidecarNames(fqdn: string, clientNs: string, domain: string): string[] {
   const names = [fqdn];
-  const suffix = `.${CLUSTER_DOMAIN}`;
+  const suffix = `.svc.${domain}`;
   if (!fqdn.endsWith(suffix)) return names;
   const [name, ns, extra] = fqdn.slice(0, -suffix.length).split('.');
   if (!name || !ns || extra !== undefined) return names;

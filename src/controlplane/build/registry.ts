@@ -1,9 +1,7 @@
 // The service registry: every service the gateway can route to, by host, with its ports and
-// endpoints — Istio's model.Service / ServiceInstance, independent of where a service comes from.
-// Standalone mode fills it from ServiceEntries and the WorkloadEntries they select (below); a
-// Kubernetes source adds its Services and EndpointSlices as one more list of RegistryServices
-// passed to buildRegistry (a Service is `<name>.<ns>.svc.<domain>`, STATIC, endpoints from its
-// ready EndpointSlice addresses with their Pod's labels). Builders read only this model.
+// endpoints — Istio's model.Service / ServiceInstance, independent of where a service comes from:
+// ServiceEntries and the WorkloadEntries they select (below), and with `--kubernetes` the
+// Kubernetes Services, their EndpointSlices and Pods (kubernetes.ts). Builders read only this model.
 import { completeHost } from '../../config/hosts.js';
 import type { Resource, ServiceEntrySpec, WorkloadEntrySpec } from '../../config/types.js';
 import type { BuildInputs } from './inputs.js';
@@ -19,9 +17,14 @@ export interface ServicePort {
 
 /** One workload behind a service: an address, its named ports, labels, locality and weight. */
 export interface ServiceEndpoint extends WorkloadEntrySpec {
-  /** Workload name (WorkloadEntry name, `<ServiceEntry>-<index>` for inline endpoints). */
+  /** Workload name (WorkloadEntry name, `<ServiceEntry>-<index>` for inline endpoints, Pod name). */
   workload: string;
   workloadNamespace: string;
+  /**
+   * It serves only the service ports named in `ports` (a Kubernetes endpoint: the ports of its
+   * EndpointSlice); otherwise a port it does not name is served on the service's target port.
+   */
+  strictPorts?: boolean;
 }
 
 /** How a service's endpoints are found: ServiceEntry `resolution` (STATIC for Kubernetes Services). */
@@ -36,16 +39,27 @@ export interface RegistryService {
   exportTo: readonly string[] | undefined;
   /** The resource that declares it. */
   source: Resource;
+  /** Which registry it comes from: a Kubernetes Service wins its host over a ServiceEntry (Istio). */
+  origin: 'kubernetes' | 'serviceentry';
+  /**
+   * An ExternalName Service: an alias of this host. It has no cluster of its own; routes to it go
+   * to the clusters of the host it names (Istio's `model.Alias`).
+   */
+  aliasFor?: string;
 }
 
 export interface ServiceRegistry {
   get(host: string): RegistryService | undefined;
-  /** Every service, by host name (localeCompare): the order of clusters and views. */
+  /** Every service but aliases, by host name (localeCompare): the order of clusters and views. */
   readonly sorted: readonly RegistryService[];
-  /** In the order they were declared. */
+  /** In the order they were declared (aliases too). */
   readonly declared: readonly RegistryService[];
   /** A destination's port: the explicit one, else the service's only port; undefined when ambiguous. */
   destinationPort(host: string, explicit: number | undefined): number | undefined;
+  /** The host whose clusters serve a destination host: the one an alias names, else the host itself. */
+  clusterHost(host: string): string;
+  /** The aliases (ExternalName Services) of a host. */
+  aliasesOf(host: string): readonly RegistryService[];
 }
 
 /** Service port protocols spoken over HTTP/2 upstream (h2c, or h2 over TLS). */
@@ -60,14 +74,32 @@ const HTTP_SERVICE_PROTOCOLS: ReadonlySet<string> = new Set(['HTTP', 'HTTP2', 'G
 export const isHttp2Protocol = (protocol: string): boolean => HTTP2_PROTOCOLS.has(protocol);
 export const isHttpOrSniffed = (protocol: string): boolean => HTTP_SERVICE_PROTOCOLS.has(protocol);
 
-/** A registry over services from every source; for a host declared twice, the first wins (Istio: oldest first). */
-export function buildRegistry(...sources: ReadonlyArray<Iterable<RegistryService>>): ServiceRegistry {
+/**
+ * A registry over services from every source, in order of precedence: for a host declared twice,
+ * the first wins. Istio: a Kubernetes Service wins over a ServiceEntry whatever their ages (no
+ * "domain squatting" before the Service exists: PushContext.initServiceRegistry,
+ * SidecarScope.appendSidecarServices), and among ServiceEntries the oldest wins; so the Kubernetes
+ * services come first. `shadowed` is told of each service that lost its host.
+ */
+export function buildRegistry(sources: ReadonlyArray<Iterable<RegistryService>>, shadowed?: (lost: RegistryService, winner: RegistryService) => void): ServiceRegistry {
   const byHost = new Map<string, RegistryService>();
   for (const source of sources) {
-    for (const svc of source) if (!byHost.has(svc.host)) byHost.set(svc.host, svc);
+    for (const svc of source) {
+      const winner = byHost.get(svc.host);
+      if (!winner) byHost.set(svc.host, svc);
+      else shadowed?.(svc, winner);
+    }
   }
   const declared = [...byHost.values()];
-  const sorted = [...declared].sort((a, b) => a.host.localeCompare(b.host));
+  const aliases = new Map<string, RegistryService[]>();
+  for (const svc of declared) {
+    if (svc.aliasFor === undefined) continue;
+    const list = aliases.get(svc.aliasFor);
+    if (list) list.push(svc);
+    else aliases.set(svc.aliasFor, [svc]);
+  }
+  const concrete = aliases.size === 0 ? declared : declared.filter((s) => s.aliasFor === undefined);
+  const sorted = [...concrete].sort((a, b) => a.host.localeCompare(b.host));
   return {
     get: (host) => byHost.get(host),
     sorted,
@@ -78,6 +110,8 @@ export function buildRegistry(...sources: ReadonlyArray<Iterable<RegistryService
       if (svc && svc.ports.length === 1) return svc.ports[0]!.number;
       return undefined;
     },
+    clusterHost: (host) => byHost.get(host)?.aliasFor ?? host,
+    aliasesOf: (host) => aliases.get(host) ?? [],
   };
 }
 
@@ -86,7 +120,7 @@ export function buildRegistry(...sources: ReadonlyArray<Iterable<RegistryService
  * endpoints the inline ones and the WorkloadEntries of its namespace its workloadSelector selects.
  * A DNS ServiceEntry without endpoints resolves its host itself, as Istio's conversion does.
  */
-export function serviceEntryServices({ config, warnings }: BuildInputs): RegistryService[] {
+export function serviceEntryServices({ config, warnings, domain }: BuildInputs): RegistryService[] {
   const out: RegistryService[] = [];
   for (const se of config.serviceEntries) {
     const ns = se.metadata.namespace;
@@ -106,7 +140,7 @@ export function serviceEntryServices({ config, warnings }: BuildInputs): Registr
     const endpoints = serviceEntryEndpoints(se, config.workloadEntries);
     const resolution = se.spec.resolution ?? 'NONE';
     for (const rawHost of se.spec.hosts ?? []) {
-      const host = completeHost(rawHost, ns);
+      const host = completeHost(rawHost, ns, domain);
       const dnsSelf = endpoints.length === 0 && (resolution === 'DNS' || resolution === 'DNS_ROUND_ROBIN');
       out.push({
         host,
@@ -116,6 +150,7 @@ export function serviceEntryServices({ config, warnings }: BuildInputs): Registr
         resolution,
         exportTo: se.spec.exportTo,
         source: se,
+        origin: 'serviceentry',
       });
     }
   }

@@ -4,7 +4,7 @@
 // edits (pilot networking/core/route). The sidecar view and the forward proxy build their routes
 // with the same functions.
 import { parseDurationMs } from '../../config/duration.js';
-import { completeHost, hostMatches } from '../../config/hosts.js';
+import { completeHost, hostMatches, serviceHost } from '../../config/hosts.js';
 import type { HTTPMatchRequest, HTTPRoute, HeaderOperations, Resource, VirtualServiceSpec } from '../../config/types.js';
 import { resourceId } from '../../config/types.js';
 import {
@@ -50,7 +50,7 @@ export function buildRouteConfiguration(ctx: BuildContext, name: string, port: n
     // Servers of this port whose Gateway the VS binds to.
     const bound = servers.filter((s) => boundGateways.includes(gatewayName(s)));
     if (bound.length === 0) continue;
-    const vsHosts = (vs.spec.hosts ?? []).map((h) => completeHost(h, vsNs));
+    const vsHosts = (vs.spec.hosts ?? []).map((h) => completeHost(h, vsNs, ctx.domain));
     const hosts = new Set<string>();
     for (const s of bound) {
       for (const sh of s.server.hosts) {
@@ -150,7 +150,7 @@ function emitRoutes(
       name,
       match: routeMatch(m),
       metadata: { filter_metadata: { istio: { config } } },
-      decorator: { operation: `${owner.metadata.name}.${ns}.svc.cluster.local:${port}/*` },
+      decorator: { operation: `${serviceHost(owner.metadata.name, ns, ctx.domain)}:${port}/*` },
     };
     const action = routeAction(ctx, owner, http, base, port);
     if ('redirect' in action) route.redirect = action.redirect;
@@ -192,10 +192,11 @@ function routeAction(
   const { registry, warnings } = ctx;
   const vsNs = vs.metadata.namespace;
   const dests = (http.route ?? []).map((d, k) => {
-    const host = completeHost(d.destination.host, vsNs);
+    const host = completeHost(d.destination.host, vsNs, ctx.domain);
     const port = registry.destinationPort(host, d.destination.port?.number);
     if (port === undefined) warnings.warn(vs, [...base, 'route', k, 'destination', 'port'], `destination ${host} has several ports or none known; set destination.port.number`);
-    const name = clusterName(port ?? 80, d.destination.subset ?? '', host);
+    // An alias (ExternalName Service) goes to the clusters of the host it names (Istio's GetDestinationCluster).
+    const name = clusterName(port ?? 80, d.destination.subset ?? '', registry.clusterHost(host));
     const weight = (http.route ?? []).length === 1 ? 100 : (d.weight ?? 0);
     const wc: WeightedCluster = { name, weight };
     addHeaderOps(wc, d.headers?.request, 'request');
@@ -216,9 +217,9 @@ function routeAction(
   (http.mirrors ?? []).forEach((m, k) => mirrors.push({ destination: m.destination, percent: m.percentage?.value ?? 100, path: [...base, 'mirrors', k] }));
   if (mirrors.length > 0) {
     action.request_mirror_policies = mirrors.map((m) => {
-      const host = completeHost(m.destination.host, vsNs);
+      const host = completeHost(m.destination.host, vsNs, ctx.domain);
       const port = registry.destinationPort(host, m.destination.port?.number) ?? listenerPort;
-      return { cluster: clusterName(port, m.destination.subset ?? '', host), runtime_fraction: { default_value: perMillion(m.percent) } };
+      return { cluster: clusterName(port, m.destination.subset ?? '', registry.clusterHost(host)), runtime_fraction: { default_value: perMillion(m.percent) } };
     });
   }
   if (http.rewrite?.uri !== undefined) action.prefix_rewrite = http.rewrite.uri;
