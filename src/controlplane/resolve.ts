@@ -21,7 +21,7 @@ import { buildClusters } from './build/clusters.js';
 import { createContext, type ResolveOptions } from './build/context.js';
 import { destinationRuleWarnings } from './build/destination-rules.js';
 import { buildGatewayListeners } from './build/listeners.js';
-import { buildSidecarViews, meshVirtualServices, proxylessWarnings } from './build/mesh-view.js';
+import { buildSidecarViews, meshVirtualServices, proxylessWarnings, viewText } from './build/mesh-view.js';
 import { buildTelemetry } from './build/telemetry.js';
 import { buildSecurityConfig } from './security.js';
 import type { Snapshot } from './snapshot.js';
@@ -50,19 +50,55 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
   const { listeners, routes } = gateway;
   const { clusters, endpoints } = upstream;
   const secrets = new Map([...gateway.secrets, ...upstream.secrets]);
-  const body = {
-    listeners,
-    routes: [...routes.values()],
-    clusters: [...clusters.values()],
-    endpoints: [...endpoints.values()],
-    secrets: [...secrets.values()],
-    sidecar: [...sidecar].map(([ns, v]) => [ns, [...v.listeners.values()], [...v.routes.values()]]),
-    mesh: opts.mesh,
-    // Without the Telemetry API the telemetry config is a function of the mesh config, hashed above.
-    ...(telemetry.api ? { telemetry } : {}),
-  };
-  const hash = createHash('sha256').update(JSON.stringify(body)).digest('hex').slice(0, 16);
+  // Without the Telemetry API the telemetry config is a function of the mesh config, hashed already.
+  const hash = contentHash({ listeners, routes, clusters, endpoints, secrets, sidecar, mesh: opts.mesh, telemetry });
   return deepFreeze({ version: hash, hash, listeners, routes, clusters, endpoints, secrets, sidecar, mesh: opts.mesh, telemetry, warnings: ctx.warnings.list() });
+}
+
+/**
+ * The content hash: SHA-256 of the JSON text of
+ * `{listeners, routes, clusters, endpoints, secrets, sidecar: [[ns, listeners, routes]...], mesh,
+ * telemetry}` (maps as lists of their values; telemetry only when the Telemetry API is in use). Written piece by piece, each listener and route configuration
+ * of the sidecar views turned into text once however many views share it: with many namespaces
+ * (a Kubernetes cluster) the views repeat the same objects many times over.
+ */
+const COMMA = Buffer.from(',');
+
+function contentHash(s: Pick<Snapshot, 'listeners' | 'routes' | 'clusters' | 'endpoints' | 'secrets' | 'sidecar' | 'mesh' | 'telemetry'>): string {
+  const h = createHash('sha256');
+  h.update(`{"listeners":${JSON.stringify(s.listeners)},"routes":${JSON.stringify([...s.routes.values()])}`);
+  h.update(`,"clusters":${JSON.stringify([...s.clusters.values()])},"endpoints":${JSON.stringify([...s.endpoints.values()])}`);
+  h.update(`,"secrets":${JSON.stringify([...s.secrets.values()])},"sidecar":[`);
+  const texts = new Map<object, string>();
+  const text = (o: object): string => {
+    let t = texts.get(o);
+    if (t === undefined) texts.set(o, (t = JSON.stringify(o)));
+    return t;
+  };
+  let first = true;
+  for (const [ns, v] of s.sidecar) {
+    h.update(`${first ? '' : ','}[${JSON.stringify(ns)},[`);
+    first = false;
+    const known = viewText(v);
+    if (known) {
+      known.listeners.forEach((b, i) => (i === 0 ? h.update(b) : h.update(COMMA).update(b)));
+      h.update('],[');
+      known.routes.forEach((b, i) => (i === 0 ? h.update(b) : h.update(COMMA).update(b)));
+      h.update(']]');
+      continue;
+    }
+    let i = 0;
+    for (const l of v.listeners.values()) h.update(i++ === 0 ? text(l) : `,${text(l)}`);
+    h.update('],[');
+    i = 0;
+    for (const r of v.routes.values()) h.update(i++ === 0 ? text(r) : `,${text(r)}`);
+    h.update(']]');
+  }
+  h.update(']');
+  if (s.mesh !== undefined) h.update(`,"mesh":${JSON.stringify(s.mesh)}`);
+  if (s.telemetry.api) h.update(`,"telemetry":${JSON.stringify(s.telemetry)}`);
+  h.update('}');
+  return h.digest('hex').slice(0, 16);
 }
 
 function deepFreeze<T>(o: T): T {

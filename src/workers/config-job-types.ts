@@ -53,7 +53,7 @@ export interface KubeJobInfo {
   rejections: KubeRejection[];
   /** A `--config` change refused while the last good files keep serving: its problems. */
   filesRejected: Problem[];
-  /** The accepted API objects (but the registry kinds), as a change to the main thread's copy. */
+  /** The accepted API objects, as a change to the main thread's copy (it resolves for replicas with other labels). */
   mirror: { reset: boolean; upserts: PlainResource[]; deletes: string[] };
   objects: number;
 }

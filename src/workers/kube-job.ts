@@ -81,8 +81,6 @@ export class KubeJobState {
     const next = new Map<string, string>();
     const upserts: PlainResource[] = [];
     for (const [id, o] of accepted) {
-      // Not translated yet, so no other thread needs them (they are many).
-      if (REGISTRY_KINDS.has(o.kind)) continue;
       next.set(id, o.fingerprint);
       if (before.get(id) !== o.fingerprint) upserts.push({ apiVersion: o.apiVersion, kind: o.kind, metadata: o.metadata, spec: o.body, resourceVersion: o.resourceVersion });
     }
@@ -102,11 +100,11 @@ function desiredStatuses(all: readonly StoredObject[], a: AcceptResult, warnings
   };
   for (const r of a.rejected) for (const p of r.problems) add(r.object.id, p);
   for (const p of warnings) if (p.file === '' && p.severity === 'warning') add(p.resource, p);
-  return all.filter((o) => !REGISTRY_KINDS.has(o.kind)).map((object) => ({ object, messages: validationMessages(byId.get(object.id) ?? []) }));
+  return all.filter((o) => !NO_STATUS_KINDS.has(o.kind)).map((object) => ({ object, messages: validationMessages(byId.get(object.id) ?? []) }));
 }
 
-/** Kinds kept for the service registry (accepted by validation, not translated yet). */
-const REGISTRY_KINDS = new Set(['Service', 'EndpointSlice', 'Pod']);
+/** Kubernetes kinds, which carry no Istio status (what Gatehouse cannot use of them is logged). */
+const NO_STATUS_KINDS = new Set(['Service', 'EndpointSlice', 'Pod', 'Secret', 'ConfigMap']);
 
 /** The content hash: the files' resources as the file pipeline hashes them, API objects by their fingerprints. */
 function hashOf(mesh: MeshConfig, files: readonly Resource[], objects: ReadonlyMap<string, StoredObject>): string {
@@ -159,9 +157,7 @@ export function runKubeJob(job: ConfigJob, state: KubeJobState): ConfigJobResult
     if (accepted.problems.some((p) => p.severity === 'error')) return { kind: 'invalid', problems: sortProblems([...fileProblems, ...accepted.problems]) };
   }
 
-  // Services, EndpointSlices and Pods are held for the service registry but not translated yet:
-  // the translation and the analyzer need not walk them at every change.
-  const set = accepted.resources.filter((r) => !REGISTRY_KINDS.has(r.kind));
+  const set = accepted.resources;
   const mesh = meshFromResources(base, set).mesh;
   const warnings = [...accepted.problems, ...analyze(set, { labels: job.labels, gatewayNamespace: job.namespace, rootNamespace: mesh.rootNamespace, ...domainOf(job) })];
   const hash = hashOf(mesh, files, accepted.accepted);

@@ -2,12 +2,13 @@
 // it as it is makes the receiving thread deserialise it in one piece: 300–550 ms for a
 // 10,000-VirtualService snapshot (15 MB, nearly all of it route configurations; measured). Here
 // the sending thread serialises the large parts in chunks (virtual hosts of each route
-// configuration, clusters, endpoints, sidecar views) with v8.serialize, and the receiving thread
+// configuration, clusters, endpoints, the parts of the sidecar views) with v8.serialize, and the receiving thread
 // deserialises the chunks a few milliseconds at a time, yielding to the event loop between slices
 // (setImmediate: requests are served in between). The snapshot is returned only once complete, so
 // nothing ever sees part of it.
 import { performance } from 'node:perf_hooks';
 import v8 from 'node:v8';
+import { PartsView, type ViewPart } from '../controlplane/sidecar-view.js';
 import type { Cluster, ClusterLoadAssignment, RouteConfiguration, SidecarView, Snapshot, VirtualHost } from '../controlplane/snapshot.js';
 
 /** Entries per serialised chunk: 100 virtual hosts (2 routes each) deserialise in ~5 ms (measured). */
@@ -25,8 +26,36 @@ export interface PackedSnapshot {
   /** Map entries in chunks ([key, value][] each). */
   clusters: Chunks;
   endpoints: Chunks;
-  /** One chunk per namespace view (a view holds route configurations of its own). */
-  sidecar: Chunks;
+  /**
+   * The sidecar views in map order. Views made of shared parts (src/controlplane/sidecar-view.ts)
+   * travel as the indexes of their parts, each part once in `parts`; another view in a chunk of its own.
+   */
+  sidecar: { parts: Chunks; views: Array<{ ns: string; parts: number[] } | { ns: string; chunk: Uint8Array }> };
+}
+
+/** View parts per chunk (a part is a service's listeners and route configurations, ~1-4 KB). */
+const PART_CHUNK = 50;
+
+function packViews(sidecar: ReadonlyMap<string, SidecarView>): PackedSnapshot['sidecar'] {
+  const index = new Map<ViewPart, number>();
+  const table: ViewPart[] = [];
+  const views: PackedSnapshot['sidecar']['views'] = [];
+  for (const [ns, v] of sidecar) {
+    if (!(v instanceof PartsView)) {
+      views.push({ ns, chunk: v8.serialize(v) });
+      continue;
+    }
+    const parts = v.parts.map((p) => {
+      let i = index.get(p);
+      if (i === undefined) {
+        index.set(p, (i = table.length));
+        table.push(p);
+      }
+      return i;
+    });
+    views.push({ ns, parts });
+  }
+  return { parts: chunked(table, PART_CHUNK), views };
 }
 
 function chunked<T>(items: readonly T[], size: number): Chunks {
@@ -42,7 +71,7 @@ export function packSnapshot(s: Snapshot): { packed: PackedSnapshot; transfer: A
     routes: [...s.routes].map(([key, rc]) => ({ key, rc: { ...rc, virtual_hosts: [] }, vhosts: chunked(rc.virtual_hosts, CHUNK) })),
     clusters: chunked([...s.clusters], CHUNK),
     endpoints: chunked([...s.endpoints], CHUNK),
-    sidecar: chunked([...s.sidecar], 1),
+    sidecar: packViews(s.sidecar),
   };
   const transfer: ArrayBuffer[] = [];
   const seen = new Set<ArrayBufferLike>();
@@ -58,7 +87,8 @@ export function packSnapshot(s: Snapshot): { packed: PackedSnapshot; transfer: A
   for (const r of packed.routes) add(r.vhosts);
   add(packed.clusters);
   add(packed.endpoints);
-  add(packed.sidecar);
+  add(packed.sidecar.parts);
+  add(packed.sidecar.views.flatMap((v) => ('chunk' in v ? [v.chunk] : [])));
   return { packed, transfer };
 }
 
@@ -98,6 +128,9 @@ export async function unpackSnapshot(p: PackedSnapshot, sliceMs = SLICE_MS): Pro
   }
   const clusters = await slicer.entries<string, Cluster>(p.clusters);
   const endpoints = await slicer.entries<string, ClusterLoadAssignment>(p.endpoints);
-  const sidecar = await slicer.entries<string, SidecarView>(p.sidecar);
+  const table: ViewPart[] = [];
+  for (const c of p.sidecar.parts) for (const part of await slicer.deserialize<ViewPart[]>(c)) table.push(part);
+  const sidecar = new Map<string, SidecarView>();
+  for (const v of p.sidecar.views) sidecar.set(v.ns, 'chunk' in v ? await slicer.deserialize<SidecarView>(v.chunk) : new PartsView(v.parts.map((i) => table[i]!)));
   return Object.assign(p.head, { routes, clusters, endpoints, sidecar });
 }

@@ -39,6 +39,29 @@ function pick(o: Record<string, unknown>, keys: readonly string[]): Record<strin
   return out;
 }
 
+/**
+ * A Pod's named container ports (a Service's named targetPort is one of them), of its containers
+ * and of its native sidecars (init containers with restartPolicy Always); nothing else of them.
+ */
+function podPorts(spec: Record<string, unknown>): Record<string, unknown> {
+  const named = (c: unknown): Array<Record<string, unknown>> => {
+    const ports = (c as { ports?: unknown })?.ports;
+    return Array.isArray(ports) ? ports.filter((p) => typeof p?.name === 'string' && p.name !== '').map((p) => pick(p as Record<string, unknown>, ['name', 'containerPort', 'protocol'])) : [];
+  };
+  const out: Record<string, unknown> = {};
+  const containers = (Array.isArray(spec.containers) ? spec.containers : []).map((c) => ({ ports: named(c) })).filter((c) => c.ports.length > 0);
+  const sidecars = (Array.isArray(spec.initContainers) ? spec.initContainers : []).filter((c) => (c as { restartPolicy?: unknown })?.restartPolicy === 'Always').map((c) => ({ restartPolicy: 'Always', ports: named(c) })).filter((c) => c.ports.length > 0);
+  if (containers.length > 0) out.containers = containers;
+  if (sidecars.length > 0) out.initContainers = sidecars;
+  return out;
+}
+
+/** Its Ready condition only (the others, and probe times, change without mattering). */
+function podReady(status: Record<string, unknown>): Record<string, unknown> {
+  const ready = (Array.isArray(status.conditions) ? status.conditions : []).find((c) => (c as { type?: unknown })?.type === 'Ready') as { status?: unknown } | undefined;
+  return ready ? { conditions: [{ type: 'Ready', status: String(ready.status) }] } : {};
+}
+
 /** The part of an API object Gatehouse keeps; `apiVersion` is the version it was read at. */
 export function trimObject(kind: string, apiVersion: string, o: ApiObject): StoredObject {
   const m = o.metadata;
@@ -67,8 +90,8 @@ export function trimObject(kind: string, apiVersion: string, o: ApiObject): Stor
       case 'EndpointSlice':
         body = { ...head, ...pick(o, ['addressType', 'endpoints', 'ports']) };
         break;
-      default: // Pod: labels (in metadata), where it runs and its addresses
-        body = { ...head, spec: pick(spec, ['nodeName', 'serviceAccountName', 'hostNetwork']), status: pick(status, ['phase', 'podIP', 'podIPs']) };
+      default: // Pod: labels (in metadata), where it runs, its addresses, readiness and named ports
+        body = { ...head, spec: { ...pick(spec, ['nodeName', 'serviceAccountName', 'hostNetwork']), ...podPorts(spec) }, status: { ...pick(status, ['phase', 'podIP', 'podIPs']), ...podReady(status) } };
     }
   }
   const fingerprint = createHash('sha1').update(JSON.stringify([apiVersion, metadata, body])).digest('base64');

@@ -5,12 +5,34 @@
 import { completeHost, hostMatches } from '../../config/hosts.js';
 import type { Resource, VirtualServiceSpec } from '../../config/types.js';
 import { proxylessPolicyGaps, proxylessRouteGaps } from '../proxyless.js';
+import { PartsView, type ViewPart } from '../sidecar-view.js';
 import { clusterName, type ApiListener, type Route, type RouteConfiguration, type SidecarView } from '../snapshot.js';
 import type { BuildContext } from './context.js';
 import { httpConnectionManager } from './listeners.js';
-import { isHttpOrSniffed } from './registry.js';
+import { isHttpOrSniffed, type RegistryService } from './registry.js';
 import { buildHttpRoutes, defaultServiceRoute } from './routes.js';
 import { exportedTo } from './visibility.js';
+
+/** The JSON text of a view part's listeners and route configurations, comma-separated (for the content hash). */
+const PART_TEXT = new WeakMap<ViewPart, { listeners: Buffer; routes: Buffer }>();
+/** Views in which two parts bring the same name (their maps are not the parts' concatenation). */
+const IRREGULAR = new WeakSet<PartsView>();
+
+/**
+ * The JSON text of a view's listeners and route configurations as pieces to join with commas, in
+ * map order; undefined when this module did not build the view or its maps are not its parts' texts.
+ */
+export function viewText(view: SidecarView): { listeners: Buffer[]; routes: Buffer[] } | undefined {
+  if (!(view instanceof PartsView) || IRREGULAR.has(view)) return undefined;
+  const out: { listeners: Buffer[]; routes: Buffer[] } = { listeners: [], routes: [] };
+  for (const p of view.parts) {
+    const t = PART_TEXT.get(p);
+    if (!t) return undefined;
+    if (t.listeners.length > 0) out.listeners.push(t.listeners);
+    if (t.routes.length > 0) out.routes.push(t.routes);
+  }
+  return out;
+}
 
 /** VirtualServices bound to `mesh`: no `gateways`, or a list naming it. */
 export function meshVirtualServices({ config }: BuildContext): Array<Resource<VirtualServiceSpec>> {
@@ -65,43 +87,76 @@ export function buildSidecarViews(ctx: BuildContext, meshServices: ReadonlyArray
     return r;
   };
 
-  const view = (clientNs: string): SidecarView => {
-    const visible = meshServices.map((vs) => exportedTo(vs.spec.exportTo, vs.metadata.namespace, clientNs));
-    const listeners = new Map<string, ApiListener>();
-    const routes = new Map<string, RouteConfiguration>();
-    for (const svc of ctx.registry.sorted) {
-      if (!exportedTo(svc.exportTo, svc.namespace, clientNs)) continue;
-      const matching = new Set(meshByHost.get(svc.host) ?? []);
-      for (const [pattern, i] of meshWildcards) if (hostMatches(pattern, svc.host)) matching.add(i);
-      const order = [...matching].filter((i) => visible[i]).sort((a, b) => a - b);
-      for (const port of svc.ports) {
-        if (!isHttpOrSniffed(port.protocol)) continue;
-        const routeName = clusterName(port.number, '', svc.host);
-        const vsRoutes: Route[] = [];
-        for (const i of order) vsRoutes.push(...meshRoutesFor(i, port.number));
-        if (vsRoutes.length === 0) vsRoutes.push(defaultServiceRoute(ctx, routeName, svc.host, port.number));
-        const names = sidecarNames(svc.host, clientNs, ctx.domain);
-        // An alias (ExternalName Service) is matched wherever the host it names is (Istio's generateVirtualHostDomains).
-        const aliasNames = ctx.registry.aliasesOf(svc.host).filter((a) => exportedTo(a.exportTo, a.namespace, clientNs)).flatMap((a) => sidecarNames(a.host, clientNs, ctx.domain));
-        const domains = [...names, ...aliasNames].flatMap((n) => [n, `${n}:${port.number}`]);
-        routes.set(routeName, {
-          name: routeName,
-          virtual_hosts: [{ name: `${svc.host}:${port.number}`, domains, routes: vsRoutes, include_request_attempt_count: true }],
-          validate_clusters: false,
-        });
-        for (const n of names) {
-          const name = `${n}:${port.number}`;
-          const hcm = httpConnectionManager(routeName, ctx.mesh);
-          hcm.stat_prefix = name;
-          hcm.http_filters = [
-            { name: 'envoy.filters.http.fault', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault' } },
-            { name: 'envoy.filters.http.router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } },
-          ];
-          listeners.set(name, { name, address: { socket_address: { address: svc.host, port_value: port.number } }, api_listener: { api_listener: hcm } });
-        }
+  // The mesh VirtualServices of each service, in config order (the same for every namespace).
+  const matchingOf = new Map<RegistryService, number[]>();
+  const matchingFor = (svc: RegistryService): number[] => {
+    let m = matchingOf.get(svc);
+    if (!m) {
+      const set = new Set(meshByHost.get(svc.host) ?? []);
+      for (const [pattern, i] of meshWildcards) if (hostMatches(pattern, svc.host)) set.add(i);
+      matchingOf.set(svc, (m = [...set].sort((a, b) => a - b)));
+    }
+    return m;
+  };
+  // Views share what they have in common (nearly everything, in a cluster with many namespaces):
+  // each service's listeners and route configurations are built once per variant - seen from its
+  // own namespace (which adds its short name) or from another, with the mesh VirtualServices
+  // visible there - as one part of the views (src/controlplane/sidecar-view.ts).
+  const parts = new Map<string, ViewPart>();
+  const buildPart = (svc: RegistryService, names: string[], allNames: string[], order: number[]): ViewPart => {
+    const listeners: Array<[string, ApiListener]> = [];
+    const routes: Array<[string, RouteConfiguration]> = [];
+    for (const port of svc.ports) {
+      if (!isHttpOrSniffed(port.protocol)) continue;
+      const routeName = clusterName(port.number, '', svc.host);
+      const vsRoutes: Route[] = [];
+      for (const i of order) vsRoutes.push(...meshRoutesFor(i, port.number));
+      if (vsRoutes.length === 0) vsRoutes.push(defaultServiceRoute(ctx, routeName, svc.host, port.number));
+      const domains = allNames.flatMap((n) => [n, `${n}:${port.number}`]);
+      routes.push([routeName, { name: routeName, virtual_hosts: [{ name: `${svc.host}:${port.number}`, domains, routes: vsRoutes, include_request_attempt_count: true }], validate_clusters: false }]);
+      for (const n of names) {
+        const name = `${n}:${port.number}`;
+        const hcm = httpConnectionManager(routeName, ctx.mesh);
+        hcm.stat_prefix = name;
+        hcm.http_filters = [
+          { name: 'envoy.filters.http.fault', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault' } },
+          { name: 'envoy.filters.http.router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } },
+        ];
+        listeners.push([name, { name, address: { socket_address: { address: svc.host, port_value: port.number } }, api_listener: { api_listener: hcm } }]);
       }
     }
-    return { listeners, routes };
+    const part: ViewPart = { listeners, routes };
+    PART_TEXT.set(part, { listeners: Buffer.from(listeners.map(([, l]) => JSON.stringify(l)).join(',')), routes: Buffer.from(routes.map(([, r]) => JSON.stringify(r)).join(',')) });
+    return part;
+  };
+
+  const view = (clientNs: string): SidecarView => {
+    const visible = meshServices.map((vs) => exportedTo(vs.spec.exportTo, vs.metadata.namespace, clientNs));
+    const viewParts: ViewPart[] = [];
+    const listenerNames = new Set<string>();
+    let regular = true;
+    ctx.registry.sorted.forEach((svc, index) => {
+      if (!exportedTo(svc.exportTo, svc.namespace, clientNs)) return;
+      const matching = matchingFor(svc);
+      const order = matching.length === 0 ? matching : matching.filter((i) => visible[i]);
+      const names = sidecarNames(svc.host, clientNs, ctx.domain);
+      // An alias (ExternalName Service) is matched wherever the host it names is (Istio's generateVirtualHostDomains).
+      const aliases = ctx.registry.aliasesOf(svc.host);
+      const aliasNames = aliases.length === 0 ? [] : aliases.filter((a) => exportedTo(a.exportTo, a.namespace, clientNs)).flatMap((a) => sidecarNames(a.host, clientNs, ctx.domain));
+      const allNames = aliasNames.length > 0 ? [...names, ...aliasNames] : names;
+      const key = `${index}\0${names.length}\0${order.join(',')}${aliasNames.length > 0 ? `\0${allNames.join(',')}` : ''}`;
+      let part = parts.get(key);
+      if (!part) parts.set(key, (part = buildPart(svc, names, allNames, order)));
+      viewParts.push(part);
+      // Two services bringing the same name (a ServiceEntry host `a.b` beside Service a in b).
+      for (const [name] of part.listeners) {
+        if (listenerNames.has(name)) regular = false;
+        listenerNames.add(name);
+      }
+    });
+    const v = new PartsView(viewParts);
+    if (!regular) IRREGULAR.add(v);
+    return v;
   };
 
   const sidecar = new Map<string, SidecarView>();
