@@ -6,7 +6,11 @@
 // 2. API event → traffic, with 3 objects and with all of the above: a VirtualService changed N times (BENCH_KUBE_CHANGES, default 100), a
 //    response header flipping between two values, each time from the moment the API server emits
 //    the event to the first response carrying the new value (requests sent back to back on a
-//    keep-alive connection); p50/p99.
+//    keep-alive connection); p50/p99;
+// 3. with all of the above, an EndpointSlice changed N times (the endpoint of Service `flip` moving
+//    between two upstreams), from the event to the first response from the new upstream.
+// The VirtualServices route to the Services (vs-<i> to svc-<i>, besides vs-0 to a ServiceEntry).
+// BENCH_KUBE_ONLY=registry runs only the part with the Services (no files, no small configuration).
 import { readFileSync } from 'node:fs';
 import { Agent } from 'node:http';
 import { startGateway, type GatewayProcess } from '../test/helpers/gateway.js';
@@ -32,9 +36,43 @@ function istio(port: number, upstreamPort: number): KObj[] {
     { apiVersion: 'networking.istio.io/v1', kind: 'ServiceEntry', metadata: { name: 'backend', namespace: 'default' }, spec: { hosts: ['backend.bench'], location: 'MESH_INTERNAL', resolution: 'STATIC', ports: [{ number: 80, name: 'http', protocol: 'HTTP' }], endpoints: [{ address: '127.0.0.1', ports: { http: upstreamPort }, labels: { version: 'a' } }] } },
   ];
   for (let i = 0; i < VS; i++) {
-    docs.push({ apiVersion: 'networking.istio.io/v1', kind: 'VirtualService', metadata: { name: `vs-${i}`, namespace: 'default' }, spec: { hosts: [`vs-${i}.bench`], gateways: ['gw'], http: [{ match: [{ headers: { 'x-variant': { exact: 'a' } } }], route: [{ destination: { host: 'backend.bench', port: { number: 80 } } }] }, { route: [{ destination: { host: 'backend.bench', port: { number: 80 } } }] }] } });
+    const svc = i === 0 ? 'backend.bench' : `svc-${i}.team-${i % 20}.svc.cluster.local`;
+    docs.push({ apiVersion: 'networking.istio.io/v1', kind: 'VirtualService', metadata: { name: `vs-${i}`, namespace: 'default' }, spec: { hosts: [`vs-${i}.bench`], gateways: ['gw'], http: [{ match: [{ headers: { 'x-variant': { exact: 'a' } } }], route: [{ destination: { host: 'backend.bench', port: { number: 80 } } }] }, { route: [{ destination: { host: svc, port: { number: 80 } } }] }] } });
   }
   return docs;
+}
+
+/** Service `flip` (default) on one upstream, and the VirtualService routing flip.bench to it. */
+function flipService(upstreamPort: number): KObj[] {
+  return [
+    { apiVersion: 'v1', kind: 'Service', metadata: { name: 'flip', namespace: 'default' }, spec: { type: 'ClusterIP', clusterIP: '10.96.255.1', selector: { app: 'flip' }, ports: [{ name: 'http', port: 80, targetPort: 'http', protocol: 'TCP' }] } },
+    flipSlice(upstreamPort),
+    { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'flip-0', namespace: 'default', labels: { app: 'flip' } }, spec: { nodeName: 'node-0', containers: [{ name: 'app', image: 'example/app:1', ports: [{ name: 'http', containerPort: upstreamPort }] }] }, status: { phase: 'Running', podIP: '127.0.0.1', podIPs: [{ ip: '127.0.0.1' }], conditions: [{ type: 'Ready', status: 'True' }] } },
+    { apiVersion: 'networking.istio.io/v1', kind: 'VirtualService', metadata: { name: 'vs-flip', namespace: 'default' }, spec: { hosts: ['flip.bench'], gateways: ['gw'], http: [{ route: [{ destination: { host: 'flip', port: { number: 80 } } }] }] } },
+  ];
+}
+
+function flipSlice(upstreamPort: number): KObj {
+  return { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 'flip-abcde', namespace: 'default', labels: { 'kubernetes.io/service-name': 'flip' } }, addressType: 'IPv4', endpoints: [{ addresses: ['127.0.0.1'], conditions: { ready: true, serving: true, terminating: false }, targetRef: { kind: 'Pod', name: 'flip-0', namespace: 'default' } }], ports: [{ name: 'http', port: upstreamPort, protocol: 'TCP' }] };
+}
+
+/** `n` changes of the EndpointSlice of Service `flip`, between upstreams a and b; each timed to the first response from the new one. Sorted. */
+async function endpointFlips(port: number, n: number, change: (slice: KObj) => void, a: { name: string; port: number }, b: { name: string; port: number }): Promise<number[]> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  const times: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const want = i % 2 === 0 ? b : a;
+    const t0 = performance.now();
+    change(flipSlice(want.port));
+    for (;;) {
+      const r = await http(port, '/', { headers: { host: 'flip.bench' }, agent });
+      if (r.headers['x-upstream'] === want.name) break;
+      if (performance.now() - t0 > 20_000) throw new Error(`endpoint change ${i} not applied after 20 s`);
+    }
+    times.push(performance.now() - t0);
+  }
+  agent.destroy();
+  return times.sort((x, y) => x - y);
 }
 
 function registry(): KObj[] {
@@ -91,31 +129,38 @@ async function flips(port: number, n: number, change: (vs: KObj) => void, base: 
 
 async function main(): Promise<void> {
   const a = await startEcho('a');
+  const b = await startEcho('b');
   const [port, port2] = (await freePorts(2)) as [number, number];
   const config = istio(port, a.port);
+  const only = process.env.BENCH_KUBE_ONLY;
 
-  // Baseline: the same Istio configuration from files (vs-0 in a file of its own, changed below).
-  const fileDocs = istio(port2, a.port);
-  const files = await timeToReady(() => startGateway({ files: { 'c.yaml': yamlDocs(...fileDocs.filter((_d, i) => i !== 2)), 'vs0.yaml': yamlDocs(fileDocs[2]!) }, readyTimeoutMs: 120_000 }));
-  console.log(`files (${VS} VirtualServices): ready in ${files.ms} ms, RSS ${files.mem.rssMB} MB (peak ${files.mem.hwmMB} MB)`);
-  const fileTimes = await flips(port2, CHANGES, (vs) => files.g.writeFile('vs0.yaml', yamlDocs(vs)), fileDocs[2]!);
-  console.log(`file change → traffic over ${CHANGES} changes (the same ${VS} VirtualServices from files): p50 ${Math.round(pct(fileTimes, 50))} ms, p99 ${Math.round(pct(fileTimes, 99))} ms; RSS after ${memory(files.g.proc.pid!).rssMB} MB`);
-  await files.g.stop();
+  if (only !== 'registry') {
+    // Baseline: the same Istio configuration from files (vs-0 in a file of its own, changed below).
+    const fileDocs = istio(port2, a.port);
+    const files = await timeToReady(() => startGateway({ files: { 'c.yaml': yamlDocs(...fileDocs.filter((_d, i) => i !== 2)), 'vs0.yaml': yamlDocs(fileDocs[2]!) }, readyTimeoutMs: 120_000 }));
+    console.log(`files (${VS} VirtualServices): ready in ${files.ms} ms, RSS ${files.mem.rssMB} MB (peak ${files.mem.hwmMB} MB)`);
+    const fileTimes = await flips(port2, CHANGES, (vs) => files.g.writeFile('vs0.yaml', yamlDocs(vs)), fileDocs[2]!);
+    console.log(`file change → traffic over ${CHANGES} changes (the same ${VS} VirtualServices from files): p50 ${Math.round(pct(fileTimes, 50))} ms, p99 ${Math.round(pct(fileTimes, 99))} ms; RSS after ${memory(files.g.proc.pid!).rssMB} MB`);
+    await files.g.stop();
+  }
 
   const api = new KubeApiServer({ bookmarkIntervalMs: 60_000 });
   await api.start();
-  // A small configuration first: a Gateway, a ServiceEntry, one VirtualService.
-  api.putAll(config.slice(0, 3));
-  const small = await startGateway({ files: {}, kubeconfig: api.defaultKubeconfig, readyTimeoutMs: 60_000 });
-  const smallTimes = await flips(port, CHANGES, (vs) => api.put(vs), config[2]!);
-  console.log(`API event → traffic over ${CHANGES} changes (3 objects): p50 ${Math.round(pct(smallTimes, 50))} ms, p99 ${Math.round(pct(smallTimes, 99))} ms`);
-  await small.stop();
-  api.putAll(config);
-  const istioOnly = await timeToReady(() => startGateway({ files: {}, kubeconfig: api.defaultKubeconfig, readyTimeoutMs: 120_000 }));
-  await istioOnly.g.stop();
-  console.log(`--kubernetes (${VS} VirtualServices): ready in ${istioOnly.ms} ms, RSS ${istioOnly.mem.rssMB} MB (peak ${istioOnly.mem.hwmMB} MB)`);
+  if (only !== 'registry') {
+    // A small configuration first: a Gateway, a ServiceEntry, one VirtualService.
+    api.putAll(config.slice(0, 3));
+    const small = await startGateway({ files: {}, kubeconfig: api.defaultKubeconfig, readyTimeoutMs: 60_000 });
+    const smallTimes = await flips(port, CHANGES, (vs) => api.put(vs), config[2]!);
+    console.log(`API event → traffic over ${CHANGES} changes (3 objects): p50 ${Math.round(pct(smallTimes, 50))} ms, p99 ${Math.round(pct(smallTimes, 99))} ms`);
+    await small.stop();
+    api.putAll(config);
+    const istioOnly = await timeToReady(() => startGateway({ files: {}, kubeconfig: api.defaultKubeconfig, readyTimeoutMs: 120_000 }));
+    await istioOnly.g.stop();
+    console.log(`--kubernetes (${VS} VirtualServices): ready in ${istioOnly.ms} ms, RSS ${istioOnly.mem.rssMB} MB (peak ${istioOnly.mem.hwmMB} MB)`);
+  }
 
-  const reg = registry();
+  api.putAll(config);
+  const reg = [...registry(), ...flipService(a.port)];
   api.putAll(reg);
   const full = await timeToReady(() => startGateway({ files: {}, kubeconfig: api.defaultKubeconfig, readyTimeoutMs: 120_000, args: process.env.BENCH_KUBE_LOG ? ['--log-level', 'info'] : [] }));
   console.log(
@@ -125,7 +170,9 @@ async function main(): Promise<void> {
   // API event → traffic.
   const g = full.g;
   const times = await flips(port, CHANGES, (vs) => api.put(vs), config[2]!);
-  console.log(`API event → traffic over ${CHANGES} changes (${config.length + reg.length} objects held): p50 ${Math.round(pct(times, 50))} ms, p99 ${Math.round(pct(times, 99))} ms, max ${Math.round(times[times.length - 1]!)} ms`);
+  console.log(`API event → traffic over ${CHANGES} VirtualService changes (${config.length + reg.length} objects held): p50 ${Math.round(pct(times, 50))} ms, p99 ${Math.round(pct(times, 99))} ms, max ${Math.round(times[times.length - 1]!)} ms`);
+  const eds = await endpointFlips(port, CHANGES, (slice) => api.put(slice), a, b);
+  console.log(`API event → traffic over ${CHANGES} EndpointSlice changes (${config.length + reg.length} objects held): p50 ${Math.round(pct(eds, 50))} ms, p99 ${Math.round(pct(eds, 99))} ms, max ${Math.round(eds[eds.length - 1]!)} ms`);
   console.log(`after the changes: RSS ${memory(g.proc.pid!).rssMB} MB`);
   if (process.env.BENCH_KUBE_LOG) {
     const ms = g.logs().split('\n').filter((l) => l.includes('"configuration applied"')).map((l) => (JSON.parse(l) as { ms?: number }).ms);
@@ -134,6 +181,7 @@ async function main(): Promise<void> {
   await g.stop();
   await api.close();
   await a.close();
+  await b.close();
 }
 
 main().then(

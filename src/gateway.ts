@@ -178,7 +178,8 @@ export class Gateway {
       (labels) => {
         if (this.#snapshot && sameLabels(labels, opts.labels)) return this.#snapshot;
         const c = this.#config!;
-        return resolve(c.resources(), { labels, namespace: opts.namespace, bind: opts.bind, mesh: c.mesh, ...(opts.kubernetes ? { clusterDomain: opts.kubernetes.clusterDomain } : {}) });
+        // A replica with other labels gets the gateway's own resources, never the sidecar views.
+        return resolve(c.resources(), { labels, namespace: opts.namespace, bind: opts.bind, mesh: c.mesh, sidecarViews: false, ...(opts.kubernetes ? { clusterDomain: opts.kubernetes.clusterDomain } : {}) });
       },
     );
     this.dataPlane.onSecretsChanged = () => {
@@ -420,7 +421,7 @@ export class Gateway {
 
   #resolve(config: ConfigSet): Snapshot {
     const o = this.#opts;
-    return this.#version(resolve(config.resources, { labels: o.labels, namespace: o.namespace, bind: o.bind, mesh: config.mesh }));
+    return this.#version(resolve(config.resources, { labels: o.labels, namespace: o.namespace, bind: o.bind, mesh: config.mesh, ...(o.xdsPort > 0 ? {} : { sidecarViews: false }) }));
   }
 
   /**
@@ -469,6 +470,8 @@ export class Gateway {
       configHash: this.#config?.hash ?? null,
       snapshotHash: this.#snapshot?.hash ?? null,
       ...(o.kubernetes ? { kubernetes: true, clusterDomain: o.kubernetes.clusterDomain } : {}),
+      // Only the xDS server serves the sidecar views.
+      ...(o.xdsPort > 0 ? {} : { sidecarViews: false }),
     };
   }
 

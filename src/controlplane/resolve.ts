@@ -17,14 +17,15 @@
 // Pure: same resources and options in, equal snapshot (and hash) out.
 import { createHash } from 'node:crypto';
 import type { Resource } from '../config/types.js';
-import { buildClusters } from './build/clusters.js';
+import { buildClusters, serviceClusters, type ServiceCluster } from './build/clusters.js';
+import { buildLoadAssignment } from './build/endpoints.js';
 import { createContext, type ResolveOptions } from './build/context.js';
 import { destinationRuleWarnings } from './build/destination-rules.js';
 import { buildGatewayListeners } from './build/listeners.js';
 import { buildSidecarViews, meshVirtualServices, proxylessWarnings, viewText } from './build/mesh-view.js';
 import { buildTelemetry } from './build/telemetry.js';
 import { buildSecurityConfig } from './security.js';
-import type { Snapshot } from './snapshot.js';
+import type { ClusterLoadAssignment, SidecarView, Snapshot } from './snapshot.js';
 
 export type { ResolveOptions } from './build/context.js';
 export { DEFAULT_RETRY_ON } from './build/defaults.js';
@@ -37,6 +38,7 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
   // below run in this order, so warnings come in the order a reader meets the config: policies,
   // listeners and their routes, DestinationRules and clusters, then what the mesh view reports.
   const ctx = createContext(resources, opts);
+  const context = JSON.stringify(ctx.warnings.list());
   // Istio security policies (AuthorizationPolicy, RequestAuthentication): the same for every HTTP listener.
   const security = buildSecurityConfig(resources, opts, ctx.warnings.warn);
   const gateway = buildGatewayListeners(ctx, security);
@@ -44,7 +46,7 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
   const upstream = buildClusters(ctx, gateway.needsSpecialClusters);
   const meshServices = meshVirtualServices(ctx);
   proxylessWarnings(ctx, meshServices);
-  const sidecar = buildSidecarViews(ctx, meshServices);
+  const sidecar = opts.sidecarViews === false ? new Map<string, SidecarView>() : buildSidecarViews(ctx, meshServices);
   const telemetry = buildTelemetry(ctx);
 
   const { listeners, routes } = gateway;
@@ -52,7 +54,51 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
   const secrets = new Map([...gateway.secrets, ...upstream.secrets]);
   // Without the Telemetry API the telemetry config is a function of the mesh config, hashed already.
   const hash = contentHash({ listeners, routes, clusters, endpoints, secrets, sidecar, mesh: opts.mesh, telemetry });
-  return deepFreeze({ version: hash, hash, listeners, routes, clusters, endpoints, secrets, sidecar, mesh: opts.mesh, telemetry, warnings: ctx.warnings.list() });
+  const snapshot = deepFreeze({ version: hash, hash, listeners, routes, clusters, endpoints, secrets, sidecar, mesh: opts.mesh, telemetry, warnings: ctx.warnings.list() });
+  contextWarnings.set(snapshot, context);
+  return snapshot;
+}
+
+/** The warnings of a snapshot's context (its registry, PeerAuthentication), as resolved here. */
+const contextWarnings = new WeakMap<Snapshot, string>();
+
+/**
+ * resolve() of resources that differ from those `prev` was resolved from, with the same options,
+ * only in Kubernetes EndpointSlices and Pods. What those change is endpoints - istiod pushes EDS
+ * alone for them - so `prev` is kept, the same objects, but for its endpoints, built again (an
+ * unchanged one keeps its object too). The result equals resolve(resources, opts), hash included
+ * (the tests hold it to that); undefined when the change turns out to reach further than
+ * endpoints (the service clusters or what the registry says differ): then resolve() it.
+ */
+export function resolveEndpoints(prev: Snapshot, resources: readonly Resource[], opts: ResolveOptions): Snapshot | undefined {
+  const before = contextWarnings.get(prev);
+  if (before === undefined) return undefined;
+  const ctx = createContext(resources, opts);
+  const context = JSON.stringify(ctx.warnings.list());
+  if (context !== before) return undefined;
+  const byName = new Map<string, ServiceCluster>();
+  for (const sc of serviceClusters(ctx)) byName.set(sc.name, sc);
+  let services = 0;
+  for (const c of prev.clusters.values()) {
+    if (c.metadata.filter_metadata.istio.kind !== 'service') continue;
+    services++;
+    if (!byName.has(c.name)) return undefined;
+  }
+  if (services !== byName.size) return undefined;
+  const endpoints = new Map<string, ClusterLoadAssignment>();
+  let changed = false;
+  for (const [name, old] of prev.endpoints) {
+    const sc = byName.get(name);
+    const cla = sc ? buildLoadAssignment(name, sc.service, sc.port, sc.labels) : old;
+    const same = cla === old || JSON.stringify(cla) === JSON.stringify(old);
+    if (!same) changed = true;
+    endpoints.set(name, same ? old : deepFreeze(cla));
+  }
+  if (!changed) return prev;
+  const hash = contentHash({ ...prev, endpoints });
+  const snapshot: Snapshot = Object.freeze({ ...prev, version: hash, hash, endpoints });
+  contextWarnings.set(snapshot, context);
+  return snapshot;
 }
 
 /**

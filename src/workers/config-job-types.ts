@@ -17,6 +17,8 @@ export interface ConfigJob {
   kubernetes?: boolean;
   /** `--cluster-domain` (with `--kubernetes`): Services are `<name>.<ns>.svc.<domain>`; default cluster.local. */
   clusterDomain?: string;
+  /** Build the sidecar views (only an xDS server serves them); default true. */
+  sidecarViews?: boolean;
 }
 
 export type ConfigJobResult =

@@ -65,7 +65,7 @@ export function runConfigJob(job: ConfigJob): ConfigJobResult {
   if (!result.config) return { kind: 'invalid', problems: result.problems };
   const c = result.config;
   if (c.hash === job.configHash) return { kind: 'unchanged', problems: result.problems };
-  const snapshot = resolve(c.resources, { labels: job.labels, namespace: job.namespace, bind: job.bind, mesh: c.mesh });
+  const snapshot = resolve(c.resources, { labels: job.labels, namespace: job.namespace, bind: job.bind, mesh: c.mesh, ...(job.sidecarViews === false ? { sidecarViews: false } : {}) });
   if (snapshot.hash === job.snapshotHash) return { kind: 'same-snapshot', problems: result.problems, configHash: c.hash, mesh: c.mesh };
   return { kind: 'snapshot', problems: result.problems, configHash: c.hash, mesh: c.mesh, snapshot };
 }

@@ -14,7 +14,8 @@ import { loadMeshConfigFile, meshFromResources } from '../config/mesh.js';
 import { sortProblems } from '../config/pipeline.js';
 import { DEFAULT_MESH_CONFIG, formatProblem, resourceId, type MeshConfig, type Problem, type Resource } from '../config/types.js';
 import { validate } from '../config/validate.js';
-import { resolve } from '../controlplane/resolve.js';
+import { resolve, resolveEndpoints } from '../controlplane/resolve.js';
+import type { Snapshot } from '../controlplane/snapshot.js';
 import { checkCertificates } from '../tls/check.js';
 import type { ConfigJob, ConfigJobResult, KubeJobInfo, KubeRejection, PlainResource } from './config-job-types.js';
 
@@ -42,6 +43,8 @@ export class KubeJobState {
   readonly ownProblems = new WeakMap<Resource, Problem[]>();
   /** The last translation's warnings (for `--write-status` when a job does not translate). */
   translationWarnings: readonly Problem[] = [];
+  /** The last translation and what it was made of (for a change of endpoints only). */
+  translated: { snapshot: Snapshot; accepted: ReadonlyMap<string, StoredObject>; files: string; opts: string } | null = null;
 
   constructor(source: ObjectSource) {
     this.source = source;
@@ -114,7 +117,23 @@ function hashOf(mesh: MeshConfig, files: readonly Resource[], objects: ReadonlyM
   return h.digest('hex').slice(0, 16);
 }
 
+/** Kinds whose changes only change endpoints (the registry's endpoints and their labels). */
+const ENDPOINT_KINDS: ReadonlySet<string> = new Set(['EndpointSlice', 'Pod']);
+
+/** Whether what changed from one accepted set to the next is only EndpointSlices and Pods. */
+function endpointsOnly(before: ReadonlyMap<string, StoredObject>, after: ReadonlyMap<string, StoredObject>): boolean {
+  for (const [id, o] of after) if (before.get(id)?.fingerprint !== o.fingerprint && !ENDPOINT_KINDS.has(o.kind)) return false;
+  for (const [id, o] of before) if (!after.has(id) && !ENDPOINT_KINDS.has(o.kind)) return false;
+  return true;
+}
+
+/** The content of the `--config` files, to tell whether they changed. */
+function filesKey(files: readonly Resource[]): string {
+  return JSON.stringify(files.map((r) => [r.apiVersion, r.kind, r.metadata, r.spec, r.source.file]));
+}
+
 const domainOf = (job: ConfigJob): { clusterDomain?: string } => (job.clusterDomain ? { clusterDomain: job.clusterDomain } : {});
+const viewsOf = (job: ConfigJob): { sidecarViews?: boolean } => (job.sidecarViews === false ? { sidecarViews: false } : {});
 
 export function runKubeJob(job: ConfigJob, state: KubeJobState): ConfigJobResult {
   if (!state.source.synced) return { kind: 'waiting', problems: [] };
@@ -170,7 +189,14 @@ export function runKubeJob(job: ConfigJob, state: KubeJobState): ConfigJobResult
     state.source.writeStatus?.(desiredStatuses(all, accepted, [...warnings, ...state.translationWarnings]));
     return { kind: 'unchanged', problems: [], kube: kube() };
   }
-  const snapshot = resolve(set, { labels: job.labels, namespace: job.namespace, bind: job.bind, mesh, ...domainOf(job) });
+  const opts = { labels: job.labels, namespace: job.namespace, bind: job.bind, mesh, ...domainOf(job), ...viewsOf(job) };
+  // Only EndpointSlices and Pods changed since the last translation: only endpoints change (istiod
+  // pushes EDS alone then), the rest of the last snapshot is kept as it is.
+  const basis = { accepted: accepted.accepted, files: filesKey(files), opts: JSON.stringify(opts) };
+  const last = state.translated;
+  const sameElse = last !== null && last.files === basis.files && last.opts === basis.opts && endpointsOnly(last.accepted, basis.accepted);
+  const snapshot = (sameElse ? resolveEndpoints(last.snapshot, set, opts) : undefined) ?? resolve(set, opts);
+  state.translated = { ...basis, snapshot };
   state.translationWarnings = snapshot.warnings;
   state.source.writeStatus?.(desiredStatuses(all, accepted, [...warnings, ...snapshot.warnings]));
   const problems = state.newWarnings(sortProblems([...warnings, ...snapshot.warnings]));

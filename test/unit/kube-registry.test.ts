@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { parseYamlText } from '../../src/config/load.js';
 import { DEFAULT_MESH_CONFIG, formatProblem } from '../../src/config/types.js';
 import { convertProtocol } from '../../src/controlplane/build/kubernetes.js';
-import { resolve, type ResolveOptions } from '../../src/controlplane/resolve.js';
+import { resolve, resolveEndpoints, type ResolveOptions } from '../../src/controlplane/resolve.js';
 import type { Snapshot } from '../../src/controlplane/snapshot.js';
 import type { KObj } from '../helpers/kube-apiserver.js';
 import { kPod, kService, kSlice } from '../helpers/kube-objects.js';
@@ -277,5 +277,57 @@ describe('Kubernetes Services in the registry', () => {
     expect(names('default')).toEqual(expect.arrayContaining(['private:80', 'public:80']));
     expect(names('other')).not.toContain('private.default:80');
     expect(names('other')).toContain('public.default:80');
+  });
+});
+
+describe('a change of EndpointSlices and Pods only (the --kubernetes fast path, istiod: EDS push alone)', () => {
+  const parse = (docs: KObj[]) => {
+    const { resources, problems } = parseYamlText(yamlDocs(...docs), 'cfg.yaml');
+    expect(problems).toEqual([]);
+    return resources;
+  };
+  /** What resolve() makes of `docs`, as JSON (maps as entry lists), to compare two snapshots whole. */
+  const whole = (s: Snapshot): string => JSON.stringify(s, (_k, v: unknown) => (v instanceof Map ? [...v] : v));
+  const scaled = (endpoints: Parameters<typeof kSlice>[2]): KObj[] => REVIEWS.map((d) => (d.kind === 'EndpointSlice' ? kSlice('reviews-a', 'reviews', endpoints, [{ name: 'http', port: 9080 }]) : d));
+
+  it('endpoints added, removed, made not ready, or moved between subsets by a Pod label: the same snapshot as a full translation, hash included, with the rest of the last one kept', () => {
+    const before = resolve(parse(REVIEWS), OPTS);
+    const changes: KObj[][] = [
+      scaled([{ ip: '10.0.0.1', pod: 'reviews-v1-a' }, { ip: '10.0.0.3', pod: 'reviews-v2-a' }]),
+      scaled([{ ip: '10.0.0.1', pod: 'reviews-v1-a' }, { ip: '10.0.0.2', pod: 'reviews-v1-b', ready: false, terminating: true }, { ip: '10.0.0.3', pod: 'reviews-v2-a' }]),
+      REVIEWS.map((d) => (d.kind === 'Pod' && d.metadata.name === 'reviews-v1-b' ? kPod('reviews-v1-b', '10.0.0.2', { app: 'reviews', version: 'v2' }, { ports: { 'http-web': 9080 } }) : d)),
+    ];
+    for (const docs of changes) {
+      const full = resolve(parse(docs), OPTS);
+      const fast = resolveEndpoints(before, parse(docs), OPTS)!;
+      expect(fast).toBeDefined();
+      expect(fast.hash).not.toBe(before.hash);
+      expect(fast.hash).toBe(full.hash);
+      expect(whole(fast)).toBe(whole(full));
+      // The parts that did not change are the last snapshot's own objects.
+      expect(fast.routes).toBe(before.routes);
+      expect(fast.clusters).toBe(before.clusters);
+    }
+    // 10.0.0.2 (v1) removed: the v2 subset's endpoints are the same object as before.
+    const first = resolveEndpoints(before, parse(changes[0]!), OPTS)!;
+    expect(first.endpoints.get(`outbound|80|v2|${FQDN}`)).toBe(before.endpoints.get(`outbound|80|v2|${FQDN}`));
+    expect(first.endpoints.get(`outbound|80|v1|${FQDN}`)).not.toBe(before.endpoints.get(`outbound|80|v1|${FQDN}`));
+    // Nothing that matters changed: the same snapshot.
+    expect(resolveEndpoints(before, parse(REVIEWS), OPTS)).toBe(before);
+  });
+
+  it('a change that reaches further than endpoints (an FQDN slice said once) is left to a full translation', () => {
+    const before = resolve(parse(REVIEWS), OPTS);
+    const fqdn = kSlice('reviews-b', 'reviews', [{ ip: 'reviews.example.com', pod: null }], [{ name: 'http', port: 9080 }], { addressType: 'FQDN' });
+    expect(resolveEndpoints(before, parse([...REVIEWS, fqdn]), OPTS)).toBeUndefined();
+  });
+
+  it('sidecarViews: false leaves the sidecar views out, and only them', () => {
+    const all = resolve(parse(REVIEWS), OPTS);
+    const gatewayOnly = resolve(parse(REVIEWS), { ...OPTS, sidecarViews: false });
+    expect(all.sidecar.size).toBeGreaterThan(0);
+    expect(gatewayOnly.sidecar.size).toBe(0);
+    expect(JSON.stringify([...gatewayOnly.routes])).toBe(JSON.stringify([...all.routes]));
+    expect(JSON.stringify([...gatewayOnly.endpoints])).toBe(JSON.stringify([...all.endpoints]));
   });
 });

@@ -35,6 +35,12 @@ export interface ResolveOptions {
    * complete the same way; default `cluster.local`.
    */
   clusterDomain?: string;
+  /**
+   * Build the sidecar views (what sidecars and proxyless gRPC clients get over xDS); default
+   * true. A gateway without an xDS server has no use for them (with many namespaces and services
+   * they are most of the translation).
+   */
+  sidecarViews?: boolean;
 }
 
 /** The resources of each kind resolve() reads, in config order (Istio: creation order). */

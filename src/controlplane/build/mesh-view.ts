@@ -160,7 +160,10 @@ export function buildSidecarViews(ctx: BuildContext, meshServices: ReadonlyArray
   };
 
   const sidecar = new Map<string, SidecarView>();
-  const clientNamespaces = new Set<string>(['', ...ctx.config.all.map((r) => r.metadata.namespace)]);
+  // Every namespace that declares something (EndpointSlices and Pods only follow their Services:
+  // a namespace with nothing else sees what '' holds).
+  const clientNamespaces = new Set<string>(['']);
+  for (const r of ctx.config.all) if (r.kind !== 'Pod' && r.kind !== 'EndpointSlice') clientNamespaces.add(r.metadata.namespace);
   for (const ns of [...clientNamespaces].sort()) sidecar.set(ns, view(ns));
   return sidecar;
 }
