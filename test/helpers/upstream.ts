@@ -60,7 +60,8 @@ export function sha256(b: Buffer): string {
   return createHash('sha256').update(b).digest('hex');
 }
 
-export async function startEcho(name: string, opts: { port?: number } = {}): Promise<Echo> {
+/** `host`: the loopback address to listen on (default 127.0.0.1; e.g. 127.0.0.11 as a Pod IP). */
+export async function startEcho(name: string, opts: { port?: number; host?: string } = {}): Promise<Echo> {
   const sockets = new Set<Socket>();
   const echo: Echo = {
     name,
@@ -139,7 +140,7 @@ export async function startEcho(name: string, opts: { port?: number } = {}): Pro
   echo.server = server;
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
+    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => resolve());
   });
   echo.port = (server.address() as AddressInfo).port;
   return echo;
