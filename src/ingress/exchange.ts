@@ -1,42 +1,22 @@
-// One request through the gateway: route action, upstream attempts (with Istio's retry policy),
-// streaming in both directions with backpressure, Istio's local replies and response flags, and
-// the metrics record at the end. Engine-agnostic: it talks to the client through a ResponseSink.
-import { isIP } from 'node:net';
+// One request through the gateway: the filter chain (filters/), then the router: route action,
+// upstream attempts (retry-state.ts, router.ts), streaming in both directions with backpressure,
+// Istio's local replies and response flags, and the metrics record at the end. Engine-agnostic: it
+// talks to the client through a ResponseSink and to the upstream through an UpstreamPool.
 import { Readable } from 'node:stream';
-import type { Dispatcher } from 'undici';
-import { applyHeaderOps, firstMatch, pickCluster, type CompiledCors, type CompiledMirror, type CompiledRoute, type CompiledVirtualHost, type ForwardAction, type HeaderOps, type RedirectResponse, type RouteTable } from '../routing/route-table.js';
-import type { ForwardProxyConfig } from '../controlplane/snapshot.js';
-import type { ForwardProxy } from '../egress/forward-proxy.js';
+import { pickCluster, type CompiledMirror, type CompiledRoute, type CompiledVirtualHost, type ForwardAction, type HeaderOps, type RedirectResponse } from '../routing/route-table.js';
 import { portOf, stripPort } from '../routing/authority.js';
 import { getHeader, type RequestHead } from '../routing/request.js';
-import type { ClusterRuntime, ClusterSet, UpstreamEndpoint } from '../upstream/cluster-manager.js';
-import { isTlsError } from '../upstream/tls-origination.js';
-import { OVERFLOW, OVERFLOW_REPLY, PENDING, type CircuitBreaker } from '../upstream/circuit-breaker.js';
-import type { IstioMetrics } from '../telemetry/metrics.js';
-import type { AccessLog } from '../telemetry/access-log.js';
-import type { Reroute, SecurityFilters, Verdict } from '../security/pipeline.js';
-import type { SecurityRequest } from '../security/types.js';
+import type { ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manager.js';
+import type { CircuitBreaker } from '../upstream/circuit-breaker.js';
+import { UpstreamError, failureReply, outlierFailure, responseFlag, toUpstreamError, type UpstreamHandler, type UpstreamRequest } from '../upstream/errors.js';
+import type { ConnectionFacts, DataPlaneContext } from './context.js';
+import { HTTP_FILTERS, runFilters, type FilterHost } from './filters/chain.js';
+import { roll, type LocalReply } from './filters/filter.js';
+import { RetryState } from './retry-state.js';
+import { HOP_BY_HOP_RESPONSE, NO_ROUTE, SERVER, UPSTREAM_TIMEOUT, admitAttempt, clusterFor, editResponseHeaders, isLocalReply, localReplyHeaders, upstreamPath, upstreamRequestHeaders, type Admission } from './router.js';
 import type { HeaderValue, ResponseSink } from './sink.js';
 
-/**
- * One config version as a listener serves it: its route table with the clusters and policies of
- * the same version. The data plane swaps it as one reference; a request reads it once, when it
- * starts, and keeps it to its end, so that a reload never mixes one version's tables with
- * another's clusters.
- */
-export interface DataPlaneContext {
-  readonly clusters: ClusterSet;
-  readonly metrics: IstioMetrics;
-  readonly accessLog: AccessLog | null;
-  /** A request reached BlackHoleCluster (REGISTRY_ONLY, host not in the registry): logged and counted. */
-  readonly blocked?: (host: string, port: number) => void;
-  /** The listener's route table (none: every request is answered 404 NR). */
-  readonly table?: RouteTable | undefined;
-  /** The listener's JWT and AuthorizationPolicy filters (null or none: no policy applies). */
-  readonly security?: SecurityFilters | null;
-  /** An HTTP egress port that is also a forward proxy (node engine): CONNECT and absolute-form requests. */
-  readonly forwardProxy?: { readonly config: ForwardProxyConfig; readonly proxy: ForwardProxy } | null;
-}
+export { securityRequest, trustedClientAddress, type ConnectionFacts, type DataPlaneContext } from './context.js';
 
 /** Bodies up to this size are kept so the request can be retried; larger ones stream and are not retried. */
 const RETRY_BUFFER_LIMIT = 64 * 1024;
@@ -44,25 +24,15 @@ const RETRY_BUFFER_LIMIT = 64 * 1024;
 export const MIRROR_BODY_LIMIT = 1024 * 1024;
 /** A mirrored request is abandoned after this long when its route has no timeout. */
 const MIRROR_TIMEOUT_MS = 30_000;
-const RETRY_BACKOFF_BASE_MS = 25;
-const RETRY_BACKOFF_MAX_MS = 250;
 
-// Response headers that describe the upstream connection, not the response: never forwarded.
-// Checked by length first so that most names are never turned into strings.
-const HOP_BY_HOP_RESPONSE = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'date', 'server', 'upgrade', 'proxy-connection', 'trailer', 'te']);
+// Response headers that describe the upstream connection (router.ts), checked by length first so
+// that most names are never turned into strings.
 const HOP_LENGTHS = new Uint8Array(32);
 for (const n of HOP_BY_HOP_RESPONSE) HOP_LENGTHS[n.length] = 1;
 
-const SERVER = 'istio-envoy';
 const EMPTY = Buffer.alloc(0);
-
-/** Envoy's local reply bodies, so clients and tests see what they would see from Istio. */
-export const LOCAL_REPLY = {
-  noRoute: { status: 404, flags: 'NR', body: '' },
-  noCluster: { status: 503, flags: 'NC', body: '' },
-  noHealthyUpstream: { status: 503, flags: 'UH', body: 'no healthy upstream' },
-  upstreamTimeout: { status: 504, flags: 'UT', body: 'upstream request timeout' },
-} as const;
+/** How the circuit breaker counted the attempt being admitted (copied at once; one thread). */
+const ADMISSION: Admission = { pending: false, retry: false };
 
 const enum Phase {
   /** Waiting for the first request body chunk before dispatching. */
@@ -77,7 +47,9 @@ const enum Phase {
   Done,
 }
 
-export class Exchange {
+export class Exchange implements FilterHost {
+  /** The route policies before the router (one static chain). */
+  readonly filters = HTTP_FILTERS;
   readonly sink: ResponseSink;
   readonly ctx: DataPlaneContext;
   readonly head: RequestHead;
@@ -100,22 +72,26 @@ export class Exchange {
   readonly grpc: boolean;
   /** gRPC: the status the client got (grpc-status of the response or its trailers), '' when none. */
   grpcStatus = '';
+  /** The header list going upstream (filters may replace it; the router adds Host and its edits). */
+  upstreamHeaders: string[] = [];
 
   #action: ForwardAction | null = null;
   #cluster: ClusterRuntime | undefined;
+  #retry: RetryState | null = null;
   #upstreamPath = '';
-  #upstreamHeaders: string[] = [];
   #attemptCountIndex = -1;
   #responseOps: HeaderOps | null = null;
   #clusterResponseOps: HeaderOps | null = null;
+  /** Response header edits of the filters (CORS, ext_authz), in the order they were added. */
+  #filterOps: HeaderOps[] | null = null;
+  /** The request has a body (it is forwarded only by a forward route). */
+  #requestHasBody = false;
   /** Request body: a Buffer when whole (replayable), a stream while streaming, null when none. */
   #body: Buffer | Readable | null = null;
   #bodyChunks: Buffer[] | null = null;
   #bodyPaused = false;
   #bodyComplete = false;
   #attempt: Attempt | null = null;
-  #attempts = 0;
-  #tried: Set<UpstreamEndpoint> | null = null;
   #routeTimer: NodeJS.Timeout | null = null;
   #retryTimer: NodeJS.Timeout | null = null;
   #upstreamStartedAt = 0;
@@ -127,16 +103,13 @@ export class Exchange {
   #respNoBody = false;
   #resumeUpstream: (() => void) | null = null;
   #hasBody = false;
-  /** Body chunks received while a fault delay holds the request. */
+  /** Body chunks received while a filter holds the request. */
   #early: Array<[Buffer, boolean]> | null = null;
-  #faultTimer: NodeJS.Timeout | null = null;
-  /** CORS headers for the response to an allowed origin. */
-  #cors: HeaderOps | null = null;
+  /** A filter's delay (fault injection). */
+  #holdTimer: NodeJS.Timeout | null = null;
   #mirrors: CompiledMirror[] | null = null;
   #mirrorChunks: Buffer[] | null = null;
-  /** Response headers an external authorizer asked for (headersToDownstreamOnAllow). */
-  #authzOps: HeaderOps | null = null;
-  /** While security filters decide: body bytes read before the client is paused (-1: pause at once). */
+  /** While a filter decides asynchronously: body bytes read before the client is paused (-1: pause at once). */
   #holdLimit = -1;
 
   constructor(sink: ResponseSink, ctx: DataPlaneContext, head: RequestHead, route: CompiledRoute | undefined) {
@@ -151,60 +124,51 @@ export class Exchange {
 
   // ---- Entry points used by the engine ----
 
+  /** The connection, as filters read it. */
+  get conn(): ConnectionFacts {
+    return this.sink;
+  }
+
   /**
-   * Runs the route action. `hasBody`: the request has a body that will arrive via `requestData`
-   * (forwarded when the route is a forward route, else read and dropped). `upstreamHeaders` is the
-   * filtered header list to forward, to which the proxy headers are added.
+   * Runs the filter chain, then the route action. `hasBody`: the request has a body that will
+   * arrive via `requestData` (forwarded when the route is a forward route, else read and dropped).
+   * `upstreamHeaders` is the filtered header list to forward, to which the proxy headers are added.
    */
   begin(hasBody: boolean, upstreamHeaders: string[]): void {
-    // Istio's filter order: jwt_authn, ext_authz (CUSTOM), rbac DENY / ALLOW, then CORS, fault, router.
-    // The listener's security filters (JWT, AuthorizationPolicy) of this request's config version.
-    const sec = this.ctx.security;
-    if (sec != null && sec.active) {
-      const verdict = sec.check(this.#securityRequest(sec, upstreamHeaders));
-      if (verdict instanceof Promise) {
-        // Held like a fault delay: body chunks that arrive meanwhile are kept, the client paused.
-        // Small bodies are read meanwhile (so that a client going away is seen), larger ones paused.
-        this.phase = Phase.Delayed;
-        // (Only a body that may go upstream: the route may still change when it is selected again.)
-        if (hasBody && (this.rerouteIn !== null || this.route?.action.kind === 'forward')) {
-          this.#early ??= [];
-          this.#holdLimit = RETRY_BUFFER_LIMIT;
-        }
-        verdict.then(
-          (v) => this.#verdictReady(v, hasBody, upstreamHeaders),
-          () => this.#verdictReady(null, hasBody, upstreamHeaders),
-        );
-        return;
-      }
-      if (!verdict.allow) return this.#denied(verdict);
-      if (verdict.reroute !== null && this.rerouteIn !== null) this.#reroute(verdict.reroute);
-      if (verdict.headers !== null) upstreamHeaders = verdict.headers;
-      if (verdict.responseHeaders !== null) this.#authzOps = { set: [], add: pairs(verdict.responseHeaders), remove: [] };
-    }
-    this.#afterSecurity(hasBody, upstreamHeaders);
+    this.#requestHasBody = hasBody;
+    this.upstreamHeaders = upstreamHeaders;
+    runFilters(this);
   }
 
-  #verdictReady(v: Verdict | null, hasBody: boolean, upstreamHeaders: string[]): void {
-    if (this.phase === Phase.Done) return; // the client went away meanwhile
+  // ---- FilterHost: what the chain asks of the lifecycle ----
+
+  addResponseOps(ops: HeaderOps): void {
+    (this.#filterOps ??= []).push(ops);
+  }
+
+  respond(reply: LocalReply): void {
+    this.localReply(reply.status, reply.flags, reply.body, reply.ops, reply.headers);
+  }
+
+  hold(kind: 'delay' | 'wait', timer: NodeJS.Timeout | null): void {
+    this.phase = Phase.Delayed;
+    // Only a body that may go upstream is kept (the route may still change when it is selected again).
+    if (kind === 'delay') {
+      this.#holdTimer = timer;
+      if (this.#requestHasBody && this.route?.action.kind === 'forward') this.#holdBody();
+    } else if (this.#requestHasBody && (this.rerouteIn !== null || this.route?.action.kind === 'forward')) {
+      // Small bodies are read meanwhile (so that a client going away is seen), larger ones paused.
+      this.#early ??= [];
+      this.#holdLimit = RETRY_BUFFER_LIMIT;
+    }
+  }
+
+  unhold(): boolean {
+    this.#holdTimer = null;
+    if (this.phase === Phase.Done) return false; // the client went away meanwhile
     this.phase = Phase.Upstream;
     this.#holdLimit = -1;
-    // A failing filter fails closed.
-    if (v === null) return this.localReply(403, '', 'RBAC: access denied');
-    if (!v.allow) return this.#denied(v);
-    if (v.reroute !== null && this.rerouteIn !== null) this.#reroute(v.reroute);
-    if (v.responseHeaders !== null) this.#authzOps = { set: [], add: pairs(v.responseHeaders), remove: [] };
-    this.#afterSecurity(hasBody, v.headers ?? upstreamHeaders);
-  }
-
-  /** The route again, with the headers and JWT claims authentication left (Envoy's clear_route_cache). */
-  #reroute(r: Reroute): void {
-    const head = r.headers === this.head.headers ? this.head : { ...this.head, headers: r.headers };
-    this.route = firstMatch(this.rerouteIn!, head, r.metadata ?? undefined);
-  }
-
-  #denied(v: Extract<Verdict, { allow: false }>): void {
-    this.localReply(v.status, v.flags, v.body, null, v.headers);
+    return true;
   }
 
   #holdBody(): void {
@@ -215,78 +179,41 @@ export class Exchange {
     }
   }
 
-  /** The request as the security filters see it (only built when the listener has policies). */
-  #securityRequest(sec: SecurityFilters, headers: string[]): SecurityRequest {
-    return securityRequest(this.head, this.sink, sec.numTrustedProxies, headers);
-  }
-
-  #afterSecurity(hasBody: boolean, upstreamHeaders: string[]): void {
+  /** The router: the route's action once every filter let the request through. */
+  router(): void {
     const route = this.route;
-    if (!route) return this.localReply(LOCAL_REPLY.noRoute.status, LOCAL_REPLY.noRoute.flags, LOCAL_REPLY.noRoute.body);
-    // Only a forward route takes the body; a local answer reads and drops it.
-    this.#hasBody = hasBody && route.action.kind === 'forward';
-    this.#upstreamHeaders = upstreamHeaders;
-    // Istio's filter order: CORS, then fault injection, then the router.
-    if (route.cors !== null && this.#applyCors(route.cors)) return;
-    const fault = route.fault;
-    if (fault !== null && fault.delayPerMillion > 0 && roll(fault.delayPerMillion)) {
-      this.flags = 'DI';
-      this.phase = Phase.Delayed;
-      if (this.#hasBody) this.#holdBody();
-      this.#faultTimer = setTimeout(onFaultDelay, fault.delayMs, this);
-      return;
-    }
-    this.#route();
-  }
-
-  /** After CORS and any fault delay: a fault abort, or the route's action. */
-  faultDelayDone(): void {
-    this.#faultTimer = null;
-    if (this.phase !== Phase.Done) this.#route();
-  }
-
-  #route(): void {
-    const route = this.route!;
-    const fault = route.fault;
-    if (fault !== null && fault.abortPerMillion > 0 && roll(fault.abortPerMillion)) {
-      if (fault.abortGrpcStatus >= 0) {
-        return this.localReply(200, 'FI', '', null, ['content-type', 'application/grpc', 'grpc-status', String(fault.abortGrpcStatus), 'grpc-message', 'fault filter abort']);
-      }
-      return this.localReply(fault.abortStatus, 'FI', 'fault filter abort');
-    }
+    if (!route) return this.respond(NO_ROUTE);
     const action = route.action;
+    // Only a forward route takes the body; a local answer reads and drops it.
+    this.#hasBody = this.#requestHasBody && action.kind === 'forward';
     if (action.kind === 'direct') return this.localReply(action.status, '', action.body ?? EMPTY, route.response);
     if (action.kind === 'redirect') return this.#redirect(action);
-    this.#action = action;
-    const picked = pickCluster(action, Math.random());
-    const cluster = picked ? this.ctx.clusters.get(picked.name) : undefined;
-    if (!picked || !cluster) return this.localReply(LOCAL_REPLY.noCluster.status, LOCAL_REPLY.noCluster.flags, LOCAL_REPLY.noCluster.body);
-    this.#cluster = cluster;
-    if (cluster.meta.kind === 'blackhole') {
-      // Istio's block_all: a host outside the registry under REGISTRY_ONLY gets 502.
-      this.ctx.blocked?.(this.head.host, this.head.localPort ?? 0);
-      return this.localReply(502, '', '');
-    }
-    this.#responseOps = route.response;
-    this.#clusterResponseOps = picked.request || picked.response ? picked.response : null;
+    this.#forward(route, action);
+  }
 
-    let headers = this.#upstreamHeaders;
-    if (action.hostRewrite !== null) headers.push('host', action.hostRewrite);
-    else headers.push('host', this.head.authority);
-    if (route.request) headers = applyHeaderOps(headers, route.request);
-    if (picked.request) headers = applyHeaderOps(headers, picked.request);
+  #forward(route: CompiledRoute, action: ForwardAction): void {
+    this.#action = action;
+    const head = this.head;
+    const picked = pickCluster(action, Math.random());
+    const cluster = clusterFor(this.ctx, picked, head);
+    if (isLocalReply(cluster)) return this.respond(cluster);
+    this.#cluster = cluster;
+    this.#retry = new RetryState(action.retry, cluster.breaker);
+    this.#responseOps = route.response;
+    this.#clusterResponseOps = picked.response;
+
+    const headers = upstreamRequestHeaders(this.upstreamHeaders, head, action, route, picked);
     headers.push('x-envoy-attempt-count', '1');
     this.#attemptCountIndex = headers.length - 1;
-    this.#upstreamHeaders = headers;
-    const path = action.rewritePath ? action.rewritePath(this.head.path) : this.head.path;
-    this.#upstreamPath = this.head.query ? `${path}?${this.head.query}` : path;
+    this.upstreamHeaders = headers;
+    this.#upstreamPath = upstreamPath(action, head);
     if (action.mirrors !== null) this.#chooseMirrors(action.mirrors);
 
     let timeoutMs = action.timeoutMs;
     if (this.grpc) {
       // Istio sets Envoy's max_grpc_timeout to the route timeout (0: no limit): a gRPC call's
       // grpc-timeout applies, capped by the route timeout.
-      const g = grpcTimeoutMs(getHeader(this.head, 'grpc-timeout'));
+      const g = grpcTimeoutMs(getHeader(head, 'grpc-timeout'));
       if (g > 0 && (timeoutMs <= 0 || g < timeoutMs)) timeoutMs = g;
     }
     if (timeoutMs > 0) this.#routeTimer = setTimeout(onRouteTimeout, timeoutMs, this);
@@ -361,33 +288,6 @@ export class Exchange {
     }
   }
 
-  // ---- CORS (Envoy's cors filter) ----
-
-  /** Answers a preflight (true), or remembers the headers for an allowed origin's response. */
-  #applyCors(cors: CompiledCors): boolean {
-    const origin = getHeader(this.head, 'origin');
-    if (origin === undefined) return false;
-    const allowed = cors.allows(origin);
-    const preflight = this.head.method === 'OPTIONS' && getHeader(this.head, 'access-control-request-method') !== undefined;
-    if (preflight) {
-      if (allowed) {
-        this.localReply(200, '', EMPTY, null, ['access-control-allow-origin', origin, ...cors.preflight]);
-        return true;
-      }
-      if (!cors.forwardNotMatchingPreflights) {
-        this.localReply(200, '', EMPTY);
-        return true;
-      }
-      return false;
-    }
-    if (allowed) {
-      const set: Array<[string, string]> = [['access-control-allow-origin', origin]];
-      for (let i = 0; i < cors.actual.length; i += 2) set.push([cors.actual[i]!, cors.actual[i + 1]!]);
-      this.#cors = { set, add: [], remove: [] };
-    }
-    return false;
-  }
-
   // ---- Mirroring: fire-and-forget copies that never affect the primary ----
 
   #chooseMirrors(mirrors: readonly CompiledMirror[]): void {
@@ -423,7 +323,7 @@ export class Exchange {
       const ep = this.ctx.clusters.get(m.cluster)?.pick();
       if (!ep) continue;
       // The Host as current Istio sends it: unchanged (no `-shadow` suffix since 1.28).
-      const opts: Dispatcher.DispatchOptions = { path: this.#upstreamPath, method: this.head.method as Dispatcher.HttpMethod, headers: this.#upstreamHeaders.slice(), body };
+      const opts: UpstreamRequest = { path: this.#upstreamPath, method: this.head.method, headers: this.upstreamHeaders.slice(), body };
       try {
         ep.pool.dispatch(opts, new MirrorHandler(timeoutMs));
       } catch {
@@ -449,11 +349,7 @@ export class Exchange {
     if (flags) this.flags = this.flags ? `${this.flags},${flags}` : flags;
     const buf = typeof body === 'string' ? Buffer.from(body) : body;
     if (this.grpc) return this.#grpcLocalReply(status, flags, buf, ops, extra);
-    let headers: string[] = ['server', SERVER];
-    if (buf.length > 0 && !extra.includes('content-type')) headers.push('content-type', 'text/plain');
-    for (let i = 0; i < extra.length; i++) headers.push(extra[i]!);
-    if (ops) headers = applyHeaderOps(headers, ops);
-    if (this.#cors) headers = applyHeaderOps(headers, this.#cors);
+    const headers = localReplyHeaders(extra, ops, buf.length, this.#filterOps);
     const sink = this.sink;
     if (!sink.closed) {
       const head = this.head.method === 'HEAD';
@@ -485,8 +381,7 @@ export class Exchange {
     if (!message && body.length > 0) message = grpcMessageEncode(body.toString('utf8'));
     headers.push('grpc-status', grpcStatus);
     if (message) headers.push('grpc-message', message);
-    if (ops) headers = applyHeaderOps(headers, ops);
-    if (this.#cors) headers = applyHeaderOps(headers, this.#cors);
+    headers = editResponseHeaders(headers, null, ops, this.#filterOps);
     this.grpcStatus = grpcStatus;
     const sink = this.sink;
     if (!sink.closed) {
@@ -507,54 +402,41 @@ export class Exchange {
 
   #dispatch(): void {
     const cluster = this.#cluster!;
-    const breaker = cluster.breaker;
-    // A retry scheduled by #maybeRetry counts against maxRetries already: this attempt takes it over.
-    const retried = breaker.takeRetry(this);
-    if (this.phase === Phase.Done) {
-      if (retried) breaker.dropRetry();
-      return;
-    }
-    const ep = cluster.pick(this.#tried ?? undefined, this.head, this.sink.remoteAddress, this.#upstreamHeaders);
-    // Circuit breakers: max requests, then max pending when the endpoint's connections are all busy.
-    const admission = ep ? breaker.admit(ep.active) : OVERFLOW;
-    if (!ep || admission === OVERFLOW) {
-      if (retried) breaker.dropRetry();
-      if (!ep) return this.localReply(LOCAL_REPLY.noHealthyUpstream.status, LOCAL_REPLY.noHealthyUpstream.flags, LOCAL_REPLY.noHealthyUpstream.body);
-      return this.localReply(OVERFLOW_REPLY.status, OVERFLOW_REPLY.flags, OVERFLOW_REPLY.body, null, OVERFLOW_REPLY.headers);
-    }
-    const setCookie = cluster.setCookie;
-    this.#attempts++;
+    const retry = this.#retry!;
+    const ep = admitAttempt(cluster, retry, this, this.phase === Phase.Done, this.head, this.sink.remoteAddress, this.upstreamHeaders, ADMISSION);
+    if (ep === null) return;
+    if (isLocalReply(ep)) return this.respond(ep);
     this.#endpoint = ep;
-    this.#upstreamHeaders[this.#attemptCountIndex] = String(this.#attempts);
+    this.upstreamHeaders[this.#attemptCountIndex] = String(retry.attempts);
     const attempt = new Attempt(this, ep);
-    attempt.breaker = breaker;
-    attempt.pending = admission === PENDING;
-    attempt.retry = retried;
-    attempt.setCookie = setCookie;
+    attempt.breaker = cluster.breaker;
+    attempt.pending = ADMISSION.pending;
+    attempt.retry = ADMISSION.retry;
+    attempt.setCookie = cluster.setCookie;
     this.#attempt = attempt;
     ep.active++;
-    const retry = this.#action!.retry;
-    if (retry && retry.perTryTimeoutMs > 0) attempt.timer = setTimeout(onPerTryTimeout, retry.perTryTimeoutMs, attempt);
+    const perTry = retry.perTryTimeoutMs;
+    if (perTry > 0) attempt.timer = setTimeout(onPerTryTimeout, perTry, attempt);
     this.#upstreamStartedAt = performance.now();
-    const opts: Dispatcher.DispatchOptions = {
+    const req: UpstreamRequest = {
       path: this.#upstreamPath,
-      method: this.head.method as Dispatcher.HttpMethod,
-      headers: this.#upstreamHeaders,
+      method: this.head.method,
+      headers: this.upstreamHeaders,
       body: this.#bodyForAttempt(),
-      // undefined leaves undici's own choice (it closes after HEAD, for instance) untouched.
+      // undefined leaves the pool's own choice (it closes after HEAD, for instance) untouched.
       reset: cluster.closeAfterEachRequest ? true : undefined,
     };
     try {
-      ep.pool.dispatch(opts, attempt);
+      ep.pool.dispatch(req, attempt);
     } catch (err) {
-      attempt.onError(err as Error);
+      attempt.onError(toUpstreamError(err));
     }
   }
 
   #bodyForAttempt(): Buffer | Readable | null {
     const body = this.#body;
     if (body === null || Buffer.isBuffer(body)) return body;
-    if (this.#attempts === 1) return body;
+    if (this.#retry!.attempts === 1) return body;
     // A retry of a streamed body: only possible while every chunk was kept and the body is complete.
     return Buffer.concat(this.#bodyChunks ?? []);
   }
@@ -602,47 +484,15 @@ export class Exchange {
     if (body instanceof Readable && !body.destroyed) body.destroy();
   }
 
-  /** Whether a failed attempt may be retried, and if so schedules it. */
-  #maybeRetry(kind: 'connect' | 'reset' | 'refused' | 'timeout' | 'status' | 'grpc', status = 0): boolean {
-    const retry = this.#action?.retry;
-    if (!retry || this.#attempts > retry.numRetries) return false;
-    const on = retry.on;
-    let ok: boolean;
-    switch (kind) {
-      case 'connect':
-        ok = on.connectFailure;
-        break;
-      case 'reset':
-        ok = on.reset;
-        break;
-      case 'refused':
-        // An HTTP/2 stream the upstream refused (REFUSED_STREAM, or past its GOAWAY): never processed.
-        ok = on.refusedStream || on.reset;
-        break;
-      case 'timeout':
-        ok = on.fiveXX || on.gatewayError;
-        break;
-      case 'status':
-        ok =
-          on.statusCodes.has(status) ||
-          (on.fiveXX && status >= 500) ||
-          (on.gatewayError && (status === 502 || status === 503 || status === 504)) ||
-          (on.retriable4xx && status === 409);
-        break;
-      case 'grpc':
-        // A trailers-only gRPC failure: `status` is its grpc-status.
-        ok = on.grpcStatuses.has(status);
-        break;
-    }
-    if (!ok || !this.#replayable()) return false;
-    // Retry overflow (maxRetries retries in flight): no retry, the failure stands.
-    const current = this.#attempt;
-    const breaker = this.#cluster!.breaker;
-    if (!breaker.retryAllowed(current !== null && current.retry)) return false;
-    breaker.retryScheduled(this);
-    if (retry.avoidPreviousHosts && this.#endpoint) (this.#tried ??= new Set()).add(this.#endpoint);
-    const cap = Math.min(RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_BASE_MS * (2 ** this.#attempts - 1));
-    this.#retryTimer = setTimeout(onRetryTimer, Math.random() * cap, this);
+  /** Schedules a retry of the failed attempt when `retriable` (the policy retries this failure) and the rest allow it. */
+  #maybeRetry(retriable: boolean): boolean {
+    const retry = this.#retry;
+    if (retry === null || retry.policy === null) return false;
+    // The failed attempt, when still current, is itself a counted retry that Envoy releases first.
+    const held = this.#attempt !== null && this.#attempt.retry;
+    const ms = retry.schedule(retriable, this.#replayable(), held, this, this.#endpoint);
+    if (ms < 0) return false;
+    this.#retryTimer = setTimeout(onRetryTimer, ms, this);
     this.phase = Phase.Upstream;
     return true;
   }
@@ -652,21 +502,19 @@ export class Exchange {
     this.#dispatch();
   }
 
-  upstreamHeaders(attempt: Attempt, status: number, raw: Buffer[], resume: () => void): boolean {
+  upstreamHead(attempt: Attempt, status: number, raw: Buffer[], resume: () => void): boolean {
     if (status > 599 || status < 100) {
       // RFC 9110 has no such status (undici and node:http2 pass 600-999 on): a protocol error.
       attempt.cancelled = true;
       attempt.abort?.(new Error('invalid response status'));
-      this.upstreamError(attempt, Object.assign(new Error(`invalid upstream response status ${status}`), { code: 'HPE_INVALID_STATUS' }));
+      this.upstreamError(attempt, new UpstreamError('protocol', `invalid upstream response status ${status}`, 'HPE_INVALID_STATUS'));
       return false;
     }
     if (status < 200) return true; // 1xx: undici handles them; nothing to forward
     // Outlier detection sees a trailers-only gRPC response's status as Envoy maps it (14 → 503).
     this.#cluster!.reportStatus(attempt.endpoint, this.grpc ? grpcOutlierStatus(raw, status) : status);
-    if (this.#action!.retry) {
-      const grpcStatus = this.grpc ? grpcStatusOf(raw) : -1;
-      if ((grpcStatus > 0 && this.#maybeRetryStatus(attempt, 'grpc', grpcStatus)) || this.#maybeRetryStatus(attempt, 'status', status)) return false;
-    }
+    const retry = this.#retry!;
+    if (retry.policy !== null && this.#maybeRetryStatus(attempt, retry.retriesStatus(status, this.grpc ? grpcStatusOf(raw) : -1))) return false;
     this.phase = Phase.Responding;
     this.#resumeUpstream = resume;
     if (attempt.timer) {
@@ -690,15 +538,11 @@ export class Exchange {
       out.push(name, raw[i + 1]!);
     }
     let headers: HeaderValue[] = out;
-    if (this.#responseOps || this.#clusterResponseOps || this.#cors || this.#authzOps) {
+    if (this.#responseOps || this.#clusterResponseOps || this.#filterOps) {
       // Slow path: header edits need names as strings.
-      let strs = headers.map((h) => (typeof h === 'string' ? h : h.toString('latin1')));
+      const strs = headers.map((h) => (typeof h === 'string' ? h : h.toString('latin1')));
       for (let i = 0; i < strs.length; i += 2) strs[i] = strs[i]!.toLowerCase();
-      if (this.#clusterResponseOps) strs = applyHeaderOps(strs, this.#clusterResponseOps);
-      if (this.#responseOps) strs = applyHeaderOps(strs, this.#responseOps);
-      if (this.#cors) strs = applyHeaderOps(strs, this.#cors);
-      if (this.#authzOps) strs = applyHeaderOps(strs, this.#authzOps);
-      headers = strs;
+      headers = editResponseHeaders(strs, this.#clusterResponseOps, this.#responseOps, this.#filterOps);
     }
     headers.push('x-envoy-upstream-service-time', String(Math.round(performance.now() - this.#upstreamStartedAt)), 'server', SERVER);
     if (attempt.setCookie !== null) headers.push('set-cookie', attempt.setCookie);
@@ -711,8 +555,8 @@ export class Exchange {
     return true;
   }
 
-  #maybeRetryStatus(attempt: Attempt, kind: 'status' | 'grpc', status: number): boolean {
-    if (!this.#maybeRetry(kind, status)) return false;
+  #maybeRetryStatus(attempt: Attempt, retriable: boolean): boolean {
+    if (!this.#maybeRetry(retriable)) return false;
     attempt.cancelled = true;
     this.#release(attempt);
     attempt.abort?.(new Error('retrying'));
@@ -772,39 +616,30 @@ export class Exchange {
     this.#finish(this.#respStatus);
   }
 
-  upstreamError(attempt: Attempt, err: Error & { code?: string }): void {
+  upstreamError(attempt: Attempt, err: UpstreamError): void {
     this.#release(attempt);
     if (this.phase === Phase.Done) return;
-    const connect = isConnectFailure(err);
-    const tlsFailure = connect && isTlsError(err);
-    const timedOut = err.code === 'UND_ERR_HEADERS_TIMEOUT' || err.code === 'UND_ERR_BODY_TIMEOUT';
-    this.#cluster!.reportFailure(attempt.endpoint, connect ? 'connect' : timedOut ? 'timeout' : 'reset');
-    // An invalid response (bad framing, smuggling guard, oversized head): Envoy's 502 UPE.
-    const protocolError = err.code !== undefined && (err.code.startsWith('HPE_') || err.code === 'UND_ERR_HEADERS_OVERFLOW');
+    const kind = err.kind;
+    this.#cluster!.reportFailure(attempt.endpoint, outlierFailure(kind));
     if (this.phase === Phase.Responding) {
-      if (this.#respHeaders !== null && protocolError) {
+      if (this.#respHeaders !== null && kind === 'protocol') {
         // The head is still held back (it goes out with the first body bytes): the client gets
         // Envoy's 502 UPE instead of an empty reply (e.g. an invalid first chunk size).
         this.#respHeaders = null;
-        this.localReply(502, 'UPE', 'upstream connect error or disconnect/reset before headers. reset reason: protocol error');
+        const r = failureReply(err);
+        this.localReply(r.status, 'UPE', r.body);
         return;
       }
       // The response has begun: it cannot turn into an error reply any more.
-      this.flags = protocolError ? 'UPE' : 'UC';
+      this.flags = kind === 'protocol' ? 'UPE' : 'UC';
       this.sink.reset();
       this.#finish(this.#respStatus);
       return;
     }
-    if (this.#maybeRetry(connect ? 'connect' : (err as { refusedStream?: boolean }).refusedStream ? 'refused' : 'reset')) return;
-    if (connect) {
-      const reason =
-        err.code === 'UND_ERR_CONNECT_TIMEOUT' ? 'connection timeout' : tlsFailure ? `TLS_error: ${err.code}: ${err.message}` : `delayed connect error: ${err.code ?? err.message}`;
-      this.localReply(503, this.#attempts > 1 ? 'UF,URX' : 'UF', `upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: ${reason}`);
-    } else if (protocolError) {
-      this.localReply(502, this.#attempts > 1 ? 'UPE,URX' : 'UPE', 'upstream connect error or disconnect/reset before headers. reset reason: protocol error');
-    } else {
-      this.localReply(503, this.#attempts > 1 ? 'UC,URX' : 'UC', 'upstream connect error or disconnect/reset before headers. reset reason: connection termination');
-    }
+    if (this.#maybeRetry(this.#retry!.retriesError(kind))) return;
+    const r = failureReply(err);
+    const flag = responseFlag(kind);
+    this.localReply(r.status, this.#retry!.attempts > 1 ? `${flag},URX` : flag, r.body);
   }
 
   perTryTimeout(attempt: Attempt): void {
@@ -814,8 +649,8 @@ export class Exchange {
     this.#release(attempt);
     attempt.abort?.(new Error('per-try timeout'));
     this.#cluster!.reportFailure(attempt.endpoint, 'timeout');
-    if (this.#maybeRetry('timeout')) return;
-    this.localReply(LOCAL_REPLY.upstreamTimeout.status, LOCAL_REPLY.upstreamTimeout.flags, LOCAL_REPLY.upstreamTimeout.body);
+    if (this.#maybeRetry(this.#retry!.retriesPerTryTimeout())) return;
+    this.respond(UPSTREAM_TIMEOUT);
   }
 
   routeTimeout(): void {
@@ -828,7 +663,7 @@ export class Exchange {
       this.#finish(this.#respStatus);
       return;
     }
-    this.localReply(LOCAL_REPLY.upstreamTimeout.status, LOCAL_REPLY.upstreamTimeout.flags, LOCAL_REPLY.upstreamTimeout.body);
+    this.respond(UPSTREAM_TIMEOUT);
   }
 
   /**
@@ -859,9 +694,9 @@ export class Exchange {
       clearTimeout(this.#retryTimer);
       this.#retryTimer = null;
     }
-    if (this.#faultTimer) {
-      clearTimeout(this.#faultTimer);
-      this.#faultTimer = null;
+    if (this.#holdTimer) {
+      clearTimeout(this.#holdTimer);
+      this.#holdTimer = null;
     }
     if (this.#bodyPaused && !this.sink.closed) {
       this.#bodyPaused = false;
@@ -907,72 +742,12 @@ export function redirectLocation(r: RedirectResponse, head: RequestHead): string
   return `${scheme}://${host}${path}`;
 }
 
-/** What the security filters read of a connection (a ResponseSink has it). */
-export type ConnectionFacts = Pick<ResponseSink, 'remoteAddress' | 'localAddress' | 'serverName' | 'peerSpiffeId' | 'peerPrincipal' | 'peerNamespace'>;
-
-/** The SecurityRequest of a request head on a connection; `headers` are the ones going upstream. */
-export function securityRequest(head: RequestHead, conn: ConnectionFacts, trustedHops: number, headers: string[]): SecurityRequest {
-  const sourceIp = conn.remoteAddress;
-  const spiffe = conn.peerSpiffeId;
-  // The mesh identity as the TLS layer read it; else the SPIFFE id without `spiffe://`.
-  const principal = conn.peerPrincipal ?? (spiffe !== undefined && spiffe.startsWith('spiffe://') ? spiffe.slice(9) : '');
-  const ns = principal.indexOf('/ns/');
-  return {
-    method: head.method,
-    path: head.path,
-    query: head.query,
-    host: head.host,
-    authority: head.authority,
-    headers,
-    localPort: head.localPort ?? 0,
-    sourceIp,
-    remoteIp: trustedClientAddress(headers, trustedHops, sourceIp),
-    destinationIp: conn.localAddress ?? '',
-    sourcePrincipal: principal,
-    sourceNamespace: conn.peerNamespace ?? (ns >= 0 ? principal.slice(ns + 4).split('/')[0]! : ''),
-    sni: conn.serverName ?? '',
-  };
-}
-
-/** A flat [name, value, ...] list as pairs. */
-function pairs(list: readonly string[]): Array<[string, string]> {
-  const out: Array<[string, string]> = [];
-  for (let i = 0; i < list.length; i += 2) out.push([list[i]!, list[i + 1]!]);
-  return out;
-}
-
-/**
- * `remote.ip` as Envoy derives it with use_remote_address and xff_num_trusted_hops = N: the Nth
- * address from the right of the X-Forwarded-For the client sent (the listener appended the peer
- * to it), else the peer itself (N = 0, too few or invalid entries).
- */
-export function trustedClientAddress(headers: readonly string[], hops: number, peer: string): string {
-  if (hops <= 0) return peer;
-  let xff: string | undefined;
-  for (let i = 0; i < headers.length; i += 2) if (headers[i] === 'x-forwarded-for') xff = headers[i + 1];
-  if (xff === undefined) return peer;
-  const parts = xff.split(',');
-  // The last entry is the peer appended by the listener: the Nth from the right of the rest.
-  const i = parts.length - 1 - hops;
-  if (i < 0) return peer;
-  const ip = parts[i]!.trim();
-  return isIP(ip) !== 0 ? ip : peer;
-}
-
 function writeCorked(sink: ResponseSink, chunk: Buffer): boolean {
   let ok = true;
   sink.batch(() => {
     ok = sink.write(chunk);
   });
   return ok;
-}
-
-const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'EADDRNOTAVAIL', 'ETIMEDOUT']);
-
-function isConnectFailure(err: Error & { code?: string; connectFailure?: boolean }): boolean {
-  // `connectFailure`: set by the HTTP/2 pool on errors of a session that never connected.
-  if (err.connectFailure === true) return true;
-  return err.code !== undefined && (CONNECT_ERRORS.has(err.code) || isTlsError(err));
 }
 
 const GRPC_DEADLINE_EXCEEDED = 4;
@@ -1048,34 +823,24 @@ export function grpcMessageEncode(text: string): string {
   return out;
 }
 
-/** True for `perMillion` parts per million of calls. */
-function roll(perMillion: number): boolean {
-  return perMillion >= 1_000_000 || Math.random() * 1_000_000 < perMillion;
-}
-
-
-function onFaultDelay(ex: Exchange): void {
-  ex.faultDelayDone();
-}
-
 /** Discards a mirror's response; aborts it after a bound so slow mirrors cannot pile up. */
-class MirrorHandler implements Dispatcher.DispatchHandler {
+class MirrorHandler implements UpstreamHandler {
   #abort: ((err?: Error) => void) | null = null;
   #timer: NodeJS.Timeout;
   constructor(timeoutMs: number) {
     this.#timer = setTimeout(() => this.#abort?.(new Error('mirror timeout')), timeoutMs);
     this.#timer.unref();
   }
-  onConnect(abort: (err?: Error) => void): void {
+  onStart(abort: (err?: Error) => void): void {
     this.#abort = abort;
   }
-  onHeaders(): boolean {
+  onHead(): boolean {
     return true;
   }
   onData(): boolean {
     return true;
   }
-  onComplete(): void {
+  onEnd(): void {
     clearTimeout(this.#timer);
   }
   onError(): void {
@@ -1095,8 +860,8 @@ function onPerTryTimeout(attempt: Attempt): void {
   attempt.exchange.perTryTimeout(attempt);
 }
 
-/** undici's (legacy) dispatch handler for one upstream attempt; stale callbacks of a cancelled attempt are ignored. */
-export class Attempt implements Dispatcher.DispatchHandler {
+/** The upstream handler of one attempt; stale callbacks of a cancelled attempt are ignored. */
+export class Attempt implements UpstreamHandler {
   readonly exchange: Exchange;
   readonly endpoint: UpstreamEndpoint;
   abort: ((err?: Error) => void) | null = null;
@@ -1117,7 +882,7 @@ export class Attempt implements Dispatcher.DispatchHandler {
     this.endpoint = endpoint;
   }
 
-  onConnect(abort: (err?: Error) => void): void {
+  onStart(abort: (err?: Error) => void): void {
     if (this.pending) {
       this.pending = false;
       this.breaker?.connected();
@@ -1126,9 +891,9 @@ export class Attempt implements Dispatcher.DispatchHandler {
     else this.abort = abort;
   }
 
-  onHeaders(statusCode: number, headers: Buffer[], resume: () => void): boolean {
+  onHead(statusCode: number, headers: Buffer[], resume: () => void): boolean {
     if (this.cancelled) return false;
-    return this.exchange.upstreamHeaders(this, statusCode, headers, resume);
+    return this.exchange.upstreamHead(this, statusCode, headers, resume);
   }
 
   onData(chunk: Buffer): boolean {
@@ -1136,14 +901,13 @@ export class Attempt implements Dispatcher.DispatchHandler {
     return this.exchange.upstreamData(chunk);
   }
 
-  onComplete(trailers: string[] | null): void {
+  onEnd(trailers: ReadonlyArray<Buffer | string> | null): void {
     if (this.cancelled) return;
     this.cancelled = true;
-    // undici gives raw Buffers (HTTP/1.1 chunked trailers), the HTTP/2 pool too; typed string[].
-    this.exchange.upstreamComplete(this, trailers as ReadonlyArray<Buffer | string> | null);
+    this.exchange.upstreamComplete(this, trailers);
   }
 
-  onError(err: Error): void {
+  onError(err: UpstreamError): void {
     if (this.cancelled) return;
     this.cancelled = true;
     this.exchange.upstreamError(this, err);

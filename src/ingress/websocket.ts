@@ -19,14 +19,19 @@ import type { Socket } from 'node:net';
 import uWS from 'uWebSockets.js';
 import WebSocket, { WebSocketServer } from 'ws';
 import { normalizePath } from '../routing/path.js';
-import { getHeader, type RequestHead } from '../routing/request.js';
-import { applyHeaderOps, firstMatch, pickCluster, type CompiledCors, type CompiledRoute, type CompiledVirtualHost, type ForwardAction, type HeaderOps } from '../routing/route-table.js';
+import type { RequestHead } from '../routing/request.js';
+import { firstMatch, pickCluster, type CompiledRoute, type CompiledVirtualHost, type ForwardAction, type HeaderOps } from '../routing/route-table.js';
 import type { AccessLog, LoggedRequest } from '../telemetry/access-log.js';
 import type { IstioMetrics } from '../telemetry/metrics.js';
-import { OVERFLOW, OVERFLOW_REPLY, PENDING } from '../upstream/circuit-breaker.js';
 import type { ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manager.js';
-import { redirectLocation, securityRequest, type ConnectionFacts, type DataPlaneContext } from './exchange.js';
-import type { Verdict } from '../security/pipeline.js';
+import { failureReply, outlierFailure, responseFlag, type UpstreamError } from '../upstream/errors.js';
+import { WS_MAX_PAYLOAD, openUpstreamWebSocket, webSocketConnectError } from '../upstream/ws-connect.js';
+import type { ConnectionFacts, DataPlaneContext } from './context.js';
+import { redirectLocation } from './exchange.js';
+import { HTTP_FILTERS, runFilters, type FilterHost } from './filters/chain.js';
+import { addFlag, type LocalReply } from './filters/filter.js';
+import { RetryState } from './retry-state.js';
+import { HOP_BY_HOP_RESPONSE, NO_ROUTE, admitAttempt, clusterFor, editResponseHeaders, isLocalReply, localReplyHeaders, upstreamPath, upstreamRequestHeaders, type Admission } from './router.js';
 import { statusLine } from './status.js';
 import { writableHeaderValue } from './sink.js';
 // A cycle (uws-listener.ts registers this module), safe because these are only used at run time.
@@ -34,7 +39,7 @@ import { hostOnly, validAuthority } from '../routing/authority.js';
 import { MAX_REQUEST_HEADERS_BYTES, MAX_URL_BYTES, copyArrayBuffer, readForwardHeaders, remoteAddress } from './uws-listener.js';
 
 /** Largest message accepted from either side (uWS `maxPayloadLength`, `ws` `maxPayload`). */
-export const WS_MAX_PAYLOAD = 16 * 1024 * 1024;
+export { WS_MAX_PAYLOAD };
 /** Envoy's stream idle timeout; uWS pings a silent client before giving up on it. */
 export const WS_IDLE_TIMEOUT_S = 300;
 /** Client send buffer above which reading from the upstream pauses, and below which it resumes. */
@@ -50,8 +55,6 @@ const CLOSE_GRACE_MS = 5_000;
 const UPSTREAM_PING_INTERVAL_MS = 60_000;
 /** Largest upstream answer relayed when it refuses the upgrade. */
 const REFUSAL_BODY_LIMIT = 1024 * 1024;
-const RETRY_BACKOFF_BASE_MS = 25;
-const RETRY_BACKOFF_MAX_MS = 250;
 
 const SERVER = 'istio-envoy';
 const OPEN = WebSocket.OPEN;
@@ -60,9 +63,6 @@ const OPEN = WebSocket.OPEN;
 // headers stay in the head (routes may match them) but are not forwarded: the gateway negotiates
 // each hop itself (`ws` makes its own key; the offered subprotocols are passed to it).
 const HANDSHAKE_HEADERS = new Set(['sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-protocol', 'sec-websocket-accept', 'content-length']);
-// Upstream response headers never relayed to the client (uWS writes its own handshake headers).
-const HOP_BY_HOP_RESPONSE = new Set(['connection', 'keep-alive', 'transfer-encoding', 'content-length', 'date', 'server', 'upgrade', 'proxy-connection', 'trailer', 'te']);
-const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'EADDRNOTAVAIL', 'ETIMEDOUT']);
 
 /** What the proxy needs from its listener; its config version (`ctx`) is read once per upgrade. */
 export interface WebSocketHost {
@@ -472,8 +472,12 @@ class NodeDownstream implements Downstream {
   }
 }
 
-/** One proxied WebSocket: the client's handshake, then both sockets until both are closed. */
-class Bridge implements LoggedRequest {
+/**
+ * One proxied WebSocket: the client's handshake (the same filter chain and router pieces as an
+ * HTTP exchange), then both sockets until both are closed.
+ */
+class Bridge implements LoggedRequest, FilterHost {
+  readonly filters = HTTP_FILTERS;
   readonly #proxy: WebSocketProxy;
   /**
    * The config version of the handshake (route table, clusters, policies), dropped once the socket
@@ -487,7 +491,10 @@ class Bridge implements LoggedRequest {
   readonly startedAt: number;
   route: CompiledRoute | undefined;
   /** The virtual host whose route is selected again after JWT authentication (see Exchange.rerouteIn). */
-  #rerouteIn: CompiledVirtualHost | null = null;
+  rerouteIn: CompiledVirtualHost | null = null;
+  conn!: ConnectionFacts;
+  /** The header list going upstream (filters may replace it). */
+  upstreamHeaders: string[] = [];
   /** For the access log, and for the circuit breaker's retry accounting (`closed`: handshake over). */
   readonly sink = { remoteAddress: '', closed: false };
   code = 0;
@@ -501,17 +508,17 @@ class Bridge implements LoggedRequest {
 
   #action: ForwardAction | null = null;
   #cluster: ClusterRuntime | undefined;
+  #retry: RetryState | null = null;
   #endpoint: UpstreamEndpoint | undefined;
   #responseOps: HeaderOps | null = null;
   #clusterResponseOps: HeaderOps | null = null;
-  #corsOps: HeaderOps | null = null;
+  /** Response header edits of the filters (CORS, ext_authz). */
+  #filterOps: HeaderOps[] | null = null;
   /** Forwarded headers as a flat list (for hash policies) and as `ws` takes them. */
   #upstreamFlat: string[] = [];
-  #upstreamHeaders: Record<string, string | string[]> = {};
+  #upstreamObject: Record<string, string | string[]> = {};
   #setCookie: string | null = null;
   #upstreamUrl = '';
-  #attempts = 0;
-  #tried: Set<UpstreamEndpoint> | null = null;
   /** A fault delay or a retry backoff. */
   #timer: NodeJS.Timeout | null = null;
   #upstreamStartedAt = 0;
@@ -523,7 +530,7 @@ class Bridge implements LoggedRequest {
   #down: Downstream | null = null;
   /** node engine: client messages wait while the upstream is slow (uWS cannot pause them). */
   #downPaused = false;
-  #attempt: AttemptState | null = null;
+  #attempt: Admission | null = null;
   #upgraded = false;
   #downOpened = false;
   #upPaused = false;
@@ -571,6 +578,8 @@ class Bridge implements LoggedRequest {
    */
   begin(head: RequestHead, offered: string, conn: ConnectionFacts, valid = true): boolean {
     this.head = head;
+    this.conn = conn;
+    this.upstreamHeaders = head.headers;
     this.sink.remoteAddress = conn.remoteAddress;
     const ctx = this.#ctx!;
     const vhost = ctx.table?.virtualHost(head);
@@ -582,74 +591,52 @@ class Bridge implements LoggedRequest {
     const reroute = vhost !== undefined && vhost.rerouteAfterAuthn && sec != null && sec.active && sec.authenticates;
     if (!reroute && (!route || route.action.kind !== 'forward')) return this.#yield();
     this.route = route;
-    if (reroute) this.#rerouteIn = vhost;
+    if (reroute) this.rerouteIn = vhost;
     if (!valid) {
       this.#reply(400, 'DPE', 'Bad Request');
       return true;
     }
     this.#protocols = offered ? offered.split(',').map((s) => s.trim()).filter((s) => s.length > 0) : [];
-    // As for HTTP: JWT and authorization first, then CORS, fault injection and the router.
-    if (sec && sec.active) {
-      const verdict = sec.check(securityRequest(head, conn, sec.numTrustedProxies, head.headers));
-      if (verdict instanceof Promise) {
-        verdict.then(
-          (v) => this.#verdictReady(v),
-          () => this.#verdictReady(null),
-        );
-        return true;
-      }
-      this.#verdictReady(verdict);
-      return true;
-    }
-    this.#afterSecurity();
+    // As for HTTP: the filter chain (JWT and authorization, CORS, fault injection), then the router.
+    runFilters(this);
     return true;
   }
 
-  #verdictReady(v: Verdict | null): void {
-    if (this.#hs === null) return; // the client went away meanwhile
-    if (v === null) return this.#reply(403, '', 'RBAC: access denied');
-    if (!v.allow) return this.#reply(v.status, v.flags, v.body, ['server', SERVER, ...(v.body.length > 0 && !v.headers.includes('content-type') ? ['content-type', 'text/plain'] : []), ...v.headers]);
-    if (v.reroute !== null && this.#rerouteIn !== null) {
-      const head = v.reroute.headers === this.head.headers ? this.head : { ...this.head, headers: v.reroute.headers };
-      this.route = firstMatch(this.#rerouteIn, head, v.reroute.metadata ?? undefined);
-    }
-    if (v.headers !== null) this.head.headers = v.headers;
-    this.#afterSecurity();
+  // ---- FilterHost: what the chain asks of the handshake ----
+
+  get ctx(): DataPlaneContext {
+    return this.#ctx!;
   }
 
-  #afterSecurity(): void {
-    const route = this.route;
-    if (!route) return this.#reply(404, 'NR', '');
-    // As for HTTP: CORS, then fault injection, then the router. Mirrors do not copy upgrades.
-    if (route.cors !== null) this.#corsOps = corsResponseOps(route.cors, this.head);
-    const fault = route.fault;
-    if (fault !== null && fault.delayPerMillion > 0 && roll(fault.delayPerMillion)) {
-      this.flags = 'DI';
-      this.#timer = setTimeout(() => this.#route(), fault.delayMs);
-      return;
-    }
-    this.#route();
+  addResponseOps(ops: HeaderOps): void {
+    (this.#filterOps ??= []).push(ops);
   }
 
-  #route(): void {
+  respond(reply: LocalReply): void {
+    const body = typeof reply.body === 'string' ? Buffer.from(reply.body) : reply.body;
+    this.#reply(reply.status, reply.flags, body, localReplyHeaders(reply.headers, reply.ops, body.length, this.#filterOps));
+  }
+
+  hold(kind: 'delay' | 'wait', timer: NodeJS.Timeout | null): void {
+    // Nothing to keep: a handshake has no body.
+    if (kind === 'delay') this.#timer = timer;
+  }
+
+  unhold(): boolean {
     this.#timer = null;
-    const route = this.route!;
-    if (this.#hs === null) return;
-    const fault = route.fault;
-    if (fault !== null && fault.abortPerMillion > 0 && roll(fault.abortPerMillion)) {
-      if (fault.abortGrpcStatus < 0) return this.#reply(fault.abortStatus, 'FI', 'fault filter abort');
-      return this.#reply(200, 'FI', '', ['server', SERVER, 'content-type', 'application/grpc', 'grpc-status', String(fault.abortGrpcStatus), 'grpc-message', 'fault filter abort']);
-    }
+    return this.#hs !== null; // false: the client went away meanwhile
+  }
+
+  /** The router: the route's action once every filter let the handshake through. */
+  router(): void {
+    const route = this.route;
+    if (!route) return this.respond(NO_ROUTE);
     const action = route.action;
     if (action.kind === 'forward') return this.#forward(route, action);
     // Only when the route was selected again after JWT authentication: answered as the HTTP path would.
     const body = action.kind === 'direct' ? (action.body ?? Buffer.alloc(0)) : Buffer.alloc(0);
-    let headers = ['server', SERVER];
-    if (body.length > 0) headers.push('content-type', 'text/plain');
-    if (action.kind === 'redirect') headers.push('location', redirectLocation(action, this.head));
-    if (route.response) headers = applyHeaderOps(headers, route.response);
-    if (this.#corsOps) headers = applyHeaderOps(headers, this.#corsOps);
-    this.#reply(action.status, '', body, headers);
+    const extra = action.kind === 'redirect' ? ['location', redirectLocation(action, this.head)] : [];
+    this.#reply(action.status, '', body, localReplyHeaders(extra, route.response, body.length, this.#filterOps));
   }
 
   #yield(): false {
@@ -670,16 +657,14 @@ class Bridge implements LoggedRequest {
   #forward(route: CompiledRoute, action: ForwardAction): void {
     this.#action = action;
     const picked = pickCluster(action, Math.random());
-    const cluster = picked && this.#ctx !== null ? this.#ctx.clusters.get(picked.name) : undefined;
-    if (!picked || !cluster) return this.#reply(503, 'NC', '');
+    const cluster = clusterFor(this.#ctx!, picked, this.head);
+    if (isLocalReply(cluster)) return this.respond(cluster);
     this.#cluster = cluster;
+    this.#retry = new RetryState(action.retry, cluster.breaker);
     this.#responseOps = route.response;
     this.#clusterResponseOps = picked.response;
 
-    let headers = this.head.headers.slice();
-    headers.push('host', action.hostRewrite ?? this.head.authority);
-    if (route.request) headers = applyHeaderOps(headers, route.request);
-    if (picked.request) headers = applyHeaderOps(headers, picked.request);
+    const headers = upstreamRequestHeaders(this.upstreamHeaders.slice(), this.head, action, route, picked);
     const out: Record<string, string | string[]> = {};
     for (let i = 0; i < headers.length; i += 2) {
       const k = headers[i]!;
@@ -689,9 +674,8 @@ class Bridge implements LoggedRequest {
       out[k] = prev === undefined ? v : Array.isArray(prev) ? [...prev, v] : [prev, v];
     }
     this.#upstreamFlat = headers;
-    this.#upstreamHeaders = out;
-    const path = action.rewritePath ? action.rewritePath(this.head.path) : this.head.path;
-    this.#upstreamUrl = this.head.query ? `${path}?${this.head.query}` : path;
+    this.#upstreamObject = out;
+    this.#upstreamUrl = upstreamPath(action, this.head);
     this.#connect();
   }
 
@@ -701,36 +685,20 @@ class Bridge implements LoggedRequest {
     this.#timer = null;
     const cluster = this.#cluster!;
     const breaker = cluster.breaker;
-    // A retry scheduled by #maybeRetry counts against maxRetries already: this attempt takes it over.
-    const retried = breaker.takeRetry(this);
-    if (this.#hs === null) {
-      if (retried) breaker.dropRetry();
-      return;
-    }
-    const ep = cluster.pick(this.#tried ?? undefined, this.head, this.sink.remoteAddress, this.#upstreamFlat);
+    const retry = this.#retry!;
     // Circuit breakers as for HTTP. Each WebSocket has its own upstream connection (no pool to wait
     // for), so a "pending" upgrade only counts as pending until its handshake is over.
-    const admission = ep ? breaker.admit(ep.active) : OVERFLOW;
-    if (!ep || admission === OVERFLOW) {
-      if (retried) breaker.dropRetry();
-      if (!ep) return this.#reply(503, 'UH', 'no healthy upstream');
-      return this.#reply(OVERFLOW_REPLY.status, OVERFLOW_REPLY.flags, OVERFLOW_REPLY.body, ['server', SERVER, 'content-type', 'text/plain', ...OVERFLOW_REPLY.headers]);
-    }
-    const att: AttemptState = { pending: admission === PENDING, retry: retried };
+    const att: Admission = { pending: false, retry: false };
+    const ep = admitAttempt(cluster, retry, this, this.#hs === null, this.head, this.sink.remoteAddress, this.#upstreamFlat, att);
+    if (ep === null) return;
+    if (isLocalReply(ep)) return this.respond(ep);
     this.#setCookie = cluster.setCookie;
-    this.#attempts++;
     this.#endpoint = ep;
-    this.#upstreamHeaders['x-envoy-attempt-count'] = String(this.#attempts);
+    this.#upstreamObject['x-envoy-attempt-count'] = String(retry.attempts);
     this.#upstreamStartedAt = performance.now();
     let up: WebSocket;
     try {
-      up = new WebSocket(`ws://${ep.hostPort}${this.#upstreamUrl}`, this.#protocols, {
-        headers: this.#upstreamHeaders,
-        perMessageDeflate: false,
-        handshakeTimeout: Math.max(1, Math.round(cluster.connectTimeoutMs)),
-        maxPayload: WS_MAX_PAYLOAD,
-        followRedirects: false,
-      });
+      up = openUpstreamWebSocket(ep.hostPort, this.#upstreamUrl, this.#protocols, this.#upstreamObject, cluster.connectTimeoutMs);
     } catch {
       // An invalid subprotocol list or header value: nothing an upstream could accept.
       breaker.release(att.pending, att.retry);
@@ -806,8 +774,11 @@ class Bridge implements LoggedRequest {
       this.#up = null;
       up.terminate();
       if (this.#hs === null) return;
-      this.#cluster!.reportStatus(this.#endpoint!, r.statusCode ?? 502);
+      const status = r.statusCode ?? 502;
+      this.#cluster!.reportStatus(this.#endpoint!, status);
       if (length > REFUSAL_BODY_LIMIT || !r.complete) return this.#reply(503, 'UC', resetBody());
+      // As for HTTP: a status the route's retry policy retries is not relayed while attempts are left.
+      if (this.#maybeRetry(this.#retry!.retriesStatus(status, -1))) return;
       this.#reply(r.statusCode ?? 502, '', Buffer.concat(chunks), this.#responseHeaders(r.rawHeaders, false));
     });
   }
@@ -819,28 +790,25 @@ class Bridge implements LoggedRequest {
       this.#handshakeOver();
       this.#up = null;
       if (this.#hs === null) return;
-      const timeout = err.message.includes('timed out');
-      const connect = timeout || (err.code !== undefined && CONNECT_ERRORS.has(err.code));
-      this.#cluster!.reportFailure(this.#endpoint!, timeout ? 'timeout' : connect ? 'connect' : 'reset');
-      if (connect && this.#maybeRetry()) return;
-      const retried = this.#attempts > 1 ? ',URX' : '';
-      if (!connect) return this.#reply(503, `UC${retried}`, resetBody());
-      const reason = timeout ? 'connection timeout' : `delayed connect error: ${err.code ?? err.message}`;
-      return this.#reply(503, `UF${retried}`, `upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: ${reason}`);
+      const e: UpstreamError = webSocketConnectError(err);
+      this.#cluster!.reportFailure(this.#endpoint!, outlierFailure(e.kind));
+      if (this.#maybeRetry(this.#retry!.retriesError(e.kind))) return;
+      const r = failureReply(e);
+      const flag = responseFlag(e.kind);
+      return this.#reply(r.status, this.#retry!.attempts > 1 ? `${flag},URX` : flag, r.body);
     }
     // After the upgrade `close` follows; `ws` has already sent the upstream its close code.
     this.#upFailure = { code: wsErrorCode(err.code), reason: err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? 'upstream message too big' : 'upstream protocol error' };
   }
 
-  #maybeRetry(): boolean {
-    const retry = this.#action?.retry;
-    if (!retry || !retry.on.connectFailure || this.#attempts > retry.numRetries) return false;
-    const breaker = this.#cluster!.breaker;
-    if (!breaker.retryAllowed(this.#attempt?.retry ?? false)) return false;
-    breaker.retryScheduled(this);
-    if (retry.avoidPreviousHosts && this.#endpoint) (this.#tried ??= new Set()).add(this.#endpoint);
-    const cap = Math.min(RETRY_BACKOFF_MAX_MS, RETRY_BACKOFF_BASE_MS * (2 ** this.#attempts - 1));
-    this.#timer = setTimeout(() => this.#connect(), Math.random() * cap);
+  /** Schedules another upstream handshake when `retriable` (the policy retries this failure) and the rest allow it. */
+  #maybeRetry(retriable: boolean): boolean {
+    const retry = this.#retry;
+    if (retry === null || retry.policy === null) return false;
+    // A handshake has no body: always replayable.
+    const ms = retry.schedule(retriable, true, this.#attempt?.retry ?? false, this, this.#endpoint);
+    if (ms < 0) return false;
+    this.#timer = setTimeout(() => this.#connect(), ms);
     return true;
   }
 
@@ -852,9 +820,7 @@ class Bridge implements LoggedRequest {
       if (HOP_BY_HOP_RESPONSE.has(name) || (upgrade && name.startsWith('sec-websocket-'))) continue;
       headers.push(name, raw[i + 1]!);
     }
-    if (this.#clusterResponseOps) headers = applyHeaderOps(headers, this.#clusterResponseOps);
-    if (this.#responseOps) headers = applyHeaderOps(headers, this.#responseOps);
-    if (this.#corsOps) headers = applyHeaderOps(headers, this.#corsOps);
+    headers = editResponseHeaders(headers, this.#clusterResponseOps, this.#responseOps, this.#filterOps);
     if (this.#setCookie !== null) headers.push('set-cookie', this.#setCookie);
     headers.push('x-envoy-upstream-service-time', String(Math.round(performance.now() - this.#upstreamStartedAt)), 'server', SERVER);
     return headers;
@@ -864,7 +830,7 @@ class Bridge implements LoggedRequest {
   #reply(status: number, flags: string, body: string | Buffer, headers?: string[]): void {
     const hs = this.#takeHs();
     this.code = status;
-    this.flags = flags;
+    if (flags) this.flags = addFlag(this.flags, flags);
     if (hs !== null) {
       const buf = typeof body === 'string' ? Buffer.from(body) : body;
       this.responseBytes = buf.length;
@@ -1133,14 +1099,6 @@ class CorkLender {
   }
 }
 
-/** One upstream connection attempt's standing with the cluster's circuit breaker. */
-interface AttemptState {
-  /** Admitted as pending and its handshake is not over yet. */
-  pending: boolean;
-  /** It is a retry (counted against maxRetries until it ends). */
-  retry: boolean;
-}
-
 /** Client WebSockets open on this thread's uWS loop (every listener): lenders while CorkLender starts. */
 const OPEN_DOWNSTREAMS = new Set<UwsSocket>();
 
@@ -1166,19 +1124,6 @@ function wsErrorCode(code: string | undefined): number {
     default:
       return 1011;
   }
-}
-
-/** Envoy's cors filter on an actual (non-preflight) request: headers for an allowed origin's response. */
-function corsResponseOps(cors: CompiledCors, head: RequestHead): HeaderOps | null {
-  const origin = getHeader(head, 'origin');
-  if (origin === undefined || !cors.allows(origin)) return null;
-  const set: Array<[string, string]> = [['access-control-allow-origin', origin]];
-  for (let i = 0; i < cors.actual.length; i += 2) set.push([cors.actual[i]!, cors.actual[i + 1]!]);
-  return { set, add: [], remove: [] };
-}
-
-function roll(perMillion: number): boolean {
-  return perMillion >= 1_000_000 || Math.random() * 1_000_000 < perMillion;
 }
 
 function resetBody(): string {

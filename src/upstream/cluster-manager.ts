@@ -19,13 +19,15 @@
 import { isIP } from 'node:net';
 import { LRUCache } from 'lru-cache';
 import type { Registry } from 'prom-client';
-import { Pool, buildConnector } from 'undici';
+import { buildConnector, type Pool } from 'undici';
 import type { Logger } from '../telemetry/log.js';
 import { durationToMs, type Cluster, type ClusterIstioMetadata, type ClusterLoadAssignment, type LbPolicy, type Snapshot, type UpstreamTlsContext } from '../controlplane/snapshot.js';
 import { CircuitBreaker } from './circuit-breaker.js';
 import { DnsResolver, normalizeHost } from './dns.js';
 import { H1Pool } from './h1-pool.js';
-import { H2Pool, type H2PoolOptions, type UpstreamPool } from './h2-pool.js';
+import { H2Pool, type H2PoolOptions } from './h2-pool.js';
+import type { UpstreamPool } from './errors.js';
+import { UndiciPool } from './undici-pool.js';
 import { RequestHasher, type HashRequest } from './hash-key.js';
 import { createLoadBalancer, type LoadBalancer } from './load-balancer.js';
 import { Maglev } from './maglev.js';
@@ -58,7 +60,7 @@ export interface UpstreamEndpoint {
   readonly labels: Readonly<Record<string, string>>;
   readonly workload: string;
   readonly namespace: string;
-  /** undici's Pool (HTTP/1.1) or an H2Pool (HTTP/2, gRPC): the same dispatch protocol. */
+  /** The HTTP/1.1 pool, undici (TLS origination) or the HTTP/2 pool: the same upstream handler protocol. */
   readonly pool: UpstreamPool;
   active: number;
   /** Outlier state of this host in its cluster, shared by every config version. */
@@ -657,10 +659,10 @@ interface PoolSettings {
 
 function createPool(address: string, port: number, hostPort: string, settings: PoolSettings, tls: TlsOrigination | null): UpstreamPool {
   if (settings.h2) return new H2Pool(address, port, settings.h2);
-  if (!tls) return LEAN_H1 ? new H1Pool(address, port, settings.options) : new Pool(`http://${hostPort}`, settings.options);
+  if (!tls) return LEAN_H1 ? new H1Pool(address, port, settings.options) : new UndiciPool(`http://${hostPort}`, settings.options);
   // TLS origination: undici picks the SNI per request from the Host header (auto_sni), unless the
   // DestinationRule fixes it; the connector checks the certificate as the rule says.
-  return new Pool(`https://${hostPort}`, { ...settings.options, connect: tls.undiciConnector(settings.options.connectTimeout ?? 10_000) });
+  return new UndiciPool(`https://${hostPort}`, { ...settings.options, connect: tls.undiciConnector(settings.options.connectTimeout ?? 10_000) });
 }
 
 function poolOptions(cluster: Cluster, tls: TlsOrigination | null): PoolSettings {
@@ -796,7 +798,7 @@ class OriginalDstPools {
       );
     };
     if (!tls && LEAN_H1) return new H1Pool(host, port, settings.options, connect);
-    return new Pool(`${tls ? 'https' : 'http'}://${hostPort}`, { ...settings.options, connect });
+    return new UndiciPool(`${tls ? 'https' : 'http'}://${hostPort}`, { ...settings.options, connect });
   }
 
   /** Forgets every pool and returns them (to be destroyed). */

@@ -1,8 +1,8 @@
 // A lean HTTP/1.1 client for plain (non-TLS) upstreams, on node:net sockets: what undici's Pool does
 // for us, without its stream / wasm parser machinery (the default; GATEHOUSE_H1_CLIENT=undici selects undici instead, see
-// cluster-manager.ts). It speaks the same dispatch protocol (undici's legacy handler: onConnect /
-// onHeaders(status, raw Buffer[], resume) / onData / onComplete(trailers) / onError), so the request
-// lifecycle drives it exactly like undici's Pool or our H2Pool.
+// cluster-manager.ts). It speaks Gatehouse's upstream handler protocol (errors.ts: onStart /
+// onHead(status, raw Buffer[], resume) / onData / onEnd(trailers) / onError(UpstreamError)), so the
+// request lifecycle drives it exactly like the H2Pool or undici behind its adapter.
 //
 // Connections: one request at a time per socket (no pipelining), up to `connections` sockets;
 // requests queue when all are busy. A socket is reused only after a response whose framing was
@@ -23,8 +23,8 @@
 // retried when the route's retry policy allows reset).
 import net from 'node:net';
 import { Readable } from 'node:stream';
-import type { Dispatcher, Pool, buildConnector } from 'undici';
-import type { UpstreamPool } from './h2-pool.js';
+import type { Pool, buildConnector } from 'undici';
+import { UpstreamError, kindOfCode, toUpstreamError, type UpstreamHandler, type UpstreamPool, type UpstreamRequest } from './errors.js';
 
 export interface H1PoolOptions {
   /** Sockets at most (undici `connections`); null / undefined / 0 for no limit. */
@@ -47,8 +47,6 @@ export interface H1PoolOptions {
   /** Bytes of a response head (status line and header lines) at most. */
   maxHeaderSize?: number | null;
 }
-
-type UpstreamError = Error & { code?: string };
 
 const KEEPALIVE_THRESHOLD_MS = 2000;
 const MAX_CHUNK_EXT = 4096;
@@ -88,9 +86,7 @@ function isToken(s: string): boolean {
 }
 
 function err(message: string, code: string): UpstreamError {
-  const e: UpstreamError = new Error(message);
-  e.code = code;
-  return e;
+  return new UpstreamError(kindOfCode(code), message, code);
 }
 
 // ---- parser states ----
@@ -143,8 +139,8 @@ function watch(c: Conn): void {
 /** One request/response on the pool: made by dispatch, bound to a connection when it starts. */
 class H1Request {
   readonly pool: H1Pool;
-  readonly opts: Dispatcher.DispatchOptions;
-  readonly handler: Dispatcher.DispatchHandler;
+  readonly opts: UpstreamRequest;
+  readonly handler: UpstreamHandler;
   conn: Conn | null = null;
   done = false;
   written = false;
@@ -158,20 +154,20 @@ class H1Request {
   expected = -1;
   sent = 0;
 
-  constructor(pool: H1Pool, opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler) {
+  constructor(pool: H1Pool, opts: UpstreamRequest, handler: UpstreamHandler) {
     this.pool = pool;
     this.opts = opts;
     this.handler = handler;
   }
 
-  /** The abort function given to onConnect: destroys the socket and ends the request with onError. */
+  /** The abort function given to onStart: destroys the socket and ends the request with onError. */
   abort(reason?: Error): void {
     if (this.done) return;
-    const e = reason ?? err('request aborted', 'UND_ERR_ABORTED');
+    const e = reason instanceof UpstreamError ? reason : new UpstreamError('cancelled', reason?.message ?? 'request aborted', 'UND_ERR_ABORTED', reason);
     const conn = this.conn;
     if (conn !== null && conn.req === this) {
       if (this.written) conn.destroy(e);
-      else conn.rejectRequest(e); // from onConnect, before a byte was sent: the socket stays usable
+      else conn.rejectRequest(e); // from onStart, before a byte was sent: the socket stays usable
     } else this.fail(e);
   }
 
@@ -181,7 +177,7 @@ class H1Request {
     this.done = true;
     this.detachBody();
     try {
-      this.handler.onError?.(e);
+      this.handler.onError(e);
     } catch {
       // a handler's own failure must not break the pool
     }
@@ -236,8 +232,9 @@ class H1Request {
   bodyError(e: Error): void {
     const conn = this.conn;
     if (this.done) return;
-    if (conn !== null) conn.destroy(e);
-    else this.fail(e);
+    const ue = toUpstreamError(e);
+    if (conn !== null) conn.destroy(ue);
+    else this.fail(ue);
   }
 }
 
@@ -296,7 +293,7 @@ class Conn {
     this.idleTimeoutMs = pool.keepAliveTimeout;
     this.onSocketData = (chunk) => this.data(chunk);
     this.onSocketEnd = () => this.ended();
-    this.onSocketError = (e) => this.destroy(e);
+    this.onSocketError = (e) => this.destroy(toUpstreamError(e));
     this.onSocketClose = () => this.closed();
     this.onSocketDrain = () => this.drained();
     this.resume = () => this.doResume();
@@ -469,8 +466,8 @@ class Conn {
 
     this.state = S_WAIT;
     this.paused = false;
-    req.handler.onConnect?.(req.abort.bind(req));
-    if (req.done || this.req !== req) return; // aborted from onConnect
+    req.handler.onStart(req.abort.bind(req));
+    if (req.done || this.req !== req) return; // aborted from onStart
     const socket = this.socket!;
     req.written = true;
     if (buf !== null) {
@@ -643,7 +640,7 @@ class Conn {
   /** A body slice to the handler; false when parsing stops here (it paused, or the socket died). */
   bodySlice(slice: Buffer, buf: Buffer, pos: number): boolean {
     const req = this.req!;
-    if (req.handler.onData?.(slice) === false && !req.done) {
+    if (!req.handler.onData(slice) && !req.done) {
       this.pause(buf, pos);
       return false;
     }
@@ -652,7 +649,7 @@ class Conn {
 
   /** The last slice of a body: onData (a pause does not matter, the response is complete). */
   deliver(slice: Buffer): boolean {
-    if (slice.length > 0) this.req!.handler.onData?.(slice);
+    if (slice.length > 0) this.req!.handler.onData(slice);
     return this.state !== S_DEAD && this.req !== null && !this.req.done;
   }
 
@@ -886,7 +883,7 @@ class Conn {
     } else this.setTimer(T_BODY, this.pool.bodyTimeout);
     const raw = this.raw;
     this.raw = [];
-    const ok = req.handler.onHeaders?.(status, raw as unknown as Buffer[], this.resume, '');
+    const ok = req.handler.onHead(status, raw, this.resume);
     if (this.state === S_DEAD || req.done) return -1;
     if (noBody) {
       this.complete(null, buf, pos);
@@ -948,7 +945,7 @@ class Conn {
     return pos;
   }
 
-  /** A response is complete: decide on the socket before any callback, then onComplete. */
+  /** A response is complete: decide on the socket before any callback, then onEnd. */
   complete(trailers: Buffer[] | null, buf: Buffer, pos: number): void {
     const req = this.req!;
     const pool = this.pool;
@@ -966,7 +963,7 @@ class Conn {
       this.destroy(null);
     }
     try {
-      req.handler.onComplete?.(trailers as unknown as string[] | null);
+      req.handler.onEnd(trailers);
     } catch {
       // a handler's own failure must not break the pool
     }
@@ -1094,23 +1091,22 @@ export class H1Pool implements UpstreamPool {
     return this.#queue.length - this.#queueHead;
   }
 
-  dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+  dispatch(opts: UpstreamRequest, handler: UpstreamHandler): void {
     const req = new H1Request(this, opts, handler);
     if (this.#closed || this.#destroyed) {
       req.fail(err(this.#destroyed ? 'The client is destroyed' : 'The client is closed', this.#destroyed ? 'UND_ERR_DESTROYED' : 'UND_ERR_CLOSED'));
-      return false;
+      return;
     }
     // Requests already waiting go first.
     if (this.#queueHead === this.#queue.length) {
       const conn = this.#takeIdle();
       if (conn !== null) {
         if (this.#startOn(conn, req)) this.release(conn);
-        return true;
+        return;
       }
     }
     this.#queue.push(req);
     if (this.#max <= 0 || this.#conns.size < this.#max) this.#open();
-    return false;
   }
 
   close(): Promise<void> {
@@ -1167,7 +1163,7 @@ export class H1Pool implements UpstreamPool {
           return;
         }
         if (e !== null || socket === null) {
-          conn.destroy((e ?? err('connect failed', 'UND_ERR_SOCKET')) as UpstreamError);
+          conn.destroy(e !== null ? toUpstreamError(e, true) : err('connect failed', 'UND_ERR_SOCKET'));
           return;
         }
         conn.attach(socket as net.Socket);

@@ -1,8 +1,9 @@
 // HTTP/2 connections to one upstream endpoint (h2c, or h2 over TLS when the cluster originates
 // TLS): what gRPC and HTTP2 service ports use, since undici drops HTTP/2 response trailers.
-// It speaks undici's dispatch protocol (the legacy handler: onConnect / onHeaders / onData /
-// onComplete(trailers) / onError), so the request lifecycle drives either kind of pool the same
-// way, with the same retries, timeouts, outlier detection and circuit breaking.
+// It speaks Gatehouse's upstream handler protocol (errors.ts), so the request lifecycle drives
+// every kind of pool the same way, with the same retries, timeouts, outlier detection and circuit
+// breaking. Failures are UpstreamErrors: a session that never connected fails its streams as a
+// connection failure, a refused stream (REFUSED_STREAM, past GOAWAY) as `refused-stream`.
 //
 // Sessions: opened on demand, many streams each, up to the peer's SETTINGS_MAX_CONCURRENT_STREAMS
 // (and the DestinationRule's maxConcurrentStreams); a session that received GOAWAY, reached
@@ -12,17 +13,12 @@ import http2, { type ClientHttp2Session, type ClientHttp2Stream, type IncomingHt
 import net from 'node:net';
 import tlsModule from 'node:tls';
 import { Readable } from 'node:stream';
-import type { Dispatcher } from 'undici';
 import type { TlsOrigination } from './tls-origination.js';
+import { UpstreamError, toUpstreamError, type UpstreamHandler, type UpstreamPool, type UpstreamRequest } from './errors.js';
 
 const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM, NGHTTP2_NO_ERROR } = http2.constants;
 
-/** What the lifecycle needs of a connection pool: undici's Pool and H2Pool both provide it. */
-export interface UpstreamPool {
-  dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean;
-  close(): Promise<void>;
-  destroy(): Promise<void>;
-}
+export type { UpstreamPool } from './errors.js';
 
 export interface H2PoolOptions {
   connectTimeoutMs: number;
@@ -56,13 +52,13 @@ interface Session {
 }
 
 interface Waiting {
-  opts: Dispatcher.DispatchOptions;
-  handler: Dispatcher.DispatchHandler;
+  opts: UpstreamRequest;
+  handler: UpstreamHandler;
   key: string;
   servername: string;
 }
 
-type UpstreamError = Error & { code?: string; connectFailure?: boolean; refusedStream?: boolean };
+type NodeError = Error & { code?: string };
 
 export class H2Pool implements UpstreamPool {
   readonly #address: string;
@@ -79,24 +75,31 @@ export class H2Pool implements UpstreamPool {
     this.#opts = opts;
   }
 
-  dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
-    if (this.#closed) throw Object.assign(new Error('the HTTP/2 pool is closed'), { code: 'UND_ERR_CLOSED' });
+  dispatch(opts: UpstreamRequest, handler: UpstreamHandler): void {
+    if (this.#closed) return fail(handler, new UpstreamError('destroyed', 'the HTTP/2 pool is closed', 'UND_ERR_CLOSED'));
     const tls = this.#opts.tls;
-    const servername = tls ? tls.serverName(hostHeader(opts.headers) ?? this.#address) : '';
-    const key = tls ? servername : '';
-    const session = this.#sessionFor(key, servername);
+    let session: Session | null;
+    let key: string;
+    let servername: string;
+    try {
+      servername = tls ? tls.serverName(hostHeader(opts.headers) ?? this.#address) : '';
+      key = tls ? servername : '';
+      session = this.#sessionFor(key, servername);
+    } catch (err) {
+      // Unusable TLS settings (TlsConfigError): a connection failure, as Envoy reports it.
+      return fail(handler, toUpstreamError(err, true));
+    }
     if (session === null) {
       this.#waiting.push({ opts, handler, key, servername });
-      return false;
+      return;
     }
     this.#start(session, opts, handler);
-    return true;
   }
 
   /** Graceful: no new streams; sessions close once their streams are done. */
   close(): Promise<void> {
     this.#closed = true;
-    for (const w of this.#waiting.splice(0)) fail(w.handler, Object.assign(new Error('the HTTP/2 pool was closed'), { code: 'UND_ERR_CLOSED' }));
+    for (const w of this.#waiting.splice(0)) fail(w.handler, new UpstreamError('destroyed', 'the HTTP/2 pool was closed', 'UND_ERR_CLOSED'));
     const all = [...this.#sessions.values()].flat();
     if (all.length === 0) return Promise.resolve();
     for (const s of all) {
@@ -108,7 +111,7 @@ export class H2Pool implements UpstreamPool {
 
   async destroy(): Promise<void> {
     this.#closed = true;
-    for (const w of this.#waiting.splice(0)) fail(w.handler, Object.assign(new Error('the HTTP/2 pool was destroyed'), { code: 'UND_ERR_DESTROYED' }));
+    for (const w of this.#waiting.splice(0)) fail(w.handler, new UpstreamError('destroyed', 'the HTTP/2 pool was destroyed', 'UND_ERR_DESTROYED'));
     for (const s of [...this.#sessions.values()].flat()) s.h2.destroy();
     this.#sessions.clear();
     this.#resolveClosed();
@@ -171,8 +174,7 @@ export class H2Pool implements UpstreamPool {
     });
     // The peer's SETTINGS may raise the stream limit: waiting requests can go now.
     h2.on('remoteSettings', () => this.#drainWaiting());
-    h2.on('error', (err: UpstreamError) => {
-      if (!s.connected) err.connectFailure = true;
+    h2.on('error', (err: NodeError) => {
       s.error = err;
     });
     h2.on('goaway', () => {
@@ -204,14 +206,14 @@ export class H2Pool implements UpstreamPool {
     const waiting = this.#waiting.splice(0);
     for (const w of waiting) {
       if (this.#closed) {
-        fail(w.handler, Object.assign(new Error('the HTTP/2 pool was closed'), { code: 'UND_ERR_CLOSED' }));
+        fail(w.handler, new UpstreamError('destroyed', 'the HTTP/2 pool was closed', 'UND_ERR_CLOSED'));
         continue;
       }
       let s: Session | null;
       try {
         s = this.#sessionFor(w.key, w.servername);
       } catch (err) {
-        fail(w.handler, err as Error);
+        fail(w.handler, toUpstreamError(err, true));
         continue;
       }
       if (s === null) this.#waiting.push(w);
@@ -233,7 +235,7 @@ export class H2Pool implements UpstreamPool {
     this.#drainWaiting();
   }
 
-  #start(s: Session, opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): void {
+  #start(s: Session, opts: UpstreamRequest, handler: UpstreamHandler): void {
     if (s.idleTimer) {
       clearTimeout(s.idleTimer);
       s.idleTimer = null;
@@ -279,11 +281,11 @@ export class H2Pool implements UpstreamPool {
   }
 }
 
-/** One request/response exchange on a session, reporting to an undici-style handler. */
+/** One request/response exchange on a session, reporting to an upstream handler. */
 class H2Request {
   readonly #pool: H2Pool;
   readonly #session: Session;
-  readonly #handler: Dispatcher.DispatchHandler;
+  readonly #handler: UpstreamHandler;
   readonly #headers: OutgoingHttpHeaders;
   readonly #body: Buffer | Readable | null;
   readonly #idleMs: number;
@@ -293,7 +295,7 @@ class H2Request {
   #trailers: Buffer[] | null = null;
   #gotHeaders = false;
 
-  constructor(pool: H2Pool, session: Session, handler: Dispatcher.DispatchHandler, headers: OutgoingHttpHeaders, body: Buffer | Readable | null, idleMs: number) {
+  constructor(pool: H2Pool, session: Session, handler: UpstreamHandler, headers: OutgoingHttpHeaders, body: Buffer | Readable | null, idleMs: number) {
     this.#pool = pool;
     this.#session = session;
     this.#handler = handler;
@@ -308,28 +310,30 @@ class H2Request {
     try {
       stream = s.h2.request(this.#headers, { endStream: this.#body === null });
     } catch (err) {
+      // Thrown synchronously: nothing was sent. A session that went away between the pick and
+      // the request fails it as a connection failure (never connected) or a refused stream.
       this.#release();
-      const e = (s.error ?? err) as UpstreamError;
-      // (thrown synchronously: nothing was sent)
-      // A session that went away between the pick and the request: nothing was sent.
-      if (!s.connected && s.error) e.connectFailure = true;
-      else if ((err as UpstreamError).code === 'ERR_HTTP2_GOAWAY_SESSION' || (err as UpstreamError).code === 'ERR_HTTP2_INVALID_SESSION') e.refusedStream = true;
+      const code = (err as NodeError).code;
+      let e: UpstreamError;
+      if (!s.connected && s.error) e = toUpstreamError(s.error, true);
+      else if (code === 'ERR_HTTP2_GOAWAY_SESSION' || code === 'ERR_HTTP2_INVALID_SESSION') e = new UpstreamError('refused-stream', (err as Error).message, code, err);
+      else e = toUpstreamError(s.error ?? err);
       this.#finishWithError(e);
       return;
     }
     this.#stream = stream;
-    this.#handler.onConnect?.((err?: Error) => this.#abort(err));
-    if (this.#done) return; // aborted synchronously by onConnect
+    this.#handler.onStart((err?: Error) => this.#abort(err));
+    if (this.#done) return; // aborted synchronously by onStart
     if (this.#idleMs > 0) {
       stream.setTimeout(this.#idleMs, () => {
-        this.#fail(Object.assign(new Error(`upstream stream idle for ${this.#idleMs} ms`), { code: 'UND_ERR_BODY_TIMEOUT' }));
+        this.#fail(new UpstreamError('body-timeout', `upstream stream idle for ${this.#idleMs} ms`, 'UND_ERR_BODY_TIMEOUT'));
         stream.close(NGHTTP2_CANCEL);
       });
     }
     stream.on('response', (headers: IncomingHttpHeaders) => this.#onResponse(headers));
     stream.on('data', (chunk: Buffer) => {
       if (this.#done) return;
-      if (this.#handler.onData?.(chunk) === false) stream.pause();
+      if (!this.#handler.onData(chunk)) stream.pause();
     });
     stream.on('trailers', (trailers: IncomingHttpHeaders) => {
       this.#trailers = toRaw(trailers);
@@ -339,14 +343,14 @@ class H2Request {
       if (!this.#gotHeaders) return; // reported by 'close'
       this.#done = true;
       this.#release();
-      this.#handler.onComplete?.(this.#trailers as unknown as string[] | null);
+      this.#handler.onEnd(this.#trailers);
     });
-    stream.on('error', (err: UpstreamError) => this.#fail(this.#classify(err, stream)));
+    stream.on('error', (err: NodeError) => this.#fail(this.#classify(err, stream)));
     stream.on('close', () => {
       this.#release();
       if (this.#done) return;
       const code = stream.rstCode;
-      const err: UpstreamError = new Error(`upstream stream reset (code ${code ?? 'none'})`);
+      const err: NodeError = new Error(`upstream stream reset (code ${code ?? 'none'})`);
       err.code = 'UND_ERR_SOCKET';
       this.#fail(this.#classify(err, stream));
     });
@@ -368,22 +372,22 @@ class H2Request {
     const status = Number(headers[':status']);
     this.#gotHeaders = true;
     const stream = this.#stream!;
-    const ok = this.#handler.onHeaders?.(status, toRaw(headers), () => stream.resume(), '');
+    const ok = this.#handler.onHead(status, toRaw(headers), () => stream.resume());
     if (ok === false && !this.#done) stream.pause();
   }
 
-  #classify(err: UpstreamError, stream: ClientHttp2Stream): UpstreamError {
+  #classify(err: NodeError, stream: ClientHttp2Stream): UpstreamError {
     const s = this.#session;
     if (!s.connected) {
       // Streams of a session that failed are cancelled (ERR_HTTP2_STREAM_CANCEL) before the session
       // reports its own error; the cause is the connection's failure.
-      const cause = (s.error ?? (err.code === 'ERR_HTTP2_STREAM_CANCEL' && err.cause instanceof Error ? err.cause : err)) as UpstreamError;
-      cause.connectFailure = true;
-      return cause;
+      const cause = s.error ?? (err.code === 'ERR_HTTP2_STREAM_CANCEL' && err.cause instanceof Error ? err.cause : err);
+      return toUpstreamError(cause, true);
     }
-    if (!this.#gotHeaders && (stream.rstCode === NGHTTP2_REFUSED_STREAM || err.code === 'ERR_HTTP2_GOAWAY_SESSION')) err.refusedStream = true;
-    if (!this.#gotHeaders && stream.rstCode === NGHTTP2_NO_ERROR && s.draining) err.refusedStream = true;
-    return err;
+    if (!this.#gotHeaders && (stream.rstCode === NGHTTP2_REFUSED_STREAM || err.code === 'ERR_HTTP2_GOAWAY_SESSION' || (stream.rstCode === NGHTTP2_NO_ERROR && s.draining))) {
+      return new UpstreamError('refused-stream', err.message, err.code, err);
+    }
+    return toUpstreamError(err);
   }
 
   #abort(_err?: Error): void {
@@ -420,16 +424,15 @@ class H2Request {
   }
 }
 
-function fail(handler: Dispatcher.DispatchHandler, err: Error): void {
+function fail(handler: UpstreamHandler, err: UpstreamError): void {
   try {
-    handler.onError?.(err);
+    handler.onError(err);
   } catch {
     // a handler's own failure must not break the pool
   }
 }
 
-function hostHeader(headers: Dispatcher.DispatchOptions['headers']): string | undefined {
-  if (!Array.isArray(headers)) return undefined;
+function hostHeader(headers: readonly string[]): string | undefined {
   for (let i = 0; i < headers.length; i += 2) if (String(headers[i]).toLowerCase() === 'host') return String(headers[i + 1]);
   return undefined;
 }

@@ -25,11 +25,13 @@ export interface SdsMaterial {
   ca(name: string): { caPem: string; hash: string } | undefined;
 }
 
-/** A TLS setting that cannot be used (unreadable file, certificate that does not parse, key mismatch). */
+/**
+ * A TLS setting that cannot be used (unreadable file, certificate that does not parse, key
+ * mismatch). Its code makes it an UpstreamError of kind `tls` (503 UF), as Envoy reports an
+ * unusable transport socket.
+ */
 export class TlsConfigError extends Error {
   readonly code = 'ERR_TLS_ORIGINATION_CONFIG';
-  /** Reported as a connection failure (503 UF), as Envoy reports an unusable transport socket. */
-  readonly connectFailure = true;
 }
 
 export class TlsOrigination {
@@ -272,31 +274,4 @@ export function sniOf(authority: string): string {
   const i = authority.lastIndexOf(':');
   const host = i >= 0 ? authority.slice(0, i) : authority;
   return /^\d{1,3}(?:\.\d{1,3}){3}$/.test(host) ? '' : host.toLowerCase();
-}
-
-// Errors of a TLS handshake (certificate verification, alerts) that Envoy reports as a connection
-// failure (UF, "TLS_error") rather than a reset.
-const TLS_VERIFY_CODES = new Set([
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'UNABLE_TO_GET_ISSUER_CERT',
-  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'CERT_HAS_EXPIRED',
-  'CERT_NOT_YET_VALID',
-  'CERT_SIGNATURE_FAILURE',
-  'CERT_UNTRUSTED',
-  'CERT_REJECTED',
-  'CERT_REVOKED',
-  'INVALID_CA',
-  'HOSTNAME_MISMATCH',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
-  'ERR_TLS_HANDSHAKE_TIMEOUT',
-  'EPROTO',
-]);
-
-export function isTlsError(err: { code?: string }): boolean {
-  const code = err.code;
-  if (code === undefined) return false;
-  return TLS_VERIFY_CODES.has(code) || code.startsWith('ERR_SSL_') || code === 'ERR_TLS_ORIGINATION_CONFIG';
 }

@@ -71,7 +71,7 @@ function snapshot(...docs: string[]): Snapshot {
   return resolve(resources, { labels: {}, namespace: 'istio-system', bind: '127.0.0.1', mesh: DEFAULT_MESH_CONFIG });
 }
 
-/** One GET through a pool (undici's dispatch protocol); resolves with the status or the error code. */
+/** One GET through a pool (the upstream handler protocol); resolves with the status or the error code. */
 function get(pool: UpstreamPool, path = '/'): Promise<number | string> {
   return new Promise((done) => {
     let status = 0;
@@ -79,10 +79,10 @@ function get(pool: UpstreamPool, path = '/'): Promise<number | string> {
       pool.dispatch(
         { path, method: 'GET', headers: ['host', 'a.svc.test'], body: null },
         {
-          onConnect: () => undefined,
-          onHeaders: (s: number) => ((status = s), true),
+          onStart: () => undefined,
+          onHead: (s: number) => ((status = s), true),
           onData: () => true,
-          onComplete: () => done(status),
+          onEnd: () => done(status),
           onError: (e: Error & { code?: string }) => done(e.code ?? e.message),
         } as never,
       );

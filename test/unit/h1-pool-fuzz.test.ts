@@ -77,8 +77,8 @@ function run(p: H1Pool, method = 'GET'): Promise<Outcome> {
     p.dispatch(
       { path: '/', method: method as 'GET', headers: ['host', 'fuzz'], body: null },
       {
-        onConnect() {},
-        onHeaders(status: number, raw: Buffer[]) {
+        onStart() {},
+        onHead(status: number, raw: Buffer[]) {
           out.status = status;
           out.headers = raw.map((b) => b.toString('latin1'));
           return true;
@@ -87,7 +87,7 @@ function run(p: H1Pool, method = 'GET'): Promise<Outcome> {
           out.body += chunk.toString('latin1');
           return true;
         },
-        onComplete(trailers: unknown) {
+        onEnd(trailers: unknown) {
           clearTimeout(timer);
           out.trailers = trailers ? (trailers as Buffer[]).map((b) => b.toString('latin1')) : null;
           end();

@@ -121,11 +121,11 @@ class Collector {
   constructor() {
     this.done = new Promise((r) => (this.#resolve = r));
   }
-  onConnect(abort: (e?: Error) => void): void {
+  onStart(abort: (e?: Error) => void): void {
     this.#connected = true;
     this.abort = abort;
   }
-  onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
+  onHead(status: number, raw: Buffer[], resume: () => void): boolean {
     this.status = status;
     this.resume = resume;
     for (let i = 0; i < raw.length; i += 2) this.headers.push([raw[i]!.toString('latin1'), raw[i + 1]!.toString('latin1')]);
@@ -135,7 +135,7 @@ class Collector {
     this.chunks.push(Buffer.from(chunk));
     return this.onDataHook ? this.onDataHook(chunk) : true;
   }
-  onComplete(trailers: unknown): void {
+  onEnd(trailers: unknown): void {
     const t = trailers as Buffer[] | null;
     const pairs: Array<[string, string]> | null = t ? [] : null;
     if (t) for (let i = 0; i < t.length; i += 2) pairs!.push([t[i]!.toString(), t[i + 1]!.toString()]);
@@ -350,7 +350,7 @@ describe('H1Pool connections', () => {
 });
 
 describe('H1Pool bodies and backpressure', () => {
-  it('pauses on onHeaders / onData returning false and resumes', async () => {
+  it('pauses on onHead / onData returning false and resumes', async () => {
     const big = Buffer.alloc(4 * 1024 * 1024, 'z');
     const s = await rawServer((req) => {
       req.socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${big.length}\r\n\r\n`);
@@ -373,7 +373,7 @@ describe('H1Pool bodies and backpressure', () => {
     const done = send(p, {}, c);
     await waitFor(() => c.status === 200);
     await sleep(50);
-    expect(c.chunks.length).toBe(0); // paused since onHeaders
+    expect(c.chunks.length).toBe(0); // paused since onHead
     c.resume!();
     const r = await done;
     expect(r.error).toBeNull();
@@ -481,9 +481,9 @@ describe('H1Pool timeouts and errors', () => {
     const r = await send(p, {}, c);
     expect(r.error?.message).toBe('stop');
     await waitFor(() => p.connectionCount === 0);
-    // Aborted from onConnect (before a byte was written): the socket stays usable.
+    // Aborted from onStart (before a byte was written): the socket stays usable.
     const c2 = new Collector();
-    c2.onConnect = (abort) => abort(new Error('early'));
+    c2.onStart = (abort) => abort(new Error('early'));
     const s2 = await rawServer(answer('HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n'));
     const p2 = pool(s2.port);
     await send(p2);
@@ -501,7 +501,7 @@ describe('H1Pool timeouts and errors', () => {
     const cancelled: Array<Promise<Result>> = [];
     for (let i = 0; i < 20_000; i++) {
       const c = new Collector();
-      c.onConnect = (abort) => abort(new Error('client went away'));
+      c.onStart = (abort) => abort(new Error('client went away'));
       cancelled.push(send(p, {}, c));
     }
     const last = send(p);

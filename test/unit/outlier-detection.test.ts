@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { Pool } from 'undici';
+import type { UpstreamPool } from '../../src/upstream/errors.js';
 import type { Cluster } from '../../src/controlplane/snapshot.js';
 import { ClusterRuntime, ClusterState, type UpstreamEndpoint } from '../../src/upstream/cluster-manager.js';
 import { HostHealth, OutlierDetector, type OutlierSettings } from '../../src/upstream/outlier-detection.js';
@@ -147,7 +147,7 @@ function runtime(policy: Cluster['lb_policy'], n: number, minHealthPercent = 0) 
   const eps: UpstreamEndpoint[] = [];
   for (let i = 0; i < n; i++) {
     const hostPort = `10.0.0.${i + 1}:80`;
-    eps.push({ address: `10.0.0.${i + 1}`, port: 80, hostPort, weight: 1, labels: {}, workload: `w${i}`, namespace: 'default', pool: null as unknown as Pool, active: 0, health: state.health(hostPort) });
+    eps.push({ address: `10.0.0.${i + 1}`, port: 80, hostPort, weight: 1, labels: {}, workload: `w${i}`, namespace: 'default', pool: null as unknown as UpstreamPool, active: 0, health: state.health(hostPort) });
   }
   state.configure(c, new Set(eps.map((e) => e.hostPort)));
   for (const e of eps) e.health = state.health(e.hostPort);
