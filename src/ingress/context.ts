@@ -10,6 +10,7 @@ import type { SecurityRequest } from '../security/types.js';
 import type { AccessLog } from '../telemetry/access-log.js';
 import type { IstioMetrics } from '../telemetry/metrics.js';
 import type { ClusterSet } from '../upstream/cluster-manager.js';
+import type { FilterChain } from './filters/chain.js';
 import type { ResponseSink } from './sink.js';
 
 /**
@@ -30,6 +31,8 @@ export interface DataPlaneContext {
   readonly security?: SecurityFilters | null;
   /** An HTTP egress port that is also a forward proxy (node engine): CONNECT and absolute-form requests. */
   readonly forwardProxy?: { readonly config: ForwardProxyConfig; readonly proxy: ForwardProxy } | null;
+  /** The route policies before the router; unset: HTTP_FILTERS (filters/chain.ts). */
+  readonly filters?: FilterChain;
 }
 
 /** What the security filters read of a connection (a ResponseSink has it). */

@@ -10,7 +10,7 @@ import type { ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manag
 import type { CircuitBreaker } from '../upstream/circuit-breaker.js';
 import { UpstreamError, failureReply, outlierFailure, responseFlag, toUpstreamError, type UpstreamHandler, type UpstreamRequest } from '../upstream/errors.js';
 import type { ConnectionFacts, DataPlaneContext } from './context.js';
-import { HTTP_FILTERS, runFilters, type FilterHost } from './filters/chain.js';
+import { HTTP_FILTERS, runFilters, type FilterChain, type FilterHost } from './filters/chain.js';
 import { roll, type LocalReply } from './filters/filter.js';
 import { RetryState } from './retry-state.js';
 import { HOP_BY_HOP_RESPONSE, NO_ROUTE, SERVER, UPSTREAM_TIMEOUT, admitAttempt, clusterFor, editResponseHeaders, isLocalReply, localReplyHeaders, upstreamPath, upstreamRequestHeaders, type Admission } from './router.js';
@@ -48,8 +48,8 @@ const enum Phase {
 }
 
 export class Exchange implements FilterHost {
-  /** The route policies before the router (one static chain). */
-  readonly filters = HTTP_FILTERS;
+  /** The route policies before the router: the config version's chain (one static array by default). */
+  readonly filters: FilterChain;
   readonly sink: ResponseSink;
   readonly ctx: DataPlaneContext;
   readonly head: RequestHead;
@@ -117,6 +117,7 @@ export class Exchange implements FilterHost {
     this.ctx = ctx;
     this.head = head;
     this.route = route;
+    this.filters = ctx.filters ?? HTTP_FILTERS;
     this.startedAt = performance.now();
     const ct = getHeader(head, 'content-type');
     this.grpc = ct !== undefined && ct.startsWith('application/grpc') && (ct.length === 16 || ct.charCodeAt(16) === 43 /* + */);

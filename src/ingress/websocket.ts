@@ -28,7 +28,7 @@ import { failureReply, outlierFailure, responseFlag, type UpstreamError } from '
 import { WS_MAX_PAYLOAD, openUpstreamWebSocket, webSocketConnectError } from '../upstream/ws-connect.js';
 import type { ConnectionFacts, DataPlaneContext } from './context.js';
 import { redirectLocation } from './exchange.js';
-import { HTTP_FILTERS, runFilters, type FilterHost } from './filters/chain.js';
+import { HTTP_FILTERS, runFilters, type FilterChain, type FilterHost } from './filters/chain.js';
 import { addFlag, type LocalReply } from './filters/filter.js';
 import { RetryState } from './retry-state.js';
 import { HOP_BY_HOP_RESPONSE, NO_ROUTE, admitAttempt, clusterFor, editResponseHeaders, isLocalReply, localReplyHeaders, upstreamPath, upstreamRequestHeaders, type Admission } from './router.js';
@@ -477,7 +477,8 @@ class NodeDownstream implements Downstream {
  * HTTP exchange), then both sockets until both are closed.
  */
 class Bridge implements LoggedRequest, FilterHost {
-  readonly filters = HTTP_FILTERS;
+  /** The route policies before the router: the config version's chain (one static array by default). */
+  readonly filters: FilterChain;
   readonly #proxy: WebSocketProxy;
   /**
    * The config version of the handshake (route table, clusters, policies), dropped once the socket
@@ -546,6 +547,7 @@ class Bridge implements LoggedRequest, FilterHost {
     this.#hs = hs;
     this.#proxy = proxy;
     const ctx = (this.#ctx = proxy.host.ctx);
+    this.filters = ctx.filters ?? HTTP_FILTERS;
     this.#metrics = ctx.metrics;
     this.#accessLog = ctx.accessLog;
     this.startedAt = performance.now();

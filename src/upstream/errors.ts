@@ -160,7 +160,8 @@ export function toUpstreamError(err: unknown, connecting = false): UpstreamError
   }
   const e: Error & { code?: unknown } = err instanceof Error ? err : new Error(String(err));
   const code = typeof e.code === 'string' ? e.code : undefined;
-  let kind = kindOfCode(code);
+  // undici's llhttp errors often carry no code: its HTTPParserError is a protocol error all the same.
+  let kind = code === undefined && e.name === 'HTTPParserError' ? 'protocol' : kindOfCode(code);
   if (connecting && !isConnectFailure(kind)) kind = 'connect';
   return new UpstreamError(kind, e.message, code, e);
 }
