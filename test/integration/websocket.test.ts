@@ -227,6 +227,7 @@ beforeAll(async () => {
             { match: [{ uri: { prefix: '/moved' } }], redirect: { uri: '/new' } },
             { match: [{ uri: { prefix: '/dead' } }], route: [dest('dead')] },
             { match: [{ uri: { prefix: '/fault' } }], fault: { abort: { percentage: { value: 100 }, httpStatus: 418 } }, route: [dest('wsa')] },
+            { match: [{ uri: { prefix: '/retry-5xx' } }], retries: { attempts: 2, retryOn: '5xx' }, route: [dest('plain')] },
             { match: [{ uri: { prefix: '/plain' } }], route: [dest('plain')] },
             { route: [dest('wsa')] },
           ],
@@ -407,6 +408,15 @@ describe(`WebSocket proxying on ${engine}`, () => {
     expect(err.status).toBe(200);
     expect(err.headers.server).toBe('istio-envoy');
     expect(JSON.parse(err.body).name).toBe('plain');
+  });
+
+  it('an upstream refusing the upgrade with 503 is retried as an HTTP request would be (retries on 5xx), then relayed', async () => {
+    const path = `/retry-5xx/busy-${port}`;
+    const err = (await connect(port, path, { headers: { 'x-test-status': '503' } }).catch((e: unknown) => e)) as { status: number; body: string };
+    expect(err.status).toBe(503);
+    expect(JSON.parse(err.body).name).toBe('plain');
+    const attempts = httpEcho.requests.filter((q) => q.url === path).map((q) => q.headers['x-envoy-attempt-count']);
+    expect(attempts).toEqual(['1', '2', '3']);
   });
 
   if (node) {
