@@ -7,6 +7,7 @@ import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { stringify } from 'yaml';
 import { SignJWT, exportJWK, generateKeyPair } from 'jose';
+import type { IncomingMessage } from 'node:http';
 import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeDir, runCli, startGateway, tempConfigDir, type GatewayProcess } from '../helpers/gateway.js';
@@ -206,6 +207,23 @@ describe('WebSocket upgrades', () => {
     });
     expect(status).toBe(403);
     expect(echo.requests.length).toBe(before);
+  });
+
+  it("an upgrade the external authorizer allows carries its headersToDownstreamOnAllow, and the upstream its headersToUpstreamOnAllow, as an HTTP request's", async () => {
+    const before = echo.requests.length;
+    // The upstream is a plain HTTP echo: it answers the upgrade 200, relayed to the client.
+    const res = await new Promise<IncomingMessage>((resolve, reject) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/ext/ws`, { headers: { host: 'shop.test' } });
+      ws.on('unexpected-response', (_req, r) => {
+        resolve(r);
+        ws.terminate();
+      });
+      ws.on('open', () => reject(new Error('upgraded')));
+      ws.on('error', () => undefined);
+    });
+    expect(res.statusCode).toBe(200);
+    expect(res.headers['x-ext-resp']).toBe('seen');
+    expect(echo.requests.slice(before).at(-1)!.headers['x-ext-user']).toBe('alice');
   });
 });
 
