@@ -13,7 +13,7 @@ import type { ConnectionFacts, DataPlaneContext } from './context.js';
 import { HTTP_FILTERS, runFilters, type FilterChain, type FilterHost } from './filters/chain.js';
 import { roll, type LocalReply } from './filters/filter.js';
 import { RetryState } from './retry-state.js';
-import { HOP_BY_HOP_RESPONSE, NO_ROUTE, SERVER, UPSTREAM_TIMEOUT, admitAttempt, clusterFor, editResponseHeaders, isLocalReply, localReplyHeaders, upstreamPath, upstreamRequestHeaders, type Admission } from './router.js';
+import { HOP_BY_HOP_RESPONSE, NO_ROUTE, SERVER, UPSTREAM_TIMEOUT, admitAttempt, BLOCKED, clusterFor, editResponseHeaders, isLocalReply, localReplyHeaders, upstreamPath, upstreamRequestHeaders, type Admission } from './router.js';
 import type { HeaderValue, ResponseSink } from './sink.js';
 
 export { securityRequest, trustedClientAddress, type ConnectionFacts, type DataPlaneContext } from './context.js';
@@ -197,7 +197,11 @@ export class Exchange implements FilterHost {
     const head = this.head;
     const picked = pickCluster(action, Math.random());
     const cluster = clusterFor(this.ctx, picked, head);
-    if (isLocalReply(cluster)) return this.respond(cluster);
+    if (isLocalReply(cluster)) {
+      // A blocked host (BlackHoleCluster) is still counted and logged under that cluster.
+      if (cluster === BLOCKED) this.#cluster = this.ctx.clusters.get(picked!.name);
+      return this.respond(cluster);
+    }
     this.#cluster = cluster;
     this.#retry = new RetryState(action.retry, cluster.breaker);
     this.#responseOps = route.response;

@@ -31,7 +31,7 @@ import { redirectLocation } from './exchange.js';
 import { HTTP_FILTERS, runFilters, type FilterChain, type FilterHost } from './filters/chain.js';
 import { addFlag, type LocalReply } from './filters/filter.js';
 import { RetryState } from './retry-state.js';
-import { HOP_BY_HOP_RESPONSE, NO_ROUTE, admitAttempt, clusterFor, editResponseHeaders, isLocalReply, localReplyHeaders, upstreamPath, upstreamRequestHeaders, type Admission } from './router.js';
+import { HOP_BY_HOP_RESPONSE, NO_ROUTE, admitAttempt, BLOCKED, clusterFor, editResponseHeaders, isLocalReply, localReplyHeaders, upstreamPath, upstreamRequestHeaders, type Admission } from './router.js';
 import { statusLine } from './status.js';
 import { writableHeaderValue } from './sink.js';
 // A cycle (uws-listener.ts registers this module), safe because these are only used at run time.
@@ -660,7 +660,11 @@ class Bridge implements LoggedRequest, FilterHost {
     this.#action = action;
     const picked = pickCluster(action, Math.random());
     const cluster = clusterFor(this.#ctx!, picked, this.head);
-    if (isLocalReply(cluster)) return this.respond(cluster);
+    if (isLocalReply(cluster)) {
+      // A blocked host (BlackHoleCluster) is still counted and logged under that cluster.
+      if (cluster === BLOCKED) this.#cluster = this.#ctx!.clusters.get(picked!.name);
+      return this.respond(cluster);
+    }
     this.#cluster = cluster;
     this.#retry = new RetryState(action.retry, cluster.breaker);
     this.#responseOps = route.response;
