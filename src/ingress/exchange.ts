@@ -9,14 +9,16 @@ import { getHeader, type RequestHead } from '../routing/request.js';
 import type { ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manager.js';
 import type { CircuitBreaker } from '../upstream/circuit-breaker.js';
 import { UpstreamError, failureReply, outlierFailure, responseFlag, toUpstreamError, type UpstreamHandler, type UpstreamRequest } from '../upstream/errors.js';
-import type { ConnectionFacts, DataPlaneContext } from './context.js';
+import type { ConnectionFacts } from './connection.js';
+import type { DataPlaneContext } from './context.js';
 import { HTTP_FILTERS, runFilters, type FilterChain, type FilterHost } from './filters/chain.js';
 import { roll, type LocalReply } from './filters/filter.js';
 import { RetryState } from './retry-state.js';
 import { HOP_BY_HOP_RESPONSE, NO_ROUTE, SERVER, UPSTREAM_TIMEOUT, admitAttempt, BLOCKED, clusterFor, editResponseHeaders, isLocalReply, localReplyHeaders, upstreamPath, upstreamRequestHeaders, type Admission } from './router.js';
 import type { HeaderValue, ResponseSink } from './sink.js';
 
-export { securityRequest, trustedClientAddress, type ConnectionFacts, type DataPlaneContext } from './context.js';
+export { securityRequest, trustedClientAddress, type ConnectionFacts } from './connection.js';
+export type { DataPlaneContext } from './context.js';
 
 /** Bodies up to this size are kept so the request can be retried; larger ones stream and are not retried. */
 const RETRY_BUFFER_LIMIT = 64 * 1024;

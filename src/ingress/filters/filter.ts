@@ -4,7 +4,8 @@
 // (FilterRequest), so a chain costs no allocation per request.
 import type { RequestHead } from '../../routing/request.js';
 import type { CompiledRoute, CompiledVirtualHost, HeaderOps } from '../../routing/route-table.js';
-import type { ConnectionFacts, DataPlaneContext } from '../context.js';
+import type { SecurityFilters } from '../../security/pipeline.js';
+import type { ConnectionFacts } from '../connection.js';
 
 /** A local reply a filter (or the router) answers with instead of going upstream. */
 export interface LocalReply {
@@ -37,11 +38,21 @@ export interface Wait {
 
 export type FilterVerdict = Continue | LocalReply | Delay | Wait;
 
+/**
+ * What filters read of the config version a request started on: a part of the lifecycle's
+ * DataPlaneContext (context.ts), named here so that the filters do not import the context that
+ * holds their chain. A filter that needs more of the version adds it here.
+ */
+export interface FilterContext {
+  /** The listener's JWT and AuthorizationPolicy filters (null or none: no policy applies). */
+  readonly security?: SecurityFilters | null;
+}
+
 /** What a filter reads and edits of a request: an HTTP exchange and a WebSocket handshake alike. */
 export interface FilterRequest {
   readonly head: RequestHead;
-  /** The config version the request started on. */
-  readonly ctx: DataPlaneContext;
+  /** The config version the request started on, as far as filters read it (a DataPlaneContext). */
+  readonly ctx: FilterContext;
   readonly conn: ConnectionFacts;
   /** The matched route (undefined: none; the router answers 404). */
   route: CompiledRoute | undefined;

@@ -5,7 +5,7 @@
 // with what JWT authentication established (Envoy's clear_route_cache: the JWT-claim re-route).
 import { firstMatch } from '../../routing/route-table.js';
 import { RBAC_DENIED_BODY, type Verdict } from '../../security/pipeline.js';
-import { securityRequest } from '../context.js';
+import { securityRequest } from '../connection.js';
 import { CONTINUE, respond, type FilterRequest, type FilterVerdict, type HttpFilter } from './filter.js';
 
 /** A failing policy fails closed. */
