@@ -13,7 +13,8 @@
 //   the first page's revision, 410 Expired once compacted), get, create (201, 409 AlreadyExists),
 //   replace (PUT: 409 Conflict on a stale resourceVersion, no new revision for a no-op), patch
 //   (merge, strategic-merge as merge with its directives dropped, JSON patch), delete (200 with the
-//   object), label and field selectors; request bodies in JSON (a protobuf body, as client-go's
+//   object), label and field selectors; Secrets validated as the real server does (data keys,
+//   base64 values, at most 1 MiB of data: 422 Invalid); request bodies in JSON (a protobuf body, as client-go's
 //   typed clients send for `kubectl create secret ...`, is answered 415: use manifests);
 // - watch (`?watch=true&resourceVersion=N&allowWatchBookmarks=true&timeoutSeconds=S`): a chunked
 //   stream of JSON lines ADDED / MODIFIED / DELETED / BOOKMARK / ERROR, replayed from the event
@@ -158,6 +159,8 @@ export class KubeApiServer {
   /** Continue tokens → the items of the list they continue (a snapshot at its revision). */
   readonly #continues = new Map<string, { rv: number; items: KObj[] }>();
   readonly requests: RequestLogEntry[] = [];
+  readonly #observers = new Set<(e: { type: 'ADDED' | 'MODIFIED' | 'DELETED'; object: KObj }) => void>();
+  readonly #interceptors = new Set<(r: { method: string; path: string; body: string; log: RequestLogEntry }) => void>();
   readonly #tmp: string;
 
   constructor(opts: KubeApiServerOptions = {}) {
@@ -320,6 +323,26 @@ export class KubeApiServer {
     return n;
   }
 
+  /**
+   * Calls `f` with every change as it is stored, before the request that made it is answered (a
+   * test can react to a write at the exact point it happens, e.g. change another object then).
+   * Returns a function that removes it.
+   */
+  onChange(f: (e: { type: 'ADDED' | 'MODIFIED' | 'DELETED'; object: KObj }) => void): () => void {
+    this.#observers.add(f);
+    return () => this.#observers.delete(f);
+  }
+
+  /**
+   * Calls `f` with every request once its body has arrived, before it is handled (a test can make
+   * another client's write land first, e.g. to make this request's update a 409 Conflict); `log`
+   * is its entry in `requests`. Returns a function that removes it.
+   */
+  onRequest(f: (r: { method: string; path: string; body: string; log: RequestLogEntry }) => void): () => void {
+    this.#interceptors.add(f);
+    return () => this.#interceptors.delete(f);
+  }
+
   /** Forgets the event history: a watch resuming from an older revision gets 410 Expired, as after etcd compaction. */
   compact(): void {
     this.#compactedRv = this.#rv;
@@ -434,6 +457,8 @@ export class KubeApiServer {
       this.#compactedRv = drop[drop.length - 1]!.rv;
     }
     for (const w of this.#watchers) if (w.typeKey === e.typeKey) this.#deliver(w, e);
+    // After the watchers: a change an observer makes reaches them after this one.
+    for (const f of [...this.#observers]) f({ type: e.type, object: clone(e.obj) });
   }
 
   /** The object as `version` serves it. */
@@ -463,7 +488,9 @@ export class KubeApiServer {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       try {
-        this.#route(req, res, url, method, Buffer.concat(chunks).toString('utf8'));
+        const body = Buffer.concat(chunks).toString('utf8');
+        for (const f of [...this.#interceptors]) f({ method, path: url.pathname, body, log: entry });
+        this.#route(req, res, url, method, body);
       } catch (err) {
         if (!res.headersSent) status(res, 500, 'InternalError', `test API server: ${(err as Error).stack ?? err}`);
         else res.destroy();
@@ -789,6 +816,25 @@ export class KubeApiServer {
     if (!/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(o.metadata.name) || o.metadata.name.length > 253) {
       invalid(res, type, o.metadata.name, [{ field: 'metadata.name', message: `Invalid value: "${o.metadata.name}": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character`, reason: 'FieldValueInvalid' }]);
       return false;
+    }
+    if (type.kind === 'Secret') {
+      // As core validation (ValidateSecret): keys as ConfigMap keys, values valid base64, and at
+      // most 1 MiB (core.MaxSecretSize) of decoded data in all.
+      const causes: Array<{ field: string; message: string; reason: string }> = [];
+      let total = 0;
+      for (const [k, v] of Object.entries((o.data ?? {}) as Record<string, unknown>)) {
+        if (!/^[-._a-zA-Z0-9]+$/.test(k) || k.length > 253) causes.push({ field: `data[${k}]`, message: `Invalid value: "${k}": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')`, reason: 'FieldValueInvalid' });
+        if (typeof v !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(v) || v.length % 4 !== 0) {
+          status(res, 400, 'BadRequest', `Secret in version "v1" cannot be handled as a Secret: illegal base64 data at input byte 0`);
+          return false;
+        }
+        total += Buffer.from(v, 'base64').length;
+      }
+      if (total > 1024 * 1024) causes.push({ field: 'data', message: 'Too long: must have at most 1048576 bytes', reason: 'FieldValueTooLong' });
+      if (causes.length > 0) {
+        invalid(res, type, o.metadata.name, causes);
+        return false;
+      }
     }
     o.apiVersion = av;
     o.kind = type.kind;

@@ -96,6 +96,18 @@ describe('test API server driven by kubectl', () => {
     expect(s.stringData.key).toBe('two');
   });
 
+  it('Secrets: at most 1 MiB of data (422 Invalid beyond, as core validation refuses it) and valid keys', async () => {
+    const secret = (name: string, bytes: number, key = 'blob'): string =>
+      JSON.stringify({ apiVersion: 'v1', kind: 'Secret', metadata: { name, namespace: 'default' }, type: 'Opaque', data: { [key]: Buffer.alloc(bytes, 7).toString('base64') } });
+    await kubectlOk(api, ['create', '-f', '-'], { stdin: secret('just-fits', 1024 * 1024) });
+    const over = await kubectl(api, ['create', '-f', '-'], { stdin: secret('too-big', 1024 * 1024 + 1) });
+    expect(over.code).toBe(1);
+    expect(over.stderr).toContain('Secret "too-big" is invalid: data: Too long: must have at most 1048576 bytes');
+    const badKey = await kubectl(api, ['create', '-f', '-'], { stdin: secret('bad-key', 10, 'a/b') });
+    expect(badKey.code).toBe(1);
+    expect(badKey.stderr).toContain('Secret "bad-key" is invalid: data[a/b]: Invalid value: "a/b": a valid config key must consist of alphanumeric characters');
+  });
+
   it('RBAC: a forbidden list is a 403 Forbidden Status worded as the real API server words it', async () => {
     const other = new KubeApiServer();
     await other.start();
