@@ -2,6 +2,7 @@
 // xDS control plane, the admin port, hot reload, and graceful shutdown; or, as a replica
 // (`--xds-address`), snapshots from another Gatehouse's control plane → data plane. Only the CLI
 // imports this file.
+import { hostname } from 'node:os';
 import { Counter } from 'prom-client';
 import { AdminServer } from './admin/server.js';
 import { loadPaths } from './config/load.js';
@@ -19,6 +20,8 @@ import { DataPlane, type ApplyResult } from './ingress/data-plane.js';
 import type { Logger, LoggerOptions } from './telemetry/log.js';
 import { IstioMetrics } from './telemetry/metrics.js';
 import { AcmeManager } from './tls/acme.js';
+import { KubeAcmeCoordination } from './tls/acme-coordination.js';
+import { DEFAULT_LEASE } from './tls/acme-lease.js';
 import { CaMetrics } from './tls/ca-metrics.js';
 import { loadSecret } from './tls/material.js';
 import { CertFileWatcher } from './tls/file-watch.js';
@@ -99,6 +102,8 @@ export class Gateway {
   #admin: AdminServer | null = null;
   #watcher: ConfigWatcher | null = null;
   readonly #acme: AcmeManager;
+  /** `--kubernetes`: ACME's Lease and Secret, shared with the other replicas. */
+  readonly #acmeKube: KubeAcmeCoordination | null = null;
   /** The mesh CA and this gateway's own workload identity (ISTIO_MUTUAL); null in replicas. */
   #identity: GatewayIdentity | null = null;
   #meshRoot: CaBundle | undefined;
@@ -152,7 +157,17 @@ export class Gateway {
       labelNames: ['result'],
       registers: [this.metrics.registry],
     });
-    this.#acme = new AcmeManager({ log: log.child({ stage: 'acme' }), registry: this.metrics.registry });
+    const acmeLog = log.child({ stage: 'acme' });
+    if (opts.kubernetes) {
+      // Several replicas share one ACME state: the Lease and the Secret `gatehouse-acme` in
+      // --namespace, worked where the Kubernetes source runs (the configuration thread).
+      this.#acmeKube = new KubeAcmeCoordination({
+        settings: { namespace: opts.namespace, identity: acmeIdentity(), ...acmeLeaseTuning() },
+        send: (r) => this.#configThread?.acme(r),
+        log: acmeLog,
+      });
+    }
+    this.#acme = new AcmeManager({ log: acmeLog, registry: this.metrics.registry, ...(this.#acmeKube ? { coordination: this.#acmeKube } : {}) });
     this.dataPlane = new DataPlane(this.metrics, log.child({ stage: 'ingress' }), {
       acme: this.#acme,
       mesh: { certificate: () => this.#identity?.certificate ?? undefined, root: () => this.#meshRoot },
@@ -615,6 +630,12 @@ export class Gateway {
       case 'changed':
         if (this.#ready) void this.reload();
         return;
+      case 'acme-lease':
+      case 'acme-secret':
+      case 'acme-reply':
+      case 'acme-reset':
+        this.#acmeKube?.handle(e);
+        return;
     }
   }
 
@@ -663,12 +684,13 @@ export class Gateway {
     this.#draining = true;
     this.#log.info({ drainMs }, 'draining');
     for (const w of this.#kubeSynced.splice(0)) w.resolve();
+    // First, so that another replica takes the ACME lease at once (it is released on the configuration thread).
+    await this.#acme.close();
     await this.#watcher?.close();
     await this.#certWatcher.close();
     await this.#configThread?.close();
     this.#replica?.close();
     await this.#xds?.close();
-    this.#acme.close();
     this.#identity?.close();
     if (this.#pool) await this.#pool.close(drainMs);
     await this.dataPlane.close(drainMs);
@@ -688,6 +710,22 @@ function kubeTuning(): { backoffInitialMs?: number; backoffMaxMs?: number; reche
   const r = Number(process.env.GATEHOUSE_KUBE_RECHECK_MS);
   if (r > 0) out.recheckMs = r;
   return out;
+}
+
+/** This replica's name in the ACME Lease: the pod's name (POD_NAME from the downward API, else the hostname, which is the pod's name in a pod). */
+function acmeIdentity(): string {
+  return process.env.POD_NAME || hostname();
+}
+
+/**
+ * Test hook for the ACME Lease's timings: GATEHOUSE_ACME_LEASE_SECONDS=<lease duration>,<retry
+ * period> (seconds; the renew deadline is 2/3 of the duration). Default 15,5. Not a user setting.
+ */
+function acmeLeaseTuning(): typeof DEFAULT_LEASE {
+  const v = process.env.GATEHOUSE_ACME_LEASE_SECONDS?.split(',').map(Number);
+  if (!v || v.length !== 2 || !v.every((x) => x > 0)) return DEFAULT_LEASE;
+  const duration = Math.max(1, Math.round(v[0]!));
+  return { leaseDurationSeconds: duration, retryPeriodMs: Math.round(v[1]! * 1000), renewDeadlineMs: Math.round((duration * 2000) / 3) };
 }
 
 function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {

@@ -5,8 +5,10 @@
 // watch traffic, the parsing of objects and their validation stay off the serving thread. Its
 // events come back here; if the thread dies it is started again at once and the source lists
 // anew (jobs answer `waiting` until it has); if no thread can start, the source runs inline.
+// ACME's Lease and Secret (src/tls/acme-lease.ts) are worked there too, on the same connection.
 import { Worker } from 'node:worker_threads';
 import type { KubeSourceOptions } from '../config/kubernetes/source.js';
+import type { AcmeHostRequest } from '../tls/acme-lease.js';
 import type { Logger } from '../telemetry/log.js';
 import { runConfigJob, type ConfigJob, type ConfigJobResult } from './config-job.js';
 import type { KubeHost, KubeHostEvent } from './kube-host.js';
@@ -30,6 +32,8 @@ export class ConfigThread {
   #kube: { opts: KubeSourceOptions; onEvent: (e: KubeHostEvent) => void } | null = null;
   /** The source, when it runs on this (the main) thread. */
   #inlineKube: Promise<KubeHost> | null = null;
+  /** ACME's start request, sent again to a restarted thread. */
+  #acmeStart: AcmeHostRequest | null = null;
 
   constructor(log: Logger) {
     this.#log = log;
@@ -47,6 +51,16 @@ export class ConfigThread {
     const k = this.#kube!;
     this.#log.warn('the Kubernetes source runs on the serving thread (no configuration thread)');
     this.#inlineKube = import('./kube-host.js').then((m) => m.hostKubernetes(k.opts, k.onEvent));
+  }
+
+  /** A request for ACME's Lease and Secret, to where the Kubernetes source runs (after startKubernetes). */
+  acme(req: AcmeHostRequest): void {
+    if (req.type === 'start') this.#acmeStart = req;
+    if (this.#inlineKube) {
+      void this.#inlineKube.then((h) => h.acme(req));
+      return;
+    }
+    this.#ensure()?.postMessage({ acme: req });
   }
 
   async run(job: ConfigJob): Promise<ConfigJobResult> {
@@ -108,9 +122,17 @@ export class ConfigThread {
       // The Kubernetes source went with it: a new thread lists again.
       if (this.#kube && !this.#closed) {
         this.#log.error({ err: err.message }, 'configuration thread died; restarting it and the Kubernetes watches (the last good configuration keeps serving)');
+        // ACME's lease went with it: no ordering nor writing until the new thread holds it again.
+        if (this.#acmeStart) this.#kube.onEvent({ type: 'acme-reset', reason: `the configuration thread died (${err.message})` });
         const again = this.#ensure();
-        if (again) again.postMessage({ kube: this.#kube.opts });
-        else this.#startInlineKube();
+        if (again) {
+          again.postMessage({ kube: this.#kube.opts });
+          if (this.#acmeStart) again.postMessage({ acme: this.#acmeStart });
+        } else {
+          this.#startInlineKube();
+          const start = this.#acmeStart;
+          if (start) void this.#inlineKube!.then((h) => h.acme(start));
+        }
       }
     };
     w.on('error', fail);

@@ -8,6 +8,8 @@ import { runConfigJob, type ConfigJob } from './config-job.js';
 import { packSnapshot } from './snapshot-transfer.js';
 import type { ConfigReply } from './config-thread.js';
 import type { KubeSourceOptions } from '../config/kubernetes/source.js';
+import type { AcmeHostRequest } from '../tls/acme-lease.js';
+import type { KubeHost } from './kube-host.js';
 
 // A large reload keeps this thread busy for seconds: on a small machine it competes with the
 // serving thread for CPU (measured: in-swap p99 2× the outside one on 2 cores). Linux lets one
@@ -19,10 +21,18 @@ try {
   // not Linux, or not allowed: run at the normal priority
 }
 
-parentPort?.on('message', (m: { id: number; job: ConfigJob } | { kube: KubeSourceOptions }) => {
+/** `--kubernetes`: the source hosted on this thread. */
+let kubeHost: Promise<KubeHost> | null = null;
+
+parentPort?.on('message', (m: { id: number; job: ConfigJob } | { kube: KubeSourceOptions } | { acme: AcmeHostRequest }) => {
   if ('kube' in m) {
     // `--kubernetes`: the source lives on this thread; its events go to the main thread.
-    void import('./kube-host.js').then((h) => h.hostKubernetes(m.kube, (kubeEvent) => parentPort!.postMessage({ kubeEvent })));
+    kubeHost = import('./kube-host.js').then((h) => h.hostKubernetes(m.kube, (kubeEvent) => parentPort!.postMessage({ kubeEvent })));
+    return;
+  }
+  if ('acme' in m) {
+    // ACME's Lease and Secret, on the source's connection (the main thread sends `kube` first).
+    void kubeHost?.then((h) => h.acme(m.acme));
     return;
   }
   let reply: ConfigReply;

@@ -1,5 +1,6 @@
-// The few API calls Gatehouse makes: a JSON GET (discovery, list pages) and a watch, a chunked
-// stream of JSON lines. Plain node:https with the credentials of the kubeconfig
+// The few API calls Gatehouse makes: a JSON GET (discovery, list pages), a watch (a chunked
+// stream of JSON lines), and the writes of `--write-status` (PATCH) and of ACME's Lease and
+// Secret (PUT). Plain node:https with the credentials of the kubeconfig
 // (credentials.ts), so that the informer (reflector.ts) controls what client-node's ListWatch
 // does not: bookmarks, paging, timeouts, and the Status of a refused request.
 import { request as httpRequest, type IncomingMessage } from 'node:http';
@@ -78,6 +79,12 @@ export class KubeClient {
   /** A PATCH (`--write-status`), answered with JSON. */
   async patch(path: string, body: unknown, contentType: string, timeoutMs = 30_000): Promise<JsonAnswer> {
     const res = await this.#open(path, AbortSignal.timeout(timeoutMs), { method: 'PATCH', body: JSON.stringify(body), contentType });
+    return readJson(res, path);
+  }
+
+  /** A PUT (replace) of a whole object, answered with JSON: 409 when its `metadata.resourceVersion` is not the stored one. */
+  async put(path: string, body: unknown, timeoutMs = 30_000): Promise<JsonAnswer> {
+    const res = await this.#open(path, AbortSignal.timeout(timeoutMs), { method: 'PUT', body: JSON.stringify(body), contentType: 'application/json' });
     return readJson(res, path);
   }
 
