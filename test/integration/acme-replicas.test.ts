@@ -191,6 +191,7 @@ describe('ACME with two replicas sharing the Lease and the Secret', () => {
   }, 40_000);
 
   afterAll(async () => {
+    await Promise.all([a?.stop(), b?.stop()]);
     await api?.close();
   });
 
