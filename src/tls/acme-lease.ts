@@ -461,5 +461,5 @@ export class AcmeKubeHost {
 
 /** The rule of deploy/base/rbac.yaml's Role that lets Gatehouse use one of its two ACME objects. */
 export function acmeRbacRule(group: string, resource: string, namespace: string): string {
-  return `apiGroups: [${JSON.stringify(group)}], resources: [${JSON.stringify(resource)}], resourceNames: [${JSON.stringify(ACME_STATE_NAME)}], verbs: ["get","watch","update","patch"] (in a Role in namespace ${JSON.stringify(namespace)}; deploy/base/rbac.yaml has it)`;
+  return `apiGroups: [${JSON.stringify(group)}], resources: [${JSON.stringify(resource)}], resourceNames: [${JSON.stringify(ACME_STATE_NAME)}], verbs: ["get","watch","update"] (in a Role in namespace ${JSON.stringify(namespace)}; deploy/base/rbac.yaml has it)`;
 }

@@ -144,7 +144,7 @@ describe('ACME state objects missing or forbidden', () => {
 
   it('RBAC 403 on the Lease and a missing Secret are logged with the rule and the command; the placeholder keeps serving, nothing is ordered', async () => {
     const before = pebble.orders();
-    const rule = 'Missing rule: apiGroups: ["coordination.k8s.io"], resources: ["leases"], resourceNames: ["gatehouse-acme"], verbs: ["get","watch","update","patch"] (in a Role in namespace "istio-system"';
+    const rule = 'Missing rule: apiGroups: ["coordination.k8s.io"], resources: ["leases"], resourceNames: ["gatehouse-acme"], verbs: ["get","watch","update"] (in a Role in namespace "istio-system"';
     await waitFor(() => messages(gw).some((m) => m.startsWith('RBAC: Gatehouse may not get the Lease istio-system/gatehouse-acme') && m.includes(rule)), 10_000);
     await waitFor(() => messages(gw).some((m) => m.startsWith('ACME: the Secret istio-system/gatehouse-acme does not exist') && m.includes("| kubectl create -f -")), 10_000);
     // The lease was asked for again and again (403 each time), and never granted.
