@@ -6,7 +6,8 @@
 // handshake reaches the replica the test chooses, and pebble's validator (which resolves every name
 // to 127.0.0.1) always reaches A - so a challenge of an order B places is answered by A, from the
 // Secret, as a load balancer in front of the replicas would make it happen.
-// The Lease is short here (GATEHOUSE_ACME_LEASE_SECONDS=2,0.25: 2 s, renewed every 250 ms).
+// The Lease is short here (GATEHOUSE_ACME_LEASE_SECONDS=4,0.25: 4 s, renewed every 250 ms, given
+// up after 2.7 s without a renewal; long enough that a replica stalled on a busy machine keeps it).
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +21,7 @@ import { startPebble, type Pebble } from '../helpers/pebble.js';
 import { yamlDocs } from '../helpers/yaml.js';
 
 const NS = 'istio-system';
-const LEASE = 2;
+const LEASE = 4;
 let work: string;
 let pebble: Pebble;
 let P: { https: number; https2: number; https3: number; https4: number; https5: number };
@@ -74,7 +75,8 @@ async function replica(api: KubeApiServer, name: string, bind: string, args: str
     kubeconfig: api.defaultKubeconfig,
     env: { POD_NAME: name, GATEHOUSE_ACME_LEASE_SECONDS: `${LEASE},0.25`, GATEHOUSE_STATE_DIR: join(work, name), GATEHOUSE_KUBE_BACKOFF_MS: '100,800' },
     args: ['--bind', bind, '--log-level', 'info', ...args],
-    readyTimeoutMs: 20_000,
+    // --kubernetes: client-node's import and the first lists take long on a busy machine.
+    readyTimeoutMs: 30_000,
   });
   gateways.push(g);
   return g;
@@ -124,7 +126,7 @@ afterAll(async () => {
   if (work) removeDir(work);
 });
 
-describe('ACME state objects missing or forbidden', () => {
+describe('ACME state objects missing or forbidden', { timeout: 60_000 }, () => {
   let api: KubeApiServer;
   let gw: GatewayProcess;
 
@@ -135,7 +137,7 @@ describe('ACME state objects missing or forbidden', () => {
     api.forbid('coordination.k8s.io', 'leases');
     await apply(api, acmeGateway('rbac', P.https, 'rbac.gatehouse.test', true));
     gw = await replica(api, 'replica-c', '127.0.0.1');
-  }, 30_000);
+  }, 60_000);
 
   afterAll(async () => {
     await gw?.stop();
@@ -172,7 +174,7 @@ describe('ACME state objects missing or forbidden', () => {
   });
 });
 
-describe('ACME with two replicas sharing the Lease and the Secret', () => {
+describe('ACME with two replicas sharing the Lease and the Secret', { timeout: 60_000 }, () => {
   let api: KubeApiServer;
   let a: GatewayProcess;
   let b: GatewayProcess;
@@ -188,7 +190,7 @@ describe('ACME with two replicas sharing the Lease and the Secret', () => {
     await apply(api, acmeGateway('site', P.https, 'site.gatehouse.test', true));
     // A: two data-plane threads, so that HTTP-01 answers from the Secret reach both.
     [a, b] = await Promise.all([replica(api, 'replica-a', '127.0.0.1', ['--workers', '2']), replica(api, 'replica-b', '127.0.0.2')]);
-  }, 40_000);
+  }, 60_000);
 
   afterAll(async () => {
     await Promise.all([a?.stop(), b?.stop()]);
@@ -244,7 +246,7 @@ describe('ACME with two replicas sharing the Lease and the Secret', () => {
     await b.exited;
     await waitFor(() => holder(api) === 'replica-a', 15_000, 50);
     expect(lease(api).spec.leaseTransitions).toBe(transitions + 1);
-    await waitFor(() => messages(a).some((m) => m.startsWith('ACME: this replica (replica-a) holds the Lease istio-system/gatehouse-acme')), 5_000);
+    await waitFor(() => messages(a).some((m) => m.startsWith('ACME: this replica (replica-a) holds the Lease istio-system/gatehouse-acme')), 10_000);
 
     const ordersBefore = pebble.orders();
     await apply(api, acmeGateway('later', P.https2, 'later.gatehouse.test'));
@@ -299,7 +301,7 @@ describe('ACME with two replicas sharing the Lease and the Secret', () => {
     expect(Object.keys(secretData(api)).some((k) => k.startsWith('cert.default_third-cert'))).toBe(false);
     expect(holder(api)).toBe('intruder');
     expect(messages(b)).not.toContain('ordering an ACME certificate');
-    for (const host of ['127.0.0.1', '127.0.0.2']) expect(isPlaceholder(await waitFor(() => handshake(host, P.https3, 'third.gatehouse.test'), 5_000, 100))).toBe(true);
+    for (const host of ['127.0.0.1', '127.0.0.2']) expect(isPlaceholder(await waitFor(() => handshake(host, P.https3, 'third.gatehouse.test'), 15_000, 100))).toBe(true);
   });
 
   it('a released lease is taken by a replica, which orders what is missing and clears the stale challenge', async () => {
@@ -310,30 +312,29 @@ describe('ACME with two replicas sharing the Lease and the Secret', () => {
     const by = JSON.parse(secretData(api)['cert.default_third-cert.json']!).issuedBy as string;
     expect(['replica-a', 'replica-b']).toContain(by);
     expect(holder(api)).toBe(by);
-    await waitFor(() => !Object.keys(secretData(api)).some((k) => k.startsWith('challenge.')), 5_000);
+    await waitFor(() => !Object.keys(secretData(api)).some((k) => k.startsWith('challenge.')), 10_000);
   });
 
   it("a certificate that would take the Secret over Kubernetes' 1 MiB is not ordered: logged, counted, the placeholder serves", async () => {
-    const leader = holder(api) === 'replica-a' ? a : b;
     const s = api.get('v1', 'Secret', NS, 'gatehouse-acme')!;
     const used = Object.values(s.data as Record<string, string>).reduce((n, v) => n + Buffer.from(v, 'base64').length, 0);
     // 8 KiB left: less than a certificate may need.
     const total = 1024 * 1024 - 8 * 1024 - 9;
     api.put({ ...s, data: { ...s.data, filler: Buffer.alloc(total - used, 1).toString('base64') } });
-    // Both replicas have read it (the leader decides on what it last read).
+    // Both replicas have read it (whichever leads decides on what it last read).
     const seen = async (g: GatewayProcess): Promise<number> => sumSamples(findSamples(parsePrometheus((await g.admin('/stats/prometheus')).text), 'gatehouse_acme_secret_bytes'));
-    for (const g of [a, b]) await waitFor(async () => (await seen(g)) === total, 10_000, 100).catch(async (e: Error) => {
-      throw new Error(`${e.message}: ${await seen(a)} ${await seen(b)} ${total} ${JSON.stringify(Object.keys(api.get('v1', 'Secret', NS, 'gatehouse-acme')!.data))} ${api.requests.slice(-30).map((r) => r.method + ' ' + r.path + ' ' + r.status).join('\n')}`);
-    });
+    for (const g of [a, b]) await waitFor(async () => (await seen(g)) === total, 20_000, 100);
     const ordersBefore = pebble.orders();
     await apply(api, acmeGateway('big', P.https4, 'big.gatehouse.test'));
-    await waitFor(() => messages(leader).some((m) => m.startsWith('ACME order failed: not ordered: the Secret istio-system/gatehouse-acme holds') && m.includes('Kubernetes limits a Secret to 1048576 bytes')), 10_000).catch((e: Error) => {
+    const refused = (g: GatewayProcess): boolean =>
+      messages(g).some((m) => m.startsWith('ACME order failed: not ordered: the Secret istio-system/gatehouse-acme holds') && m.includes('Kubernetes limits a Secret to 1048576 bytes'));
+    await waitFor(() => refused(a) || refused(b), 20_000).catch((e: Error) => {
       throw new Error(`${e.message}\nholder ${holder(api)}\nA:\n${a.logs().split('\n').slice(-25).join('\n')}\nB:\n${b.logs().split('\n').slice(-25).join('\n')}`);
     });
-    expect(await orders(leader, 'acme://default/big-cert', 'failure')).toBeGreaterThanOrEqual(1);
+    expect((await orders(a, 'acme://default/big-cert', 'failure')) + (await orders(b, 'acme://default/big-cert', 'failure'))).toBeGreaterThanOrEqual(1);
     expect(pebble.orders()).toBe(ordersBefore);
     // (each replica opens the port once it has applied the Gateway)
-    for (const host of ['127.0.0.1', '127.0.0.2']) expect(isPlaceholder(await waitFor(() => handshake(host, P.https4, 'big.gatehouse.test'), 5_000, 100))).toBe(true);
+    for (const host of ['127.0.0.1', '127.0.0.2']) expect(isPlaceholder(await waitFor(() => handshake(host, P.https4, 'big.gatehouse.test'), 15_000, 100))).toBe(true);
   });
 
   it('a replica stopped gracefully releases the lease (another may take it at once)', async () => {
@@ -346,7 +347,7 @@ describe('ACME with two replicas sharing the Lease and the Secret', () => {
   });
 });
 
-describe('a Secret that already holds a valid certificate', () => {
+describe('a Secret that already holds a valid certificate', { timeout: 60_000 }, () => {
   let api: KubeApiServer;
   let d: GatewayProcess;
 
@@ -361,7 +362,7 @@ describe('a Secret that already holds a valid certificate', () => {
     api.put({ ...s, data: storedData });
     await apply(api, acmeGateway('site', P.https5, 'site.gatehouse.test', true));
     d = await replica(api, 'replica-d', '127.0.0.1');
-  }, 30_000);
+  }, 60_000);
 
   afterAll(async () => {
     await d?.stop();
@@ -372,7 +373,7 @@ describe('a Secret that already holds a valid certificate', () => {
     const ordersBefore = pebble.orders();
     expect((await handshake('127.0.0.1', P.https5, 'site.gatehouse.test')).serialNumber).toBe(storedSerial);
     await waitFor(() => holder(api) === 'replica-d', 10_000, 50);
-    await waitFor(() => messages(d).some((m) => m.startsWith('ACME: this replica (replica-d) holds the Lease')), 5_000);
+    await waitFor(() => messages(d).some((m) => m.startsWith('ACME: this replica (replica-d) holds the Lease')), 10_000);
     // Leading for many renewal periods: still nothing ordered, the same certificate served.
     await sleep(1_500);
     expect(pebble.orders()).toBe(ordersBefore);
