@@ -13,7 +13,7 @@ import type { ForwardProxyConfig } from '../controlplane/snapshot.js';
 import { clusterName, PASSTHROUGH_CLUSTER } from '../controlplane/snapshot.js';
 import { hostMatches } from '../config/hosts.js';
 import type { Logger } from '../telemetry/log.js';
-import { CompiledTcpProxy, proxyConnection, type L4Context } from './tcp-proxy.js';
+import { CompiledTcpProxy, proxyConnection, type L4Context } from '../l4/tcp-proxy.js';
 
 /** Istio's default TCP idle timeout for tunnels. */
 const TUNNEL_IDLE_MS = 3_600_000;

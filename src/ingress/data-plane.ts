@@ -12,7 +12,7 @@ import { Counter } from 'prom-client';
 import type { ForwardProxyConfig, Http1Engine, Listener, SecurityConfig, Snapshot } from '../controlplane/snapshot.js';
 import { SecurityRegistry, type SecurityFilters } from '../security/pipeline.js';
 import { ForwardProxy } from '../egress/forward-proxy.js';
-import { L4Listener } from '../egress/tcp-listener.js';
+import { L4Listener } from '../l4/tcp-listener.js';
 import { RouteTable } from '../routing/route-table.js';
 import { AccessLog } from '../telemetry/access-log.js';
 import type { Logger } from '../telemetry/log.js';
@@ -21,8 +21,9 @@ import { PrivateCertDir } from '../tls/cert-files.js';
 import { SecretStore, type AcmeProvider, type MeshIdentityProvider } from '../tls/secret-store.js';
 import { ClusterManager, type ClusterSet } from '../upstream/cluster-manager.js';
 import type { DataPlaneContext } from './exchange.js';
-import { H2Listener } from './h2-listener.js';
+import { NodeListener } from './node-listener.js';
 import { alpnOf, needsNodeTls, tlsChains, type TlsChainSpec } from './https.js';
+import type { ServedListener, TlsBinding } from './listener.js';
 import { NodeTlsBinding } from './node-tls.js';
 import { UwsHttpListener } from './uws-listener.js';
 import { UwsTlsBinding } from './uws-tls.js';
@@ -41,28 +42,6 @@ interface BaseContext {
   readonly metrics: IstioMetrics;
   readonly accessLog: AccessLog | null;
   readonly blocked: (host: string, port: number) => void;
-}
-
-/** What the data plane needs of a listener, whatever its engine. */
-export interface ServedListener {
-  readonly bind: string;
-  readonly port: number;
-  readonly routeName: string;
-  /** Its current version (route table, clusters, policies): one reference, read once per request. */
-  ctx: DataPlaneContext;
-  readonly listening: boolean;
-  readonly inflight: number;
-  listen(): Promise<void>;
-  close(drainMs: number): Promise<void>;
-}
-
-/** The TLS side of an HTTPS listener: its certificates by SNI, swapped in place. */
-export interface TlsBinding {
-  readonly listener: ServedListener;
-  update(chains: TlsChainSpec[]): void;
-  secretsChanged(): void;
-  /** Hashes of the certificates it serves (private files to keep). */
-  hashes(): string[];
 }
 
 /**
@@ -330,7 +309,7 @@ export class DataPlane {
     const ctx = this.#version(version);
     const opts = { bind: w.bind, port, routeName: w.routeName };
     if (w.engine === 'h2c' && w.proxyProtocol) {
-      const listener = new H2Listener({ ...opts, proxyProtocol: true }, ctx);
+      const listener = new NodeListener({ ...opts, proxyProtocol: true }, ctx);
       listener.onError = (err) => this.#log.error({ err, port }, 'request handler failed; answered 500');
       return { ...version, engine: 'h2c', listener, proxyProtocol: true };
     }
@@ -341,12 +320,12 @@ export class DataPlane {
     }
     if (w.engine === 'strict') {
       // The strict HTTP/1.1 engine: node:http (llhttp), HTTP/1.1 only as on uWS (no h2c).
-      const listener = new H2Listener({ ...opts, http1Only: true }, ctx);
+      const listener = new NodeListener({ ...opts, http1Only: true }, ctx);
       listener.onError = (err) => this.#log.error({ err, port }, 'request handler failed; answered 500');
       return { ...version, engine: 'strict', listener };
     }
     if (w.engine === 'h2c') {
-      const listener = new H2Listener(opts, ctx);
+      const listener = new NodeListener(opts, ctx);
       listener.onError = (err) => this.#log.error({ err, port }, 'request handler failed; answered 500');
       return { ...version, engine: 'h2c', listener };
     }

@@ -1,4 +1,4 @@
-// HTTPS listeners that uWS cannot serve run on node:http2 (H2Listener, which also speaks
+// HTTPS listeners that uWS cannot serve run on node:http2 (NodeListener, which also speaks
 // HTTP/1.1, WebSocket upgrades included, and h2 when ALPN offers it): h2 (the default ALPN),
 // MUTUAL and OPTIONAL_MUTUAL servers (a client certificate is asked for, verified against the
 // server's CA, and its SANs checked), and protocol versions other than TLS 1.2-1.3. One SecureContext per certificate, chosen by SNI as Envoy picks a filter chain;
@@ -15,13 +15,13 @@ import type http2 from 'node:http2';
 import type { Logger } from '../telemetry/log.js';
 import type { SecretStore } from '../tls/secret-store.js';
 import { SniTable } from '../tls/sni.js';
-import type { ServedListener, TlsBinding } from './data-plane.js';
+import type { ServedListener, TlsBinding } from './listener.js';
 import type { DataPlaneContext } from './exchange.js';
-import { H2Listener } from './h2-listener.js';
+import { NodeListener } from './node-listener.js';
 import { alpnOf, nodeTlsVersion, type TlsChainSpec } from './https.js';
 
 export class NodeTlsBinding implements TlsBinding {
-  readonly #h2: H2Listener;
+  readonly #h2: NodeListener;
   readonly #store: SecretStore;
   readonly #log: Logger;
   #sni: SniTable<TlsChainSpec>;
@@ -35,7 +35,7 @@ export class NodeTlsBinding implements TlsBinding {
     this.#sni = new SniTable(chains.map((c) => ({ names: c.names, value: c })));
     this.#chains = chains;
     const server = this.#serverOptions(chains);
-    this.#h2 = new H2Listener({ ...opts, tls: server, acceptSecure: (s) => this.#accept(s) }, ctx);
+    this.#h2 = new NodeListener({ ...opts, tls: server, acceptSecure: (s) => this.#accept(s) }, ctx);
     this.#h2.onError = (err) => log.error({ err, port: opts.port }, 'request handler failed; answered 500');
   }
 

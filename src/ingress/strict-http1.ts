@@ -1,4 +1,4 @@
-// The strict HTTP/1.1 rules of the node:http engine (H2Listener's HTTP/1.1 server: the strict
+// The strict HTTP/1.1 rules of the node:http engine (NodeListener's HTTP/1.1 server: the strict
 // engine of plain HTTP ports, and HTTP/1.1 on every node:http2 port), beyond what llhttp itself
 // refuses (bad request lines and methods, whitespace before a colon, NUL/CTL in values, obs-fold,
 // bare CR or LF, conflicting or malformed framing, bad chunk sizes: all answered 400 here). As
@@ -6,8 +6,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 
-/** Envoy's default `max_request_headers_count`: a request with more header fields gets 431. */
-export const MAX_REQUEST_HEADERS_COUNT = 100;
 
 /**
  * What a request that llhttp parsed must still be refused for, with the status Envoy answers:

@@ -36,8 +36,9 @@ import { HOP_BY_HOP_RESPONSE, NO_ROUTE, admitAttempt, BLOCKED, clusterFor, editR
 import { statusLine } from './status.js';
 import { writableHeaderValue } from './sink.js';
 // A cycle (uws-listener.ts registers this module), safe because these are only used at run time.
-import { hostOnly, validAuthority } from '../routing/authority.js';
-import { MAX_REQUEST_HEADERS_BYTES, MAX_URL_BYTES, copyArrayBuffer, readForwardHeaders, remoteAddress } from './uws-listener.js';
+import { hostOnly } from '../routing/authority.js';
+import { headProblem } from './request-head.js';
+import { copyArrayBuffer, readForwardHeaders, remoteAddress } from './uws-request.js';
 
 /** Largest message accepted from either side (uWS `maxPayloadLength`, `ws` `maxPayload`). */
 export { WS_MAX_PAYLOAD };
@@ -568,8 +569,11 @@ class Bridge implements LoggedRequest, FilterHost {
     hs.extensions = req.getHeader('sec-websocket-extensions');
     const offered = req.getHeader('sec-websocket-protocol');
     const ip = hs.remoteAddress();
-    const { headers, host: authority, size, framing } = readForwardHeaders(req, ip, host.scheme);
-    if (framing !== '' || size > MAX_REQUEST_HEADERS_BYTES || path.length + query.length > MAX_URL_BYTES || !authority || !validAuthority(authority)) return this.#yield();
+    const fields = readForwardHeaders(req);
+    const authority = fields.host;
+    // A head the HTTP handler refuses (framing, limits, authority) is yielded to it to answer.
+    if (fields.framing !== '' || headProblem(fields, authority, '/', path.length, query.length)) return this.#yield();
+    const headers = fields.finish(ip, host.scheme);
     const head: RequestHead = { method, path, query, host: hostOnly(authority), authority, scheme: host.scheme, headers, ...(host.port !== undefined ? { localPort: host.port } : {}) };
     return this.begin(head, offered, { remoteAddress: ip, localAddress: host.localAddress ?? '' });
   }

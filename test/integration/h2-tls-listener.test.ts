@@ -6,7 +6,7 @@ import https from 'node:https';
 import tls from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RouteConfiguration } from '../../src/controlplane/snapshot.js';
-import { H2Listener } from '../../src/ingress/h2-listener.js';
+import { NodeListener } from '../../src/ingress/node-listener.js';
 import type { DataPlaneContext } from '../../src/ingress/exchange.js';
 import { RouteTable } from '../../src/routing/route-table.js';
 import { IstioMetrics } from '../../src/telemetry/metrics.js';
@@ -37,7 +37,7 @@ let ca: TestCa;
 let first: CertFiles;
 let second: CertFiles;
 let client: CertFiles;
-let listener: H2Listener;
+let listener: NodeListener;
 let port: number;
 /** What the lifecycle saw of each request's client. */
 const seen: Array<{ protocol: string | undefined; spiffe: string | undefined; subject: string | undefined }> = [];
@@ -55,7 +55,7 @@ beforeAll(async () => {
     close() {},
   };
   const ctx = { clusters: new ClusterManager().current, metrics, accessLog, table: new RouteTable(ROUTES) } as unknown as DataPlaneContext;
-  listener = new H2Listener(
+  listener = new NodeListener(
     { bind: '127.0.0.1', port: 0, routeName: 'https.0', tls: { cert: first.certPem, key: first.keyPem, ca: ca.certPem, requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.2' } },
     ctx,
   );

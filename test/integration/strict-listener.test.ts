@@ -1,11 +1,11 @@
-// The strict HTTP/1.1 engine of plain HTTP ports, in process (the node:http side of H2Listener with
+// The strict HTTP/1.1 engine of plain HTTP ports, in process (the node:http side of NodeListener with
 // `http1Only`): what a plaintext HTTP listener owes besides routing — ACME HTTP-01 answers — and
 // that it speaks HTTP/1.1 only, as the uWS port it replaces (no h2c with prior knowledge).
 import http2 from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RouteConfiguration } from '../../src/controlplane/snapshot.js';
 import type { DataPlaneContext } from '../../src/ingress/exchange.js';
-import { H2Listener } from '../../src/ingress/h2-listener.js';
+import { NodeListener } from '../../src/ingress/node-listener.js';
 import { RouteTable } from '../../src/routing/route-table.js';
 import { IstioMetrics } from '../../src/telemetry/metrics.js';
 import { acmeChallenges } from '../../src/tls/acme-challenges.js';
@@ -32,13 +32,13 @@ const ROUTES: RouteConfiguration = {
   ],
 };
 
-let listener: H2Listener;
+let listener: NodeListener;
 let port: number;
 
 beforeAll(async () => {
   const metrics = new IstioMetrics({ labels: {}, namespace: 'istio-system' });
   const ctx = { clusters: new ClusterManager().current, metrics, accessLog: null, table: new RouteTable(ROUTES) } as unknown as DataPlaneContext;
-  listener = new H2Listener({ bind: '127.0.0.1', port: 0, routeName: 'http.0', http1Only: true }, ctx);
+  listener = new NodeListener({ bind: '127.0.0.1', port: 0, routeName: 'http.0', http1Only: true }, ctx);
   await listener.listen();
   port = listener.boundPort;
 });

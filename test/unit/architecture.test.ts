@@ -30,6 +30,7 @@ const LAYERS: Unit[][] = [
   ['config'], // resources read (files, the Kubernetes API), validated, versioned
   ['controlplane'], // Istio → the xDS-shaped snapshot (the one translation); the xDS server and client
   ['routing', 'upstream', 'tls', 'telemetry', 'security'], // data-plane building blocks, compiled from the snapshot
+  ['l4'], // TCP and TLS-passthrough listeners and Envoy's tcp_proxy, used by ingress and egress Gateways alike
   ['ingress', 'egress', 'admin'], // listeners and the request lifecycle; the admin port
   ['workers'], // threads: data-plane workers, the configuration thread
   ['gateway.ts'], // one gateway process: configuration → snapshot → data plane, certificates, admin
@@ -65,17 +66,23 @@ const ALLOWED_IMPORTS: Record<Unit, Record<Unit, string>> = {
     controlplane: 'runs the snapshot authorization and JWT policies',
     telemetry: 'the logger',
   },
+  l4: {
+    controlplane: 'TCP/TLS routes and the clusters of the snapshot',
+    routing: 'L4 route tables',
+    telemetry: 'logs and istio_tcp_* metrics',
+    upstream: 'clusters and hash keys for TCP proxying',
+  },
   egress: {
     config: 'host name matching of the forward proxy (config/hosts.ts)',
-    controlplane: 'TCP/TLS routes and the forward-proxy policy of the snapshot',
-    routing: 'L4 route tables',
-    telemetry: 'logs and metrics',
-    upstream: 'clusters and hash keys for TCP proxying',
+    controlplane: 'the forward-proxy policy of the snapshot',
+    l4: 'a CONNECT tunnel is proxied as a TCP connection (tcp_proxy)',
+    telemetry: 'logs',
   },
   ingress: {
     config: 'durations of the edge limits',
     controlplane: 'listeners of the snapshot',
-    egress: 'the data plane also starts the TCP/TLS passthrough and forward-proxy listeners that live in egress/',
+    egress: 'the data plane also starts the forward-proxy (CONNECT) listeners of egress/',
+    l4: 'the data plane also starts the TCP and TLS-passthrough listeners of l4/',
     routing: 'matches each request on the compiled route tables',
     security: 'runs the security pipeline on each request',
     telemetry: 'access logs, metrics, logs',
@@ -116,17 +123,6 @@ const ALLOWED_IMPORTS: Record<Unit, Record<Unit, string>> = {
   },
 };
 
-/**
- * Violations that exist today and are being removed by the request-lifecycle restructuring
- * (issue 15, scope 3: shared listener types below the engines that use them). To be removed by
- * the lifecycle restructuring. Each must still exist: the test fails when one is fixed and still
- * listed here, so this list can only shrink.
- */
-const KNOWN_VIOLATIONS_UNTIL_LIFECYCLE_RESTRUCTURING: string[] = [
-  'cycle: ingress/data-plane.ts, ingress/node-tls.ts',
-  'cycle: ingress/uws-listener.ts, ingress/websocket.ts',
-];
-
 const RULES: Rules = { layers: LAYERS, allowed: ALLOWED_IMPORTS };
 
 describe('architecture: the layering of src/ is enforced', () => {
@@ -142,13 +138,7 @@ describe('architecture: the layering of src/ is enforced', () => {
   });
 
   it('no import cycle and no import across folders beyond ALLOWED_IMPORTS, and no upward row in it', () => {
-    const unexpected = findings.filter((f) => !KNOWN_VIOLATIONS_UNTIL_LIFECYCLE_RESTRUCTURING.includes(f.id));
-    expect(unexpected.map((f) => f.id), `\n${unexpected.map((f) => f.message).join('\n\n')}\n`).toEqual([]);
-  });
-
-  it('every known violation still exists (fixed ones must leave the allow-list)', () => {
-    const gone = KNOWN_VIOLATIONS_UNTIL_LIFECYCLE_RESTRUCTURING.filter((id) => !findings.some((f) => f.id === id));
-    expect(gone, `fixed: remove from KNOWN_VIOLATIONS_UNTIL_LIFECYCLE_RESTRUCTURING: ${gone.join('; ')}`).toEqual([]);
+    expect(findings.map((f) => f.id), `\n${findings.map((f) => f.message).join('\n\n')}\n`).toEqual([]);
   });
 });
 

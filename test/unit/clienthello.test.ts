@@ -4,8 +4,8 @@
 import { createServer, type AddressInfo } from 'node:net';
 import { connect } from 'node:tls';
 import { describe, expect, it } from 'vitest';
-import { MAX_CLIENT_HELLO_BYTES, parseClientHello } from '../../src/egress/clienthello.js';
-import { SniChains } from '../../src/egress/tls-passthrough.js';
+import { MAX_CLIENT_HELLO_BYTES, parseClientHello } from '../../src/l4/clienthello.js';
+import { SniChains } from '../../src/l4/tls-passthrough.js';
 import type { FilterChain } from '../../src/controlplane/snapshot.js';
 
 /** The first bytes Node's TLS client sends with these options (captured on loopback). */

@@ -1,7 +1,7 @@
 // Reading what uWS lends per call: the peer address (IPv4, IPv4-mapped, IPv6) and body memory copies.
 import { describe, expect, it } from 'vitest';
 import type uWS from 'uWebSockets.js';
-import { copyArrayBuffer, remoteAddress } from '../../src/ingress/uws-listener.js';
+import { copyArrayBuffer, remoteAddress } from '../../src/ingress/uws-request.js';
 
 const fakeRes = (bin: number[], text: string): uWS.HttpResponse =>
   ({

@@ -10,7 +10,6 @@
 // HTTP/1.1 server that never listen themselves: by ALPN for TLS, by the client's first bytes
 // (the HTTP/2 connection preface) for plaintext, since Node 20's `http2.createServer` cannot fall
 // back to HTTP/1.1 without TLS.
-import { randomUUID } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import http2, { type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import net, { type Socket } from 'node:net';
@@ -21,23 +20,20 @@ import { firstMatch } from '../routing/route-table.js';
 import { WebSocketProxy } from './websocket.js';
 import type { ConnectionFacts } from './exchange.js';
 import { Exchange, type DataPlaneContext } from './exchange.js';
-import { H1Sink, H2StreamSink, type PeerIdentity, type SinkOwner } from './h2-sink.js';
+import { H1Sink, H2StreamSink, type PeerIdentity, type SinkOwner } from './node-sinks.js';
 import { principalOf, spiffeIdOfSan } from '../tls/spiffe.js';
-import { hostOnly, validAuthority } from '../routing/authority.js';
+import { hostOnly } from '../routing/authority.js';
 import { parseProxyHeader } from './proxy-protocol.js';
-import { MAX_REQUEST_HEADERS_BYTES, MAX_URL_BYTES } from './uws-listener.js';
-import { absoluteForm, answerClientError, MAX_REQUEST_HEADERS_COUNT, requestProblem } from './strict-http1.js';
+import { ForwardHeaders, headProblem, MAX_REQUEST_HEADERS_COUNT } from './request-head.js';
+import { absoluteForm, answerClientError, requestProblem } from './strict-http1.js';
 import { ACME_CHALLENGE_PREFIX, acmeChallenges } from '../tls/acme-challenges.js';
 import { edgeLimits, type EdgeLimits } from './edge-limits.js';
 import { guardHttp1Server, SessionGuard, unguardHttp1Server } from './node-guards.js';
 
-// As the uWS listener: headers of the client connection, never forwarded; `x-forwarded-proto` and
-// `x-envoy-*` are the gateway's own (Envoy's edge sanitizing).
-const DROPPED_REQUEST_HEADERS = new Set(['host', 'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'upgrade', 'expect', 'x-forwarded-proto', 'http2-settings']);
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 const { NGHTTP2_FLAG_END_STREAM } = http2.constants;
 
-export interface H2ListenerOptions {
+export interface NodeListenerOptions {
   bind: string;
   port: number;
   /** The RDS name of the listener's route table in each snapshot. */
@@ -69,7 +65,7 @@ interface Proxied {
   destination: string | undefined;
 }
 
-export class H2Listener implements SinkOwner {
+export class NodeListener implements SinkOwner {
   readonly bind: string;
   readonly port: number;
   readonly routeName: string;
@@ -89,7 +85,7 @@ export class H2Listener implements SinkOwner {
   #listening = false;
   #idle: (() => void) | null = null;
   readonly #peers = new WeakMap<object, PeerIdentity>();
-  /** See H2ListenerOptions.acceptSecure. */
+  /** See NodeListenerOptions.acceptSecure. */
   acceptSecure: ((socket: TLSSocket) => boolean) | undefined;
   readonly proxyProtocol: boolean;
   /**
@@ -102,7 +98,7 @@ export class H2Listener implements SinkOwner {
   readonly #limits: EdgeLimits = edgeLimits();
   #newStreams: NewStream[] = [];
 
-  constructor(opts: H2ListenerOptions, ctx: DataPlaneContext) {
+  constructor(opts: NodeListenerOptions, ctx: DataPlaneContext) {
     const limits = this.#limits;
     this.bind = opts.bind;
     this.port = opts.port;
@@ -408,49 +404,22 @@ export class H2Listener implements SinkOwner {
     const rawPath = q >= 0 ? target.slice(0, q) : target;
     const query = q >= 0 ? target.slice(q + 1) : '';
     const path = normalizePath(rawPath);
-    const headers: string[] = [];
-    let xff = '';
-    let requestId = '';
-    let size = 0;
-    let connectionTokens = '';
-    let cookie = -1;
+    const fields = new ForwardHeaders();
     for (let i = 0; i < raw.length; i += 2) {
       // HTTP/2 names are lower case already; HTTP/1.1 raw names keep the client's case.
       const k = h2 ? raw[i]! : raw[i]!.toLowerCase();
-      const v = raw[i + 1]!;
-      size += k.length + v.length + 4;
-      if (k.charCodeAt(0) === 58 /* : */) continue;
-      if (DROPPED_REQUEST_HEADERS.has(k)) {
-        if (k === 'connection') connectionTokens = v;
+      // Pseudo-headers are HTTP/2's request line: read by the caller, never forwarded, but counted
+      // against the limits (Envoy's header map holds them too).
+      if (k.charCodeAt(0) === 58 /* : */) {
+        fields.size += k.length + raw[i + 1]!.length + 4;
+        fields.fields++;
         continue;
       }
-      if (k.charCodeAt(0) === 120 /* x */) {
-        if (k === 'x-forwarded-for') {
-          xff = xff ? `${xff}, ${v}` : v;
-          continue;
-        }
-        if (k === 'x-request-id') requestId = v;
-        else if (k.startsWith('x-envoy-')) continue;
-      } else if (h2 && k === 'cookie') {
-        // HTTP/2 clients may split cookies into several fields: one header again (RFC 9113 8.2.3).
-        if (cookie >= 0) {
-          headers[cookie] = `${headers[cookie]}; ${v}`;
-          continue;
-        }
-        cookie = headers.length + 1;
-      }
-      headers.push(k, v);
+      fields.add(k, raw[i + 1]!, h2);
     }
-    const ip = conn.remoteAddress;
-    headers.push('x-forwarded-for', xff ? `${xff}, ${ip}` : ip, 'x-forwarded-proto', this.scheme, 'x-envoy-external-address', ip);
-    if (!requestId) headers.push('x-request-id', randomUUID());
-    if (connectionTokens) removeConnectionTokens(headers, connectionTokens);
-
+    const headers = fields.finish(conn.remoteAddress, this.scheme);
     const head: RequestHead = { method, path, query, host: hostOnly(authority), authority, scheme: this.scheme, headers, localPort: this.port };
-    let problem: [number, string] | null = null;
-    if (size > MAX_REQUEST_HEADERS_BYTES || raw.length > 2 * MAX_REQUEST_HEADERS_COUNT) problem = [431, 'Request Header Fields Too Large'];
-    else if (path.length + query.length > MAX_URL_BYTES) problem = [414, 'URI Too Long'];
-    else if (!authority || !validAuthority(authority) || !rawPath.startsWith('/')) problem = [400, 'Bad Request'];
+    const problem = headProblem(fields, authority, rawPath, path.length, query.length);
     return { head, problem };
   }
 
@@ -564,18 +533,12 @@ interface NewStream {
   rawHeaders: string[];
 }
 
-function serveNewStreams(listener: H2Listener): void {
+function serveNewStreams(listener: NodeListener): void {
   listener.serveNewStreams();
 }
 
 function clientAddress(a: string | undefined): string {
   if (!a) return '';
   return a.startsWith('::ffff:') ? a.slice(7) : a;
-}
-
-function removeConnectionTokens(headers: string[], tokens: string): void {
-  const names = new Set(tokens.toLowerCase().split(',').map((t) => t.trim()).filter((t) => t && t !== 'close' && t !== 'keep-alive'));
-  if (names.size === 0) return;
-  for (let i = headers.length - 2; i >= 0; i -= 2) if (names.has(headers[i]!)) headers.splice(i, 2);
 }
 
