@@ -23,6 +23,8 @@ const CHANGES = Number(process.env.BENCH_KUBE_CHANGES ?? 100);
 const VS = 1000;
 const SERVICES = 1000;
 const ENDPOINTS_PER_SLICE = 5;
+/** BENCH_KUBE_NODE_ARGS: Node.js options of the gateway under test (`--cpu-prof --cpu-prof-dir=/tmp/prof`), space-separated. */
+const nodeArgs = (process.env.BENCH_KUBE_NODE_ARGS ?? '').split(' ').filter((a) => a !== '');
 
 function memory(pid: number): { rssMB: number; hwmMB: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -162,21 +164,45 @@ async function main(): Promise<void> {
   api.putAll(config);
   const reg = [...registry(), ...flipService(a.port)];
   api.putAll(reg);
-  const full = await timeToReady(() => startGateway({ files: {}, kubeconfig: api.defaultKubeconfig, readyTimeoutMs: 120_000, args: process.env.BENCH_KUBE_LOG ? ['--log-level', 'info'] : [] }));
+  const full = await timeToReady(() => startGateway({ files: {}, kubeconfig: api.defaultKubeconfig, readyTimeoutMs: 120_000, args: process.env.BENCH_KUBE_LOG ? ['--log-level', process.env.BENCH_KUBE_LOG === 'debug' ? 'debug' : 'info'] : [], nodeArgs }));
   console.log(
     `--kubernetes (${VS} VirtualServices + ${SERVICES} Services, ${SERVICES} EndpointSlices / ${SERVICES * ENDPOINTS_PER_SLICE} endpoints, ${SERVICES * ENDPOINTS_PER_SLICE} Pods; ${config.length + reg.length} objects): ready in ${full.ms} ms, RSS ${full.mem.rssMB} MB (peak ${full.mem.hwmMB} MB)`,
   );
 
-  // API event → traffic.
+  // API event → traffic. BENCH_KUBE_ROUNDS=R repeats both kinds of change R times (RSS after each
+  // round: does it level off?); the figures are those of the first round. BENCH_KUBE_HEAP=1 has the
+  // gateway write a heap snapshot (with --heapsnapshot-signal=SIGUSR2 in BENCH_KUBE_NODE_ARGS) at
+  // ready and after the last round, into the working directory.
   const g = full.g;
-  const times = await flips(port, CHANGES, (vs) => api.put(vs), config[2]!);
-  console.log(`API event → traffic over ${CHANGES} VirtualService changes (${config.length + reg.length} objects held): p50 ${Math.round(pct(times, 50))} ms, p99 ${Math.round(pct(times, 99))} ms, max ${Math.round(times[times.length - 1]!)} ms`);
-  const eds = await endpointFlips(port, CHANGES, (slice) => api.put(slice), a, b);
-  console.log(`API event → traffic over ${CHANGES} EndpointSlice changes (${config.length + reg.length} objects held): p50 ${Math.round(pct(eds, 50))} ms, p99 ${Math.round(pct(eds, 99))} ms, max ${Math.round(eds[eds.length - 1]!)} ms`);
-  console.log(`after the changes: RSS ${memory(g.proc.pid!).rssMB} MB`);
+  const rounds = Math.max(1, Number(process.env.BENCH_KUBE_ROUNDS ?? 1));
+  const heap = async (): Promise<void> => {
+    if (!process.env.BENCH_KUBE_HEAP) return;
+    g.proc.kill('SIGUSR2');
+    // Writing it stops the process for a while: wait until it answers again.
+    await new Promise((r) => setTimeout(r, 2000));
+    await g.admin('/healthz/ready').catch(() => undefined);
+  };
+  await heap();
+  for (let round = 0; round < rounds; round++) {
+    const times = await flips(port, CHANGES, (vs) => api.put(vs), config[2]!);
+    const eds = await endpointFlips(port, CHANGES, (slice) => api.put(slice), a, b);
+    if (round === 0) {
+      console.log(`API event → traffic over ${CHANGES} VirtualService changes (${config.length + reg.length} objects held): p50 ${Math.round(pct(times, 50))} ms, p99 ${Math.round(pct(times, 99))} ms, max ${Math.round(times[times.length - 1]!)} ms`);
+      console.log(`API event → traffic over ${CHANGES} EndpointSlice changes (${config.length + reg.length} objects held): p50 ${Math.round(pct(eds, 50))} ms, p99 ${Math.round(pct(eds, 99))} ms, max ${Math.round(eds[eds.length - 1]!)} ms`);
+    }
+    console.log(`after ${(round + 1) * 2 * CHANGES} changes: RSS ${memory(g.proc.pid!).rssMB} MB`);
+  }
+  await heap();
   if (process.env.BENCH_KUBE_LOG) {
     const ms = g.logs().split('\n').filter((l) => l.includes('"configuration applied"')).map((l) => (JSON.parse(l) as { ms?: number }).ms);
     console.log(`"configuration applied" ms (from the debounced change to applied): ${ms.join(' ')}`);
+    // BENCH_KUBE_LOG=debug: the median of each stage, changes of endpoints only apart from the others.
+    const staged = g.logs().split('\n').filter((l) => l.includes('"configuration applied"') && l.includes('"stages"')).map((l) => (JSON.parse(l) as { stages: Record<string, number> }).stages);
+    for (const [what, list] of [['endpoints only', staged.filter((x) => 'resolve-endpoints' in x)], ['other', staged.filter((x) => 'resolve' in x)]] as const) {
+      if (list.length === 0) continue;
+      const keys = [...new Set(list.flatMap((x) => Object.keys(x)))];
+      console.log(`stages, median ms over ${list.length} reloads (${what}): ${keys.map((k) => `${k} ${pct(list.map((x) => x[k] ?? 0).sort((p, q) => p - q), 50)}`).join(', ')}`);
+    }
   }
   await g.stop();
   await api.close();

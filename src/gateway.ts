@@ -138,6 +138,8 @@ export class Gateway {
   /** `--kubernetes`: waiters for the source's next "first full list" (at start, or after the thread restarted). */
   #kubeSynced: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
   #kubeFailed: string | null = null;
+  /** When the source reported the oldest change not yet taken up by a reload (0: none). */
+  #changedAt = 0;
   readonly #rejected: Counter<'kind'>;
   readonly #reloads: Counter<'result'>;
 
@@ -493,6 +495,9 @@ export class Gateway {
   async #reloadOnce(): Promise<void> {
     if (this.#draining) return;
     const started = performance.now();
+    // How long the change waited for the reload before (debounced already by the source).
+    const queued = this.#changedAt > 0 ? started - this.#changedAt : 0;
+    this.#changedAt = 0;
     const certsChanged = this.#certsChanged;
     this.#certsChanged = false;
     const o = this.#opts;
@@ -536,14 +541,18 @@ export class Gateway {
       else this.#log.info('configuration changed, resolved config unchanged; nothing to apply');
       return;
     }
+    const received = performance.now();
     const snapshot = this.#version(r.snapshot);
     const applied = await this.#apply(snapshot);
+    const appliedAt = performance.now();
     for (const e of applied.errors) this.#log.error({ error: e }, 'listener could not be opened');
     if (certsChanged) this.#refreshSecrets();
     await this.#certWatcher.set(this.dataPlane.secretFiles());
     this.#config = this.#configOf(r.configHash, r.mesh);
     this.#setSnapshot(snapshot);
-    this.#log.info({ version: snapshot.version, ms: Math.round(performance.now() - started) }, 'configuration applied');
+    // Per stage (debug): the configuration job's steps, the transfer, the data plane's steps.
+    const stages = { queued: Math.round(queued), ...r.stages, job: Math.round(received - started), ...applied.stages, apply: Math.round(appliedAt - received), views: Math.round(performance.now() - appliedAt) };
+    this.#log.info({ version: snapshot.version, ms: Math.round(performance.now() - started), ...(this.#log.isLevelEnabled('debug') ? { stages } : {}) }, 'configuration applied');
     // The listeners this configuration asks for (one that cannot be opened is logged as an error).
     const open = snapshot.listeners.length;
     const dropped = open === 0 && this.#openPorts !== 0;
@@ -628,6 +637,7 @@ export class Gateway {
         if (this.#ready) void this.reload();
         return;
       case 'changed':
+        if (this.#changedAt === 0) this.#changedAt = performance.now();
         if (this.#ready) void this.reload();
         return;
       case 'acme-lease':

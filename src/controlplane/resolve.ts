@@ -25,7 +25,7 @@ import { buildGatewayListeners } from './build/listeners.js';
 import { buildSidecarViews, meshVirtualServices, proxylessWarnings, viewText } from './build/mesh-view.js';
 import { buildTelemetry } from './build/telemetry.js';
 import { buildSecurityConfig } from './security.js';
-import type { ClusterLoadAssignment, SidecarView, Snapshot } from './snapshot.js';
+import type { ClusterLoadAssignment, RouteConfiguration, SidecarView, Snapshot, VirtualHost } from './snapshot.js';
 
 export type { ResolveOptions } from './build/context.js';
 export { DEFAULT_RETRY_ON } from './build/defaults.js';
@@ -33,7 +33,14 @@ export { exportedTo } from './build/visibility.js';
 export { mergeMatch } from './build/route-match.js';
 export type { MtlsMode } from './build/peer-authentication.js';
 
-export function resolve(resources: readonly Resource[], opts: ResolveOptions): Snapshot {
+/**
+ * `previous`: an earlier snapshot (of any resources and options). Route configurations, virtual
+ * hosts, clusters and load assignments equal to one of it are its objects in the result - as
+ * istiod pushes only what changed, the consumers (the thread transfer, the data plane's compiled
+ * tables and cluster runtimes) then skip what they already hold. The content, and the hash, are
+ * the same either way.
+ */
+export function resolve(resources: readonly Resource[], opts: ResolveOptions, previous?: Snapshot): Snapshot {
   // The inputs and indexes (registry, DestinationRules, PeerAuthentication, Secrets). The steps
   // below run in this order, so warnings come in the order a reader meets the config: policies,
   // listeners and their routes, DestinationRules and clusters, then what the mesh view reports.
@@ -49,8 +56,8 @@ export function resolve(resources: readonly Resource[], opts: ResolveOptions): S
   const sidecar = opts.sidecarViews === false ? new Map<string, SidecarView>() : buildSidecarViews(ctx, meshServices);
   const telemetry = buildTelemetry(ctx);
 
-  const { listeners, routes } = gateway;
-  const { clusters, endpoints } = upstream;
+  const { listeners } = gateway;
+  const { routes, clusters, endpoints } = previous ? shareUnchanged(previous, gateway.routes, upstream.clusters, upstream.endpoints) : { ...gateway, ...upstream };
   const secrets = new Map([...gateway.secrets, ...upstream.secrets]);
   // Without the Telemetry API the telemetry config is a function of the mesh config, hashed already.
   const hash = contentHash({ listeners, routes, clusters, endpoints, secrets, sidecar, mesh: opts.mesh, telemetry });
@@ -90,7 +97,7 @@ export function resolveEndpoints(prev: Snapshot, resources: readonly Resource[],
   for (const [name, old] of prev.endpoints) {
     const sc = byName.get(name);
     const cla = sc ? buildLoadAssignment(name, sc.service, sc.port, sc.labels) : old;
-    const same = cla === old || JSON.stringify(cla) === JSON.stringify(old);
+    const same = cla === old || textOf(cla) === textOf(old);
     if (!same) changed = true;
     endpoints.set(name, same ? old : deepFreeze(cla));
   }
@@ -110,17 +117,87 @@ export function resolveEndpoints(prev: Snapshot, resources: readonly Resource[],
  */
 const COMMA = Buffer.from(',');
 
+/**
+ * The JSON text of snapshot objects, by object: they are frozen once resolved, and a new version
+ * shares most of them with the last one (shareUnchanged, resolveEndpoints), whose text is then not
+ * made again, for the hash or for the comparison.
+ */
+const texts = new WeakMap<object, string>();
+
+function textOf(o: object): string {
+  let t = texts.get(o);
+  if (t === undefined) texts.set(o, (t = JSON.stringify(o)));
+  return t;
+}
+
+/** Stands for the virtual hosts in a route configuration's text (unique to this process). */
+const VHOSTS_MARK = `\u0001virtual_hosts:${Math.random()}`;
+const VHOSTS_MARK_JSON = JSON.stringify(VHOSTS_MARK);
+
+/** The objects of `next` equal to those of `prev` under the same name replaced by them (see resolve()). */
+function shareUnchanged<R extends RouteConfiguration, C extends object, E extends object>(
+  prev: Snapshot,
+  routes: ReadonlyMap<string, R>,
+  clusters: ReadonlyMap<string, C>,
+  endpoints: ReadonlyMap<string, E>,
+): { routes: Map<string, RouteConfiguration>; clusters: Map<string, C>; endpoints: Map<string, E> } {
+  const sameAs = <T extends object>(old: ReadonlyMap<string, object>, next: ReadonlyMap<string, T>): Map<string, T> => {
+    const out = new Map<string, T>();
+    for (const [k, v] of next) {
+      const p = old.get(k);
+      out.set(k, p !== undefined && textOf(p) === textOf(v) ? (p as T) : v);
+    }
+    return out;
+  };
+  const outRoutes = new Map<string, RouteConfiguration>();
+  for (const [k, rc] of routes) {
+    const p = prev.routes.get(k);
+    if (p === undefined) outRoutes.set(k, rc);
+    else {
+      // One VirtualService changed: the other virtual hosts are the previous objects.
+      const byName = new Map<string, VirtualHost>();
+      for (const vh of p.virtual_hosts) byName.set(vh.name, vh);
+      const virtual_hosts = rc.virtual_hosts.map((vh) => {
+        const old = byName.get(vh.name);
+        return old !== undefined && textOf(old) === textOf(vh) ? old : vh;
+      });
+      if (virtual_hosts.length === p.virtual_hosts.length && virtual_hosts.every((vh, i) => vh === p.virtual_hosts[i]) && JSON.stringify({ ...rc, virtual_hosts: [] }) === JSON.stringify({ ...p, virtual_hosts: [] })) {
+        outRoutes.set(k, p);
+        continue;
+      }
+      const shared = { ...rc, virtual_hosts };
+      // Its text from those of its virtual hosts (most known already), not written out again.
+      const outer = JSON.stringify({ ...rc, virtual_hosts: VHOSTS_MARK });
+      const at = outer.indexOf(VHOSTS_MARK_JSON);
+      texts.set(shared, at < 0 ? JSON.stringify(shared) : `${outer.slice(0, at)}[${virtual_hosts.map(textOf).join(',')}]${outer.slice(at + VHOSTS_MARK_JSON.length)}`);
+      outRoutes.set(k, shared);
+    }
+  }
+  return { routes: outRoutes, clusters: sameAs(prev.clusters, clusters), endpoints: sameAs(prev.endpoints, endpoints) };
+}
+
+/** `[a,b,...]` of the texts of the values, written piece by piece. */
+function hashValues(h: ReturnType<typeof createHash>, values: Iterable<object>): void {
+  h.update('[');
+  let first = true;
+  for (const v of values) {
+    if (!first) h.update(COMMA);
+    first = false;
+    h.update(textOf(v));
+  }
+  h.update(']');
+}
+
 function contentHash(s: Pick<Snapshot, 'listeners' | 'routes' | 'clusters' | 'endpoints' | 'secrets' | 'sidecar' | 'mesh' | 'telemetry'>): string {
   const h = createHash('sha256');
-  h.update(`{"listeners":${JSON.stringify(s.listeners)},"routes":${JSON.stringify([...s.routes.values()])}`);
-  h.update(`,"clusters":${JSON.stringify([...s.clusters.values()])},"endpoints":${JSON.stringify([...s.endpoints.values()])}`);
+  h.update(`{"listeners":${JSON.stringify(s.listeners)},"routes":`);
+  hashValues(h, s.routes.values());
+  h.update(',"clusters":');
+  hashValues(h, s.clusters.values());
+  h.update(',"endpoints":');
+  hashValues(h, s.endpoints.values());
   h.update(`,"secrets":${JSON.stringify([...s.secrets.values()])},"sidecar":[`);
-  const texts = new Map<object, string>();
-  const text = (o: object): string => {
-    let t = texts.get(o);
-    if (t === undefined) texts.set(o, (t = JSON.stringify(o)));
-    return t;
-  };
+  const text = textOf;
   let first = true;
   for (const [ns, v] of s.sidecar) {
     h.update(`${first ? '' : ','}[${JSON.stringify(ns)},[`);

@@ -16,6 +16,7 @@ import { L4Listener } from '../l4/tcp-listener.js';
 import { RouteTable } from '../routing/route-table.js';
 import { AccessLog } from '../telemetry/access-log.js';
 import type { Logger } from '../telemetry/log.js';
+import { Stages, type StageTimes } from '../telemetry/stages.js';
 import type { IstioMetrics } from '../telemetry/metrics.js';
 import { PrivateCertDir } from '../tls/cert-files.js';
 import { SecretStore, type AcmeProvider, type MeshIdentityProvider } from '../tls/secret-store.js';
@@ -34,6 +35,8 @@ export const LISTENER_DRAIN_MS = 5_000;
 export interface ApplyResult {
   /** Listeners that could not be opened (port in use, ...). */
   errors: string[];
+  /** Milliseconds per step (route tables, clusters, publish), for the log of the reload. */
+  stages?: StageTimes;
 }
 
 /** What every listener's version shares: the clusters, metrics and access log of one snapshot. */
@@ -168,12 +171,16 @@ export class DataPlane {
 
   async apply(snapshot: Snapshot): Promise<ApplyResult> {
     const errors: string[] = [];
+    const stages = new Stages();
     const tables = new Map<string, RouteTable>();
     for (const [name, rc] of snapshot.routes) tables.set(name, new RouteTable(rc));
+    stages.mark('routes');
     // The clusters of this version, built beside the current ones and warmed (new DNS host names
     // get their first answer, bounded) while the current version keeps serving.
     const clusters = await this.clusters.prepare(snapshot, 5_000);
+    stages.mark('clusters');
     await this.secrets.update(snapshot.secrets ?? new Map());
+    stages.mark('secrets');
 
     const wanted = new Map<number, Wanted>();
     for (const l of snapshot.listeners) {
@@ -235,6 +242,7 @@ export class DataPlane {
     }
     // Security filters are compiled once per distinct config and version, shared by listeners.
     const security = this.#security.begin();
+    stages.mark('listeners');
     // Publish the version: clusters, then every listener's tables and policies with them, in one
     // synchronous step (no request sees one without the others). Requests in flight keep theirs.
     this.clusters.commit(clusters);
@@ -282,7 +290,8 @@ export class DataPlane {
     this.#snapshot = snapshot;
     this.#pruneCertFiles();
     if (closing.length > 0) void Promise.all(closing);
-    return { errors };
+    stages.mark('publish');
+    return { errors, stages: stages.times };
   }
 
   /** A listener's version: its table, policies and forward proxy with the current shared part. */

@@ -140,6 +140,22 @@ interface VhostSlot {
   compiled: CompiledVirtualHost | null;
 }
 
+/**
+ * Slots by virtual host object: a new version's table takes the slot (compiled or not) of a
+ * virtual host the last version had unchanged (the snapshot keeps it as the same object), so a
+ * change of one VirtualService compiles only its own host again.
+ */
+const slots = new WeakMap<VirtualHost, VhostSlot>();
+
+function slotOf(vh: VirtualHost): VhostSlot {
+  let slot = slots.get(vh);
+  if (slot === undefined) {
+    checkVirtualHost(vh);
+    slots.set(vh, (slot = { source: vh, compiled: null }));
+  }
+  return slot;
+}
+
 function compiledOf(slot: VhostSlot): CompiledVirtualHost {
   if (slot.compiled) return slot.compiled;
   const compiled = compileVirtualHost(slot.source!);
@@ -162,8 +178,7 @@ export class RouteTable {
   constructor(rc: RouteConfiguration) {
     this.name = rc.name;
     for (const vh of rc.virtual_hosts) {
-      checkVirtualHost(vh);
-      const slot: VhostSlot = { source: vh, compiled: null };
+      const slot = slotOf(vh);
       for (const raw of vh.domains) {
         const d = raw.toLowerCase();
         if (d === '*') {

@@ -284,14 +284,22 @@ interface Build {
   readonly dnsNames: Set<string>;
   /** Per cluster, a hash of its definition and load assignment: unchanged runtimes are reused. */
   readonly keys: Map<string, string>;
+  /** Per cluster with a fixed endpoint list, what it took of the maps above (an unchanged one takes the same again). */
+  readonly uses: Map<string, ClusterUses>;
   /** Settings and hosts to give the clusters' shared state at commit (changed clusters only). */
   configure: Array<{ state: ClusterState; cluster: Cluster; hosts: ReadonlyMap<string, HostHealth> }>;
   /** The DNS change count it was built with: a later change means its addresses may be stale. */
   readonly dnsEpoch: number;
 }
 
+interface ClusterUses {
+  endpoints: string[];
+  pools: string[];
+  origination: string | null;
+}
+
 function emptyBuild(): Build {
-  return { snapshot: null, clusters: new Map(), states: new Map(), endpoints: new Map(), originations: new Map(), pools: new Set(), dnsNames: new Set(), keys: new Map(), configure: [], dnsEpoch: 0 };
+  return { snapshot: null, clusters: new Map(), states: new Map(), endpoints: new Map(), originations: new Map(), pools: new Set(), dnsNames: new Set(), keys: new Map(), uses: new Map(), configure: [], dnsEpoch: 0 };
 }
 
 /** Content keys by snapshot object: a DNS rebuild of the same snapshot does not hash again. */
@@ -488,6 +496,17 @@ export class ClusterManager {
         b.configure.push({ state, cluster, hosts: new Map() });
         continue;
       }
+      // Unchanged, and its addresses are fixed (not DNS): the same runtime, endpoints and pools,
+      // without building them again (a change of one service in thousands touches that one).
+      const uses = unchanged ? cur.uses.get(name) : undefined;
+      if (uses !== undefined) {
+        for (const k of uses.endpoints) b.endpoints.set(k, cur.endpoints.get(k)!);
+        for (const k of uses.pools) b.pools.add(k);
+        if (uses.origination !== null) b.originations.set(uses.origination, cur.originations.get(uses.origination)!);
+        b.uses.set(name, uses);
+        b.clusters.set(name, old!);
+        continue;
+      }
       const hosts = new Map<string, HostHealth>();
       const eps = this.#buildEndpoints(cluster, cla, b, prev, state, hosts);
       if (unchanged && sameEndpoints(old.endpoints, eps)) {
@@ -504,6 +523,7 @@ export class ClusterManager {
     const list: UpstreamEndpoint[] = [];
     const cur = this.#built;
     const dns = cluster.type === 'STRICT_DNS' || cluster.type === 'LOGICAL_DNS';
+    const uses: ClusterUses = { endpoints: [], pools: [], origination: null };
     let tls: TlsOrigination | null = null;
     const tc = cluster.transport_socket?.typed_config;
     if (tc) {
@@ -513,6 +533,7 @@ export class ClusterManager {
       const k = host ? `${JSON.stringify(tc)}|${host}` : JSON.stringify(tc);
       tls = b.originations.get(k) ?? cur.originations.get(k) ?? prev?.originations.get(k) ?? new TlsOrigination(tc, host, this.#opts.sds);
       b.originations.set(k, tls);
+      uses.origination = k;
     }
     const poolOpts = poolOptions(cluster, tls);
     for (const locality of cla?.endpoints ?? []) {
@@ -533,6 +554,7 @@ export class ClusterManager {
           // A connection limit is the cluster's own (Envoy pools per cluster): no sharing then.
           const poolKey = poolOpts.limited ? `${hostPort}|${poolOpts.key}|${cluster.name}` : `${hostPort}|${poolOpts.key}`;
           b.pools.add(poolKey);
+          uses.pools.push(poolKey);
           let entry = this.#pools.get(poolKey);
           if (!entry) {
             entry = { key: poolKey, pool: createPool(address, port, hostPort, poolOpts, tls) };
@@ -562,10 +584,12 @@ export class ClusterManager {
             };
           }
           b.endpoints.set(epKey, ep);
+          uses.endpoints.push(epKey);
           list.push(ep);
         }
       }
     }
+    if (!dns) b.uses.set(cluster.name, uses);
     return list;
   }
 

@@ -3,6 +3,7 @@
 // thread. Below both runners, so that neither imports the other for a type.
 import type { MeshConfig, ObjectMeta, Problem } from '../config/types.js';
 import type { Snapshot } from '../controlplane/snapshot.js';
+import type { StageTimes } from '../telemetry/stages.js';
 
 export interface ConfigJob {
   paths: string[];
@@ -28,7 +29,7 @@ export type ConfigJobResult =
   | { kind: 'unchanged'; problems: Problem[]; kube?: KubeJobInfo }
   /** New content, but it resolves to the snapshot serving. */
   | { kind: 'same-snapshot'; problems: Problem[]; configHash: string; mesh: MeshConfig; kube?: KubeJobInfo }
-  | { kind: 'snapshot'; problems: Problem[]; configHash: string; mesh: MeshConfig; snapshot: Snapshot; kube?: KubeJobInfo }
+  | { kind: 'snapshot'; problems: Problem[]; configHash: string; mesh: MeshConfig; snapshot: Snapshot; kube?: KubeJobInfo; stages?: StageTimes }
   /** `--kubernetes`: the source has not received the first full list of every kind yet. */
   | { kind: 'waiting'; problems: Problem[] };
 

@@ -5,6 +5,7 @@
 // stay behind).
 import { loadConfig, sortProblems, type PipelineResult } from '../config/pipeline.js';
 import { resolve } from '../controlplane/resolve.js';
+import type { Snapshot } from '../controlplane/snapshot.js';
 import { checkCertificates } from '../tls/check.js';
 import type { ConfigJob, ConfigJobResult } from './config-job-types.js';
 import { runKubeJob, type KubeJobState } from './kube-job.js';
@@ -13,6 +14,8 @@ export type { ConfigJob, ConfigJobResult } from './config-job-types.js';
 
 /** The Kubernetes source's job state where this thread hosts it (kube-host.ts). */
 let kubeState: KubeJobState | null = null;
+/** The last snapshot resolved from files here (its unchanged parts are shared by the next). */
+let lastFileSnapshot: Snapshot | null = null;
 
 export function setKubeJobState(state: KubeJobState | null): void {
   kubeState = state;
@@ -65,7 +68,9 @@ export function runConfigJob(job: ConfigJob): ConfigJobResult {
   if (!result.config) return { kind: 'invalid', problems: result.problems };
   const c = result.config;
   if (c.hash === job.configHash) return { kind: 'unchanged', problems: result.problems };
-  const snapshot = resolve(c.resources, { labels: job.labels, namespace: job.namespace, bind: job.bind, mesh: c.mesh, ...(job.sidecarViews === false ? { sidecarViews: false } : {}) });
+  // What is unchanged since the last snapshot keeps its objects (resolve()): consumers skip it.
+  const snapshot = resolve(c.resources, { labels: job.labels, namespace: job.namespace, bind: job.bind, mesh: c.mesh, ...(job.sidecarViews === false ? { sidecarViews: false } : {}) }, lastFileSnapshot ?? undefined);
+  lastFileSnapshot = snapshot;
   if (snapshot.hash === job.snapshotHash) return { kind: 'same-snapshot', problems: result.problems, configHash: c.hash, mesh: c.mesh };
   return { kind: 'snapshot', problems: result.problems, configHash: c.hash, mesh: c.mesh, snapshot };
 }

@@ -6,12 +6,14 @@
 // events come back here; if the thread dies it is started again at once and the source lists
 // anew (jobs answer `waiting` until it has); if no thread can start, the source runs inline.
 // ACME's Lease and Secret (src/tls/acme-lease.ts) are worked there too, on the same connection.
+import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import type { KubeSourceOptions } from '../config/kubernetes/source.js';
 import type { AcmeHostRequest } from '../tls/acme-lease.js';
 import type { Logger } from '../telemetry/log.js';
 import { runConfigJob, type ConfigJob, type ConfigJobResult } from './config-job.js';
 import type { KubeHost, KubeHostEvent } from './kube-host.js';
+import type { Snapshot } from '../controlplane/snapshot.js';
 import { unpackSnapshot, type PackedSnapshot } from './snapshot-transfer.js';
 
 type SnapshotResult = Extract<ConfigJobResult, { kind: 'snapshot' }>;
@@ -19,7 +21,7 @@ type SnapshotResult = Extract<ConfigJobResult, { kind: 'snapshot' }>;
 /** What the configuration thread posts back: a new snapshot comes packed (snapshot-transfer.ts). */
 export type ConfigReply =
   | { id: number; result: Exclude<ConfigJobResult, SnapshotResult>; packed?: undefined; error?: undefined }
-  | { id: number; packed: Omit<SnapshotResult, 'snapshot'> & { snapshot: PackedSnapshot }; result?: undefined; error?: undefined }
+  | { id: number; packed: Omit<SnapshotResult, 'snapshot'> & { snapshot: PackedSnapshot }; sentAt?: number; result?: undefined; error?: undefined }
   | { id: number; error: string; result?: undefined; packed?: undefined };
 
 export class ConfigThread {
@@ -30,6 +32,8 @@ export class ConfigThread {
   #broken = false;
   #closed = false;
   #kube: { opts: KubeSourceOptions; onEvent: (e: KubeHostEvent) => void } | null = null;
+  /** The last snapshot received, by its job's id: the next one comes as the difference from it. */
+  #held: { id: number; snapshot: Snapshot } | null = null;
   /** The source, when it runs on this (the main) thread. */
   #inlineKube: Promise<KubeHost> | null = null;
   /** ACME's start request, sent again to a restarted thread. */
@@ -71,7 +75,7 @@ export class ConfigThread {
     try {
       reply = await new Promise<ConfigReply>((resolve, reject) => {
         this.#pending.set(id, { resolve, reject });
-        w.postMessage({ id, job });
+        w.postMessage({ id, job, base: this.#held?.id ?? null });
       });
     } catch (err) {
       // The Kubernetes source lived on that thread: its objects are there to list again, not here.
@@ -83,7 +87,12 @@ export class ConfigThread {
     if (reply.packed) {
       // Deserialised in slices, the event loop serving requests in between (snapshot-transfer.ts).
       const { snapshot, ...rest } = reply.packed;
-      return { ...rest, snapshot: await unpackSnapshot(snapshot) };
+      // The message's time in the queue (posted → received here), then its deserialisation.
+      const received = performance.now();
+      const post = reply.sentAt !== undefined ? Math.round((performance.timeOrigin + received - reply.sentAt) * 10) / 10 : undefined;
+      const unpacked = await unpackSnapshot(snapshot, undefined, snapshot.based ? this.#held?.snapshot : undefined);
+      this.#held = { id, snapshot: unpacked };
+      return { ...rest, stages: { ...rest.stages, ...(post !== undefined ? { post } : {}), unpack: Math.round((performance.now() - received) * 10) / 10 }, snapshot: unpacked };
     }
     if (job.kubernetes) {
       this.#log.error({ err: reply.error }, 'configuration job failed; the last good configuration keeps serving');
@@ -117,6 +126,8 @@ export class ConfigThread {
     const fail = (err: Error): void => {
       if (this.#worker !== w) return;
       this.#worker = null;
+      // A new thread has no snapshot to send the difference from.
+      this.#held = null;
       for (const p of this.#pending.values()) p.reject(err);
       this.#pending.clear();
       // The Kubernetes source went with it: a new thread lists again.

@@ -3,6 +3,7 @@
 // in without one long stall.
 import fs from 'node:fs';
 import os from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { parentPort } from 'node:worker_threads';
 import { runConfigJob, type ConfigJob } from './config-job.js';
 import { packSnapshot } from './snapshot-transfer.js';
@@ -10,6 +11,7 @@ import type { ConfigReply } from './config-thread.js';
 import type { KubeSourceOptions } from '../config/kubernetes/source.js';
 import type { AcmeHostRequest } from '../tls/acme-lease.js';
 import type { KubeHost } from './kube-host.js';
+import type { Snapshot } from '../controlplane/snapshot.js';
 
 // A large reload keeps this thread busy for seconds: on a small machine it competes with the
 // serving thread for CPU (measured: in-swap p99 2× the outside one on 2 cores). Linux lets one
@@ -23,8 +25,13 @@ try {
 
 /** `--kubernetes`: the source hosted on this thread. */
 let kubeHost: Promise<KubeHost> | null = null;
+/**
+ * The last snapshot posted, by the id of its job: the main thread names the one it holds with each
+ * job, and a new snapshot travels as the difference from it (snapshot-transfer.ts).
+ */
+let sent: { id: number; snapshot: Snapshot } | null = null;
 
-parentPort?.on('message', (m: { id: number; job: ConfigJob } | { kube: KubeSourceOptions } | { acme: AcmeHostRequest }) => {
+parentPort?.on('message', (m: { id: number; job: ConfigJob; base?: number | null } | { kube: KubeSourceOptions } | { acme: AcmeHostRequest }) => {
   if ('kube' in m) {
     // `--kubernetes`: the source lives on this thread; its events go to the main thread.
     kubeHost = import('./kube-host.js').then((h) => h.hostKubernetes(m.kube, (kubeEvent) => parentPort!.postMessage({ kubeEvent })));
@@ -41,9 +48,13 @@ parentPort?.on('message', (m: { id: number; job: ConfigJob } | { kube: KubeSourc
     const result = runConfigJob(m.job);
     if (result.kind === 'snapshot') {
       const { snapshot, ...rest } = result;
-      const p = packSnapshot(snapshot);
+      const t0 = performance.now();
+      const base = sent !== null && sent.id === m.base ? sent.snapshot : undefined;
+      const p = packSnapshot(snapshot, base);
+      sent = { id: m.id, snapshot };
       transfer = p.transfer;
-      reply = { id: m.id, packed: { ...rest, snapshot: p.packed } };
+      const stages = { ...rest.stages, pack: Math.round((performance.now() - t0) * 10) / 10 };
+      reply = { id: m.id, packed: { ...rest, stages, snapshot: p.packed }, sentAt: performance.timeOrigin + performance.now() };
     } else {
       reply = { id: m.id, result };
     }

@@ -16,6 +16,7 @@ import { DEFAULT_MESH_CONFIG, formatProblem, resourceId, type MeshConfig, type P
 import { validate } from '../config/validate.js';
 import { resolve, resolveEndpoints } from '../controlplane/resolve.js';
 import type { Snapshot } from '../controlplane/snapshot.js';
+import { Stages } from '../telemetry/stages.js';
 import { checkCertificates } from '../tls/check.js';
 import type { ConfigJob, ConfigJobResult, KubeJobInfo, KubeRejection, PlainResource } from './config-job-types.js';
 
@@ -137,6 +138,7 @@ const viewsOf = (job: ConfigJob): { sidecarViews?: boolean } => (job.sidecarView
 
 export function runKubeJob(job: ConfigJob, state: KubeJobState): ConfigJobResult {
   if (!state.source.synced) return { kind: 'waiting', problems: [] };
+  const stages = new Stages();
   // The mesh config file, then the files: their problems (syntax, I/O) make the files invalid.
   let base = DEFAULT_MESH_CONFIG;
   const fileProblems: Problem[] = [];
@@ -149,6 +151,7 @@ export function runKubeJob(job: ConfigJob, state: KubeJobState): ConfigJobResult
   fileProblems.push(...loaded.problems);
 
   const all = state.source.objects();
+  stages.mark('read');
   const culprits = credentialCulprits(job.namespace);
   const check = (set: readonly Resource[]): Problem[] => {
     const mesh = meshFromResources(base, set).mesh;
@@ -176,10 +179,13 @@ export function runKubeJob(job: ConfigJob, state: KubeJobState): ConfigJobResult
     if (accepted.problems.some((p) => p.severity === 'error')) return { kind: 'invalid', problems: sortProblems([...fileProblems, ...accepted.problems]) };
   }
 
+  stages.mark('validate');
   const set = accepted.resources;
   const mesh = meshFromResources(base, set).mesh;
   const warnings = [...accepted.problems, ...analyze(set, { labels: job.labels, gatewayNamespace: job.namespace, rootNamespace: mesh.rootNamespace, ...domainOf(job) })];
+  stages.mark('analyze');
   const hash = hashOf(mesh, files, accepted.accepted);
+  stages.mark('hash');
   const rejections = state.newRejections(accepted);
   state.lastGood = accepted.accepted;
   state.lastGoodFiles = files;
@@ -195,11 +201,14 @@ export function runKubeJob(job: ConfigJob, state: KubeJobState): ConfigJobResult
   const basis = { accepted: accepted.accepted, files: filesKey(files), opts: JSON.stringify(opts) };
   const last = state.translated;
   const sameElse = last !== null && last.files === basis.files && last.opts === basis.opts && endpointsOnly(last.accepted, basis.accepted);
-  const snapshot = (sameElse ? resolveEndpoints(last.snapshot, set, opts) : undefined) ?? resolve(set, opts);
+  const snapshot = (sameElse ? resolveEndpoints(last.snapshot, set, opts) : undefined) ?? resolve(set, opts, last?.snapshot);
+  stages.mark(snapshot.endpoints !== last?.snapshot.endpoints && sameElse && snapshot.routes === last.snapshot.routes ? 'resolve-endpoints' : 'resolve');
   state.translated = { ...basis, snapshot };
   state.translationWarnings = snapshot.warnings;
   state.source.writeStatus?.(desiredStatuses(all, accepted, [...warnings, ...snapshot.warnings]));
   const problems = state.newWarnings(sortProblems([...warnings, ...snapshot.warnings]));
   if (snapshot.hash === job.snapshotHash) return { kind: 'same-snapshot', problems, configHash: hash, mesh, kube: kube() };
-  return { kind: 'snapshot', problems, configHash: hash, mesh, snapshot, kube: kube() };
+  const info = kube();
+  stages.mark('status');
+  return { kind: 'snapshot', problems, configHash: hash, mesh, snapshot, kube: info, stages: stages.times };
 }

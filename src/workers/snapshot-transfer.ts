@@ -6,6 +6,10 @@
 // deserialises the chunks a few milliseconds at a time, yielding to the event loop between slices
 // (setImmediate: requests are served in between). The snapshot is returned only once complete, so
 // nothing ever sees part of it.
+// Packed against a `base` - the snapshot the receiving thread already holds - only what is not
+// the same object in both travels (resolve() keeps unchanged parts as the same objects): the
+// receiver takes the rest from its copy of the base, so that the unchanged parts stay the same
+// objects there too (its compiled route tables and cluster runtimes are kept for them).
 import { performance } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import { PartsView, type ViewPart } from '../controlplane/sidecar-view.js';
@@ -18,14 +22,29 @@ export const SLICE_MS = 8;
 
 type Chunks = Uint8Array[];
 
+/**
+ * Entries of a map, in its order: those of the base under the same key (`fromBase[i]` 1) and the
+ * others in chunks ([key, value][] each).
+ */
+interface PackedMap {
+  keys: string[];
+  fromBase: Uint8Array | null;
+  chunks: Chunks;
+}
+
 export interface PackedSnapshot {
   /** The snapshot with empty maps for the parts below (small: structured-cloned as it is; key order kept). */
   head: Snapshot;
-  /** In the map's order: each route configuration with no virtual hosts, then those in chunks. */
-  routes: Array<{ key: string; rc: RouteConfiguration; vhosts: Chunks }>;
-  /** Map entries in chunks ([key, value][] each). */
-  clusters: Chunks;
-  endpoints: Chunks;
+  /**
+   * In the map's order: each route configuration with no virtual hosts, then those in chunks; or
+   * the base's (`same`). `fromBase`: per virtual host, its index in the base's configuration of
+   * that name, or -1 for the next one from the chunks.
+   */
+  routes: Array<{ key: string; same: true } | { key: string; same?: undefined; rc: RouteConfiguration; vhosts: Chunks; fromBase: Int32Array | null }>;
+  clusters: PackedMap;
+  endpoints: PackedMap;
+  /** Packed against a base snapshot: the receiver must pass the same one to unpackSnapshot. */
+  based: boolean;
   /**
    * The sidecar views in map order. Views made of shared parts (src/controlplane/sidecar-view.ts)
    * travel as the indexes of their parts, each part once in `parts`; another view in a chunk of its own.
@@ -64,13 +83,46 @@ function chunked<T>(items: readonly T[], size: number): Chunks {
   return out;
 }
 
-/** Serialises a snapshot in chunks; `transfer` lists the buffers that may be moved, not copied. */
-export function packSnapshot(s: Snapshot): { packed: PackedSnapshot; transfer: ArrayBuffer[] } {
+function packMap<V>(m: ReadonlyMap<string, V>, base: ReadonlyMap<string, V> | undefined): PackedMap {
+  const keys = [...m.keys()];
+  if (!base) return { keys, fromBase: null, chunks: chunked([...m], CHUNK) };
+  const fromBase = new Uint8Array(keys.length);
+  const fresh: Array<[string, V]> = [];
+  keys.forEach((k, i) => {
+    const v = m.get(k)!;
+    if (base.get(k) === v) fromBase[i] = 1;
+    else fresh.push([k, v]);
+  });
+  return { keys, fromBase, chunks: chunked(fresh, CHUNK) };
+}
+
+function packRoute(key: string, rc: RouteConfiguration, base: RouteConfiguration | undefined): PackedSnapshot['routes'][number] {
+  if (base === rc) return { key, same: true };
+  const head = { ...rc, virtual_hosts: [] };
+  if (!base) return { key, rc: head, vhosts: chunked(rc.virtual_hosts, CHUNK), fromBase: null };
+  const at = new Map<VirtualHost, number>();
+  base.virtual_hosts.forEach((vh, i) => at.set(vh, i));
+  const fromBase = new Int32Array(rc.virtual_hosts.length);
+  const fresh: VirtualHost[] = [];
+  rc.virtual_hosts.forEach((vh, i) => {
+    const j = at.get(vh);
+    fromBase[i] = j ?? -1;
+    if (j === undefined) fresh.push(vh);
+  });
+  return { key, rc: head, vhosts: chunked(fresh, CHUNK), fromBase };
+}
+
+/**
+ * Serialises a snapshot in chunks; `transfer` lists the buffers that may be moved, not copied.
+ * With `base` (what the receiver holds), the parts that are the same objects in both stay behind.
+ */
+export function packSnapshot(s: Snapshot, base?: Snapshot): { packed: PackedSnapshot; transfer: ArrayBuffer[] } {
   const packed: PackedSnapshot = {
     head: { ...s, routes: new Map(), clusters: new Map(), endpoints: new Map(), sidecar: new Map() },
-    routes: [...s.routes].map(([key, rc]) => ({ key, rc: { ...rc, virtual_hosts: [] }, vhosts: chunked(rc.virtual_hosts, CHUNK) })),
-    clusters: chunked([...s.clusters], CHUNK),
-    endpoints: chunked([...s.endpoints], CHUNK),
+    routes: [...s.routes].map(([key, rc]) => packRoute(key, rc, base?.routes.get(key))),
+    clusters: packMap(s.clusters, base?.clusters),
+    endpoints: packMap(s.endpoints, base?.endpoints),
+    based: base !== undefined,
     sidecar: packViews(s.sidecar),
   };
   const transfer: ArrayBuffer[] = [];
@@ -84,9 +136,9 @@ export function packSnapshot(s: Snapshot): { packed: PackedSnapshot; transfer: A
       }
     }
   };
-  for (const r of packed.routes) add(r.vhosts);
-  add(packed.clusters);
-  add(packed.endpoints);
+  for (const r of packed.routes) if (!r.same) add(r.vhosts);
+  add(packed.clusters.chunks);
+  add(packed.endpoints.chunks);
   add(packed.sidecar.parts);
   add(packed.sidecar.views.flatMap((v) => ('chunk' in v ? [v.chunk] : [])));
   return { packed, transfer };
@@ -107,9 +159,12 @@ class Slicer {
     }
     return v8.deserialize(chunk) as T;
   }
-  async entries<K, V>(chunks: Chunks): Promise<Map<K, V>> {
-    const m = new Map<K, V>();
-    for (const c of chunks) for (const [k, v] of await this.deserialize<Array<[K, V]>>(c)) m.set(k, v);
+  async entries<V>(p: PackedMap, base: ReadonlyMap<string, V> | undefined): Promise<Map<string, V>> {
+    const fresh = new Map<string, V>();
+    for (const c of p.chunks) for (const [k, v] of await this.deserialize<Array<[string, V]>>(c)) fresh.set(k, v);
+    if (!p.fromBase) return fresh;
+    const m = new Map<string, V>();
+    p.keys.forEach((k, i) => m.set(k, p.fromBase![i] === 1 ? base!.get(k)! : fresh.get(k)!));
     return m;
   }
 }
@@ -118,16 +173,25 @@ class Slicer {
  * The snapshot back, deserialised in slices of about `sliceMs` with the event loop running between
  * them. Resolves only when every part is in place.
  */
-export async function unpackSnapshot(p: PackedSnapshot, sliceMs = SLICE_MS): Promise<Snapshot> {
+export async function unpackSnapshot(p: PackedSnapshot, sliceMs = SLICE_MS, base?: Snapshot): Promise<Snapshot> {
+  if (p.based && !base) throw new Error('a snapshot packed against a base snapshot was unpacked without it');
   const slicer = new Slicer(sliceMs);
   const routes = new Map<string, RouteConfiguration>();
   for (const r of p.routes) {
-    const virtual_hosts: VirtualHost[] = [];
-    for (const c of r.vhosts) for (const vh of await slicer.deserialize<VirtualHost[]>(c)) virtual_hosts.push(vh);
+    if (r.same) {
+      routes.set(r.key, base!.routes.get(r.key)!);
+      continue;
+    }
+    const fresh: VirtualHost[] = [];
+    for (const c of r.vhosts) for (const vh of await slicer.deserialize<VirtualHost[]>(c)) fresh.push(vh);
+    const from = r.fromBase;
+    const old = from ? base!.routes.get(r.key)!.virtual_hosts : [];
+    let next = 0;
+    const virtual_hosts = from ? Array.from(from, (j) => (j >= 0 ? old[j]! : fresh[next++]!)) : fresh;
     routes.set(r.key, Object.assign(r.rc, { virtual_hosts }));
   }
-  const clusters = await slicer.entries<string, Cluster>(p.clusters);
-  const endpoints = await slicer.entries<string, ClusterLoadAssignment>(p.endpoints);
+  const clusters = await slicer.entries<Cluster>(p.clusters, base?.clusters);
+  const endpoints = await slicer.entries<ClusterLoadAssignment>(p.endpoints, base?.endpoints);
   const table: ViewPart[] = [];
   for (const c of p.sidecar.parts) for (const part of await slicer.deserialize<ViewPart[]>(c)) table.push(part);
   const sidecar = new Map<string, SidecarView>();

@@ -56,6 +56,8 @@ export interface StartOptions {
   env?: Record<string, string>;
   /** `--kubernetes --kubeconfig <file>`; `--config` is then passed only when `files` is not empty. */
   kubeconfig?: string;
+  /** Node.js options for the gateway process (e.g. `--cpu-prof`), before the CLI script. */
+  nodeArgs?: string[];
 }
 
 /** Default workload labels of the test gateway; `gw()` in yaml.ts selects them. */
@@ -68,7 +70,7 @@ export async function startGateway(opts: StartOptions): Promise<GatewayProcess> 
   const kube = opts.kubeconfig ? ['--kubernetes', '--kubeconfig', opts.kubeconfig] : [];
   const files = !opts.kubeconfig || Object.keys(opts.files).length > 0 ? ['--config', dir] : [];
   const source = opts.xdsAddress ? ['--xds-address', opts.xdsAddress] : [...kube, ...files];
-  const args = [CLI, 'run', ...source, '--bind', '127.0.0.1', '--admin-port', String(adminPort), '--xds-port', '0', '--log-level', 'warn', ...(opts.defaultLabels ? [] : ['--labels', GATEWAY_LABELS]), ...(opts.defaultWorkers ? [] : ['--workers', '1']), ...(opts.args ?? [])];
+  const args = [...(opts.nodeArgs ?? []), CLI, 'run', ...source, '--bind', '127.0.0.1', '--admin-port', String(adminPort), '--xds-port', '0', '--log-level', 'warn', ...(opts.defaultLabels ? [] : ['--labels', GATEWAY_LABELS]), ...(opts.defaultWorkers ? [] : ['--workers', '1']), ...(opts.args ?? [])];
   const proc = spawn(process.execPath, args, { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], ...(opts.env ? { env: { ...process.env, ...opts.env } } : {}) });
   live.add(proc);
   let out = '';

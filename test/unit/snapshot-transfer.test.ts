@@ -9,7 +9,7 @@ import { resolve } from '../../src/controlplane/resolve.js';
 import type { Snapshot } from '../../src/controlplane/snapshot.js';
 import { packSnapshot, unpackSnapshot, type PackedSnapshot } from '../../src/workers/snapshot-transfer.js';
 
-function bigSnapshot(n: number): Snapshot {
+function bigSnapshot(n: number, opts: { variant?: number; previous?: Snapshot } = {}): Snapshot {
   const docs = [
     `apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -43,11 +43,11 @@ spec:
     match: [{headers: {x-v: {regex: "a[0-9]+"}}}]
     route: [{destination: {host: svc-${i}.ns.svc.cluster.local}}]
   - name: b
-    route: [{destination: {host: svc-${i}.ns.svc.cluster.local}}]`);
+    route: [{destination: {host: svc-${i}.ns.svc.cluster.local}}]${i === 7 && opts.variant ? `\n    headers: {response: {set: {x-flip: v${opts.variant}}}}` : ''}`);
   }
   const { resources, problems } = parseYamlText(docs.join('\n---\n'), 't.yaml');
   expect(problems.filter((p) => p.severity === 'error')).toEqual([]);
-  return resolve(resources, { labels: {}, namespace: 'ns', bind: '0.0.0.0', mesh: DEFAULT_MESH_CONFIG });
+  return resolve(resources, { labels: {}, namespace: 'ns', bind: '0.0.0.0', mesh: DEFAULT_MESH_CONFIG }, opts.previous);
 }
 
 /** JSON with Maps as entry lists: compares content and every key order. */
@@ -113,5 +113,24 @@ describe('snapshot transfer in chunks', () => {
     expect(got.endpoints.size).toBe(s.endpoints.size);
     expect(sawPartial).toBe(false);
     expect(dump(got)).toBe(dump(s));
+  });
+
+  it('a new version packed against the one the receiver holds arrives whole, its unchanged parts the objects the receiver has', async () => {
+    const a = bigSnapshot(150);
+    const held = await unpackSnapshot(await post(packSnapshot(a)));
+    // One VirtualService changed (vs-7's response header): the rest resolves to a's objects.
+    const b = bigSnapshot(150, { variant: 1, previous: a });
+    expect(b.hash).toBe(bigSnapshot(150, { variant: 1 }).hash);
+    expect(dump(b)).toBe(dump(bigSnapshot(150, { variant: 1 })));
+    const got = await unpackSnapshot(await post(packSnapshot(b, a)), undefined, held);
+    expect(dump(got)).toBe(dump(b));
+    const vhosts = got.routes.get('http.80')!.virtual_hosts;
+    const changed = vhosts.findIndex((vh) => vh.domains.includes('vs-7.example.com'));
+    expect(vhosts[changed]).not.toBe(held.routes.get('http.80')!.virtual_hosts[changed]);
+    expect(vhosts.filter((vh, i) => vh === held.routes.get('http.80')!.virtual_hosts[i]).length).toBe(vhosts.length - 1);
+    for (const [name, c] of got.clusters) expect(c).toBe(held.clusters.get(name));
+    for (const [name, e] of got.endpoints) expect(e).toBe(held.endpoints.get(name));
+    // Packed against a base, it cannot be taken in without it.
+    await expect(unpackSnapshot(await post(packSnapshot(b, a)))).rejects.toThrow(/base/);
   });
 });
