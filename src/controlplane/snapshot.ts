@@ -643,6 +643,8 @@ export interface TracingConfig {
   random_sampling: { value: number };
   /** Envoy's client_sampling / overall_sampling left at their default (100%). */
   custom_tags: TracingCustomTag[];
+  /** The gateway's name on its spans: Envoy's node cluster from its bootstrap (`<app>.<namespace>`). */
+  service_cluster: string;
   max_path_tag_length?: number;
   /** Where spans go; absent: no provider (spans are not exported). */
   provider?: TracingProvider;

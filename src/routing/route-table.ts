@@ -100,6 +100,8 @@ export type RouteActionCompiled = ForwardAction | RedirectResponse | DirectRespo
 
 export interface CompiledRoute {
   name: string;
+  /** The route's decorator operation (the name of its trace spans), '' when none. */
+  operation: string;
   /** `/apis/networking.istio.io/...` of the VirtualService, for logs. */
   config: string;
   /** `md`: the request's dynamic metadata (JWT claims), once JWT authentication has set it. */
@@ -286,6 +288,7 @@ function checkStringMatcher(m: StringMatcher): void {
 export function compileRoute(r: Route): CompiledRoute {
   return {
     name: r.name,
+    operation: r.decorator?.operation ?? '',
     config: r.metadata.filter_metadata.istio.config,
     matches: compileMatch(r),
     action: compileAction(r),

@@ -4,7 +4,7 @@
 // edits (pilot networking/core/route). The sidecar view and the forward proxy build their routes
 // with the same functions.
 import { parseDurationMs } from '../../config/duration.js';
-import { completeHost, hostMatches, serviceHost } from '../../config/hosts.js';
+import { completeHost, hostMatches } from '../../config/hosts.js';
 import type { HTTPMatchRequest, HTTPRoute, HeaderOperations, Resource, VirtualServiceSpec } from '../../config/types.js';
 import { resourceId } from '../../config/types.js';
 import {
@@ -150,12 +150,12 @@ function emitRoutes(
       name,
       match: routeMatch(m),
       metadata: { filter_metadata: { istio: { config } } },
-      decorator: { operation: `${serviceHost(owner.metadata.name, ns, ctx.domain)}:${port}/*` },
     };
     const action = routeAction(ctx, owner, http, base, port);
     if ('redirect' in action) route.redirect = action.redirect;
     else if ('direct_response' in action) route.direct_response = action.direct_response;
     else route.route = action.route;
+    route.decorator = { operation: routeOperation(route, owner.metadata.name, port) };
     if (perFilter) route.typed_per_filter_config = perFilter;
     addHeaderOps(route, http.headers?.request, 'request');
     addHeaderOps(route, http.headers?.response, 'response');
@@ -226,6 +226,22 @@ function routeAction(
   if (http.rewrite?.uriRegexRewrite) action.regex_rewrite = { pattern: { regex: http.rewrite.uriRegexRewrite.match }, substitution: http.rewrite.uriRegexRewrite.rewrite };
   if (http.rewrite?.authority !== undefined) action.host_rewrite_literal = http.rewrite.authority;
   return { route: action };
+}
+
+/**
+ * Istio's GetRouteOperation (the route's decorator, the name of its trace spans): `host:port` of
+ * its single destination cluster, else `<VirtualService name>:<listener port>`, then the match's
+ * path (`prefix*`, the exact path, the regex; `/*` without one).
+ */
+export function routeOperation(r: Route, vsName: string, port: number): string {
+  const m = r.match;
+  const path = m.prefix !== undefined ? `${m.prefix}*` : m.path !== undefined ? m.path : m.safe_regex !== undefined ? m.safe_regex.regex : '/*';
+  const c = r.route?.cluster;
+  if (c !== undefined) {
+    const parts = c.split('|');
+    if (parts.length === 4 && parts[0] === 'outbound') return `${parts[3]}:${parts[1]}${path}`;
+  }
+  return `${vsName}:${port}${path}`;
 }
 
 /** The route of a service port no VirtualService routes: all of it to the service, with Istio's default retries. */

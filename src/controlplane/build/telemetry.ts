@@ -432,13 +432,32 @@ function serviceName(ctx: BuildContext): string {
   return `${l['app'] ?? l['service.istio.io/canonical-name'] ?? 'gatehouse'}.${ctx.opts.namespace}`;
 }
 
+/**
+ * Istio's buildServiceTags: literal tags naming the gateway on every span (enableIstioTags, on by
+ * default): canonical service and revision from its labels, the mesh id (the trust domain, as
+ * Istio's default), its namespace, its cluster id (Istio's default `Kubernetes`).
+ */
+function istioServiceTags(ctx: BuildContext): TracingCustomTag[] {
+  const l = ctx.opts.labels;
+  const lit = (tag: string, value: string): TracingCustomTag => ({ tag, literal: { value } });
+  return [
+    lit('istio.canonical_revision', l['service.istio.io/canonical-revision'] ?? l['version'] ?? 'latest'),
+    lit('istio.canonical_service', l['service.istio.io/canonical-name'] ?? l['app'] ?? 'unknown'),
+    lit('istio.cluster_id', 'Kubernetes'),
+    lit('istio.mesh_id', ctx.mesh.trustDomain || 'unknown'),
+    lit('istio.namespace', ctx.opts.namespace || 'default'),
+  ];
+}
+
+
 /** No Telemetry tracing and no default provider: the mesh config's legacy tracing (sampling, custom tags), no provider. */
-function legacyTracing(mesh: MeshConfig, _workload: string): TracingConfig | undefined {
+function legacyTracing(mesh: MeshConfig, workload: string, ctx?: BuildContext): TracingConfig | undefined {
   if (mesh.enableTracing === false) return undefined;
   const max = maxPathTagLength(mesh);
   return {
     random_sampling: { value: meshSampling(mesh) },
-    custom_tags: customTags(meshCustomTags(mesh)),
+    custom_tags: [...(ctx ? istioServiceTags(ctx) : []), ...customTags(meshCustomTags(mesh))],
+    service_cluster: workload,
     ...(max !== undefined ? { max_path_tag_length: max } : {}),
     spawn_upstream_span: true,
     use_request_id_for_trace_sampling: true,
@@ -449,7 +468,7 @@ function legacyTracing(mesh: MeshConfig, _workload: string): TracingConfig | und
 function tracingConfig(applied: readonly Applied[], mesh: MeshConfig, providers: readonly Provider[], ctx: BuildContext, warn: Warn): TracingConfig | undefined {
   const entries = applied.flatMap((a) => (a.r.spec.tracing ?? []).map((t, i) => ({ r: a.r, t, i })));
   const defaults = mesh.defaultProviders?.tracing ?? [];
-  if (entries.length === 0 && defaults.length === 0) return legacyTracing(mesh, serviceName(ctx));
+  if (entries.length === 0 && defaults.length === 0) return legacyTracing(mesh, serviceName(ctx), ctx);
   let providerName: string | undefined = defaults[0];
   let providerAt: { r: Tel; path: Array<string | number> } | undefined;
   let disabled = false;
@@ -482,7 +501,8 @@ function tracingConfig(applied: readonly Applied[], mesh: MeshConfig, providers:
   const max = maxPathTagLength(mesh);
   const base: TracingConfig = {
     random_sampling: { value: sampling ?? meshSampling(mesh) },
-    custom_tags: customTags(tags ?? meshCustomTags(mesh)),
+    custom_tags: [...(istioTags ? istioServiceTags(ctx) : []), ...customTags(tags ?? meshCustomTags(mesh))],
+    service_cluster: serviceName(ctx),
     ...(max !== undefined ? { max_path_tag_length: max } : {}),
     spawn_upstream_span: true,
     use_request_id_for_trace_sampling: useRequestId,
