@@ -6,6 +6,7 @@ import type { RouteTable } from '../routing/route-table.js';
 import type { SecurityFilters } from '../security/pipeline.js';
 import type { AccessLog } from '../telemetry/access-log.js';
 import type { IstioMetrics } from '../telemetry/metrics.js';
+import type { Tracer } from '../telemetry/tracing/tracer.js';
 import type { ClusterSet } from '../upstream/cluster-manager.js';
 import type { FilterChain } from './filters/chain.js';
 
@@ -29,4 +30,6 @@ export interface DataPlaneContext {
   readonly forwardProxy?: { readonly config: ForwardProxyConfig; readonly proxy: ForwardProxy } | null;
   /** The route policies before the router; unset: HTTP_FILTERS (filters/chain.ts). */
   readonly filters?: FilterChain;
+  /** This version's tracing (null or none: tracing is off). */
+  readonly tracer?: Tracer | null;
 }

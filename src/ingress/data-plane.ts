@@ -18,6 +18,8 @@ import { AccessLog } from '../telemetry/access-log.js';
 import type { Logger } from '../telemetry/log.js';
 import { Stages, type StageTimes } from '../telemetry/stages.js';
 import type { IstioMetrics } from '../telemetry/metrics.js';
+import { TraceExporters, type BatchSink } from '../telemetry/tracing/exporters.js';
+import { Tracer } from '../telemetry/tracing/tracer.js';
 import { PrivateCertDir } from '../tls/cert-files.js';
 import { SecretStore, type AcmeProvider, type MeshIdentityProvider } from '../tls/secret-store.js';
 import { ClusterManager, type ClusterSet } from '../upstream/cluster-manager.js';
@@ -45,6 +47,7 @@ interface BaseContext {
   readonly metrics: IstioMetrics;
   readonly accessLog: AccessLog | null;
   readonly blocked: (host: string, port: number) => void;
+  readonly tracer: Tracer | null;
 }
 
 /**
@@ -111,6 +114,8 @@ export class DataPlane {
   #certDir: PrivateCertDir | null = null;
   #accessLogKey = '';
   #metricsKey = '';
+  #tracerKey = '';
+  readonly #traceExporters: TraceExporters;
   #versionMetrics: IstioMetrics;
   #snapshot: Snapshot | null = null;
   #notServed = new Set<string>();
@@ -146,7 +151,8 @@ export class DataPlane {
     this.#metrics = metrics;
     this.#versionMetrics = metrics;
     this.#blocked = (host, port) => this.#forwardProxy.refused(host, port, 502, `${host} is not in the registry (outbound traffic policy REGISTRY_ONLY)`);
-    this.#base = { clusters: this.clusters.current, metrics, accessLog: null, blocked: this.#blocked };
+    this.#traceExporters = new TraceExporters(metrics.registry);
+    this.#base = { clusters: this.clusters.current, metrics, accessLog: null, blocked: this.#blocked, tracer: null };
     // A DNS answer changed the current clusters: the same tables and policies with the new set.
     this.clusters.onRebuild = (set) => this.#republish(set);
     this.secrets = new SecretStore(log.child({ component: 'tls' }), metrics.registry, opts.acme, opts.mesh);
@@ -246,7 +252,7 @@ export class DataPlane {
     // Publish the version: clusters, then every listener's tables and policies with them, in one
     // synchronous step (no request sees one without the others). Requests in flight keep theirs.
     this.clusters.commit(clusters);
-    const base = (this.#base = { clusters, metrics: this.#metricsFor(snapshot), accessLog: this.#accessLogFor(snapshot), blocked: this.#blocked });
+    const base = (this.#base = { clusters, metrics: this.#metricsFor(snapshot), accessLog: this.#accessLogFor(snapshot), blocked: this.#blocked, tracer: this.#tracerFor(snapshot) });
     const added: Array<[number, Wanted]> = [];
     for (const [port, w] of wanted) {
       const existing = this.#listeners.get(port);
@@ -410,6 +416,25 @@ export class DataPlane {
     return this.#versionMetrics;
   }
 
+  /**
+   * The tracer of a version (the Telemetry API's tracing over the mesh config): the same one while
+   * its config does not change. A collector no longer used is flushed and closed once the requests
+   * of the old version had the drain time.
+   */
+  #tracerFor(snapshot: Snapshot): Tracer | null {
+    const tracing = snapshot.telemetry?.tracing;
+    const hops = snapshot.mesh.defaultConfig.gatewayTopology?.numTrustedProxies ?? 0;
+    const key = tracing ? `${hops}|${JSON.stringify(tracing)}` : '';
+    if (key === this.#tracerKey) return this.#base.tracer;
+    this.#tracerKey = key;
+    const tracer = tracing ? Tracer.compile(tracing, tracing.service_cluster, { exporters: this.#traceExporters, trustedHops: hops }) : null;
+    setTimeout(() => {
+      const current = this.#base.tracer?.sink;
+      this.#traceExporters.retain(new Set(current ? [current as BatchSink] : []));
+    }, LISTENER_DRAIN_MS).unref();
+    return tracer;
+  }
+
   /** True when every listener of the current snapshot is bound. */
   get allBound(): boolean {
     for (const e of this.#listeners.values()) if (!e.listener.listening) return false;
@@ -444,6 +469,7 @@ export class DataPlane {
     await this.clusters.close();
     this.#security.close();
     this.#base.accessLog?.close();
+    await this.#traceExporters.close();
     this.#certDir?.remove();
   }
 }

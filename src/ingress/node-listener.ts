@@ -419,6 +419,7 @@ export class NodeListener implements SinkOwner {
     }
     const headers = fields.finish(conn.remoteAddress, this.scheme);
     const head: RequestHead = { method, path, query, host: hostOnly(authority), authority, scheme: this.scheme, headers, localPort: this.port };
+    if (fields.forceTrace) head.forceTrace = true;
     const problem = headProblem(fields, authority, rawPath, path.length, query.length);
     return { head, problem };
   }

@@ -57,6 +57,8 @@ export class ForwardHeaders {
   hasBody = false;
   /** '' or the framing problem: `host` (two Host lines), `transfer-encoding`, `content-length`. */
   framing = '';
+  /** The client sent `x-envoy-force-trace` (dropped with the other x-envoy-*; tracing decides whether to trust it). */
+  forceTrace = false;
   #xff = '';
   #requestId = '';
   #connection = '';
@@ -88,7 +90,10 @@ export class ForwardHeaders {
         return;
       }
       if (k === 'x-request-id') this.#requestId = v;
-      else if (k.startsWith('x-envoy-')) return;
+      else if (k.startsWith('x-envoy-')) {
+        if (k === 'x-envoy-force-trace') this.forceTrace = true;
+        return;
+      }
     } else if (k === 'content-length') {
       if (v !== '0') this.hasBody = true;
       // uWS frames the body by the first of two: differing values are a smuggling vector.

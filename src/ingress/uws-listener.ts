@@ -447,6 +447,7 @@ export class UwsHttpListener {
     const headers = fields.finish(sink.remoteAddress, this.scheme);
 
     const head: RequestHead = { method, path, query, host: hostOnly(host), authority: host, scheme: this.scheme, headers, localPort: this.port };
+    if (fields.forceTrace) head.forceTrace = true;
     if (framing !== '' || !isToken(method)) {
       // uWS routes a method that is not a token (`G@T`) and a request with two Host lines, and
       // frames any transfer-encoding as chunked and the first of two content-lengths: refused as

@@ -575,6 +575,7 @@ class Bridge implements LoggedRequest, FilterHost {
     if (fields.framing !== '' || headProblem(fields, authority, '/', path.length, query.length)) return this.#yield();
     const headers = fields.finish(ip, host.scheme);
     const head: RequestHead = { method, path, query, host: hostOnly(authority), authority, scheme: host.scheme, headers, ...(host.port !== undefined ? { localPort: host.port } : {}) };
+    if (fields.forceTrace) head.forceTrace = true;
     return this.begin(head, offered, { remoteAddress: ip, localAddress: host.localAddress ?? '' });
   }
 

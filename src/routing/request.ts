@@ -16,6 +16,11 @@ export interface RequestHead {
   headers: string[];
   /** The port the request came in on (for redirects that keep it). */
   localPort?: number;
+  /**
+   * The client sent `x-envoy-force-trace` (removed from the headers with every client `x-envoy-*`);
+   * tracing honours it from a trusted internal hop only. Set only when sent.
+   */
+  forceTrace?: true;
 }
 
 export function getHeader(head: RequestHead, name: string): string | undefined {

@@ -188,7 +188,7 @@ export function route(opts: RouteOptions = {}): CompiledRoute {
     mirrors: null,
   };
   const fault: CompiledFault | null = opts.fault ? { delayMs: 0, delayPerMillion: 0, abortStatus: 0, abortGrpcStatus: -1, abortPerMillion: 0, ...opts.fault } : null;
-  return { name: 'r', config: '', matches: () => true, action: opts.action ?? forward, request: null, response: null, fault, cors: opts.cors ?? null };
+  return { name: 'r', operation: '', config: '', matches: () => true, action: opts.action ?? forward, request: null, response: null, fault, cors: opts.cors ?? null };
 }
 
 export function head(method = 'GET', path = '/', headers: string[] = []): RequestHead {

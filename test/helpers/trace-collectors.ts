@@ -33,7 +33,7 @@ export interface ReceivedSpan {
 }
 
 export interface Collector {
-  readonly port: number;
+  port: number;
   readonly spans: ReceivedSpan[];
   /** Requests (export calls) received. */
   readonly requests: number;

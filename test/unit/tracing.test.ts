@@ -177,7 +177,7 @@ describe('export through the OpenTelemetry exporters', () => {
     } finally {
       zipkin.failWith = 0;
     }
-    const dead = { ...providers().zipkin!, typed_config: { ...(providers().zipkin!.typed_config as object), collector_service: { http_uri: { uri: 'http://127.0.0.1:1/api/v2/spans', timeout }, request_headers_to_add: [] } } } as TracingProvider;
+    const dead = { ...providers().zipkin!, typed_config: { ...(providers().zipkin!.typed_config as object), collector_service: { http_uri: { uri: 'http://127.0.0.1:1/api/v2/spans', timeout }, request_headers_to_add: [] } } } as unknown as TracingProvider;
     const reg2 = new Registry();
     const sink = new BatchSink(dead, 'gw', exportMetrics(reg2));
     for (let i = 0; i < MAX_QUEUE + 10; i++) sink.add(record(i));
