@@ -26,6 +26,7 @@ import { directTarget } from './lib/targets/direct.js';
 import { startGateway } from './lib/targets/gateway.js';
 import { startNginx } from './lib/targets/nginx.js';
 import { TARGET_ORDER, type Figures, type Scenario, type Settings, type Target, type TargetName } from './lib/types.js';
+import { startTraceReceiver } from './lib/trace-receiver.js';
 import { serveUpstream, startUpstream, upstreamStats } from './lib/upstream.js';
 import { BIG_BODY, GRPC_PATH, POST_SIZE, SMALL_BODY, WS_MESSAGE } from './lib/wire.js';
 
@@ -103,6 +104,9 @@ async function main(): Promise<void> {
     }
     const cert = s.scenarios.some((sc) => sc.kind === 'https') ? makeCert(tmp) : undefined;
     const up = await startUpstream(cert);
+    const tracingPercent = process.env['BENCH_TRACING'];
+    const receiver = tracingPercent !== undefined && tracingPercent !== '' ? await startTraceReceiver() : null;
+    if (receiver) s.tracing = { percent: Number(tracingPercent), port: receiver.port };
     const targets: Target[] = [];
     let nginxVersion: string | undefined;
     for (const name of s.targets) {
@@ -153,6 +157,7 @@ async function main(): Promise<void> {
       }
     }
 
+    if (receiver) notes.push(`tracing: ${s.tracing!.percent}% sampled, ${receiver.spans} spans received by the Zipkin receiver (BENCH_TRACING).`);
     const figures: Figures = {};
     const extra = process.env['BENCH_EXTRA'] !== '0' ? await extras(s, targets, up, cert, tmp, notes, figures) : '';
     const md = report(s, rows, header, notes) + (extra ? '\n' + extra : '') + (s.targets.includes('gateway') ? targetsReport(s, rows, figures) : '');

@@ -38,6 +38,8 @@ export interface Settings {
   client: 'wrk' | 'autocannon';
   readyTimeoutMs: number;
   keepTmp: boolean;
+  /** BENCH_TRACING: the gateway samples this percent of requests and exports their spans to a Zipkin receiver in the bench process. */
+  tracing?: { percent: number; port: number };
 }
 
 export interface Target {

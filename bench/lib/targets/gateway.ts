@@ -11,6 +11,7 @@ import { freePorts, waitReady } from '../net.js';
 import { track } from '../proc.js';
 import type { CertPaths, Settings, Target } from '../types.js';
 import type { Upstream } from '../upstream.js';
+import { tracingYaml } from '../trace-receiver.js';
 import { GRPC_HOST, HOST } from '../wire.js';
 
 export interface GatewayPorts {
@@ -170,7 +171,7 @@ export async function startGateway(s: Settings, tmp: string, up: Upstream, cert:
   const ports: GatewayPorts = { http: port, strict: strictPort, grpc: grpcPort, ...(cert ? { https: tlsPort } : {}) };
   const configDir = path.join(tmp, `${name}-config`);
   fs.mkdirSync(configDir);
-  const base = gatewayConfig(ports, up, cert);
+  const base = gatewayConfig(ports, up, cert) + (s.tracing ? tracingYaml(s.tracing.percent, s.tracing.port) : '');
   const configText = base + routesYaml(extraRoutes ?? (s.scenarios.some((sc) => sc.id === 'routes1k') ? ROUTES_COUNT : 0));
   fs.writeFileSync(path.join(configDir, 'bench.yaml'), configText);
   const logFile = path.join(tmp, `${name}.log`);
