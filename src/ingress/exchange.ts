@@ -7,6 +7,7 @@ import { pickCluster, type CompiledMirror, type CompiledRoute, type CompiledVirt
 import { portOf, stripPort } from '../routing/authority.js';
 import { getHeader, type RequestHead } from '../routing/request.js';
 import type { ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manager.js';
+import type { RequestTrace, UpstreamSpan } from '../telemetry/tracing/tracer.js';
 import type { CircuitBreaker } from '../upstream/circuit-breaker.js';
 import { UpstreamError, failureReply, outlierFailure, responseFlag, toUpstreamError, type UpstreamHandler, type UpstreamRequest } from '../upstream/errors.js';
 import type { ConnectionFacts } from './connection.js';
@@ -68,6 +69,8 @@ export class Exchange implements FilterHost {
   /** Final response code and flags, for metrics and logs. */
   code = 0;
   flags = '';
+  /** The request's trace (started by the tracing filter), null when tracing is off. */
+  trace: RequestTrace | null = null;
   requestBytes = 0;
   responseBytes = 0;
   /** A gRPC request (content-type application/grpc or application/grpc+...), as Envoy tells them. */
@@ -330,9 +333,12 @@ export class Exchange implements FilterHost {
       const ep = this.ctx.clusters.get(m.cluster)?.pick();
       if (!ep) continue;
       // The Host as current Istio sends it: unchanged (no `-shadow` suffix since 1.28).
-      const opts: UpstreamRequest = { path: this.#upstreamPath, method: this.head.method, headers: this.upstreamHeaders.slice(), body };
+      const headers = this.upstreamHeaders.slice();
+      // A shadow request is a span of its own (Envoy's async client: `async <cluster> egress`).
+      const span = this.trace !== null ? this.trace.upstream(headers, m.cluster, true) : null;
+      const opts: UpstreamRequest = { path: this.#upstreamPath, method: this.head.method, headers, body };
       try {
-        ep.pool.dispatch(opts, new MirrorHandler(timeoutMs));
+        ep.pool.dispatch(opts, new MirrorHandler(timeoutMs, span !== null ? { trace: this.trace!, span, host: ep.hostPort } : null));
       } catch {
         // a closed pool during a reload: the mirror is skipped
       }
@@ -421,6 +427,8 @@ export class Exchange implements FilterHost {
     attempt.retry = ADMISSION.retry;
     attempt.setCookie = cluster.setCookie;
     this.#attempt = attempt;
+    // Envoy's upstream span (spawn_upstream_span): one per attempt, its id the upstream's parent.
+    if (this.trace !== null) attempt.span = this.trace.upstream(this.upstreamHeaders, cluster.name);
     ep.active++;
     const perTry = retry.perTryTimeoutMs;
     if (perTry > 0) attempt.timer = setTimeout(onPerTryTimeout, perTry, attempt);
@@ -466,6 +474,7 @@ export class Exchange implements FilterHost {
   #release(attempt: Attempt): void {
     if (attempt.released) return;
     attempt.released = true;
+    if (attempt.span !== null) this.trace!.endUpstream(attempt.span, attempt.status, attempt.endpoint.hostPort, attempt.flag, this.#cluster!.upstreamProtocol);
     attempt.endpoint.active--;
     attempt.breaker?.release(attempt.pending, attempt.retry);
     attempt.pending = false;
@@ -518,6 +527,7 @@ export class Exchange implements FilterHost {
       return false;
     }
     if (status < 200) return true; // 1xx: undici handles them; nothing to forward
+    attempt.status = status;
     // Outlier detection sees a trailers-only gRPC response's status as Envoy maps it (14 → 503).
     this.#cluster!.reportStatus(attempt.endpoint, this.grpc ? grpcOutlierStatus(raw, status) : status);
     const retry = this.#retry!;
@@ -624,6 +634,7 @@ export class Exchange implements FilterHost {
   }
 
   upstreamError(attempt: Attempt, err: UpstreamError): void {
+    attempt.flag = responseFlag(err.kind);
     this.#release(attempt);
     if (this.phase === Phase.Done) return;
     const kind = err.kind;
@@ -653,6 +664,7 @@ export class Exchange implements FilterHost {
     attempt.timer = null;
     if (this.phase !== Phase.Upstream || attempt.released) return;
     attempt.cancelled = true;
+    attempt.flag = 'UT';
     this.#release(attempt);
     attempt.abort?.(new Error('per-try timeout'));
     this.#cluster!.reportFailure(attempt.endpoint, 'timeout');
@@ -716,6 +728,16 @@ export class Exchange implements FilterHost {
       .handle(ep ?? cluster, { service: cluster?.meta, endpoint: ep }, this.grpc ? 'grpc' : 'http', code, this.flags, this.grpcStatus)
       .record({ durationMs, requestBytes: this.requestBytes, responseBytes: this.responseBytes });
     this.ctx.accessLog?.log(this, durationMs);
+    this.trace?.finish({
+      status: code,
+      flags: this.flags,
+      cluster: cluster?.name ?? '',
+      operation: this.route?.operation ?? '',
+      requestBytes: this.requestBytes,
+      responseBytes: this.responseBytes,
+      protocol: this.sink.protocol ?? 'HTTP/1.1',
+      grpcStatus: this.grpcStatus,
+    });
     this.sink.finished();
   }
 
@@ -834,14 +856,19 @@ export function grpcMessageEncode(text: string): string {
 class MirrorHandler implements UpstreamHandler {
   #abort: ((err?: Error) => void) | null = null;
   #timer: NodeJS.Timeout;
-  constructor(timeoutMs: number) {
+  /** The shadow request's span, ended with its outcome. */
+  #traced: { trace: RequestTrace; span: UpstreamSpan; host: string } | null;
+  #status = 0;
+  constructor(timeoutMs: number, traced: { trace: RequestTrace; span: UpstreamSpan; host: string } | null) {
     this.#timer = setTimeout(() => this.#abort?.(new Error('mirror timeout')), timeoutMs);
     this.#timer.unref();
+    this.#traced = traced;
   }
   onStart(abort: (err?: Error) => void): void {
     this.#abort = abort;
   }
-  onHead(): boolean {
+  onHead(status: number): boolean {
+    if (status >= 200) this.#status = status;
     return true;
   }
   onData(): boolean {
@@ -849,9 +876,17 @@ class MirrorHandler implements UpstreamHandler {
   }
   onEnd(): void {
     clearTimeout(this.#timer);
+    this.#traceEnd(this.#status, '');
   }
-  onError(): void {
+  onError(err: UpstreamError): void {
     clearTimeout(this.#timer);
+    this.#traceEnd(0, responseFlag(err.kind));
+  }
+  #traceEnd(status: number, flag: string): void {
+    const t = this.#traced;
+    if (t === null) return;
+    this.#traced = null;
+    t.trace.endUpstream(t.span, status, t.host, flag, 'HTTP/1.1');
   }
 }
 
@@ -883,6 +918,10 @@ export class Attempt implements UpstreamHandler {
   retry = false;
   /** Set-Cookie for the response when consistent hashing generated the cookie. */
   setCookie: string | null = null;
+  /** Its trace span (null when tracing is off), the response status (0: none yet) and failure flag. */
+  span: UpstreamSpan | null = null;
+  status = 0;
+  flag = '';
 
   constructor(exchange: Exchange, endpoint: UpstreamEndpoint) {
     this.exchange = exchange;

@@ -23,6 +23,7 @@ import type { RequestHead } from '../routing/request.js';
 import { firstMatch, pickCluster, type CompiledRoute, type CompiledVirtualHost, type ForwardAction, type HeaderOps } from '../routing/route-table.js';
 import type { AccessLog, LoggedRequest } from '../telemetry/access-log.js';
 import type { IstioMetrics } from '../telemetry/metrics.js';
+import type { RequestTrace, UpstreamSpan } from '../telemetry/tracing/tracer.js';
 import type { ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manager.js';
 import { failureReply, outlierFailure, responseFlag, type UpstreamError } from '../upstream/errors.js';
 import { WS_MAX_PAYLOAD, openUpstreamWebSocket, webSocketConnectError } from '../upstream/ws-connect.js';
@@ -504,6 +505,10 @@ class Bridge implements LoggedRequest, FilterHost {
   flags = '';
   requestBytes = 0;
   responseBytes = 0;
+  /** The request's trace (started by the tracing filter), null when tracing is off. */
+  trace: RequestTrace | null = null;
+  /** The current upstream handshake's span. */
+  #span: UpstreamSpan | null = null;
 
   /** The client's handshake: valid until answered, upgraded or aborted (or yielded), then null. */
   #hs: Handshake | null;
@@ -707,6 +712,12 @@ class Bridge implements LoggedRequest, FilterHost {
     this.#setCookie = cluster.setCookie;
     this.#endpoint = ep;
     this.#upstreamObject['x-envoy-attempt-count'] = String(retry.attempts);
+    if (this.trace !== null) {
+      // One span per upstream handshake attempt; its context goes upstream in the client's formats.
+      const ctx: string[] = [];
+      this.#span = this.trace.upstream(ctx, cluster.name);
+      for (let i = 0; i < ctx.length; i += 2) this.#upstreamObject[ctx[i]!] = ctx[i + 1]!;
+    }
     this.#upstreamStartedAt = performance.now();
     let up: WebSocket;
     try {
@@ -752,6 +763,7 @@ class Bridge implements LoggedRequest, FilterHost {
       return;
     }
     this.#handshakeOver();
+    this.#endSpan(101, '');
     this.#cluster!.reportStatus(this.#endpoint!, 101);
     const hs = this.#takeHs()!;
     this.#upgraded = true;
@@ -787,6 +799,7 @@ class Bridge implements LoggedRequest, FilterHost {
       up.terminate();
       if (this.#hs === null) return;
       const status = r.statusCode ?? 502;
+      this.#endSpan(status, '');
       this.#cluster!.reportStatus(this.#endpoint!, status);
       if (length > REFUSAL_BODY_LIMIT || !r.complete) return this.#reply(503, 'UC', resetBody());
       // As for HTTP: a status the route's retry policy retries is not relayed while attempts are left.
@@ -803,6 +816,7 @@ class Bridge implements LoggedRequest, FilterHost {
       this.#up = null;
       if (this.#hs === null) return;
       const e: UpstreamError = webSocketConnectError(err);
+      this.#endSpan(0, responseFlag(e.kind));
       this.#cluster!.reportFailure(this.#endpoint!, outlierFailure(e.kind));
       if (this.#maybeRetry(this.#retry!.retriesError(e.kind))) return;
       const r = failureReply(e);
@@ -811,6 +825,14 @@ class Bridge implements LoggedRequest, FilterHost {
     }
     // After the upgrade `close` follows; `ws` has already sent the upstream its close code.
     this.#upFailure = { code: wsErrorCode(err.code), reason: err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' ? 'upstream message too big' : 'upstream protocol error' };
+  }
+
+  /** The current upstream handshake attempt is over: its span ends. */
+  #endSpan(status: number, flag: string): void {
+    const span = this.#span;
+    if (span === null) return;
+    this.#span = null;
+    this.trace!.endUpstream(span, status, this.#endpoint?.hostPort ?? '', flag, 'HTTP/1.1');
   }
 
   /** Schedules another upstream handshake when `retriable` (the policy retries this failure) and the rest allow it. */
@@ -1039,6 +1061,16 @@ class Bridge implements LoggedRequest, FilterHost {
       .handle(ep ?? cluster, { service: cluster?.meta, endpoint: ep }, 'http', this.code, this.flags)
       .record({ durationMs, requestBytes: this.requestBytes, responseBytes: this.responseBytes });
     this.#accessLog?.log(this, durationMs);
+    this.#endSpan(0, this.flags);
+    this.trace?.finish({
+      status: this.code,
+      flags: this.flags,
+      cluster: cluster?.name ?? '',
+      operation: this.route?.operation ?? '',
+      requestBytes: this.requestBytes,
+      responseBytes: this.responseBytes,
+      protocol: 'HTTP/1.1',
+    });
   }
 
   get upstreamHost(): string {

@@ -63,8 +63,11 @@ ${mesh.split('\n').map((l) => `    ${l}`).join('\n')}
 `;
 }
 
-/** The root namespace's Telemetry: one tracing entry (applied once /config_dump shows its revision tag). */
-async function setTracing(entry: string): Promise<void> {
+/**
+ * The root namespace's Telemetry: one tracing entry, applied once /config_dump shows its revision
+ * tag (`off`: tracing is off with it, so once the previous revision's tag is gone).
+ */
+async function setTracing(entry: string, off = false): Promise<void> {
   rev++;
   gw.writeFile('telemetry.yaml', `apiVersion: telemetry.istio.io/v1
 kind: Telemetry
@@ -77,7 +80,7 @@ spec:
       batch: {header: {name: x-batch, defaultValue: none}}
       rev: {literal: {value: r${rev}}}
 `);
-  await waitFor(async () => ((await gw.admin('/config_dump')).text.includes(`"r${rev}"`) ? true : undefined), 5000);
+  await waitFor(async () => ((await gw.admin('/config_dump')).text.includes(`"r${off ? rev - 1 : rev}"`) !== off ? true : undefined), 5000);
 }
 
 const annotated = (name: string, port: number, protocol: string, annotations: Record<string, string> = {}): Record<string, unknown> => ({
@@ -230,6 +233,7 @@ describe('trace context through every engine', () => {
     });
 
     it(`${engine}: B3 multi in, B3 multi out; B3 single in, B3 single out; nothing in, a new W3C trace`, async () => {
+      const T = `${'b3'.repeat(12)}${engine.length.toString(16).padStart(8, '0')}`;
       const multi = (await send('/b3', { 'x-b3-traceid': T, 'x-b3-spanid': S, 'x-b3-sampled': '1' })).echo;
       expect(header(multi, 'x-b3-traceid')).toBe(T);
       expect(header(multi, 'x-b3-sampled')).toBe('1');
@@ -405,7 +409,7 @@ describe('providers and reporting', () => {
   });
 
   it('disableSpanReporting: nothing is exported', async () => {
-    await setTracing('disableSpanReporting: true\n    randomSamplingPercentage: 100');
+    await setTracing('disableSpanReporting: true\n    randomSamplingPercentage: 100', true);
     const c = `${T.slice(0, 28)}ccc3`;
     await get(ports.uws, '/quiet', { traceparent: `00-${c}-${S}-01` });
     await setTracing('randomSamplingPercentage: 100');

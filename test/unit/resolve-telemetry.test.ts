@@ -24,6 +24,15 @@ function snap(yaml: string, opts: Partial<ResolveOptions> = {}): Snapshot {
 }
 const warnings = (s: Snapshot): string[] => s.warnings.map(formatProblem);
 
+/** Istio's service tags (buildServiceTags) for OPTS: on every span unless enableIstioTags is false. */
+const ISTIO_TAGS = [
+  { tag: 'istio.canonical_revision', literal: { value: 'latest' } },
+  { tag: 'istio.canonical_service', literal: { value: 'edge' } },
+  { tag: 'istio.cluster_id', literal: { value: 'Kubernetes' } },
+  { tag: 'istio.mesh_id', literal: { value: 'cluster.local' } },
+  { tag: 'istio.namespace', literal: { value: 'gw' } },
+];
+
 const TRACING_MESH = {
   defaultConfig: { tracing: { sampling: 5 } },
   extensionProviders: [
@@ -42,7 +51,7 @@ describe('Telemetry API: what applies to a gateway', () => {
     expect(s.telemetry).toEqual({
       api: false,
       policies: [],
-      tracing: { random_sampling: { value: 2.5 }, custom_tags: [], spawn_upstream_span: true, use_request_id_for_trace_sampling: true, enable_istio_tags: true },
+      tracing: { random_sampling: { value: 2.5 }, custom_tags: ISTIO_TAGS, service_cluster: 'edge.gw', spawn_upstream_span: true, use_request_id_for_trace_sampling: true, enable_istio_tags: true },
     });
     // Istio's default sampling is 1%, and 0 reads as unset.
     expect(snap('', { mesh: mesh({ defaultConfig: { tracing: { sampling: 0 } } }) }).telemetry.tracing?.random_sampling).toEqual({ value: 1 });
@@ -108,7 +117,7 @@ spec:
 `, { mesh: mesh({ ...TRACING_MESH, defaultProviders: { tracing: ['zipkin'] } }) }).telemetry.tracing).toMatchObject({
       random_sampling: { value: 20 },
       // Fields the namespace leaves unset keep the root's (per field, not per resource).
-      custom_tags: [{ tag: 'env', literal: { value: 'prod' } }],
+      custom_tags: [...ISTIO_TAGS, { tag: 'env', literal: { value: 'prod' } }],
     });
   });
 
@@ -280,7 +289,8 @@ describe('Telemetry API: tracing', () => {
     const s = snap('', { mesh: mesh({ ...TRACING_MESH, defaultProviders: { tracing: ['zipkin'] } }) });
     expect(s.telemetry.tracing).toEqual({
       random_sampling: { value: 5 },
-      custom_tags: [],
+      custom_tags: ISTIO_TAGS,
+      service_cluster: 'edge.gw',
       spawn_upstream_span: true,
       use_request_id_for_trace_sampling: true,
       enable_istio_tags: true,
@@ -317,6 +327,7 @@ ${extra}`;
     const http = snap(yaml('otel'), { mesh: m }).telemetry.tracing!;
     expect(http.random_sampling).toEqual({ value: 100 });
     expect(http.custom_tags).toEqual([
+      ...ISTIO_TAGS,
       { tag: 'cluster', literal: { value: 'edge-1' } },
       { tag: 'user', request_header: { name: 'x-user' } },
       { tag: 'zone', environment: { name: 'ZONE', default_value: 'unknown' } },
@@ -369,5 +380,48 @@ spec:
     const m = mesh({ ...TRACING_MESH, defaultProviders: { tracing: ['zipkin'] } });
     expect(snap(t(10), { mesh: m }).hash).not.toBe(snap(t(20), { mesh: m }).hash);
     expect(snap(t(10), { mesh: m }).hash).toBe(snap(t(10), { mesh: m }).hash);
+  });
+});
+
+describe('tracing: span names and Istio tags', () => {
+  it("enableIstioTags: false leaves Istio's service tags off; the gateway's labels name them otherwise", () => {
+    const m = mesh({ ...TRACING_MESH, defaultProviders: { tracing: ['zipkin'] } });
+    const off = snap(`apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  tracing: [{enableIstioTags: false}]
+`, { mesh: m });
+    expect(off.telemetry.tracing?.custom_tags).toEqual([]);
+    const labelled = snap('', { mesh: m, labels: { 'service.istio.io/canonical-name': 'ingress', 'service.istio.io/canonical-revision': 'v7', app: 'x' } });
+    expect(labelled.telemetry.tracing?.custom_tags.slice(0, 2)).toEqual([
+      { tag: 'istio.canonical_revision', literal: { value: 'v7' } },
+      { tag: 'istio.canonical_service', literal: { value: 'ingress' } },
+    ]);
+  });
+
+  it("routes are named as Istio's GetRouteOperation names them: host:port of a single destination, else the VirtualService, then the match's path", () => {
+    const s = snap(`apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: gw}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 80, name: http, protocol: HTTP}, hosts: ['*']}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop, namespace: gw}
+spec:
+  hosts: [shop.test]
+  gateways: [gw]
+  http:
+  - match: [{uri: {prefix: /api/}}]
+    route: [{destination: {host: api.gw.svc.cluster.local, port: {number: 8080}}}]
+  - match: [{uri: {exact: /login}}]
+    route: [{destination: {host: a.gw.svc.cluster.local, port: {number: 80}}, weight: 50}, {destination: {host: b.gw.svc.cluster.local, port: {number: 80}}, weight: 50}]
+  - route: [{destination: {host: web.gw.svc.cluster.local, port: {number: 80}}}]
+`);
+    const routes = [...s.routes.values()].flatMap((rc) => rc.virtual_hosts.flatMap((vh) => vh.routes.map((r) => r.decorator?.operation)));
+    expect(routes).toEqual(['api.gw.svc.cluster.local:8080/api/*', 'shop:80/login', 'web.gw.svc.cluster.local:80/*']);
   });
 });

@@ -1,6 +1,7 @@
 // The filter chain every request runs before the router, HTTP exchanges and WebSocket handshakes
 // alike, in the order Istio configures Envoy's HTTP connection manager at a gateway:
-// jwt_authn → ext_authz → rbac (one security step) → cors → fault → router.
+// tracing (the connection manager's span) → jwt_authn → ext_authz → rbac (one security step) →
+// cors → fault → router.
 //
 // A new route policy (tracing, a local rate limit...) is one file in this folder exporting an
 // HttpFilter, and one line in HTTP_FILTERS at its place in Envoy's order.
@@ -8,11 +9,12 @@ import { corsFilter } from './cors.js';
 import { faultFilter } from './fault.js';
 import { CONTINUE, respond, type FilterVerdict, type HttpFilter, type FilterRequest, type LocalReply } from './filter.js';
 import { securityFilter } from './security.js';
+import { tracingFilter } from './tracing.js';
 
 export type FilterChain = readonly HttpFilter[];
 
 /** The chain of every listener: one static array, never built per request. */
-export const HTTP_FILTERS: FilterChain = Object.freeze([securityFilter, corsFilter, faultFilter]);
+export const HTTP_FILTERS: FilterChain = Object.freeze([tracingFilter, securityFilter, corsFilter, faultFilter]);
 
 /** A request running the chain: what the chain asks of its lifecycle (Exchange, the WebSocket Bridge). */
 export interface FilterHost extends FilterRequest {

@@ -5,6 +5,7 @@
 import type { RequestHead } from '../../routing/request.js';
 import type { CompiledRoute, CompiledVirtualHost, HeaderOps } from '../../routing/route-table.js';
 import type { SecurityFilters } from '../../security/pipeline.js';
+import type { RequestTrace, Tracer } from '../../telemetry/tracing/tracer.js';
 import type { ConnectionFacts } from '../connection.js';
 
 /** A local reply a filter (or the router) answers with instead of going upstream. */
@@ -46,6 +47,8 @@ export type FilterVerdict = Continue | LocalReply | Delay | Wait;
 export interface FilterContext {
   /** The listener's JWT and AuthorizationPolicy filters (null or none: no policy applies). */
   readonly security?: SecurityFilters | null;
+  /** This version's tracing (null or none: tracing is off). */
+  readonly tracer?: Tracer | null;
 }
 
 /** What a filter reads and edits of a request: an HTTP exchange and a WebSocket handshake alike. */
@@ -62,6 +65,10 @@ export interface FilterRequest {
   upstreamHeaders: string[];
   /** Envoy's response flags so far. */
   flags: string;
+  /** performance.now() when the request began. */
+  readonly startedAt: number;
+  /** The request's trace (the tracing filter starts it; null when tracing is off). */
+  trace: RequestTrace | null;
   /**
    * Response header edits of a filter (CORS, ext_authz's headers on allow), applied to the
    * response whatever answers it, the last added first (Envoy encodes in reverse filter order).
