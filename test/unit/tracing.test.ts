@@ -8,6 +8,7 @@ import { extract, inject, B3_MULTI, B3_SINGLE, W3C } from '../../src/telemetry/t
 import { BatchSink, exportMetrics, MAX_QUEUE, TraceExporters } from '../../src/telemetry/tracing/exporters.js';
 import { CLIENT_FORCED, FORCED, NOT_TRACEABLE, SAMPLED, traceReason } from '../../src/telemetry/tracing/sampler.js';
 import { internalRequest, Tracer } from '../../src/telemetry/tracing/tracer.js';
+import { spanAttributes, type SpanRecord } from '../../src/telemetry/tracing/span.js';
 import type { RequestHead } from '../../src/routing/request.js';
 import { startOtlpGrpcCollector, startOtlpHttpCollector, startZipkinCollector, type Collector } from '../helpers/trace-collectors.js';
 import { waitFor } from '../helpers/net.js';
@@ -104,6 +105,68 @@ describe('sampling decision', () => {
   });
 });
 
+describe('spans of a request', () => {
+  it("the request's span and its attempts' spans: ids, parents, Envoy's tags, custom tags (literal, environment, header)", () => {
+    process.env.GATEHOUSE_TEST_ZONE = 'zone-a';
+    const records: SpanRecord[] = [];
+    const cfg: TracingConfig = {
+      random_sampling: { value: 100 },
+      custom_tags: [
+        { tag: 'team', literal: { value: 'edge' } },
+        { tag: 'zone', environment: { name: 'GATEHOUSE_TEST_ZONE' } },
+        { tag: 'missing', environment: { name: 'GATEHOUSE_TEST_UNSET', default_value: 'dflt' } },
+        { tag: 'tenant', request_header: { name: 'X-Tenant', default_value: 'none' } },
+      ],
+      service_cluster: 'gw.istio-system',
+      max_path_tag_length: 24,
+      spawn_upstream_span: true,
+      use_request_id_for_trace_sampling: true,
+      enable_istio_tags: true,
+    };
+    const tracer = new Tracer(cfg, { nodeId: 'router~n', serviceName: 'gw.istio-system' }, { provider: 'p', add: (s) => records.push(s) }, 0);
+    const headers = ['x-tenant', 't1', 'user-agent', 'curl', 'traceparent', `00-${T}-${S}-01`, 'x-request-id', 'rid'];
+    const head: RequestHead = { method: 'POST', path: '/a/very/long/path/indeed', query: 'q=1', host: 'h.test', authority: 'h.test', scheme: 'https', headers };
+    const trace = tracer.start(head, headers, '10.0.0.9', false, performance.now());
+    const up = headers.slice();
+    const a1 = trace.upstream(up, 'outbound|80||svc');
+    trace.endUpstream(a1, 503, '10.1.1.1:80', '', 'HTTP/1.1');
+    const a2 = trace.upstream(up, 'outbound|80||svc');
+    trace.endUpstream(a2, 200, '10.1.1.2:80', '', 'HTTP/1.1');
+    expect(up.filter((h) => h === 'traceparent')).toHaveLength(1);
+    expect(up[up.indexOf('traceparent') + 1]).toBe(`00-${T}-${a2.spanId}-01`);
+    trace.finish({ status: 200, flags: '', cluster: 'outbound|80||svc', operation: 'svc:80/*', requestBytes: 5, responseBytes: 7, protocol: 'HTTP/2' });
+    trace.finish({ status: 500, flags: '', cluster: '', operation: '', requestBytes: 0, responseBytes: 0, protocol: '' });
+    expect(records.map((r) => [r.name, r.parentId])).toEqual([
+      ['router outbound|80||svc egress', trace.spanId],
+      ['router outbound|80||svc egress', trace.spanId],
+      ['svc:80/*', S],
+    ]);
+    expect(spanAttributes(records[0]!)).toMatchObject({ 'http.status_code': '503', error: 'true', upstream_address: '10.1.1.1:80' });
+    expect(records[1]!.error).toBe(false);
+    expect(spanAttributes(records[2]!)).toEqual({
+      node_id: 'router~n',
+      component: 'proxy',
+      team: 'edge',
+      zone: 'zone-a',
+      missing: 'dflt',
+      tenant: 't1',
+      'guid:x-request-id': 'rid',
+      'http.url': 'https://h.test/a/very/lo',
+      'http.method': 'POST',
+      downstream_cluster: '-',
+      user_agent: 'curl',
+      'http.protocol': 'HTTP/2',
+      'peer.address': '10.0.0.9',
+      request_size: '5',
+      upstream_cluster: 'outbound|80||svc',
+      'upstream_cluster.name': 'outbound|80||svc',
+      'http.status_code': '200',
+      response_size: '7',
+      response_flags: '-',
+    });
+  });
+});
+
 describe('export through the OpenTelemetry exporters', () => {
   let zipkin: Collector;
   let otlpHttp: Collector;
@@ -143,7 +206,8 @@ describe('export through the OpenTelemetry exporters', () => {
     kind: 2,
     startMs: Date.now() - 5,
     durationMs: 3.5,
-    tags: { 'http.status_code': '503', component: 'proxy' },
+    staticTags: ['component', 'proxy'],
+    tags: ['http.status_code', '503'],
     error: true,
   });
 

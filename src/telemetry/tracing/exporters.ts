@@ -7,7 +7,7 @@ import type { ExportResult } from '@opentelemetry/core';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace-base';
 import { Counter, type Registry } from 'prom-client';
 import type { OpenTelemetryTracerConfig, TracerHeader, TracingProvider, ZipkinTracerConfig } from '../../controlplane/snapshot.js';
-import type { SpanRecord } from './span.js';
+import { spanAttributes, type SpanRecord } from './span.js';
 
 /** OpenTelemetry's BatchSpanProcessor defaults: queue and batch sizes. */
 export const MAX_QUEUE = 2048;
@@ -74,19 +74,26 @@ async function createExporter(p: TracingProvider, serviceName: string): Promise<
 export class BatchSink implements SpanSink {
   readonly provider: string;
   readonly #serviceName: string;
-  readonly #metrics: ExportMetrics;
   readonly #create: () => Promise<{ exporter: SpanExporter; timeoutMs: number }>;
   #exporter: Promise<{ exporter: SpanExporter; timeoutMs: number } | null> | null = null;
   #queue: SpanRecord[] = [];
   #timer: NodeJS.Timeout | null = null;
   #inFlight = false;
+  /** The pending timer flushes at once (a full batch waits for it). */
+  #immediate = false;
   #closed = false;
   #resource: ReadableSpan['resource'] | null = null;
+  // prom-client children resolved once: a labelled inc() per span would hash its labels every time.
+  readonly #exported: { inc(n?: number): void };
+  readonly #queueFull: { inc(n?: number): void };
+  readonly #exportFailed: { inc(n?: number): void };
 
   constructor(provider: TracingProvider, serviceName: string, metrics: ExportMetrics, create?: () => Promise<{ exporter: SpanExporter; timeoutMs: number }>) {
     this.provider = provider.metadata.filter_metadata.istio.provider;
     this.#serviceName = serviceName;
-    this.#metrics = metrics;
+    this.#exported = metrics.exported.labels({ provider: this.provider });
+    this.#queueFull = metrics.dropped.labels({ provider: this.provider, reason: 'queue_full' });
+    this.#exportFailed = metrics.dropped.labels({ provider: this.provider, reason: 'export_failed' });
     this.#create = create ?? (() => createExporter(provider, serviceName));
   }
 
@@ -94,18 +101,21 @@ export class BatchSink implements SpanSink {
     if (this.#closed) return;
     const q = this.#queue;
     if (q.length >= MAX_QUEUE) {
-      this.#metrics.dropped.inc({ provider: this.provider, reason: 'queue_full' });
+      this.#queueFull.inc();
       return;
     }
     q.push(span);
-    if (q.length >= MAX_BATCH && !this.#inFlight) this.#flushSoon(0);
-    else if (this.#timer === null) this.#flushSoon(FLUSH_DELAY_MS);
+    if (q.length >= MAX_BATCH) {
+      if (!this.#inFlight && !this.#immediate) this.#flushSoon(0);
+    } else if (this.#timer === null) this.#flushSoon(FLUSH_DELAY_MS);
   }
 
   #flushSoon(delay: number): void {
     if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#immediate = delay === 0;
     this.#timer = setTimeout(() => {
       this.#timer = null;
+      this.#immediate = false;
       void this.flush();
     }, delay);
     this.#timer.unref();
@@ -118,8 +128,8 @@ export class BatchSink implements SpanSink {
     const batch = this.#queue.splice(0, MAX_BATCH);
     try {
       const ok = await this.#export(batch);
-      if (ok) this.#metrics.exported.inc({ provider: this.provider }, batch.length);
-      else this.#metrics.dropped.inc({ provider: this.provider, reason: 'export_failed' }, batch.length);
+      if (ok) this.#exported.inc(batch.length);
+      else this.#exportFailed.inc(batch.length);
     } finally {
       this.#inFlight = false;
       if (this.#queue.length > 0 && !this.#closed) this.#flushSoon(this.#queue.length >= MAX_BATCH ? 0 : FLUSH_DELAY_MS);
@@ -189,7 +199,7 @@ function toReadable(s: SpanRecord, resource: ReadableSpan['resource']): Readable
     duration: [Math.floor(dur / 1000), Math.round((dur % 1000) * 1e6)],
     // Envoy's `error` tag; OTLP also gets the status (code 2: ERROR) its consumers read.
     status: { code: s.error ? 2 : 0 },
-    attributes: s.tags,
+    attributes: spanAttributes(s),
     links: [],
     events: [],
     ended: true,

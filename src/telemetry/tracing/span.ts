@@ -16,8 +16,20 @@ export interface SpanRecord {
   /** Epoch milliseconds (fractional) of the start. */
   readonly startMs: number;
   readonly durationMs: number;
-  /** Envoy's tags (string values). */
-  readonly tags: Record<string, string>;
+  /** Tags every span of the gateway carries, as [name, value, ...] (shared by all spans of a tracer). */
+  readonly staticTags: readonly string[];
+  /** This span's own tags, [name, value, ...]; a name repeated wins over an earlier one. */
+  readonly tags: readonly string[];
   /** Envoy's `error` tag: a 5xx, a reset, no response. */
   readonly error: boolean;
+}
+
+/** A span's tags as one object (the export's attributes): flat arrays on the request path, since V8 spreads objects of dotted keys slowly. */
+export function spanAttributes(s: SpanRecord): Record<string, string> {
+  const out: Record<string, string> = {};
+  const a = s.staticTags;
+  for (let i = 0; i < a.length; i += 2) out[a[i]!] = a[i + 1]!;
+  const b = s.tags;
+  for (let i = 0; i < b.length; i += 2) out[b[i]!] = b[i + 1]!;
+  return out;
 }

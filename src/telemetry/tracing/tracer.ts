@@ -14,6 +14,9 @@ import { spanId, traceId } from './ids.js';
 import { percentToTenThousandths, traceReason, NOT_TRACEABLE } from './sampler.js';
 import { SPAN_KIND_CLIENT, type SpanRecord } from './span.js';
 
+/** performance.timeOrigin is a getter into C++: read once. */
+const TIME_ORIGIN = performance.timeOrigin;
+
 /** Envoy's default max_path_tag_length. */
 const DEFAULT_MAX_PATH_TAG = 256;
 
@@ -44,8 +47,8 @@ export class Tracer {
   readonly sink: SpanSink | null;
   readonly maxPathTag: number;
   readonly trustedHops: number;
-  /** Tags every span of the gateway carries (node_id, literal and environment custom tags, Istio's). */
-  readonly staticTags: Readonly<Record<string, string>>;
+  /** Tags every span of the gateway carries (node_id, literal and environment custom tags, Istio's), [name, value, ...]. */
+  readonly staticTags: readonly string[];
   /** Request-header custom tags: [tag, header, default]. */
   readonly headerTags: ReadonlyArray<readonly [string, string, string | undefined]>;
 
@@ -59,7 +62,7 @@ export class Tracer {
     const tags: Record<string, string> = { node_id: node.nodeId, component: 'proxy' };
     const headerTags: Array<readonly [string, string, string | undefined]> = [];
     for (const t of cfg.custom_tags) compileTag(t, tags, headerTags);
-    this.staticTags = tags;
+    this.staticTags = Object.entries(tags).flat();
     this.headerTags = headerTags;
   }
 
@@ -211,18 +214,17 @@ export class RequestTrace {
     const sink = this.tracer.sink;
     if (!this.sampled || sink === null) return;
     const now = performance.now();
-    const tags: Record<string, string> = {
-      ...this.tracer.staticTags,
-      'http.protocol': protocol,
-      upstream_address: address || '-',
-      'peer.address': address || '-',
-      upstream_cluster: u.cluster,
-      'upstream_cluster.name': u.cluster,
-      'http.status_code': String(status),
-      response_flags: flags || '-',
-    };
+    const tags = [
+      'http.protocol', protocol,
+      'upstream_address', address || '-',
+      'peer.address', address || '-',
+      'upstream_cluster', u.cluster,
+      'upstream_cluster.name', u.cluster,
+      'http.status_code', String(status),
+      'response_flags', flags || '-',
+    ];
     const error = status === 0 || status >= 500;
-    if (error) tags.error = 'true';
+    if (error) tags.push('error', 'true');
     sink.add(this.#record(u.spanId, this.spanId, u.name, u.startedAt, now, tags, error));
   }
 
@@ -239,31 +241,32 @@ export class RequestTrace {
     if (url.length > t.maxPathTag) url = url.slice(0, t.maxPathTag);
     let userAgent = '-';
     for (let i = 0; i < head.headers.length; i += 2) if (head.headers[i] === 'user-agent') userAgent = head.headers[i + 1]!;
-    const tags: Record<string, string> = {
-      ...t.staticTags,
-      'guid:x-request-id': this.requestId,
-      'http.url': url,
-      'http.method': head.method,
-      downstream_cluster: '-',
-      user_agent: userAgent,
-      'http.protocol': o.protocol,
-      'peer.address': this.peer,
-      request_size: String(o.requestBytes),
-      upstream_cluster: o.cluster || '-',
-      'upstream_cluster.name': o.cluster || '-',
-      'http.status_code': String(o.status),
-      response_size: String(o.responseBytes),
-      response_flags: o.flags || '-',
-    };
-    if (this.clientTraceId) tags['guid:x-client-trace-id'] = this.clientTraceId;
-    for (const [tag, name, dflt] of t.headerTags) {
+    const tags = [
+      'guid:x-request-id', this.requestId,
+      'http.url', url,
+      'http.method', head.method,
+      'downstream_cluster', '-',
+      'user_agent', userAgent,
+      'http.protocol', o.protocol,
+      'peer.address', this.peer,
+      'request_size', String(o.requestBytes),
+      'upstream_cluster', o.cluster || '-',
+      'upstream_cluster.name', o.cluster || '-',
+      'http.status_code', String(o.status),
+      'response_size', String(o.responseBytes),
+      'response_flags', o.flags || '-',
+    ];
+    if (this.clientTraceId) tags.push('guid:x-client-trace-id', this.clientTraceId);
+    const hts = t.headerTags;
+    for (let j = 0; j < hts.length; j++) {
+      const [tag, name, dflt] = hts[j]!;
       let v: string | undefined;
       for (let i = 0; i < head.headers.length; i += 2) if (head.headers[i] === name) v = head.headers[i + 1];
       v ??= dflt;
-      if (v !== undefined) tags[tag] = v;
+      if (v !== undefined) tags.push(tag, v);
     }
     const error = o.status === 0 || o.status >= 500 || (o.grpcStatus !== undefined && o.grpcStatus !== '' && o.grpcStatus !== '0');
-    if (error) tags.error = 'true';
+    if (error) tags.push('error', 'true');
     const name = o.operation || `egress ${head.authority}`;
     sink.add(this.#record(this.spanId, this.parentId, name, this.startedAt, now, tags, error));
   }
@@ -271,15 +274,16 @@ export class RequestTrace {
   /** The downstream peer's address (Envoy's `peer.address`); set by the lifecycle. */
   peer = '';
 
-  #record(id: string, parent: string, name: string, start: number, end: number, tags: Record<string, string>, error: boolean): SpanRecord {
+  #record(id: string, parent: string, name: string, start: number, end: number, tags: string[], error: boolean): SpanRecord {
     return {
       traceId: this.traceId,
       spanId: id,
       parentId: parent,
       name,
       kind: SPAN_KIND_CLIENT,
-      startMs: performance.timeOrigin + start,
+      startMs: TIME_ORIGIN + start,
       durationMs: end - start,
+      staticTags: this.tracer.staticTags,
       tags,
       error,
     };
