@@ -116,7 +116,7 @@ function compileTag(t: TracingCustomTag, tags: Record<string, string>, headerTag
   } else if (t.request_header) headerTags.push([t.tag, t.request_header.name.toLowerCase(), t.request_header.default_value]);
 }
 
-/** RFC 1918, loopback, link-local and unique-local addresses: Envoy's internal addresses by default. */
+/** RFC 1918, loopback and unique-local addresses: what Envoy counts as internal by default. */
 export function isInternalAddress(ip: string): boolean {
   const v = isIP(ip);
   if (v === 4) {
