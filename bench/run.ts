@@ -17,7 +17,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { makeCert } from './lib/cert.js';
 import { envList, envNumber, REPO, sleep } from './lib/common.js';
-import { ROUTES_COUNT, ROUTES_HEADER, routesHost } from './lib/configs.js';
+import { POLICY_HEADERS, POLICY_HOST, POLICY_PATH, ROUTES_COUNT, ROUTES_HEADER, routesHost } from './lib/configs.js';
 import { extras } from './lib/extras/index.js';
 import { load, running, sanityCheck } from './lib/load/index.js';
 import { ensureDebianPackage, peakRssMiB, stopAll } from './lib/proc.js';
@@ -39,12 +39,17 @@ const SCENARIOS: Scenario[] = [
   // annotated gatehouse.io/http1-engine: strict): what strict RFC 9112 parsing costs beside uWS.
   { id: 'get-strict', title: 'GET 100 B, strict engine', method: 'GET', path: '/', expectBytes: SMALL_BODY.length, strict: true },
   { id: 'post64k-strict', title: 'POST 64 KiB, strict engine', method: 'POST', path: '/upload', body: Buffer.alloc(POST_SIZE, 'p'), expectBytes: 3, strict: true },
-  // The same small GET through a route carrying rewrite + request/response header edits + retries,
-  // to a cluster with consistent hashing on a header (direct: the upstream answers /policy/* too).
-  { id: 'policy', title: 'GET 100 B, full policy', method: 'GET', path: '/policy/item', headers: { 'x-user': 'bench-user' }, expectBytes: SMALL_BODY.length },
+  // The same small GET through issue 18's realistic policy route (bench/lib/configs.ts): a
+  // header-matched rule in front, a regex URI match, header edits, timeout, retries, consistent
+  // hashing + connection pool + outlier detection, an ALLOW AuthorizationPolicy (direct: the
+  // upstream answers /policy/* too).
+  { id: 'policy', title: 'GET 100 B, full policy', method: 'GET', path: POLICY_PATH, host: POLICY_HOST, headers: { ...POLICY_HEADERS }, expectBytes: SMALL_BODY.length },
   // TLS terminated by the target (keep-alive: record overhead, hardly any handshakes).
   { id: 'https', title: 'GET 100 B over HTTPS', kind: 'https', method: 'GET', path: '/', expectBytes: SMALL_BODY.length },
-  // Unary gRPC (100 B request, 100 B answer) from grpc-js clients; req/s = OK calls/s.
+  // HTTP/2 over TLS (ALPN h2, the browsers' protocol) from h2load: 64 connections, one stream each.
+  { id: 'h2', title: 'GET 100 B over h2 (TLS)', kind: 'h2', method: 'GET', path: '/', expectBytes: SMALL_BODY.length },
+  // Unary gRPC (100 B request, 100 B answer) from h2load (4 connections × 16 streams; the grpc-js
+  // loop with BENCH_GRPC_CLIENT=grpc-js); req/s = 2xx calls/s (the sanity check verifies grpc-status OK).
   { id: 'grpc', title: 'gRPC unary, 100 B', kind: 'grpc', method: 'POST', path: GRPC_PATH, expectBytes: SMALL_BODY.length },
   // Route lookup at scale: 1,000 extra VirtualServices (nginx: 1,000 server blocks), the last one hit.
   { id: 'routes1k', title: 'GET 100 B, 1,000 VirtualServices, last one hit', method: 'GET', path: '/', host: routesHost(ROUTES_COUNT - 1), headers: { [ROUTES_HEADER]: 'b' }, expectBytes: SMALL_BODY.length },
@@ -74,6 +79,7 @@ function readSettings(): Settings {
     gatewayNodeArgs: envList('BENCH_GATEWAY_NODE_ARGS') ?? [],
     workers: Math.max(1, Math.round(envNumber('BENCH_WORKERS', 1))),
     client: process.env['BENCH_CLIENT'] === 'autocannon' ? 'autocannon' : 'wrk',
+    grpcClient: process.env['BENCH_GRPC_CLIENT'] === 'grpc-js' ? 'grpc-js' : 'h2load',
     readyTimeoutMs: envNumber('BENCH_READY_TIMEOUT', 30) * 1000,
     keepTmp: process.env['BENCH_KEEP_TMP'] === '1',
   };
@@ -102,7 +108,13 @@ async function main(): Promise<void> {
       notes.push('wrk: missing and not installable here; the HTTP scenarios ran on autocannon.');
       s.client = 'autocannon';
     }
-    const cert = s.scenarios.some((sc) => sc.kind === 'https') ? makeCert(tmp) : undefined;
+    const needsH2load = s.scenarios.some((sc) => sc.kind === 'h2' || (sc.kind === 'grpc' && s.grpcClient === 'h2load'));
+    if (needsH2load && !ensureDebianPackage('h2load', 'nghttp2-client', notes)) {
+      if (s.scenarios.some((sc) => sc.kind === 'h2')) throw new Error('h2load: missing and not installable here (apt-get install nghttp2-client), needed by the h2 scenario');
+      notes.push('h2load: missing and not installable here; the grpc scenario ran on the grpc-js loop.');
+      s.grpcClient = 'grpc-js';
+    }
+    const cert = s.scenarios.some((sc) => sc.kind === 'https' || sc.kind === 'h2') ? makeCert(tmp) : undefined;
     const up = await startUpstream(cert);
     const tracingPercent = process.env['BENCH_TRACING'];
     const receiver = tracingPercent !== undefined && tracingPercent !== '' ? await startTraceReceiver() : null;

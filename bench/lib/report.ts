@@ -15,7 +15,8 @@ export function reportHeader(s: Settings, targets: Target[], nginxVersion: strin
     '',
     `commit ${gitCommit()} · node ${process.version} · ${os.cpus().length} × ${cpuModel} · ` +
       `${s.rounds} round(s) × ${s.duration} s, warm-up ${s.warmup} s, ${s.connections} connections · ${s.client === 'wrk' ? 'wrk 4 (1 thread) for plain HTTP, autocannon 9 in the bench process for HTTPS' : 'autocannon 9 in the bench process'}` +
-      (s.scenarios.some((sc) => sc.kind === 'grpc') ? ` (gRPC: a grpc-js ${grpcVersion()} loop)` : ''),
+      (s.scenarios.some((sc) => sc.kind === 'h2') ? ' · h2: h2load (nghttp2, 1 thread)' : '') +
+      (s.scenarios.some((sc) => sc.kind === 'grpc') ? (s.grpcClient === 'h2load' ? ' · gRPC: h2load over h2c' : ` · gRPC: a grpc-js ${grpcVersion()} loop`) : ''),
     `workers: ${s.workers} (gateway --workers ${s.workers}, nginx worker_processes ${s.workers}; BENCH_WORKERS)` +
       (os.cpus().length <= s.workers ? ` · ${os.cpus().length} cores: the client, upstream and proxy share them, so this box cannot show scaling` : ''),
     `targets: ${targets.map((t) => (t.name === 'nginx' ? `nginx (${nginxVersion}, ${s.workers === 1 ? '1 process' : `${s.workers} worker processes`}, upstream keepalive 64)` : t.name)).join(', ')}` +
@@ -107,7 +108,9 @@ export function report(s: Settings, rows: Row[], header: string[], notes: string
       'CPU µs/req = (utime+stime of the target process tree over the window) / responses; peak RSS = VmHWM since start. ' +
       'Client CPU % = the load generator: the wrk process, or this process for autocannon / the grpc-js loop / the ws loop (100 = one core): near 100 means the client, not the target, is the limit.' +
       (s.scenarios.some((sc) => sc.kind === 'grpc')
-        ? ` gRPC: req/s = OK calls/s from ${GRPC_CHANNELS} grpc-js clients (one HTTP/2 connection each) with ${Math.min(s.connections, GRPC_MAX_INFLIGHT)} calls in flight in all; errors = calls that did not end OK with ${SMALL_BODY.length} B.`
+        ? s.grpcClient === 'h2load'
+          ? ` gRPC: h2load, ${GRPC_CHANNELS} connections with ${Math.min(s.connections, GRPC_MAX_INFLIGHT)} calls in flight in all; req/s = calls answered 2xx per second (h2load does not read grpc-status; the check before the rounds made one grpc-js call that ended OK).`
+          : ` gRPC: req/s = OK calls/s from ${GRPC_CHANNELS} grpc-js clients (one HTTP/2 connection each) with ${Math.min(s.connections, GRPC_MAX_INFLIGHT)} calls in flight in all; errors = calls that did not end OK with ${SMALL_BODY.length} B.`
         : ''),
   );
   const by = (sc: Scenario, t: TargetName) => sum.find((x) => x.row.scenario === sc && x.row.target === t);

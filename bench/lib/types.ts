@@ -9,8 +9,12 @@ export const TARGET_ORDER: TargetName[] = ['direct', 'gateway', 'nginx'];
 export interface Scenario {
   id: string;
   title: string;
-  /** http (default): wrk (or autocannon) over HTTP/1.1; https: autocannon over TLS; grpc: the grpc-js loop; ws: a `ws` echo loop. */
-  kind?: 'http' | 'https' | 'grpc' | 'ws';
+  /**
+   * http (default): wrk (or autocannon) over HTTP/1.1; https: autocannon over TLS; h2: h2load over
+   * TLS with ALPN h2; grpc: h2load over h2c (or the grpc-js loop, BENCH_GRPC_CLIENT=grpc-js); ws: a
+   * `ws` echo loop.
+   */
+  kind?: 'http' | 'https' | 'h2' | 'grpc' | 'ws';
   method: 'GET' | 'POST';
   path: string;
   body?: Buffer;
@@ -36,6 +40,8 @@ export interface Settings {
   workers: number;
   /** Load generator of the plain-HTTP scenarios: wrk (C, far cheaper per request) or autocannon. */
   client: 'wrk' | 'autocannon';
+  /** Load generator of the grpc scenario: h2load (C, nghttp2) or the grpc-js loop. */
+  grpcClient: 'h2load' | 'grpc-js';
   readyTimeoutMs: number;
   keepTmp: boolean;
   /** BENCH_TRACING: the gateway samples this percent of requests and exports their spans to a Zipkin receiver in the bench process. */
@@ -46,7 +52,8 @@ export interface Target {
   name: TargetName;
   port: number; // HTTP/1.1
   strictPort?: number; // gateway: HTTP/1.1 on the strict engine (node:http)
-  tlsPort?: number; // HTTPS (only when the https scenario runs)
+  tlsPort?: number; // HTTPS (only when the https or h2 scenario runs)
+  h2Port?: number; // HTTPS with ALPN h2 (gateway: node:http2; nginx: listen … ssl http2; direct: a node:http2 server in the upstream child)
   grpcPort: number; // h2c gRPC
   child?: Child; // CPU/RSS are measured for targets that are our children (gateway, nginx)
   config?: { dir: string; base: string; text: string }; // gateway: its config folder, the file without/with extra routes

@@ -3,6 +3,8 @@
 // certificate) and a grpc-js server. The bench side starts it and asks it over IPC how many POST
 // bodies arrived whole.
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import http2 from 'node:http2';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import uWS from 'uWebSockets.js';
@@ -20,13 +22,15 @@ const UPSTREAM_MAIN = path.join(REPO, 'bench', 'upstream-main.ts');
 export interface Upstream {
   port: number;
   tlsPort?: number;
+  h2Port?: number; // node:http2 over TLS (ALPN h2): the h2 scenario's direct target
   grpcPort: number;
   child: Child;
 }
 
 // Upstream child: GET / → 100 B, GET /16k → 16 KiB, POST → reads the whole body, answers small.
 // The same routes over HTTPS (uWS SSLApp) when the bench passes a certificate, and a grpc-js
-// server whose unary /bench.Bench/Echo answers 100 B.
+// server whose unary /bench.Bench/Echo answers 100 B. With a certificate also a node:http2 TLS
+// server (ALPN h2 only) answering every GET with 100 B, the h2 scenario's `direct`.
 
 export function serveUpstream(): void {
   let postCount = 0;
@@ -85,8 +89,10 @@ export function serveUpstream(): void {
     },
   });
 
+  let h2Server: http2.Http2SecureServer | undefined;
   const stop = (): void => {
     for (const t of listenSockets) uWS.us_listen_socket_close(t);
+    h2Server?.close();
     grpcServer.forceShutdown();
     process.exit(0);
   };
@@ -113,10 +119,29 @@ export function serveUpstream(): void {
     const cert = process.env[ENV_CERT];
     const key = process.env[ENV_KEY];
     const tlsPort = cert && key ? await listen(addRoutes(uWS.SSLApp({ cert_file_name: cert, key_file_name: key })), 'HTTPS') : undefined;
+    let h2Port: number | undefined;
+    if (cert && key) {
+      const srv = http2.createSecureServer({ cert: fs.readFileSync(cert), key: fs.readFileSync(key) });
+      h2Server = srv;
+      srv.on('stream', (stream, headers) => {
+        stream.on('error', () => undefined);
+        if (headers[':method'] !== 'GET') {
+          stream.respond({ ':status': 405 });
+          stream.end();
+          return;
+        }
+        stream.respond({ ':status': 200, 'content-length': SMALL_BODY.length });
+        stream.end(SMALL_BODY);
+      });
+      h2Port = await new Promise<number>((resolve) => {
+        srv.once('error', (err) => fail(`h2 listen: ${err.message}`));
+        srv.listen(0, '127.0.0.1', () => resolve((srv.address() as { port: number }).port));
+      });
+    }
     const grpcPort = await new Promise<number>((resolve) =>
       grpcServer.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? fail(`gRPC bind: ${err.message}`) : resolve(p))),
     );
-    process.send?.({ kind: 'listening', port, tlsPort, grpcPort });
+    process.send?.({ kind: 'listening', port, tlsPort, h2Port, grpcPort });
   })();
 }
 
@@ -132,10 +157,10 @@ export async function startUpstream(cert: CertPaths | undefined): Promise<Upstre
   const child = track('upstream', proc);
   const ports = await new Promise<Omit<Upstream, 'child'>>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('upstream: no port after 15 s')), 15_000);
-    proc.on('message', (msg: { kind?: string; port?: number; tlsPort?: number; grpcPort?: number; message?: string }) => {
+    proc.on('message', (msg: { kind?: string; port?: number; tlsPort?: number; h2Port?: number; grpcPort?: number; message?: string }) => {
       if (msg.kind === 'listening' && typeof msg.port === 'number' && typeof msg.grpcPort === 'number') {
         clearTimeout(timer);
-        resolve({ port: msg.port, grpcPort: msg.grpcPort, ...(typeof msg.tlsPort === 'number' ? { tlsPort: msg.tlsPort } : {}) });
+        resolve({ port: msg.port, grpcPort: msg.grpcPort, ...(typeof msg.tlsPort === 'number' ? { tlsPort: msg.tlsPort } : {}), ...(typeof msg.h2Port === 'number' ? { h2Port: msg.h2Port } : {}) });
       } else if (msg.kind === 'error') {
         clearTimeout(timer);
         reject(new Error(msg.message));

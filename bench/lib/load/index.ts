@@ -1,4 +1,5 @@
-// The load generators, one file each, and which one a scenario runs on: `kind` grpc → grpc.ts,
+// The load generators, one file each, and which one a scenario runs on: `kind` h2 → h2load.ts,
+// grpc → h2load.ts (grpc.ts with BENCH_GRPC_CLIENT=grpc-js or without h2load),
 // ws → ws.ts, https → autocannon.ts, http → wrk.ts (autocannon.ts with BENCH_CLIENT=autocannon or
 // without wrk). A new generator is a file exporting `load…(s, target, sc, seconds): Promise<Sample>`
 // (measure.ts: Latencies, running, closeSample) and a `check…(target, sc)`, and a line in each
@@ -9,6 +10,7 @@ import { scHost, type Sample, type Scenario, type Settings, type Target } from '
 import { HOST } from '../wire.js';
 import { loadAutocannon } from './autocannon.js';
 import { checkGrpc, loadGrpc } from './grpc.js';
+import { checkH2, loadH2load } from './h2load.js';
 import { portFor } from './measure.js';
 import { loadWrk } from './wrk.js';
 import { checkWs, loadWs } from './ws.js';
@@ -17,6 +19,7 @@ export { running } from './measure.js';
 
 /** One measured window of `seconds` of scenario `sc` against `target`. */
 export async function load(s: Settings, target: Target, sc: Scenario, seconds: number): Promise<Sample> {
+  if (sc.kind === 'h2' || (sc.kind === 'grpc' && s.grpcClient === 'h2load')) return loadH2load(s, target, sc, seconds);
   if (sc.kind === 'grpc') return loadGrpc(s, target, sc, seconds);
   if (sc.kind === 'ws') return loadWs(s, target, sc, seconds);
   // wrk cannot set the TLS server name apart from the URL's host: HTTPS stays on autocannon.
@@ -31,6 +34,7 @@ export async function load(s: Settings, target: Target, sc: Scenario, seconds: n
  */
 export async function sanityCheck(target: Target, sc: Scenario, notes: string[]): Promise<void> {
   if (sc.kind === 'grpc') return checkGrpc(target, sc);
+  if (sc.kind === 'h2') return checkH2(target, sc, notes);
   if (sc.kind === 'ws') return checkWs(target, sc);
   const r = await request(portFor(target, sc), sc.method, sc.path, sc.body, scHost(sc), sc.kind === 'https', sc.headers);
   if (r.tls) notes.push(`${sc.id}: ${target.name} negotiated ${r.tls} (SNI ${HOST}).`);

@@ -27,6 +27,10 @@ export const running: { current?: { stop(): void } | undefined } = {};
 
 export function portFor(target: Target, sc: Scenario): number {
   if (sc.kind === 'grpc') return target.grpcPort;
+  if (sc.kind === 'h2') {
+    if (target.h2Port === undefined) throw new Error(`${target.name}: no h2 port`);
+    return target.h2Port;
+  }
   if (sc.kind === 'https') {
     if (target.tlsPort === undefined) throw new Error(`${target.name}: no HTTPS port`);
     return target.tlsPort;

@@ -4,5 +4,5 @@ import type { Target } from '../types.js';
 import type { Upstream } from '../upstream.js';
 
 export function directTarget(up: Upstream): Target {
-  return { name: 'direct', port: up.port, grpcPort: up.grpcPort, ...(up.tlsPort !== undefined ? { tlsPort: up.tlsPort } : {}) };
+  return { name: 'direct', port: up.port, grpcPort: up.grpcPort, ...(up.tlsPort !== undefined ? { tlsPort: up.tlsPort } : {}), ...(up.h2Port !== undefined ? { h2Port: up.h2Port } : {}) };
 }

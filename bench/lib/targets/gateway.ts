@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { REPO } from '../common.js';
-import { ROUTES_COUNT, routesYaml } from '../configs.js';
+import { policyGatewayYaml, ROUTES_COUNT, routesYaml } from '../configs.js';
 import { freePorts, waitReady } from '../net.js';
 import { track } from '../proc.js';
 import type { CertPaths, Settings, Target } from '../types.js';
@@ -18,6 +18,7 @@ export interface GatewayPorts {
   http: number;
   strict: number; // HTTP on the strict HTTP/1.1 engine
   https?: number; // with cert
+  h2?: number; // with cert: HTTPS offering h2 (node:http2), the default ALPN
   grpc: number;
 }
 
@@ -28,6 +29,22 @@ export function gatewayConfig(ports: GatewayPorts, up: Upstream, cert: CertPaths
     - port: { number: ${ports.https}, protocol: HTTPS, name: https }
       hosts: ['*']
       tls: { mode: SIMPLE, serverCertificate: ${JSON.stringify(cert.cert)}, privateKey: ${JSON.stringify(cert.key)} }`
+      : '';
+  const h2Gateway =
+    ports.h2 !== undefined && cert
+      ? `---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: bench-h2-gateway
+  namespace: bench
+spec:
+  selector: {}
+  servers:
+    - port: { number: ${ports.h2}, protocol: HTTPS, name: https-h2 }
+      hosts: ['*']
+      tls: { mode: SIMPLE, serverCertificate: ${JSON.stringify(cert.cert)}, privateKey: ${JSON.stringify(cert.key)} }
+`
       : '';
   // HTTPS offers h2 by default (node:http2); `gatehouse.io/alpn: http/1.1` keeps the https
   // scenario on the uWS TLS path it has always measured (README: what h2 by default costs).
@@ -55,7 +72,7 @@ spec:
   servers:
     - port: { number: ${ports.strict}, protocol: HTTP, name: http-strict }
       hosts: ['*']
----
+${h2Gateway}---
 apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata:
@@ -103,24 +120,8 @@ metadata:
   namespace: bench
 spec:
   hosts: ['${HOST}']
-  gateways: [bench-gateway, bench-gateway-strict]
+  gateways: [bench-gateway, bench-gateway-strict${ports.h2 !== undefined && cert ? ', bench-h2-gateway' : ''}]
   http:
-    - name: policy
-      match: [{ uri: { prefix: /policy/ } }]
-      rewrite: { uri: /rewritten/ }
-      headers:
-        request:
-          set: { x-bench-route: policy }
-          remove: [x-remove-me]
-        response:
-          set: { x-bench-policy: applied }
-      retries: { attempts: 2, perTryTimeout: 2s, retryOn: "5xx,connect-failure" }
-      timeout: 10s
-      route:
-        - destination:
-            host: upstream.bench.svc.cluster.local
-            subset: hashed
-            port: { number: 80 }
     - route:
         - destination:
             host: upstream.bench.svc.cluster.local
@@ -140,20 +141,7 @@ spec:
   endpoints:
     - address: 127.0.0.1
       ports: { http: ${up.port} }
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata:
-  name: upstream
-  namespace: bench
-spec:
-  host: upstream.bench.svc.cluster.local
-  subsets:
-    - name: hashed
-      trafficPolicy:
-        loadBalancer:
-          consistentHash: { httpHeaderName: x-user }
-`;
+${policyGatewayYaml(up.port, ['bench-gateway', 'bench-gateway-strict'])}`;
 }
 
 /** Replaces the gateway's config file in one rename (the watcher ignores dot files). */
@@ -167,8 +155,8 @@ export async function startGateway(s: Settings, tmp: string, up: Upstream, cert:
   if (!fs.existsSync(s.gatewayCli)) {
     throw new Error(`${path.relative(REPO, s.gatewayCli)} not found: run \`npm run build\` (npm run bench does), or drop gateway from BENCH_TARGETS`);
   }
-  const [port, adminPort, tlsPort, grpcPort, strictPort] = (await freePorts(5)) as [number, number, number, number, number];
-  const ports: GatewayPorts = { http: port, strict: strictPort, grpc: grpcPort, ...(cert ? { https: tlsPort } : {}) };
+  const [port, adminPort, tlsPort, grpcPort, strictPort, h2Port] = (await freePorts(6)) as [number, number, number, number, number, number];
+  const ports: GatewayPorts = { http: port, strict: strictPort, grpc: grpcPort, ...(cert ? { https: tlsPort, h2: h2Port } : {}) };
   const configDir = path.join(tmp, `${name}-config`);
   fs.mkdirSync(configDir);
   const base = gatewayConfig(ports, up, cert) + (s.tracing ? tracingYaml(s.tracing.percent, s.tracing.port) : '');
@@ -192,5 +180,5 @@ export async function startGateway(s: Settings, tmp: string, up: Upstream, cert:
   fs.closeSync(log);
   const child = track(name, proc, logFile);
   await waitReady(child, adminPort, '/healthz/ready', '127.0.0.1', s.readyTimeoutMs);
-  return { name: 'gateway', port, strictPort, grpcPort, ...(ports.https !== undefined ? { tlsPort: ports.https } : {}), child, config: { dir: configDir, base, text: configText } };
+  return { name: 'gateway', port, strictPort, grpcPort, ...(ports.https !== undefined ? { tlsPort: ports.https } : {}), ...(ports.h2 !== undefined ? { h2Port: ports.h2 } : {}), child, config: { dir: configDir, base, text: configText } };
 }

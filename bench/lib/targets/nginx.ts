@@ -5,7 +5,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { ROUTES_HEADER, routesHost } from '../configs.js';
+import { policyNginx, ROUTES_HEADER, routesHost } from '../configs.js';
 import { freePorts, waitReady } from '../net.js';
 import { findOnPath, stopChild, tail, track } from '../proc.js';
 import type { CertPaths, Target } from '../types.js';
@@ -40,7 +40,7 @@ export async function startNginx(
   const dir = path.join(tmp, o.name);
   fs.mkdirSync(dir);
   for (const sub of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) fs.mkdirSync(path.join(dir, sub));
-  const [port, tlsPort, grpcPort] = (await freePorts(3)) as [number, number, number];
+  const [port, tlsPort, grpcPort, h2Port] = (await freePorts(4)) as [number, number, number, number];
   // `http2 on;` exists from 1.25.1; before it (Debian 12 ships 1.22) the flag goes on `listen`.
   const [maj = 0, min = 0, patch = 0] = (/(\d+)\.(\d+)\.(\d+)/.exec(version)?.slice(1) ?? []).map(Number);
   const http2Directive = maj > 1 || (maj === 1 && (min > 25 || (min === 25 && patch >= 1)));
@@ -60,6 +60,19 @@ export async function startNginx(
     }
   }`
     : '';
+  // The h2 scenario: TLS with ALPN h2 (and http/1.1), the same proxying to the upstream.
+  const h2Server = cert
+    ? `
+  server {
+    listen 127.0.0.1:${h2Port} ssl${http2Directive ? ';\n    http2 on' : ' http2'};
+    ssl_certificate ${cert.cert};
+    ssl_certificate_key ${cert.key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {${proxyToUpstream}
+    }
+  }`
+    : '';
+  const policy = policyNginx(up.port, port);
   // master_process off: the PID we start is the one process that serves (= "1 worker"), so its
   // /proc/<pid>/stat holds all of nginx's CPU. Every path points into the temp dir.
   // routes1k: one server block per VirtualService host; like the gateway's two header-matched
@@ -106,20 +119,9 @@ http {
     keepalive 64;
     keepalive_requests 1000000;
   }
+${policy.http}
   server {
-    listen 127.0.0.1:${port};
-    location /policy/ {
-      proxy_pass http://bench_upstream/rewritten/;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host $host;
-      proxy_set_header x-bench-route policy;
-      proxy_set_header x-remove-me "";
-      proxy_next_upstream error timeout http_502 http_503 http_504;
-      proxy_next_upstream_tries 3;
-      proxy_read_timeout 10s;
-      add_header x-bench-policy applied;
-    }
+    listen 127.0.0.1:${port} default_server;
     location /ws {
       proxy_pass http://bench_upstream;
       proxy_http_version 1.1;
@@ -130,7 +132,7 @@ http {
     }
     location / {${proxyToUpstream}
     }
-  }${routeServers.join('')}${tlsServer}
+  }${policy.server}${routeServers.join('')}${tlsServer}${h2Server}
   server {
     listen 127.0.0.1:${grpcPort}${http2Directive ? ';\n    http2 on' : ' http2'};
     location / {
@@ -153,5 +155,5 @@ http {
     await stopChild(child);
     return undefined;
   }
-  return { target: { name: 'nginx', port, grpcPort, ...(cert ? { tlsPort } : {}), child }, version };
+  return { target: { name: 'nginx', port, grpcPort, ...(cert ? { tlsPort, h2Port } : {}), child }, version };
 }
