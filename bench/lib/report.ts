@@ -59,6 +59,19 @@ function targetsTable(s: Settings, sum: ReturnType<typeof summarize>, figures: F
     if (a && b) rows.push(`| ${title} req/s vs nginx | ≥ 0.5× | ${(a.rps / b.rps).toFixed(2)}× | ${verdict(a.rps / b.rps >= 0.5)} |`);
     else rows.push(`| ${title} req/s vs nginx | ≥ 0.5× | – | not measured |`);
   }
+  // Issue 18's targets (hot path, round two).
+  const gp = by('policy', 'gateway');
+  if (g?.cpu !== undefined && gp?.cpu !== undefined) {
+    const r = gp.cpu / g.cpu;
+    rows.push(`| policy route CPU per request vs plain GET (issue 18) | ≤ 1.10× | ${r.toFixed(2)}× (${fmt(gp.cpu, 1)} vs ${fmt(g.cpu, 1)} µs) | ${verdict(r <= 1.1)} |`);
+  } else rows.push('| policy route CPU per request vs plain GET (issue 18) | ≤ 1.10× | – | not measured (needs get and policy) |');
+  if (g?.cpu !== undefined) rows.push(`| small GET CPU per request (issue 18) | ≤ 24 µs | ${fmt(g.cpu, 1)} µs | ${verdict(g.cpu <= 24)} |`);
+  for (const [id, title] of [['h2', 'h2 (TLS) GET'], ['grpc', 'gRPC unary']] as const) {
+    const a = by(id, 'gateway');
+    const b = by(id, 'nginx');
+    if (a?.cpu !== undefined && b?.cpu !== undefined) rows.push(`| ${title} CPU per request vs nginx (issue 18) | ≤ 2× | ${(a.cpu / b.cpu).toFixed(2)}× (${fmt(a.cpu, 1)} vs ${fmt(b.cpu, 1)} µs) | ${verdict(a.cpu / b.cpu <= 2)} |`);
+    else rows.push(`| ${title} CPU per request vs nginx (issue 18) | ≤ 2× | – | not measured |`);
+  }
   const idle = figures.idle;
   const loaded = figures.idleLoaded ? `; the gateway that ran the scenarios: ${fmt(figures.idleLoaded.rss * 1.048576, 0)} MB` : '';
   rows.push(idle ? `| RSS with ${fmt(idle.open)} idle keep-alive connections (fresh gateway) | ≤ 150 MB | ${fmt(idle.rss * 1.048576, 0)} MB (${fmt(idle.rss, 0)} MiB)${loaded} | ${verdict(idle.rss * 1.048576 <= 150)} |` : '| RSS with 10,000 idle keep-alive connections | ≤ 150 MB | – | not measured (BENCH_EXTRA=0) |');
