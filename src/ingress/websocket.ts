@@ -14,10 +14,12 @@
 // Each connection holds its own upstream socket: a config reload only changes how new upgrades
 // are routed (Istio pain point: Envoy drains WebSockets on unrelated pushes). Either side closing
 // or failing closes the other, and a dead upstream is found by pings (no FD or memory leaks).
+import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import type { Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import uWS from 'uWebSockets.js';
-import WebSocket, { WebSocketServer } from 'ws';
+import type WebSocket from 'ws';
+import type { WebSocketServer } from 'ws';
 import { normalizePath } from '../routing/path.js';
 import type { RequestHead } from '../routing/request.js';
 import { firstMatch, pickCluster, type CompiledRoute, type CompiledVirtualHost, type ForwardAction, type HeaderOps } from '../routing/route-table.js';
@@ -26,7 +28,7 @@ import type { IstioMetrics } from '../telemetry/metrics.js';
 import type { RequestTrace, UpstreamSpan } from '../telemetry/tracing/tracer.js';
 import type { ClusterRuntime, UpstreamEndpoint } from '../upstream/cluster-manager.js';
 import { failureReply, outlierFailure, responseFlag, type UpstreamError } from '../upstream/errors.js';
-import { WS_MAX_PAYLOAD, openUpstreamWebSocket, webSocketConnectError } from '../upstream/ws-connect.js';
+import { WS_CONNECTING, WS_MAX_PAYLOAD, WS_OPEN, loadWs, openUpstreamWebSocket, webSocketConnectError } from '../upstream/ws-connect.js';
 import type { ConnectionFacts } from './connection.js';
 import type { DataPlaneContext } from './context.js';
 import { redirectLocation } from './exchange.js';
@@ -60,7 +62,7 @@ const UPSTREAM_PING_INTERVAL_MS = 60_000;
 const REFUSAL_BODY_LIMIT = 1024 * 1024;
 
 const SERVER = 'istio-envoy';
-const OPEN = WebSocket.OPEN;
+const OPEN = WS_OPEN;
 
 // Request headers that belong to the client connection (as on the HTTP path). The handshake's own
 // headers stay in the head (routes may match them) but are not forwarded: the gateway negotiates
@@ -170,7 +172,7 @@ export class WebSocketProxy {
 
   #server(): WebSocketServer {
     if (this.#wss) return this.#wss;
-    const wss = new WebSocketServer({
+    const wss = new (loadWs().WebSocketServer)({
       noServer: true,
       clientTracking: false,
       perMessageDeflate: false,
@@ -979,7 +981,7 @@ class Bridge implements LoggedRequest, FilterHost {
         this.#graceTimer = setTimeout(() => up.terminate(), CLOSE_GRACE_MS);
         this.#graceTimer.unref();
       }
-    } else if (up !== null && up.readyState === WebSocket.CONNECTING) {
+    } else if (up !== null && up.readyState === WS_CONNECTING) {
       up.terminate();
     }
     this.#maybeFinish();
@@ -1094,7 +1096,8 @@ class CorkLender {
   static #users = 0;
   static #app: uWS.TemplatedApp | null = null;
   static #server: uWS.WebSocket<unknown> | null = null;
-  static #client: WebSocket | null = null;
+  /** The loopback client: a bare TCP socket that sent a WebSocket handshake (no `ws` needed). */
+  static #client: Socket | null = null;
 
   static socket(): uWS.WebSocket<unknown> | null {
     return CorkLender.#server;
@@ -1107,7 +1110,7 @@ class CorkLender {
   static release(): void {
     if (--CorkLender.#users > 0) return;
     CorkLender.#users = 0;
-    CorkLender.#client?.terminate();
+    CorkLender.#client?.destroy();
     CorkLender.#client = null;
     const app = CorkLender.#app;
     CorkLender.#app = null;
@@ -1134,11 +1137,14 @@ class CorkLender {
         if (listening && CorkLender.#app === app) uWS.us_listen_socket_close(token);
         listening = false;
       };
-      const client = new WebSocket(`ws://127.0.0.1:${uWS.us_socket_local_port(token)}/`, { perMessageDeflate: false });
+      const client = connect({ host: '127.0.0.1', port: uWS.us_socket_local_port(token), noDelay: true });
       CorkLender.#client = client;
       client.on('error', () => undefined);
-      client.once('open', stopListening);
+      // The 101 answer (uWS upgrades synchronously, then sends nothing more: idleTimeout 0, no pings).
+      client.once('data', stopListening);
+      client.on('data', () => undefined);
       client.once('close', stopListening);
+      client.write(`GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`);
     });
   }
 }

@@ -4,10 +4,14 @@
 // Authorization header, the headers named in includeRequestHeadersInCheck and the fixed ones of
 // includeAdditionalHeadersInCheck. 200 allows (Envoy's rule: any other status denies with that
 // status); an error or timeout gives statusOnError, or allows with failOpen.
-import { Agent, request } from 'undici';
+// undici is required when the first ext_authz client is made, not with this file.
+import { createRequire } from 'node:module';
+import type { Agent } from 'undici';
 import type { ExtAuthzConfig } from '../controlplane/snapshot.js';
 import { matchString, stringMatch, type StringMatch } from './authz.js';
 import type { SecurityRequest } from './types.js';
+
+const require = createRequire(import.meta.url);
 
 export type ExtAuthzResult =
   | { allow: true; upstreamHeaders: string[]; downstreamHeaders: string[] }
@@ -28,6 +32,7 @@ export class ExtAuthzClient {
   readonly #toDownstreamOnAllow: StringMatch[];
   readonly #toDownstreamOnDeny: StringMatch[] | null;
   readonly #agent: Agent;
+  readonly #request: typeof import('undici').request;
 
   constructor(config: ExtAuthzConfig) {
     this.config = config;
@@ -41,7 +46,9 @@ export class ExtAuthzClient {
     this.#toDownstreamOnAllow = config.headers_to_downstream_on_allow.map((h) => stringMatch(h, lower));
     // Unset: every authorizer header goes to the client on deny (Envoy's allowed_client_headers default).
     this.#toDownstreamOnDeny = config.headers_to_downstream_on_deny.length > 0 ? config.headers_to_downstream_on_deny.map((h) => stringMatch(h, lower)) : null;
-    this.#agent = new Agent({ keepAliveTimeout: 30_000, connect: { timeout: Math.min(config.timeout_ms, 10_000) } });
+    const undici = require('undici') as typeof import('undici');
+    this.#request = undici.request;
+    this.#agent = new undici.Agent({ keepAliveTimeout: 30_000, connect: { timeout: Math.min(config.timeout_ms, 10_000) } });
   }
 
   async check(req: SecurityRequest): Promise<ExtAuthzResult> {
@@ -60,7 +67,7 @@ export class ExtAuthzClient {
     let raw: Record<string, string | string[] | undefined>;
     let body: Buffer;
     try {
-      const res = await request(this.#origin + (path.startsWith('/') ? path : `/${path}`), {
+      const res = await this.#request(this.#origin + (path.startsWith('/') ? path : `/${path}`), {
         method: req.method as 'GET',
         headers,
         dispatcher: this.#agent,

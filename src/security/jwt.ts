@@ -23,9 +23,12 @@
 // (Envoy's default, 5 min) ends, retried with backoff after a failure, the last good keys kept
 // meanwhile. Only a request carrying a token of that issuer, arriving before any keys were ever
 // fetched, waits for a fetch, at most the rule's timeout; then 401 `Jwks remote fetch is failed`.
-import { compactVerify, importJWK, type CryptoKey, type JWK } from 'jose';
+// jose and undici load on first use (a key to import, a JWKS to fetch), not with this file: a
+// gateway without a RequestAuthentication never loads either.
+import { createRequire } from 'node:module';
+import type { CryptoKey, JWK } from 'jose';
 import { LRUCache } from 'lru-cache';
-import { Agent, request } from 'undici';
+import type { Agent } from 'undici';
 import type { JwtRuleConfig } from '../controlplane/snapshot.js';
 import type { Logger } from '../telemetry/log.js';
 import type { AuthnOutcome, Authenticator, RequestAuth, SecurityRequest } from './types.js';
@@ -177,10 +180,21 @@ function keyFitsAlg(k: PreparedKey, alg: string): boolean {
   }
 }
 
+const require = createRequire(import.meta.url);
+type Jose = typeof import('jose');
+let jose: Jose | undefined;
+let josePending: Promise<Jose> | undefined;
+
+/** jose, imported once: the first key import or signature check waits for it, later ones do not. */
+function loadJose(): Jose | Promise<Jose> {
+  return jose ?? (josePending ??= import('jose').then((m) => (jose = m)));
+}
+
 function importFor(k: PreparedKey, alg: string): Promise<CryptoKey | Uint8Array> {
   let p = k.imported.get(alg);
   if (!p) {
-    p = importJWK(k.jwk, alg);
+    const j = jose;
+    p = j ? j.importJWK(k.jwk, alg) : Promise.resolve(loadJose()).then((m) => m.importJWK(k.jwk, alg));
     k.imported.set(alg, p);
   }
   return p;
@@ -199,7 +213,8 @@ async function verifySignature(token: string, alg: string, kid: string, keys: Ke
     matched = true;
     if (!keyFitsAlg(k, alg)) continue;
     try {
-      await compactVerify(token, await importFor(k, alg), { algorithms: [alg] });
+      const key = await importFor(k, alg);
+      await (jose ?? (await loadJose())).compactVerify(token, key, { algorithms: [alg] });
       return null;
     } catch {
       // try the next candidate
@@ -334,6 +349,7 @@ async function fetchText(agent: Agent, uri: string, timeoutMs: number, maxBytes:
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(new Error(`JWKS fetch timed out after ${timeoutMs} ms`)), timeoutMs);
   try {
+    const { request } = require('undici') as typeof import('undici');
     const res = await request(uri, {
       method: 'GET',
       dispatcher: agent,
@@ -370,7 +386,15 @@ export class JwksCache {
   readonly retryMinMs: number;
   readonly maxBytes: number;
   /** HTTPS verified against Node's default CAs (+ NODE_EXTRA_CA_CERTS). */
-  readonly agent = new Agent({ connect: { timeout: 10_000 }, keepAliveTimeout: 4_000 });
+  #agent: Agent | undefined;
+  /** Created (and undici loaded) on the first fetch. */
+  get agent(): Agent {
+    if (!this.#agent) {
+      const { Agent: UndiciAgent } = require('undici') as typeof import('undici');
+      this.#agent = new UndiciAgent({ connect: { timeout: 10_000 }, keepAliveTimeout: 4_000 });
+    }
+    return this.#agent;
+  }
   readonly #entries: LRUCache<string, RemoteJwks>;
 
   constructor(opts: JwksCacheOptions = {}) {
@@ -400,7 +424,7 @@ export class JwksCache {
   close(): void {
     for (const e of this.#entries.values()) while (e.inUse) e.release();
     this.#entries.clear();
-    void this.agent.close().catch(() => undefined);
+    void this.#agent?.close().catch(() => undefined);
   }
 }
 

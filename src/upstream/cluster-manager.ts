@@ -19,7 +19,7 @@
 import { isIP } from 'node:net';
 import { LRUCache } from 'lru-cache';
 import type { Registry } from 'prom-client';
-import { buildConnector, type Pool } from 'undici';
+import type { buildConnector, Pool } from 'undici';
 import type { Logger } from '../telemetry/log.js';
 import { durationToMs, type Cluster, type ClusterIstioMetadata, type ClusterLoadAssignment, type LbPolicy, type Snapshot, type UpstreamTlsContext } from '../controlplane/snapshot.js';
 import { CircuitBreaker } from './circuit-breaker.js';
@@ -27,7 +27,7 @@ import { DnsResolver, normalizeHost } from './dns.js';
 import { H1Pool } from './h1-pool.js';
 import { H2Pool, type H2PoolOptions } from './h2-pool.js';
 import type { UpstreamPool } from './errors.js';
-import { UndiciPool } from './undici-pool.js';
+import { UndiciPool, loadUndici } from './undici-pool.js';
 import { RequestHasher, type HashRequest } from './hash-key.js';
 import { createLoadBalancer, type LoadBalancer } from './load-balancer.js';
 import { Maglev } from './maglev.js';
@@ -807,7 +807,7 @@ class OriginalDstPools {
     // HTTP/2 sessions connect by name (the system resolver); HTTP/1.1 pools resolve with ours.
     if (settings.h2) return new H2Pool(host, port, { ...settings.h2, tls });
     const timeout = settings.options.connectTimeout ?? 10_000;
-    const inner = tls ? tls.undiciConnector(timeout) : buildConnector({ timeout, keepAlive: true, keepAliveInitialDelay: 60_000 } as buildConnector.BuildOptions);
+    const inner = tls ? tls.undiciConnector(timeout) : loadUndici().buildConnector({ timeout, keepAlive: true, keepAliveInitialDelay: 60_000 } as buildConnector.BuildOptions);
     const resolver = this.#resolver;
     let next = 0;
     const connect: buildConnector.connector = (opts, cb) => {

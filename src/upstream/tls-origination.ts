@@ -12,8 +12,9 @@
 import { X509Certificate, createPrivateKey } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import type { ConnectionOptions, PeerCertificate } from 'node:tls';
-import { buildConnector } from 'undici';
+import type { buildConnector } from 'undici';
 import type { UpstreamTlsContext } from '../controlplane/snapshot.js';
+import { loadUndici } from './undici-pool.js';
 
 /** Envoy's client default: TLS 1.2 and later. */
 const MIN_VERSION = 'TLSv1.2';
@@ -100,7 +101,7 @@ export class TlsOrigination {
         return;
       }
       if (built === null || o !== builtFor) {
-        built = buildConnector({ ...o, timeout: timeoutMs, keepAlive: true, keepAliveInitialDelay: 60_000 } as buildConnector.BuildOptions);
+        built = loadUndici().buildConnector({ ...o, timeout: timeoutMs, keepAlive: true, keepAliveInitialDelay: 60_000 } as buildConnector.BuildOptions);
         builtFor = o;
       }
       // undici passes the request's Host (without port) as `servername`, or null for IP literals.

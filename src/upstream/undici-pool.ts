@@ -3,14 +3,26 @@
 // move to undici 8's handler (onRequestStart / onResponseStart...) is this one file. undici 7's
 // Pool calls the legacy methods natively (the new ones are wrapped and cost 4-11% CPU per request,
 // PERFORMANCE.md), hence the legacy methods here.
-import { Pool, type Dispatcher } from 'undici';
+// undici is required by the first pool or connector that needs it (TLS origination, a named
+// upstream host), not at import: a gateway whose upstreams are all plain HTTP/1.1 to addresses or
+// HTTP/2 never loads it.
+import { createRequire } from 'node:module';
+import type { Dispatcher, Pool } from 'undici';
 import { toUpstreamError, type UpstreamHandler, type UpstreamPool, type UpstreamRequest } from './errors.js';
+
+const require = createRequire(import.meta.url);
+let undici: typeof import('undici') | undefined;
+
+/** The undici module, required on first use. */
+export function loadUndici(): typeof import('undici') {
+  return (undici ??= require('undici') as typeof import('undici'));
+}
 
 export class UndiciPool implements UpstreamPool {
   readonly #pool: Pool;
 
   constructor(origin: string, options: Pool.Options) {
-    this.#pool = new Pool(origin, options);
+    this.#pool = new (loadUndici().Pool)(origin, options);
   }
 
   dispatch(req: UpstreamRequest, handler: UpstreamHandler): void {

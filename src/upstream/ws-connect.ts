@@ -1,7 +1,27 @@
 // The WebSocket upstream connect: a `ws` client to one endpoint for one proxied WebSocket (each
 // has its own upstream connection, no pool), and its failures in the upstream error vocabulary.
-import WebSocket from 'ws';
+// `ws` is required on the first proxied WebSocket, not at import: a gateway that proxies none
+// never loads it (about 2 MB of heap and code).
+import { createRequire } from 'node:module';
+import type WebSocket from 'ws';
+import type { WebSocketServer } from 'ws';
 import { UpstreamError, toUpstreamError } from './errors.js';
+
+const require = createRequire(import.meta.url);
+let wsModule: { WebSocket: typeof WebSocket; WebSocketServer: typeof WebSocketServer } | undefined;
+
+/** The `ws` classes, loaded on first use. */
+export function loadWs(): { WebSocket: typeof WebSocket; WebSocketServer: typeof WebSocketServer } {
+  if (!wsModule) {
+    const m = require('ws') as typeof WebSocket & { WebSocketServer: typeof WebSocketServer };
+    wsModule = { WebSocket: m, WebSocketServer: m.WebSocketServer };
+  }
+  return wsModule;
+}
+
+/** WebSocket readyState values (the WHATWG ones, as `ws` defines them). */
+export const WS_CONNECTING = 0;
+export const WS_OPEN = 1;
 
 /** Largest message accepted from the upstream (`ws` `maxPayload`). */
 export const WS_MAX_PAYLOAD = 16 * 1024 * 1024;
@@ -12,7 +32,8 @@ export const WS_MAX_PAYLOAD = 16 * 1024 * 1024;
  */
 export function openUpstreamWebSocket(hostPort: string, path: string, protocols: string[], headers: Record<string, string | string[]>, connectTimeoutMs: number): WebSocket {
   try {
-    return new WebSocket(`ws://${hostPort}${path}`, protocols, {
+    const Ws = loadWs().WebSocket;
+    return new Ws(`ws://${hostPort}${path}`, protocols, {
       headers,
       perMessageDeflate: false,
       handshakeTimeout: Math.max(1, Math.round(connectTimeoutMs)),

@@ -1,11 +1,15 @@
 // The Envoy v3 protos the xDS server and client speak, loaded once (lazily) from the copy that
 // `@grpc/grpc-js-xds` ships in its `deps/` folder: a protobufjs Root for the resource codec
 // (codec.ts) and the grpc-js package definition of the Aggregated Discovery Service.
+// proto-loader (and protobufjs under it) is required on first use, not at import: a gateway whose
+// xDS port no client ever connects to never parses the Envoy protos (about 10 MB of heap).
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
-import { loadProtosWithOptionsSync } from '@grpc/proto-loader/build/src/util.js';
+import type * as grpc from '@grpc/grpc-js';
+import type * as ProtoLoader from '@grpc/proto-loader';
+import type { loadProtosWithOptionsSync } from '@grpc/proto-loader/build/src/util.js';
+
+const require = createRequire(import.meta.url);
 
 /** protobufjs reflection types, named through proto-loader (protobufjs is its dependency, not ours). */
 export type ProtoRoot = ReturnType<typeof loadProtosWithOptionsSync>;
@@ -75,7 +79,7 @@ let includeDirsCache: string[] | undefined;
 /** `envoy-api`, `xds`, `googleapis`, `protoc-gen-validate` under `@grpc/grpc-js-xds/deps`. */
 export function protoIncludeDirs(): string[] {
   if (!includeDirsCache) {
-    const pkg = createRequire(import.meta.url).resolve('@grpc/grpc-js-xds/package.json');
+    const pkg = require.resolve('@grpc/grpc-js-xds/package.json');
     const deps = join(dirname(pkg), 'deps');
     includeDirsCache = ['envoy-api', 'xds', 'googleapis', 'protoc-gen-validate'].map((d) => join(deps, d));
   }
@@ -87,7 +91,12 @@ let rootCache: ProtoRoot | undefined;
 /** The protobufjs Root with every Envoy message the codec handles (field names as in the .proto). */
 export function protoRoot(): ProtoRoot {
   // keepCase: field names stay snake_case, as the snapshot spells them.
-  rootCache ??= loadProtosWithOptionsSync(PROTO_FILES, { keepCase: true, includeDirs: protoIncludeDirs() });
+  if (!rootCache) {
+    // proto-loader's index registers protobufjs's common protos (descriptor.proto among them) first.
+    require('@grpc/proto-loader');
+    const util = require('@grpc/proto-loader/build/src/util.js') as { loadProtosWithOptionsSync: typeof loadProtosWithOptionsSync };
+    rootCache = util.loadProtosWithOptionsSync(PROTO_FILES, { keepCase: true, includeDirs: protoIncludeDirs() });
+  }
   return rootCache;
 }
 
@@ -96,6 +105,7 @@ let adsCache: grpc.GrpcObject | undefined;
 /** The grpc-js package definition loaded from `envoy/service/discovery/v3/ads.proto`. */
 export function adsPackage(): grpc.GrpcObject {
   if (!adsCache) {
+    const { loadSync } = require('@grpc/proto-loader') as typeof ProtoLoader;
     const def = loadSync('envoy/service/discovery/v3/ads.proto', {
       keepCase: true,
       longs: String,
@@ -104,7 +114,7 @@ export function adsPackage(): grpc.GrpcObject {
       oneofs: true,
       includeDirs: protoIncludeDirs(),
     });
-    adsCache = grpc.loadPackageDefinition(def);
+    adsCache = (require('@grpc/grpc-js') as typeof grpc).loadPackageDefinition(def);
   }
   return adsCache;
 }
@@ -115,6 +125,31 @@ export function adsServiceClient(): grpc.ServiceClientConstructor {
   const svc = ns?.AggregatedDiscoveryService as grpc.ServiceClientConstructor | undefined;
   if (!svc) throw new Error('ads.proto did not define envoy.service.discovery.v3.AggregatedDiscoveryService');
   return svc;
+}
+
+const ADS_SERVICE = '/envoy.service.discovery.v3.AggregatedDiscoveryService/';
+
+/**
+ * The AggregatedDiscoveryService definition for a grpc-js server, without loading a proto: its two
+ * bidirectional-stream methods carry (de)serializers that load ads.proto on their first message
+ * (the first xDS client's first request), then hand every message to proto-loader's own.
+ */
+export function lazyAdsDefinition(): grpc.ServiceDefinition {
+  const method = (name: 'StreamAggregatedResources' | 'DeltaAggregatedResources'): grpc.MethodDefinition<unknown, unknown> => {
+    let real: grpc.MethodDefinition<unknown, unknown> | undefined;
+    const def = (): grpc.MethodDefinition<unknown, unknown> => (real ??= adsServiceClient().service[name] as grpc.MethodDefinition<unknown, unknown>);
+    return {
+      path: ADS_SERVICE + name,
+      requestStream: true,
+      responseStream: true,
+      originalName: name.charAt(0).toLowerCase() + name.slice(1),
+      requestSerialize: (v) => def().requestSerialize(v),
+      requestDeserialize: (b) => def().requestDeserialize(b),
+      responseSerialize: (v) => def().responseSerialize(v),
+      responseDeserialize: (b) => def().responseDeserialize(b),
+    };
+  };
+  return { StreamAggregatedResources: method('StreamAggregatedResources'), DeltaAggregatedResources: method('DeltaAggregatedResources') };
 }
 
 const byUrl = new Map<string, ProtoType>();

@@ -8,7 +8,7 @@ import type { Registry } from 'prom-client';
 // pino's type, not telemetry/log.ts: the control plane sits below telemetry (test/unit/architecture.test.ts).
 import type { Logger } from 'pino';
 import { XdsMetrics } from './monitoring.js';
-import { adsServiceClient, isResourceType, shortTypeName } from './protos.js';
+import { adsServiceClient, isResourceType, lazyAdsDefinition, shortTypeName } from './protos.js';
 import type { ClientInfo, ClientKind, ViewSource, XdsView } from './view.js';
 
 export type { ClientInfo, ClientKind, ViewSource, XdsView } from './view.js';
@@ -618,7 +618,8 @@ export class XdsServer {
       'grpc.keepalive_time_ms': 60_000,
       'grpc.keepalive_timeout_ms': 20_000,
     });
-    server.addService(loadAds(), {
+    // The Envoy protos load when the first client's first message arrives, not to listen.
+    server.addService(lazyAdsDefinition(), {
       StreamAggregatedResources: (call: Call<DiscoveryRequest, DiscoveryResponse>) => this.#sotw(call),
       DeltaAggregatedResources: (call: Call<DeltaDiscoveryRequest, DeltaDiscoveryResponse>) => this.#delta(call),
     });
