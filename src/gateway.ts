@@ -12,7 +12,7 @@ import { apiSource, DEFAULT_MESH_CONFIG, formatProblem, type ConfigSet, type Gat
 import { describeLabels, gatewaySelection } from './config/validate-refs.js';
 import { ConfigWatcher } from './config/watch.js';
 import { resolve } from './controlplane/resolve.js';
-import type { Http1Engine, Snapshot } from './controlplane/snapshot.js';
+import { MESH_CERT_SECRET, type Http1Engine, type Snapshot } from './controlplane/snapshot.js';
 import { XdsReplicaClient } from './controlplane/xds/client.js';
 import { XdsServer } from './controlplane/xds/server.js';
 import { SnapshotViews } from './controlplane/xds/snapshot-views.js';
@@ -106,6 +106,8 @@ export class Gateway {
   readonly #acmeKube: KubeAcmeCoordination | null = null;
   /** The mesh CA and this gateway's own workload identity (ISTIO_MUTUAL); null in replicas. */
   #identity: GatewayIdentity | null = null;
+  /** The first issuance of #identity: at the first configuration with an ISTIO_MUTUAL cluster. */
+  #identityStarted: Promise<void> | null = null;
   #meshRoot: CaBundle | undefined;
   /** The certificate files the configuration names (outside the config folders). */
   readonly #certWatcher = new CertFileWatcher(() => {
@@ -222,6 +224,7 @@ export class Gateway {
 
   /** The data plane applies a snapshot: on this thread, or on every worker thread. */
   async #apply(snapshot: Snapshot): Promise<ApplyResult> {
+    if (this.#identity && !this.#identity.current && usesMeshCertificate(snapshot)) await (this.#identityStarted ?? this.#startIdentity());
     if (!this.#pool) return this.dataPlane.apply(snapshot);
     // The main thread's copy of the secrets (ACME issuance, SDS for xDS clients, watched files).
     await this.dataPlane.secrets.update(snapshot.secrets ?? new Map());
@@ -362,7 +365,8 @@ export class Gateway {
     ca.metrics = new CaMetrics(this.metrics.registry, { root: new Date(ca.root.validTo), chain: ca.signerNotAfter });
     const certs = new WorkloadCertificates(ca, { ttlMs });
     const identity = new GatewayIdentity(certs, spiffeId(trustDomain, this.#opts.namespace, 'gatehouse'), log);
-    await identity.start();
+    // Its certificate is issued when a configuration first needs it (#apply: an ISTIO_MUTUAL
+    // cluster), so that a gateway without one does not load the certificate builder at all.
     this.#meshRoot = parseCaBundle(ca.rootPem, 'mesh root certificate');
     this.#identity = identity;
     identity.onRotate = () => {
@@ -379,7 +383,24 @@ export class Gateway {
       get: (id) => certs.get(id),
     });
     this.#views.onMeshIssued = () => this.#xds?.push('secret');
-    log.info({ spiffeId: identity.spiffeId, root: ca.source, notAfter: identity.current?.notAfter.toISOString() }, 'mesh identity ready');
+    log.info({ spiffeId: identity.spiffeId, root: ca.source, rootNotAfter: new Date(ca.root.validTo).toISOString() }, 'mesh CA ready; the workload certificate is issued when a configuration first needs it (ISTIO_MUTUAL)');
+  }
+
+  /**
+   * Issues the gateway's workload certificate (then renewed on its own) before the first snapshot
+   * that originates ISTIO_MUTUAL is applied. A failure is logged and retried at the next
+   * configuration; meanwhile ISTIO_MUTUAL connections fail (503 UF) as without a mesh identity.
+   */
+  #startIdentity(): Promise<void> {
+    const identity = this.#identity!;
+    const log = this.#log.child({ stage: 'mesh-ca' });
+    return (this.#identityStarted = identity.start().then(
+      () => log.info({ spiffeId: identity.spiffeId, notAfter: identity.current?.notAfter.toISOString() }, 'mesh identity ready'),
+      (err: unknown) => {
+        this.#identityStarted = null;
+        log.error({ spiffeId: identity.spiffeId, err: (err as Error).message }, 'the workload certificate cannot be issued; ISTIO_MUTUAL connections fail until it can');
+      },
+    ));
   }
 
   /** The snapshot the data plane now serves is what the control plane serves too. */
@@ -736,6 +757,16 @@ function acmeLeaseTuning(): typeof DEFAULT_LEASE {
   if (!v || v.length !== 2 || !v.every((x) => x > 0)) return DEFAULT_LEASE;
   const duration = Math.max(1, Math.round(v[0]!));
   return { leaseDurationSeconds: duration, retryPeriodMs: Math.round(v[1]! * 1000), renewDeadlineMs: Math.round((duration * 2000) / 3) };
+}
+
+/** Whether a cluster of the snapshot presents the mesh certificate (SDS `default`: ISTIO_MUTUAL). */
+function usesMeshCertificate(snapshot: Snapshot): boolean {
+  if (snapshot.secrets?.has(MESH_CERT_SECRET)) return false;
+  for (const c of snapshot.clusters.values()) {
+    const configs = c.transport_socket?.typed_config.common_tls_context?.tls_certificate_sds_secret_configs;
+    if (configs?.some((x) => x.name === MESH_CERT_SECRET)) return true;
+  }
+  return false;
 }
 
 function sameLabels(a: Record<string, string>, b: Record<string, string>): boolean {

@@ -8,8 +8,6 @@
 // 2/3 of its lifetime; failures are retried with exponential backoff, logged, and counted in
 // `gatehouse_acme_orders_total`. Until the first certificate exists, a self-signed placeholder is
 // served (and logged).
-import 'reflect-metadata';
-import * as x509 from '@peculiar/x509';
 import type AcmeLib from 'acme-client';
 import { createHash, webcrypto } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
@@ -21,9 +19,9 @@ import type { AcmeSecretSource } from '../controlplane/snapshot.js';
 import type { Logger } from '../telemetry/log.js';
 import { FileAcmeCoordination, NotLeadingError, type AcmeCoordination, type StoredCertificate } from './acme-coordination.js';
 import { parseServerCertificate, type ServerCertificate } from './pem.js';
+import { loadX509 } from './x509-lib.js';
 import type { AcmeProvider } from './secret-store.js';
 
-x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
 export const STATE_DIR_ENV = 'GATEHOUSE_STATE_DIR';
 export const DEFAULT_STATE_DIR = '.gatehouse-state';
@@ -363,6 +361,7 @@ export class AcmeManager implements AcmeProvider {
 
 /** A self-signed certificate for the hosts, served until the directory issues the real one. */
 async function placeholder(hosts: readonly string[]): Promise<ServerCertificate> {
+  const x509 = await loadX509();
   const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' };
   const keys = (await webcrypto.subtle.generateKey(alg, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
   const now = Date.now();

@@ -12,19 +12,21 @@
 // signing certificate followed by its chain up to the root), else from
 // `<state dir>/mesh-ca/root-cert.pem` + `root-key.pem` (state dir as for ACME:
 // GATEHOUSE_STATE_DIR, default ./.gatehouse-state), generated there on first use (10 years).
+//
+// @peculiar/x509 is imported on the first certificate made (issued or a root generated; see
+// x509-lib.ts), not with this file: opening a stored root and its key needs node:crypto only.
 import type { CaMetrics } from './ca-metrics.js';
-import 'reflect-metadata';
-import * as x509 from '@peculiar/x509';
+import type * as x509 from '@peculiar/x509';
 import { X509Certificate, createPrivateKey, randomBytes, webcrypto } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parseDurationMs } from '../config/duration.js';
 import type { Logger } from '../telemetry/log.js';
 import { stateDir } from './acme.js';
+import { loadX509 } from './x509-lib.js';
 import { parseServerCertificate, pemBlocks, type ServerCertificate } from './pem.js';
 import { DEFAULT_TRUST_DOMAIN, parseSpiffeId } from './spiffe.js';
 
-x509.cryptoProvider.set(webcrypto as unknown as Parameters<typeof x509.cryptoProvider.set>[0]);
 
 export const CA_CERT_ENV = 'GATEHOUSE_CA_CERT';
 export const CA_KEY_ENV = 'GATEHOUSE_CA_KEY';
@@ -84,16 +86,20 @@ export class MeshCa {
   /** The files the signing certificate and key live in. */
   readonly certFile: string;
   readonly keyFile: string;
-  readonly #signer: x509.X509Certificate;
+  /** The signing certificate (PEM), parsed by @peculiar/x509 when the first certificate is issued. */
+  readonly #signerPem: string;
+  #signer: x509.X509Certificate | null = null;
+  readonly #signerNotAfter: Date;
   readonly #signingKey: CryptoKeyT;
   readonly #signAlg: typeof EC_SIGN | typeof RSA_ALG;
   /** Intermediates between the leaf and the root (empty for a self-signed signing CA). */
   readonly #chainPem: string;
 
-  private constructor(p: { rootPem: string; signer: x509.X509Certificate; key: CryptoKeyT; alg: typeof EC_SIGN | typeof RSA_ALG; chainPem: string; source: MeshCa['source']; certFile: string; keyFile: string }) {
+  private constructor(p: { rootPem: string; signerPem: string; signerNotAfter: Date; key: CryptoKeyT; alg: typeof EC_SIGN | typeof RSA_ALG; chainPem: string; source: MeshCa['source']; certFile: string; keyFile: string }) {
     this.rootPem = p.rootPem;
     this.root = new X509Certificate(p.rootPem);
-    this.#signer = p.signer;
+    this.#signerPem = p.signerPem;
+    this.#signerNotAfter = p.signerNotAfter;
     this.#signingKey = p.key;
     this.#signAlg = p.alg;
     this.#chainPem = p.chainPem;
@@ -131,13 +137,12 @@ export class MeshCa {
     }
     const blocks = pemBlocks(certText, 'CERTIFICATE');
     if (blocks.length === 0) throw new MeshCaError(`${certFile} holds no PEM certificate`);
-    let signer: x509.X509Certificate;
+    let nodeSigner: X509Certificate;
     try {
-      signer = new x509.X509Certificate(blocks[0]!);
+      nodeSigner = new X509Certificate(blocks[0]!);
     } catch (e) {
       throw new MeshCaError(`${certFile}: not a certificate (${(e as Error).message})`);
     }
-    const nodeSigner = new X509Certificate(blocks[0]!);
     if (!nodeSigner.ca) throw new MeshCaError(`${certFile}: not a CA certificate (basicConstraints CA:TRUE is missing)`);
     let keyObject;
     try {
@@ -165,7 +170,7 @@ export class MeshCa {
     const last = new X509Certificate(rootPem);
     const chain = blocks.slice(0, last.checkIssued(last) ? blocks.length - 1 : blocks.length);
     const chainPem = blocks.length === 1 ? '' : chain.map((b) => `${b}\n`).join('');
-    return new MeshCa({ rootPem, signer, key, alg, chainPem, source, certFile, keyFile });
+    return new MeshCa({ rootPem, signerPem: blocks[0]!, signerNotAfter: new Date(nodeSigner.validTo), key, alg, chainPem, source, certFile, keyFile });
   }
 
   /**
@@ -193,7 +198,7 @@ export class MeshCa {
 
   /** When the signing certificate expires (the end of every chain it signs). */
   get signerNotAfter(): Date {
-    return new Date(this.#signer.notAfter);
+    return new Date(this.#signerNotAfter);
   }
 
   async #issue(opts: { spiffeId: string; ttlMs?: number; csrPem?: string; now?: number }): Promise<IssuedCertificate> {
@@ -201,6 +206,8 @@ export class MeshCa {
     const ttl = opts.ttlMs ?? DEFAULT_WORKLOAD_TTL_MS;
     if (!(ttl > 0) || ttl > MAX_WORKLOAD_TTL_MS) throw new MeshCaError(`the certificate lifetime must be between 1 ms and 90 days, got ${ttl} ms`);
     const now = opts.now ?? Date.now();
+    const x509 = await loadX509();
+    const signer = (this.#signer ??= new x509.X509Certificate(this.#signerPem));
     let publicKey: x509.PublicKey | CryptoKeyT;
     let keyPem = '';
     if (opts.csrPem) {
@@ -218,13 +225,13 @@ export class MeshCa {
       keyPem = toPem('PRIVATE KEY', Buffer.from(await webcrypto.subtle.exportKey('pkcs8', pair.privateKey)));
     }
     const notBefore = new Date(now - Math.min(BACKDATE_MS, ttl));
-    const notAfter = new Date(Math.min(now + ttl, new Date(this.#signer.notAfter).getTime()));
+    const notAfter = new Date(Math.min(now + ttl, this.#signerNotAfter.getTime()));
     const serial = serialNumber();
     const cert = await x509.X509CertificateGenerator.create({
       serialNumber: serial,
       // Istio's workload certificates have an empty subject; the identity is the SAN (critical).
       subject: '',
-      issuer: this.#signer.subject,
+      issuer: signer.subject,
       notBefore,
       notAfter,
       publicKey: publicKey as Parameters<typeof x509.X509CertificateGenerator.create>[0]['publicKey'],
@@ -235,7 +242,7 @@ export class MeshCa {
         new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
         new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
         new x509.SubjectAlternativeNameExtension([{ type: 'url', value: opts.spiffeId }], true),
-        await x509.AuthorityKeyIdentifierExtension.create(this.#signer.publicKey),
+        await x509.AuthorityKeyIdentifierExtension.create(signer.publicKey),
       ],
     });
     return {
@@ -253,6 +260,7 @@ export class MeshCa {
 
 /** Generates a root in `dir`; false when another process put one there first. */
 async function generateRoot(dir: string, trustDomain: string): Promise<boolean> {
+  const x509 = await loadX509();
   const keys = (await webcrypto.subtle.generateKey({ ...EC_ALG }, true, ['sign', 'verify'])) as webcrypto.CryptoKeyPair;
   const now = Date.now();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({

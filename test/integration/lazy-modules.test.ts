@@ -1,12 +1,14 @@
 // Modules a configuration does not use are not loaded (issue 18, memory): a gateway serving plain
-// HTTP routes, with its xDS port open, loads neither the Envoy protos (proto-loader, protobufjs),
-// `ws`, undici nor jose; the first xDS client loads the protos and is answered; a RequestAuthentication
-// loads jose, a proxied WebSocket `ws`. Observed with a loader hook in the gateway process
+// HTTP routes, with its xDS port open and a stored mesh root, loads neither the Envoy protos
+// (proto-loader, protobufjs), `ws`, undici, jose nor the certificate builder (@peculiar/x509); the
+// first xDS client loads the protos and is answered; a RequestAuthentication loads jose, a proxied
+// WebSocket `ws`, an ISTIO_MUTUAL DestinationRule the certificate builder (the gateway's own
+// workload certificate). Observed with a loader hook in the gateway process
 // (test/helpers/module-trace.mjs), as `node --import` shows any user.
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket, { WebSocketServer } from 'ws';
 import { ROOT, runCli, startGateway, type GatewayProcess } from '../helpers/gateway.js';
 import { freePort, http } from '../helpers/net.js';
@@ -15,10 +17,16 @@ import { dest, gateway, service, virtualService, yamlDocs, type Obj } from '../h
 
 const TRACE = join(ROOT, 'test', 'helpers', 'module-trace.mjs');
 const dir = mkdtempSync(join(tmpdir(), 'gatehouse-modules-'));
+/** The gateways' state dir, its mesh root made beforehand by `gatehouse ca root`. */
+const stateDir = join(dir, 'state');
 let n = 0;
 let gw: GatewayProcess | null = null;
 const echos: Echo[] = [];
 
+beforeAll(async () => {
+  const root = await runCli(['ca', 'root'], 15_000, { ...process.env, GATEHOUSE_STATE_DIR: stateDir });
+  expect(root.code, root.stderr).toBe(0);
+});
 afterEach(async () => {
   await gw?.stop();
   gw = null;
@@ -37,7 +45,7 @@ async function traced(docs: (port: number, upstream: number) => Obj[], args: str
   }
   const port = await freePort();
   const trace = join(dir, `trace-${++n}.txt`);
-  gw = await startGateway({ files: { 'c.yaml': yamlDocs(...docs(port, upstream)) }, nodeArgs: ['--import', TRACE], env: { GATEHOUSE_MODULE_TRACE: trace }, args });
+  gw = await startGateway({ files: { 'c.yaml': yamlDocs(...docs(port, upstream)) }, nodeArgs: ['--import', TRACE], env: { GATEHOUSE_MODULE_TRACE: trace, GATEHOUSE_STATE_DIR: stateDir }, args });
   return { port, trace };
 }
 
@@ -57,7 +65,7 @@ async function loadedPackages(trace: string): Promise<Set<string>> {
 const plain = (port: number, upstream: number): Obj[] => [gateway('gw', port), ...service('app', { v1: upstream }), virtualService('app', ['*'], [{ route: [dest('app.default.svc.cluster.local', 'v1')] }])];
 
 describe('modules load when the configuration needs them', () => {
-  it('plain HTTP routes with the xDS port open: no Envoy protos, ws, undici or jose; the first xDS client loads the protos and is answered', async () => {
+  it('plain HTTP routes with the xDS port open: no Envoy protos, ws, undici, jose or certificate builder; the first xDS client loads the protos and is answered', async () => {
     const xdsPort = await freePort();
     const { port, trace } = await traced(plain, ['--xds-port', String(xdsPort)]);
     const r = await http(port, '/x', { headers: { host: 'app.test' } });
@@ -70,6 +78,8 @@ describe('modules load when the configuration needs them', () => {
     const at = (p: string): boolean => [...before].some((l) => l.includes(`node_modules/${p}/`));
     expect(pkgs.has('@grpc/grpc-js')).toBe(true);
     for (const p of ['ws', 'undici', 'jose']) expect(pkgs.has(p), p).toBe(false);
+    // The certificate builder neither, until the client's workload certificate (SDS) is issued.
+    expect(at('@peculiar/x509')).toBe(false);
     // proto-loader comes with the first xDS message (CommonJS: in require.cache at exit), not before.
     expect(at('@grpc/proto-loader')).toBe(false);
     expect(pkgs.has('@grpc/proto-loader')).toBe(true);
@@ -80,7 +90,19 @@ describe('modules load when the configuration needs them', () => {
     const { port, trace } = await traced(plain, ['--xds-port', String(await freePort())]);
     expect((await http(port, '/x', { headers: { host: 'app.test' } })).status).toBe(200);
     const pkgs = await loadedPackages(trace);
-    for (const p of ['@grpc/proto-loader', 'protobufjs', 'ws', 'undici', 'jose']) expect(pkgs.has(p), p).toBe(false);
+    for (const p of ['@grpc/proto-loader', 'protobufjs', 'ws', 'undici', 'jose', '@peculiar/x509']) expect(pkgs.has(p), p).toBe(false);
+  });
+
+  it('an ISTIO_MUTUAL DestinationRule loads the certificate builder (the gateway issues its workload certificate before applying it)', async () => {
+    const { port, trace } = await traced((p, u) => [
+      ...plain(p, u),
+      { apiVersion: 'networking.istio.io/v1', kind: 'DestinationRule', metadata: { name: 'mtls', namespace: 'default' }, spec: { host: 'other.default.svc.cluster.local', trafficPolicy: { tls: { mode: 'ISTIO_MUTUAL' } } } },
+      { apiVersion: 'networking.istio.io/v1', kind: 'ServiceEntry', metadata: { name: 'other', namespace: 'default' }, spec: { hosts: ['other.default.svc.cluster.local'], location: 'MESH_INTERNAL', ports: [{ number: 443, name: 'https', protocol: 'HTTP' }], resolution: 'STATIC', endpoints: [{ address: '127.0.0.1' }] } },
+      virtualService('mtls', ['mtls.test'], [{ route: [dest('other.default.svc.cluster.local')] }]),
+    ]);
+    expect((await http(port, '/x', { headers: { host: 'app.test' } })).status).toBe(200);
+    const pkgs = await loadedPackages(trace);
+    expect(pkgs.has('@peculiar/x509')).toBe(true);
   });
 
   it('a proxied WebSocket loads ws; a RequestAuthentication loads jose', async () => {
