@@ -6,7 +6,10 @@
 // compiled once per config version; evaluating it reads only the attributes it names.
 // Library: @marcbachmann/cel-js (zero dependencies, Node >= 20.19): ~0.3-1.5 us per evaluation
 // here against ~3-6 us for @bufbuild/cel, which also needs @bufbuild/protobuf.
-import { Environment } from '@marcbachmann/cel-js';
+import { createRequire } from 'node:module';
+// cel-js is required by the first expression compiled (environment()), not with this file: a
+// configuration without CEL (telemetry expressions, JWT claim rules...) never loads it.
+import type { Environment } from '@marcbachmann/cel-js';
 
 /** Envoy's attributes: root → field → CEL type. */
 export const ENVOY_ATTRIBUTES: Readonly<Record<string, Readonly<Record<string, string>>>> = {
@@ -105,7 +108,8 @@ let env: Environment | null = null;
 /** The one environment: every Envoy attribute root as a typed object. */
 function environment(): Environment {
   if (env) return env;
-  let e = new Environment({ homogeneousAggregateLiterals: false });
+  const cel = createRequire(import.meta.url)('@marcbachmann/cel-js') as typeof import('@marcbachmann/cel-js');
+  let e = new cel.Environment({ homogeneousAggregateLiterals: false });
   for (const [root, fields] of Object.entries(ENVOY_ATTRIBUTES)) {
     e = e.registerType(`envoy.attributes.${root}`, { ctor: ROOT_CLASSES[root]!, fields: { ...fields } }).registerVariable(root, `envoy.attributes.${root}`);
   }

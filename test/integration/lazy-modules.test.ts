@@ -1,6 +1,7 @@
 // Modules a configuration does not use are not loaded (issue 18, memory): a gateway serving plain
 // HTTP routes, with its xDS port open and a stored mesh root, loads neither the Envoy protos
-// (proto-loader, protobufjs), `ws`, undici, jose nor the certificate builder (@peculiar/x509); the
+// (proto-loader, protobufjs), `ws`, undici, jose, the certificate builder (@peculiar/x509) nor the
+// CEL interpreter (cel-js); the
 // first xDS client loads the protos and is answered; a RequestAuthentication loads jose, a proxied
 // WebSocket `ws`, an ISTIO_MUTUAL DestinationRule the certificate builder (the gateway's own
 // workload certificate). Observed with a loader hook in the gateway process
@@ -90,7 +91,7 @@ describe('modules load when the configuration needs them', () => {
     const { port, trace } = await traced(plain, ['--xds-port', String(await freePort())]);
     expect((await http(port, '/x', { headers: { host: 'app.test' } })).status).toBe(200);
     const pkgs = await loadedPackages(trace);
-    for (const p of ['@grpc/proto-loader', 'protobufjs', 'ws', 'undici', 'jose', '@peculiar/x509']) expect(pkgs.has(p), p).toBe(false);
+    for (const p of ['@grpc/proto-loader', 'protobufjs', 'ws', 'undici', 'jose', '@peculiar/x509', '@marcbachmann/cel-js']) expect(pkgs.has(p), p).toBe(false);
   });
 
   it('an ISTIO_MUTUAL DestinationRule loads the certificate builder (the gateway issues its workload certificate before applying it)', async () => {
