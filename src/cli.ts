@@ -8,7 +8,6 @@ import { parseArgs } from 'node:util';
 import { problemLine } from './config/pipeline.js';
 import { DEFAULT_GATEWAY_LABELS } from './config/validate-refs.js';
 import { HTTP1_ENGINES, type Http1Engine } from './controlplane/snapshot.js';
-import { fetchSyncz, formatSyncz } from './controlplane/xds/status-client.js';
 import { ConfigError, Gateway, type RunOptions } from './gateway.js';
 import { edgeLimits } from './ingress/edge-limits.js';
 import { createLogger, defaultLogFormat, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './telemetry/log.js';
@@ -262,6 +261,8 @@ async function proxyStatus(args: string[]): Promise<number> {
   parseHostPort('xds-address', values['xds-address']);
   if (values.output !== undefined && values.output !== 'json') throw new UsageError('--output must be json');
   try {
+    // grpc-js (the xDS client) is imported by this command only.
+    const { fetchSyncz, formatSyncz } = await import('./controlplane/xds/status-client.js');
     const s = await fetchSyncz(values['xds-address']);
     process.stdout.write(values.output === 'json' ? `${JSON.stringify(s, null, 2)}\n` : formatSyncz(s));
     return 0;

@@ -13,7 +13,7 @@ import { describeLabels, gatewaySelection } from './config/validate-refs.js';
 import { ConfigWatcher } from './config/watch.js';
 import { resolve } from './controlplane/resolve.js';
 import { MESH_CERT_SECRET, type Http1Engine, type Snapshot } from './controlplane/snapshot.js';
-import { XdsReplicaClient } from './controlplane/xds/client.js';
+import type { XdsReplicaClient } from './controlplane/xds/client.js';
 import { XdsServer } from './controlplane/xds/server.js';
 import { SnapshotViews } from './controlplane/xds/snapshot-views.js';
 import { DataPlane, type ApplyResult } from './ingress/data-plane.js';
@@ -412,6 +412,8 @@ export class Gateway {
 
   /** Replica: no config files; ready once the first snapshot from the control plane is applied. */
   async #startReplica(address: string): Promise<void> {
+    // grpc-js (the client) is imported by replicas only.
+    const { XdsReplicaClient } = await import('./controlplane/xds/client.js');
     this.#replica = new XdsReplicaClient({
       address,
       namespace: this.#opts.namespace,

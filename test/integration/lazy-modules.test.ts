@@ -1,8 +1,8 @@
 // Modules a configuration does not use are not loaded (issue 18, memory): a gateway serving plain
-// HTTP routes, with its xDS port open and a stored mesh root, loads neither the Envoy protos
-// (proto-loader, protobufjs), `ws`, undici, jose, the certificate builder (@peculiar/x509) nor the
+// HTTP routes, with its xDS port open and a stored mesh root, loads neither grpc-js nor the Envoy
+// protos (proto-loader, protobufjs), `ws`, undici, jose, the certificate builder (@peculiar/x509) nor the
 // CEL interpreter (cel-js); the
-// first xDS client loads the protos and is answered; a RequestAuthentication loads jose, a proxied
+// first xDS client loads grpc-js and the protos and is answered; a RequestAuthentication loads jose, a proxied
 // WebSocket `ws`, an ISTIO_MUTUAL DestinationRule the certificate builder (the gateway's own
 // workload certificate). Observed with a loader hook in the gateway process
 // (test/helpers/module-trace.mjs), as `node --import` shows any user.
@@ -77,6 +77,8 @@ describe('modules load when the configuration needs them', () => {
     expect(status.code, status.stderr).toBe(0);
     const pkgs = await loadedPackages(trace);
     const at = (p: string): boolean => [...before].some((l) => l.includes(`node_modules/${p}/`));
+    // grpc-js itself comes with the first connection to the xDS port.
+    expect(at('@grpc/grpc-js')).toBe(false);
     expect(pkgs.has('@grpc/grpc-js')).toBe(true);
     for (const p of ['ws', 'undici', 'jose']) expect(pkgs.has(p), p).toBe(false);
     // The certificate builder neither, until the client's workload certificate (SDS) is issued.
@@ -87,11 +89,11 @@ describe('modules load when the configuration needs them', () => {
     expect(pkgs.has('protobufjs')).toBe(true);
   });
 
-  it('a gateway whose xDS client never comes loads no proto at all', async () => {
+  it('a gateway whose xDS client never comes loads neither grpc-js nor any proto', async () => {
     const { port, trace } = await traced(plain, ['--xds-port', String(await freePort())]);
     expect((await http(port, '/x', { headers: { host: 'app.test' } })).status).toBe(200);
     const pkgs = await loadedPackages(trace);
-    for (const p of ['@grpc/proto-loader', 'protobufjs', 'ws', 'undici', 'jose', '@peculiar/x509', '@marcbachmann/cel-js']) expect(pkgs.has(p), p).toBe(false);
+    for (const p of ['@grpc/grpc-js', '@grpc/proto-loader', 'protobufjs', 'ws', 'undici', 'jose', '@peculiar/x509', '@marcbachmann/cel-js']) expect(pkgs.has(p), p).toBe(false);
   });
 
   it('an ISTIO_MUTUAL DestinationRule loads the certificate builder (the gateway issues its workload certificate before applying it)', async () => {

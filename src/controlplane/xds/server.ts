@@ -2,8 +2,13 @@
 // world) and DeltaAggregatedResources (incremental). It serves opaque resource bytes taken from
 // per-client views (see view.ts), tracks subscriptions and ACK/NACK per stream and type, and on
 // push() re-computes every client's view (debounced) and sends only what changed.
+//
+// grpc-js is imported when the first client connects, not to listen: the port is a node:net
+// server from the start (connections held paused), whose sockets are handed to a grpc-js server
+// (its connection injector) once loaded. A gateway no xDS client talks to never loads grpc-js.
 import { createHash, randomBytes } from 'node:crypto';
-import * as grpc from '@grpc/grpc-js';
+import { createServer, type AddressInfo, type Server as NetServer, type Socket } from 'node:net';
+import type * as grpc from '@grpc/grpc-js';
 import type { Registry } from 'prom-client';
 // pino's type, not telemetry/log.ts: the control plane sits below telemetry (test/unit/architecture.test.ts).
 import type { Logger } from 'pino';
@@ -365,7 +370,7 @@ class SotwConn extends Conn {
 
   handle(req: DiscoveryRequest): void {
     const typeUrl = req.type_url ?? '';
-    if (!typeUrl) throw new StreamError(grpc.status.INVALID_ARGUMENT, 'DiscoveryRequest.type_url is required on ADS');
+    if (!typeUrl) throw new StreamError(G.status.INVALID_ARGUMENT, 'DiscoveryRequest.type_url is required on ADS');
     if (typeUrl === SYNCZ_TYPE) {
       this.write({ version_info: this.view.version, resources: [{ type_url: STRING_VALUE_TYPE, value: encodeStringValue(this.ctx.syncz()) }], type_url: typeUrl, nonce: this.ctx.nonce() } satisfies DiscoveryResponse);
       return;
@@ -481,7 +486,7 @@ class DeltaConn extends Conn {
 
   handle(req: DeltaDiscoveryRequest): void {
     const typeUrl = req.type_url ?? '';
-    if (!typeUrl) throw new StreamError(grpc.status.INVALID_ARGUMENT, 'DeltaDiscoveryRequest.type_url is required on ADS');
+    if (!typeUrl) throw new StreamError(G.status.INVALID_ARGUMENT, 'DeltaDiscoveryRequest.type_url is required on ADS');
     if (!this.knownType(typeUrl)) return;
     let t = this.#types.get(typeUrl);
     const first = !t;
@@ -587,6 +592,14 @@ export interface XdsServerOptions {
   registry?: Registry;
 }
 
+/** grpc-js, set when the first client connects (before any handler below can run). */
+let G: typeof grpc;
+
+interface GrpcSide {
+  server: grpc.Server;
+  injector: grpc.ConnectionInjector;
+}
+
 export class XdsServer {
   readonly #source: ViewSource;
   readonly #log: Logger;
@@ -596,7 +609,10 @@ export class XdsServer {
   readonly #noncePrefix = randomBytes(3).toString('hex');
   #nonceSeq = 0;
   #streamSeq = 0;
-  #server: grpc.Server | undefined;
+  /** The listening socket (node:net), open from listen() on. */
+  #listener: NetServer | undefined;
+  /** The grpc-js server the accepted connections are injected into, made on the first one. */
+  #grpc: Promise<GrpcSide> | undefined;
   #timer: NodeJS.Timeout | undefined;
   #closing = false;
   readonly #metrics: XdsMetrics | null;
@@ -613,28 +629,26 @@ export class XdsServer {
 
   /** Binds an insecure gRPC listener; resolves to the bound port (port 0 = ephemeral). */
   async listen(bind: string, port: number): Promise<number> {
-    if (this.#server) throw new Error('xds: already listening');
-    const server = new grpc.Server({
-      'grpc.keepalive_time_ms': 60_000,
-      'grpc.keepalive_timeout_ms': 20_000,
-    });
-    // The Envoy protos load when the first client's first message arrives, not to listen.
-    server.addService(lazyAdsDefinition(), {
-      StreamAggregatedResources: (call: Call<DiscoveryRequest, DiscoveryResponse>) => this.#sotw(call),
-      DeltaAggregatedResources: (call: Call<DeltaDiscoveryRequest, DeltaDiscoveryResponse>) => this.#delta(call),
-    });
-    this.#server = server;
-    const host = bind.includes(':') && !bind.startsWith('[') ? `[${bind}]` : bind;
+    if (this.#listener) throw new Error('xds: already listening');
+    // Paused: nothing is read before grpc-js's HTTP/2 session takes the socket over.
+    const listener = createServer({ pauseOnConnect: true, noDelay: true }, (socket) => this.#accept(socket));
+    this.#listener = listener;
+    const host = bind.startsWith('[') && bind.endsWith(']') ? bind.slice(1, -1) : bind;
     let bound: number;
     try {
-      bound = await new Promise<number>((resolve, reject) =>
-        server.bindAsync(`${host}:${port}`, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
-      );
+      bound = await new Promise<number>((resolve, reject) => {
+        listener.once('error', reject);
+        listener.listen({ host, port }, () => {
+          listener.off('error', reject);
+          resolve((listener.address() as AddressInfo).port);
+        });
+      });
     } catch (err) {
-      this.#server = undefined;
-      server.forceShutdown();
+      this.#listener = undefined;
+      listener.close();
       throw err;
     }
+    listener.on('error', (err) => this.#log.error({ err: err.message }, 'xds: listener error'));
     this.#log.info({ bind, port: bound }, 'xds: ADS server listening');
     return bound;
   }
@@ -667,15 +681,62 @@ export class XdsServer {
     }
   }
 
+  /** A client connection: to the grpc-js server, made (and grpc-js imported) for the first one. */
+  #accept(socket: Socket): void {
+    socket.on('error', () => undefined); // until grpc-js owns it (a reset while it loads)
+    if (this.#closing) {
+      socket.destroy();
+      return;
+    }
+    (this.#grpc ??= this.#startGrpc()).then(
+      ({ injector }) => {
+        if (this.#closing || socket.destroyed) socket.destroy();
+        else {
+          injector.injectConnection(socket);
+          socket.resume(); // held paused while grpc-js loaded; its HTTP/2 session reads it now
+        }
+      },
+      (err: unknown) => {
+        this.#log.error({ err: (err as Error).message }, 'xds: the gRPC server cannot start');
+        this.#grpc = undefined;
+        socket.destroy();
+      },
+    );
+  }
+
+  async #startGrpc(): Promise<GrpcSide> {
+    G = await import('@grpc/grpc-js');
+    const server = new G.Server({
+      'grpc.keepalive_time_ms': 60_000,
+      'grpc.keepalive_timeout_ms': 20_000,
+    });
+    // The Envoy protos load when the first client's first message arrives.
+    server.addService(lazyAdsDefinition(), {
+      StreamAggregatedResources: (call: Call<DiscoveryRequest, DiscoveryResponse>) => this.#sotw(call),
+      DeltaAggregatedResources: (call: Call<DeltaDiscoveryRequest, DeltaDiscoveryResponse>) => this.#delta(call),
+    });
+    return { server, injector: server.createConnectionInjector(G.ServerCredentials.createInsecure()) };
+  }
+
   async close(): Promise<void> {
     this.#closing = true;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = undefined;
     for (const conn of [...this.#conns.values()]) conn.end();
     this.#conns.clear();
-    const server = this.#server;
-    this.#server = undefined;
-    if (!server) return;
+    const listener = this.#listener;
+    this.#listener = undefined;
+    listener?.close();
+    const pending = this.#grpc;
+    this.#grpc = undefined;
+    if (!pending) return;
+    let side: GrpcSide;
+    try {
+      side = await pending;
+    } catch {
+      return;
+    }
+    const { server, injector } = side;
     await new Promise<void>((resolve) => {
       const force = setTimeout(() => {
         server.forceShutdown();
@@ -686,6 +747,7 @@ export class XdsServer {
         resolve();
       });
     });
+    injector.destroy();
   }
 
   syncz(): Syncz {
@@ -740,7 +802,7 @@ export class XdsServer {
     handle: (conn: Conn, req: Req) => void,
   ): void {
     if (this.#closing) {
-      call.emit('error', { code: grpc.status.UNAVAILABLE, details: 'xds: server shutting down' });
+      call.emit('error', { code: G.status.UNAVAILABLE, details: 'xds: server shutting down' });
       return;
     }
     const streamId = ++this.#streamSeq;
@@ -761,8 +823,8 @@ export class XdsServer {
       try {
         if (!conn) {
           const node = req.node;
-          if (!node) throw new StreamError(grpc.status.INVALID_ARGUMENT, 'xds: the first request on a stream must carry node');
-          if (!node.id) throw new StreamError(grpc.status.INVALID_ARGUMENT, 'xds: node.id is required');
+          if (!node) throw new StreamError(G.status.INVALID_ARGUMENT, 'xds: the first request on a stream must carry node');
+          if (!node.id) throw new StreamError(G.status.INVALID_ARGUMENT, 'xds: node.id is required');
           const info = clientInfo(node);
           conn = make(streamId, info);
           this.#conns.set(streamId, conn);
@@ -780,7 +842,7 @@ export class XdsServer {
         } else {
           this.#log.error({ err, node: conn?.info.id ?? null, stream: kind }, 'xds: internal error handling request');
           this.#metrics?.internalError();
-          fail(grpc.status.INTERNAL, 'xds: internal error');
+          fail(G.status.INTERNAL, 'xds: internal error');
         }
       }
     });
