@@ -80,5 +80,7 @@ export interface Sample {
 export interface Figures {
   idle?: { rss: number; open: number };
   idleLoaded?: { rss: number; open: number };
+  /** Idle VmRSS (MiB) of fresh gateways on the bundled config, one worker: the median and each start. */
+  startup?: { rss: number; samples: number[] };
   swap?: { gapMs: number; p99Ratio: number };
 }

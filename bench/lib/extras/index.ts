@@ -10,6 +10,7 @@ import type { CertPaths, Figures, Settings, Target } from '../types.js';
 import type { Upstream } from '../upstream.js';
 import { HOST } from '../wire.js';
 import { IDLE_BATCH, IDLE_CONNECTIONS, idleConnections } from './idle.js';
+import { STARTUP_RUNS, STARTUP_SETTLE_MS, startupRss } from './startup.js';
 import { configSwap } from './swap.js';
 
 export async function extras(s: Settings, targets: Target[], up: Upstream, cert: CertPaths | undefined, tmp: string, notes: string[], figures: Figures): Promise<string> {
@@ -49,6 +50,9 @@ export async function extras(s: Settings, targets: Target[], up: Upstream, cert:
       `nginx here is a second instance with worker_connections ${fmt(IDLE_CONNECTIONS + 1024)} (its "before" includes that connection table).`,
   );
   if (gw) {
+    lines.push('', '### Fresh gateway at idle', '', '| config | VmRSS MiB of each start | median MiB | median MB |', '|---|---|---:|---:|');
+    await startupRss(s, tmp, lines, figures);
+    lines.push('', `\`node dist/cli.js run --config config/ --workers 1\` (its ports moved to free ones; admin and xDS on), ${STARTUP_RUNS} fresh starts, VmRSS ${STARTUP_SETTLE_MS / 1000} s after ready; the mesh root made beforehand (bench/lib/extras/startup.ts).`);
     lines.push('', '### Config swap under load', '', '| swap | gateway "configuration applied" ms | write → applied seen, s |', '|---|---:|---:|');
     await configSwap(s, gw, lines, figures);
   }
