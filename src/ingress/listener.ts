@@ -25,3 +25,18 @@ export interface TlsBinding {
   /** Hashes of the certificates it serves (private files to keep). */
   hashes(): string[];
 }
+
+/**
+ * A closing listener's wait for the requests in flight: resolves once the listener reports idle
+ * (it calls the callback handed to `onIdle` when its last request is done) or after `drainMs`.
+ */
+export function requestsDrained(inflight: number, drainMs: number, onIdle: (idle: () => void) => void): Promise<void> {
+  if (inflight === 0 || drainMs <= 0) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, drainMs);
+    onIdle(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}

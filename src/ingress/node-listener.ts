@@ -23,6 +23,7 @@ import { Exchange, type DataPlaneContext } from './exchange.js';
 import { H1Sink, H2StreamSink, type PeerIdentity, type SinkOwner } from './node-sinks.js';
 import { principalOf, spiffeIdOfSan } from '../tls/spiffe.js';
 import { hostOnly } from '../routing/authority.js';
+import { requestsDrained } from './listener.js';
 import { parseProxyHeader } from './proxy-protocol.js';
 import { ForwardHeaders, headProblem, MAX_REQUEST_HEADERS_COUNT } from './request-head.js';
 import { absoluteForm, answerClientError, requestProblem } from './strict-http1.js';
@@ -204,15 +205,7 @@ export class NodeListener implements SinkOwner {
     this.#h1.closeIdleConnections();
     // WebSockets are closed with 1001, spread over the drain.
     const websockets = this.websockets?.drain(drainMs);
-    if (this.inflight > 0 && drainMs > 0) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, drainMs);
-        this.#idle = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-    }
+    await requestsDrained(this.inflight, drainMs, (idle) => (this.#idle = idle));
     await websockets;
     this.#idle = null;
     this.websockets?.closeAll();

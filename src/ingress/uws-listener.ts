@@ -13,6 +13,7 @@ import { firstMatch } from '../routing/route-table.js';
 import type { RequestHead } from '../routing/request.js';
 import { Exchange, type DataPlaneContext } from './exchange.js';
 import { writableHeaderValue, type HeaderValue, type ResponseSink } from './sink.js';
+import { requestsDrained } from './listener.js';
 import { statusLine } from './status.js';
 import { ACME_CHALLENGE_PREFIX, acmeChallenges } from '../tls/acme-challenges.js';
 import { headProblem, isToken } from './request-head.js';
@@ -401,15 +402,7 @@ export class UwsHttpListener {
       this.#socket = null;
     }
     const websockets = this.websockets.drain(drainMs);
-    if (this.inflight > 0 && drainMs > 0) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, drainMs);
-        this.#idle = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-    }
+    await requestsDrained(this.inflight, drainMs, (idle) => (this.#idle = idle));
     await websockets;
     this.#idle = null;
     this.websockets.closeAll();
