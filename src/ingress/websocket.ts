@@ -516,7 +516,6 @@ class Bridge implements LoggedRequest, FilterHost {
   #hs: Handshake | null;
   #protocols: string[] = [];
 
-  #action: ForwardAction | null = null;
   #cluster: ClusterRuntime | undefined;
   #retry: RetryState | null = null;
   #endpoint: UpstreamEndpoint | undefined;
@@ -670,7 +669,6 @@ class Bridge implements LoggedRequest, FilterHost {
   }
 
   #forward(route: CompiledRoute, action: ForwardAction): void {
-    this.#action = action;
     const picked = pickCluster(action, Math.random());
     const cluster = clusterFor(this.#ctx!, picked, this.head);
     if (isLocalReply(cluster)) {

@@ -7,7 +7,7 @@ import { createWriteStream, type WriteStream } from 'node:fs';
 import { celActivation, compileCel, type AttributeSource, type CelExpression } from '../config/cel.js';
 import type { MeshConfig } from '../config/types.js';
 import type { AccessLogConfig, TelemetryConfig } from '../controlplane/snapshot.js';
-import { getHeader, type RequestHead } from '../routing/request.js';
+import { getHeader } from '../routing/request.js';
 import { requestAttributes, type LoggedRequest } from './attributes.js';
 
 export type { LoggedRequest } from './attributes.js';
