@@ -153,7 +153,7 @@ for (const workers of ['1', '2']) {
       const before = l.names.map((n) => n.length);
       write(v2(logFile));
       // The swap happens once b's DNS answer arrived; then a little more load on the new version.
-      await waitFor(() => l.last() === 'b', 5_000);
+      await waitFor(() => l.last() === 'b', 15_000);
       await sleep(300);
       await l.stop();
       expect(l.errors).toEqual([]);
@@ -175,7 +175,7 @@ for (const workers of ['1', '2']) {
       const l = load(port, 'fresh.swap.test');
       await sleep(200);
       write(v3(logFile));
-      await waitFor(() => l.last() === 'c', 5_000);
+      await waitFor(() => l.last() === 'c', 15_000);
       await sleep(200);
       await l.stop();
       // Before the swap the host has no route (404 NR), after it every request reaches c.
