@@ -4,6 +4,7 @@
 // Formats and filters are compiled once per config version into field getters; lines are written
 // through buffered streams.
 import { createWriteStream, type WriteStream } from 'node:fs';
+import { ISTIO_TEXT_FORMAT, meshJsonFormat } from '../config/access-log-format.js';
 import { celActivation, compileCel, type AttributeSource, type CelExpression } from '../config/cel.js';
 import type { MeshConfig } from '../config/types.js';
 import type { AccessLogConfig, TelemetryConfig } from '../controlplane/snapshot.js';
@@ -11,30 +12,6 @@ import { getHeader } from '../routing/request.js';
 import { requestAttributes, type LoggedRequest } from './attributes.js';
 
 export type { LoggedRequest } from './attributes.js';
-
-export const ISTIO_TEXT_FORMAT =
-  '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% "%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n';
-
-/** Istio's default JSON access log keys and the operators they print. */
-const ISTIO_JSON_FIELDS: Array<[string, string]> = [
-  ['start_time', 'START_TIME'],
-  ['method', 'REQ(:METHOD)'],
-  ['path', 'REQ(X-ENVOY-ORIGINAL-PATH?:PATH)'],
-  ['protocol', 'PROTOCOL'],
-  ['response_code', 'RESPONSE_CODE'],
-  ['response_flags', 'RESPONSE_FLAGS'],
-  ['bytes_received', 'BYTES_RECEIVED'],
-  ['bytes_sent', 'BYTES_SENT'],
-  ['duration', 'DURATION'],
-  ['x_forwarded_for', 'REQ(X-FORWARDED-FOR)'],
-  ['user_agent', 'REQ(USER-AGENT)'],
-  ['request_id', 'REQ(X-REQUEST-ID)'],
-  ['authority', 'REQ(:AUTHORITY)'],
-  ['upstream_host', 'UPSTREAM_HOST'],
-  ['upstream_cluster', 'UPSTREAM_CLUSTER'],
-  ['downstream_remote_address', 'DOWNSTREAM_REMOTE_ADDRESS'],
-  ['route_name', 'ROUTE_NAME'],
-];
 
 type Getter = (r: LoggedRequest, durationMs: number) => string | number | null;
 
@@ -163,7 +140,7 @@ export class AccessLog {
   /** The mesh config's log (Istio's fallback when the Telemetry API configures none). */
   static fromMesh(mesh: MeshConfig, previous: AccessLog | null = null): AccessLog | null {
     if (!mesh.accessLogFile) return null;
-    const format = mesh.accessLogEncoding === 'JSON' ? compileJson(meshJsonFields(mesh)) : compileTextFormat(mesh.accessLogFormat || ISTIO_TEXT_FORMAT);
+    const format = mesh.accessLogEncoding === 'JSON' ? compileJson(meshJsonFormat(mesh)) : compileTextFormat(mesh.accessLogFormat || ISTIO_TEXT_FORMAT);
     return new AccessLog([{ path: mesh.accessLogFile, format, filter: null }], previous);
   }
 
@@ -220,17 +197,4 @@ function sinkOf(l: AccessLogConfig): Sink {
   const format = f.json_format ? compileJson(f.json_format, f.omit_empty_values === true) : compileTextFormat(f.text_format_source?.inline_string || ISTIO_TEXT_FORMAT);
   const expr = l.filter?.extension_filter.typed_config.expression;
   return { path: l.typed_config.path, format, filter: expr ? compileCel(expr) : null };
-}
-
-/** The mesh config's JSON keys: accessLogFormat as a JSON object of keys → operators, else Istio's. */
-function meshJsonFields(mesh: MeshConfig): Record<string, unknown> {
-  if (mesh.accessLogFormat) {
-    try {
-      const parsed = JSON.parse(mesh.accessLogFormat) as unknown;
-      if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) return parsed as Record<string, unknown>;
-    } catch {
-      // Istio logs the error and uses its default keys.
-    }
-  }
-  return Object.fromEntries(ISTIO_JSON_FIELDS.map(([k, op]) => [k, `%${op}%`]));
 }

@@ -91,6 +91,15 @@ describe('access log', () => {
       200,
     );
     expect(entry).toMatchObject({ method: 'GET', path: '/json', response_code: 200, response_flags: '-', request_id: 'json-1', authority: 'logs.test', route_name: 'to-app' });
+    // Istio's whole default key set (EnvoyJSONLogFormatIstio), as the Telemetry API's envoy provider writes it.
+    expect(Object.keys(entry!).sort()).toEqual(
+      [
+        'start_time', 'route_name', 'method', 'path', 'protocol', 'response_code', 'response_flags', 'response_code_details',
+        'connection_termination_details', 'bytes_received', 'bytes_sent', 'duration', 'upstream_service_time', 'x_forwarded_for',
+        'user_agent', 'request_id', 'authority', 'upstream_host', 'upstream_cluster', 'upstream_local_address',
+        'downstream_local_address', 'downstream_remote_address', 'requested_server_name', 'upstream_transport_failure_reason',
+      ].sort(),
+    );
   });
 
   it('is off when accessLogFile is unset', async () => {

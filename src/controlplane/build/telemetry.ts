@@ -13,6 +13,7 @@
 //   .metrics when unset: `prometheus`, as Istio's standard install sets it).
 // - tracing: the first provider of the last entry naming one (else defaultProviders.tracing),
 //   randomSamplingPercentage over defaultConfig.tracing.sampling, customTags, disableSpanReporting.
+import { ISTIO_JSON_FORMAT, ISTIO_TEXT_FORMAT, meshJsonFormat } from '../../config/access-log-format.js';
 import type { MeshConfig, Resource, TelemetryCustomTag, TelemetrySpec, WorkloadMode } from '../../config/types.js';
 import { durationFromMs } from '../snapshot.js';
 import { parseDurationMs } from '../../config/duration.js';
@@ -271,51 +272,6 @@ function fileAccessLog(p: Provider, mesh: MeshConfig, filter: string | undefined
     typed_config: { '@type': 'type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog', path, log_format },
     metadata: { filter_metadata: { istio: { provider: p.name } } },
   };
-}
-
-/** Istio's default text format (EnvoyTextLogFormat). */
-export const ISTIO_TEXT_FORMAT =
-  '[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %CONNECTION_TERMINATION_DETAILS% "%UPSTREAM_TRANSPORT_FAILURE_REASON%" %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%" "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%" %UPSTREAM_CLUSTER_RAW% %UPSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_LOCAL_ADDRESS% %DOWNSTREAM_REMOTE_ADDRESS% %REQUESTED_SERVER_NAME% %ROUTE_NAME%\n';
-
-/** Istio's default JSON format (EnvoyJSONLogFormatIstio), in the order Gatehouse writes it. */
-export const ISTIO_JSON_FORMAT: Readonly<Record<string, string>> = {
-  start_time: '%START_TIME%',
-  route_name: '%ROUTE_NAME%',
-  method: '%REQ(:METHOD)%',
-  path: '%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%',
-  protocol: '%PROTOCOL%',
-  response_code: '%RESPONSE_CODE%',
-  response_flags: '%RESPONSE_FLAGS%',
-  response_code_details: '%RESPONSE_CODE_DETAILS%',
-  connection_termination_details: '%CONNECTION_TERMINATION_DETAILS%',
-  bytes_received: '%BYTES_RECEIVED%',
-  bytes_sent: '%BYTES_SENT%',
-  duration: '%DURATION%',
-  upstream_service_time: '%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%',
-  x_forwarded_for: '%REQ(X-FORWARDED-FOR)%',
-  user_agent: '%REQ(USER-AGENT)%',
-  request_id: '%REQ(X-REQUEST-ID)%',
-  authority: '%REQ(:AUTHORITY)%',
-  upstream_host: '%UPSTREAM_HOST%',
-  upstream_cluster: '%UPSTREAM_CLUSTER_RAW%',
-  upstream_local_address: '%UPSTREAM_LOCAL_ADDRESS%',
-  downstream_local_address: '%DOWNSTREAM_LOCAL_ADDRESS%',
-  downstream_remote_address: '%DOWNSTREAM_REMOTE_ADDRESS%',
-  requested_server_name: '%REQUESTED_SERVER_NAME%',
-  upstream_transport_failure_reason: '%UPSTREAM_TRANSPORT_FAILURE_REASON%',
-};
-
-/** JSON encoding: the mesh config's accessLogFormat when it is a JSON object of keys → operators, else Istio's. */
-function meshJsonFormat(mesh: MeshConfig): Record<string, unknown> {
-  if (mesh.accessLogFormat) {
-    try {
-      const parsed = JSON.parse(mesh.accessLogFormat) as unknown;
-      if (parsed && typeof parsed === 'object' && !Array.isArray(parsed)) return parsed as Record<string, unknown>;
-    } catch {
-      // Istio logs the error and uses its default format.
-    }
-  }
-  return { ...ISTIO_JSON_FORMAT };
 }
 
 // ---- metrics ---------------------------------------------------------------------------------------
