@@ -1,15 +1,14 @@
 // h2load (nghttp2's C load generator, Debian's nghttp2-client): the h2 scenario (TLS, ALPN h2)
 // and, by default, the grpc scenario (h2c with prior knowledge, unary calls as POSTs with a
 // gRPC-framed body). One thread, like wrk; it costs far less CPU per request than the grpc-js loop.
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http2 from 'node:http2';
 import os from 'node:os';
 import path from 'node:path';
-import { CLK_TCK, cpuSnapshot, findOnPath, readStat, tail } from '../proc.js';
+import { cpuSnapshot, findOnPath, tail } from '../proc.js';
 import { scHost, type Sample, type Scenario, type Settings, type Target } from '../types.js';
 import { GRPC_CHANNELS, GRPC_HOST, GRPC_MAX_INFLIGHT, GRPC_REQUEST, HOST } from '../wire.js';
-import { closeSample, Latencies, portFor, running } from './measure.js';
+import { closeSample, Latencies, portFor, runLoadTool } from './measure.js';
 
 /** Connections × streams per connection: h2 = one stream on each of `connections` (as `get`); gRPC = as the grpc-js loop. */
 export function h2Shape(s: Settings, sc: Scenario): { clients: number; streams: number } {
@@ -49,21 +48,7 @@ export async function loadH2load(s: Settings, target: Target, sc: Scenario, seco
   }
   const pid = target.child?.pid;
   const cpuBefore = pid !== undefined ? cpuSnapshot(pid) : undefined;
-  const t0 = process.hrtime.bigint();
-  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  running.current = { stop: () => child.kill('SIGINT') };
-  let out = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
-  let clientSec = 0;
-  const poll = setInterval(() => {
-    const st = child.pid !== undefined ? readStat(child.pid) : undefined;
-    if (st) clientSec = st.ticks / CLK_TCK;
-  }, 100);
-  const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
-  clearInterval(poll);
-  running.current = undefined;
-  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  const { out, code, wall, clientSec } = await runLoadTool(bin, args);
   // CPU is read at exit: h2load's window is its -D seconds plus connection setup (64 TLS
   // handshakes: a few ms) and the last responses.
   if (code !== 0) throw new Error(`h2load exited ${code}: ${out.trim().slice(-500)}`);

@@ -1,6 +1,7 @@
 // What every load generator shares: a latency buffer, the run in progress (for ^C), the target
 // port a scenario uses, and closing a sample (the target's CPU per request, a dead target).
-import { alive, cpuDelta, cpuSnapshot, tail } from '../proc.js';
+import { spawn } from 'node:child_process';
+import { alive, CLK_TCK, cpuDelta, cpuSnapshot, readStat, tail } from '../proc.js';
 import type { Sample, Scenario, Target } from '../types.js';
 
 /** 2xx latencies in ms at autocannon's float precision (its own histogram rounds to whole ms). */
@@ -80,4 +81,27 @@ export function closeSample(sample: Sample, target: Target, sc: Scenario, cpuBef
   if (pid !== undefined && cpuBefore && count > 0) sample.cpuUsPerReq = (cpuDelta(cpuBefore, cpuSnapshot(pid)) * 1e6) / count;
   if (target.child && !alive(target.child)) throw new Error(`${target.child.name} died during ${sc.title}\n${tail(target.child.logFile)}`);
   return sample;
+}
+
+/**
+ * Runs an external load generator (wrk, h2load) to its end: its output (stdout and stderr), exit
+ * code, wall time and its own CPU seconds, read from /proc while it runs (its entry goes with it).
+ * `running` can stop it (SIGINT) meanwhile.
+ */
+export async function runLoadTool(bin: string, args: readonly string[]): Promise<{ out: string; code: number | null; wall: number; clientSec: number }> {
+  const t0 = process.hrtime.bigint();
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  running.current = { stop: () => child.kill('SIGINT') };
+  let out = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
+  let clientSec = 0;
+  const poll = setInterval(() => {
+    const st = child.pid !== undefined ? readStat(child.pid) : undefined;
+    if (st) clientSec = st.ticks / CLK_TCK;
+  }, 100);
+  const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+  clearInterval(poll);
+  running.current = undefined;
+  return { out, code, wall: Number(process.hrtime.bigint() - t0) / 1e9, clientSec };
 }

@@ -1,11 +1,10 @@
 // wrk (C, one thread): the plain-HTTP load generator by default.
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { CLK_TCK, cpuSnapshot, findOnPath, readStat } from '../proc.js';
+import { cpuSnapshot, findOnPath } from '../proc.js';
 import { scHost, type Sample, type Scenario, type Settings, type Target } from '../types.js';
-import { closeSample, portFor, running } from './measure.js';
+import { closeSample, portFor, runLoadTool } from './measure.js';
 
 /**
  * Plain-HTTP load with wrk (one thread, `s.connections` connections, keep-alive): about a third of
@@ -28,22 +27,7 @@ export async function loadWrk(s: Settings, target: Target, sc: Scenario, seconds
     args.push('-s', script);
   }
   args.push(`http://127.0.0.1:${portFor(target, sc)}${sc.path}`);
-  const t0 = process.hrtime.bigint();
-  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  running.current = { stop: () => child.kill('SIGINT') };
-  let out = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
-  // wrk's own CPU seconds, read until it exits (its /proc entry goes with it).
-  let clientSec = 0;
-  const poll = setInterval(() => {
-    const st = child.pid !== undefined ? readStat(child.pid) : undefined;
-    if (st) clientSec = st.ticks / CLK_TCK;
-  }, 100);
-  const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
-  clearInterval(poll);
-  running.current = undefined;
-  const wall = Number(process.hrtime.bigint() - t0) / 1e9;
+  const { out, code, wall, clientSec } = await runLoadTool(bin, args);
   if (code !== 0) throw new Error(`wrk exited ${code}: ${out.trim().slice(-500)}`);
   const num = (re: RegExp): number => {
     const m = re.exec(out);
