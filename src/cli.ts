@@ -12,12 +12,14 @@ import { ConfigError, Gateway, type RunOptions } from './gateway.js';
 import { edgeLimits } from './ingress/edge-limits.js';
 import { createLogger, defaultLogFormat, LOG_FORMATS, LOG_LEVELS, type LogFormat, type LogLevel } from './telemetry/log.js';
 import { loadCheckedConfig } from './workers/config-job.js';
+import { WORKER_MODES, type WorkerMode } from './workers/protocol.js';
 
 export const USAGE = `Usage:
   gatehouse run --config <file|dir> [--config ...]   (or --xds-address host:port)
                 [--bind 0.0.0.0] [--admin-port 15000] [--admin-bind 127.0.0.1] [--xds-port 15010]
                 [--labels istio=ingressgateway] [--namespace istio-system] [--mesh-config <file>]
-                [--workers N] [--http1-engine uws|strict] [--log-level info] [--log-format pretty|json]
+                [--workers N] [--worker-mode processes|threads] [--http1-engine uws|strict]
+                [--log-level info] [--log-format pretty|json]
   gatehouse run --kubernetes [--kubeconfig <file>] [--watch-namespaces ns,...] [--cluster-domain cluster.local]
                 [--write-status] [--config <file|dir> ...] [the other run flags above]
   gatehouse validate <file|dir>... [--labels istio=ingressgateway] [--namespace istio-system] [--mesh-config <file>]
@@ -74,6 +76,7 @@ const RUN_OPTIONS = {
   namespace: { type: 'string' },
   'mesh-config': { type: 'string' },
   workers: { type: 'string' },
+  'worker-mode': { type: 'string' },
   'http1-engine': { type: 'string' },
   'log-level': { type: 'string' },
   'log-format': { type: 'string' },
@@ -163,6 +166,9 @@ async function run(args: string[]): Promise<number> {
   // Default: one data-plane thread per core the process may use (1: everything on the main thread).
   const workers = values.workers === undefined ? os.availableParallelism() : Number(values.workers);
   if (!Number.isInteger(workers) || workers < 1) throw new UsageError('--workers must be a positive integer');
+  // Processes (default) let every port kind use every worker; threads share one process.
+  const workerMode = (values['worker-mode'] ?? 'processes') as WorkerMode;
+  if (!WORKER_MODES.includes(workerMode)) throw new UsageError(`--worker-mode must be one of ${WORKER_MODES.join(', ')}, got "${values['worker-mode']}"`);
   // The HTTP/1.1 engine of plain HTTP and SIMPLE HTTPS ports (a Gateway annotation overrides it).
   const http1Engine = (values['http1-engine'] ?? 'uws') as Http1Engine;
   if (!HTTP1_ENGINES.includes(http1Engine)) throw new UsageError(`--http1-engine must be one of ${HTTP1_ENGINES.join(', ')}, got "${values['http1-engine']}"`);
@@ -188,12 +194,13 @@ async function run(args: string[]): Promise<number> {
     meshConfigFile: values['mesh-config'],
     xdsAddress: values['xds-address'],
     workers,
+    workerMode,
     http1Engine,
     logLevel: level,
     logOptions,
     kubernetes,
   };
-  if (workers > 1) log.info({ workers }, `data plane on ${workers} worker threads`);
+  if (workers > 1) log.info({ workers, mode: workerMode }, `data plane on ${workers} worker ${workerMode}`);
 
   const gateway = new Gateway(opts, log);
   // Signals are handled from the start: with --kubernetes, starting waits for the API server.

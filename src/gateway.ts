@@ -33,6 +33,7 @@ import { ConfigThread } from './workers/config-thread.js';
 import type { KubeHostEvent } from './workers/kube-host.js';
 import type { KubeJobInfo } from './workers/kube-job.js';
 import { WorkerPool } from './workers/pool.js';
+import type { WorkerMode } from './workers/protocol.js';
 
 export interface RunOptions {
   configPaths: string[];
@@ -45,8 +46,10 @@ export interface RunOptions {
   labels: Record<string, string>;
   namespace: string;
   meshConfigFile?: string | undefined;
-  /** Data-plane worker threads (src/workers); 1 (default): the data plane runs on the main thread. */
+  /** Data-plane workers (src/workers); 1 (default): the data plane runs on the main thread. */
   workers?: number | undefined;
+  /** `--worker-mode`: the workers are node:cluster processes (default) or worker threads. */
+  workerMode?: WorkerMode | undefined;
   /**
    * `--http1-engine`: the HTTP/1.1 engine of plain HTTP and SIMPLE HTTPS ports whose Gateways do
    * not choose one (`gatehouse.io/http1-engine`); default `uws`.
@@ -209,6 +212,7 @@ export class Gateway {
     if ((opts.workers ?? 1) > 1) {
       this.#pool = new WorkerPool({
         workers: opts.workers!,
+        mode: opts.workerMode,
         log: log.child({ stage: 'workers' }),
         logLevel: opts.logLevel ?? 'info',
         logOptions: opts.logOptions,

@@ -30,6 +30,7 @@ export function roundLine(s: Settings, sc: Scenario, round: number, t: Target, s
   return (
     `${sc.title.padEnd(12)} round ${round}/${s.rounds} ${t.name.padEnd(8)} ${fmt(sample.rps).padStart(8)} req/s  p50 ${fmt(sample.p50, 2)} ms  p99 ${fmt(sample.p99, 2)} ms` +
     (sample.cpuUsPerReq !== undefined ? `  ${fmt(sample.cpuUsPerReq, 1)} µs/req` : '') +
+    (sample.cpuSplit ? `  CPU by process ${sample.cpuSplit.join('/')}%` : '') +
     (sample.non2xx || sample.errors ? `  non-2xx ${sample.non2xx} errors ${sample.errors}` : '') +
     (sample.errorDetail ? ` (${sample.errorDetail})` : '') +
     '\n'

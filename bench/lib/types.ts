@@ -72,6 +72,8 @@ export interface Sample {
   non2xx: number;
   errors: number;
   cpuUsPerReq?: number;
+  /** Percent of the target's CPU per process of its tree (root first), when it has several. */
+  cpuSplit?: number[];
   clientCpuPct: number;
   errorDetail?: string; // gRPC: the failed calls by status
 }

@@ -67,6 +67,11 @@ interface Proxied {
 }
 
 export class NodeListener implements SinkOwner {
+  /**
+   * Listen on the socket a node:cluster primary shares (a worker process of `--workers N`)
+   * rather than bind the port exclusively.
+   */
+  static sharedPort = false;
   readonly bind: string;
   readonly port: number;
   readonly routeName: string;
@@ -155,8 +160,10 @@ export class NodeListener implements SinkOwner {
     return new Promise((resolve, reject) => {
       const onError = (err: Error): void => reject(new Error(`cannot listen on ${this.bind}:${this.port}: ${(err as Error & { code?: string }).code ?? err.message}`));
       this.#server.once('error', onError);
-      // Exclusive: a stale process on the port must make this fail, as for the uWS listener.
-      this.#server.listen({ host: this.bind, port: this.port, exclusive: true }, () => {
+      // Exclusive: a stale process on the port must make this fail, as for the uWS listener. In a
+      // worker process of `--workers N` the cluster primary shares one listening socket instead
+      // (it probed the port first).
+      this.#server.listen({ host: this.bind, port: this.port, exclusive: !NodeListener.sharedPort }, () => {
         this.#server.removeListener('error', onError);
         this.#server.on('error', (err) => this.onError(err));
         this.#listening = true;

@@ -1,12 +1,13 @@
-// `--workers N`: the data plane on N worker threads, each with its own uWS apps on the same ports
-// (SO_REUSEPORT: the kernel spreads connections), driven from the main thread, which keeps the
-// config pipeline, xDS, admin, ACME and the mesh CA. Snapshots are posted to every worker; apply
-// results come back; ready = every live worker applied the newest snapshot and bound its ports.
-// Metrics are merged with prom-client's AggregatorRegistry; /clusters and /listeners are worker
-// 0's (it serves every listener) with request counts summed over the workers. A crashed worker is
-// logged and restarted with the current snapshot, at most MAX_RESTARTS times per slot.
+// `--workers N`: the data plane on N workers (node:cluster processes by default, or threads; see
+// spawn.ts), each with its own uWS apps on the same ports (SO_REUSEPORT: the kernel spreads
+// connections) and, as processes, its own node:net servers on the listening sockets this process
+// shares. The main thread keeps the config pipeline, xDS, admin, ACME and the mesh CA. Snapshots
+// are posted to every worker; apply results come back; ready = every live worker applied the
+// newest snapshot and bound its ports. Metrics are merged with prom-client's AggregatorRegistry;
+// /clusters and /listeners are worker 0's (it serves every listener) with request counts summed
+// over the workers. A crashed worker is logged and restarted with the current snapshot, at most
+// MAX_RESTARTS times per slot.
 import { createServer } from 'node:net';
-import { Worker } from 'node:worker_threads';
 import { AggregatorRegistry, Gauge, type MetricObjectWithValues, type MetricValue, type Registry } from 'prom-client';
 import type { Http1Engine, Snapshot } from '../controlplane/snapshot.js';
 import { packSnapshot, type PackedSnapshot } from './snapshot-transfer.js';
@@ -15,7 +16,8 @@ import type { Logger, LoggerOptions } from '../telemetry/log.js';
 import { acmeChallenges } from '../tls/acme-challenges.js';
 import { EXPIRY_METRIC, type MeshIdentityProvider, type SecretStore } from '../tls/secret-store.js';
 import type { ClusterSummary } from '../upstream/cluster-manager.js';
-import type { AcmeMaterial, ApplyReply, FromWorker, MeshMaterial, Query, ToWorker, WorkerInit, WorkerStats } from './protocol.js';
+import type { AcmeMaterial, ApplyReply, FromWorker, MeshMaterial, Query, ToWorker, WorkerInit, WorkerMode, WorkerStats } from './protocol.js';
+import { spawnWorker, type WorkerHandle } from './spawn.js';
 
 export const MAX_RESTARTS = 5;
 const APPLY_TIMEOUT_MS = 30_000;
@@ -23,6 +25,8 @@ const QUERY_TIMEOUT_MS = 3_000;
 
 export interface WorkerPoolOptions {
   workers: number;
+  /** `--worker-mode`: processes (default) or threads. */
+  mode?: WorkerMode | undefined;
   log: Logger;
   logLevel: string;
   logOptions?: LoggerOptions | undefined;
@@ -42,7 +46,7 @@ type ListenerSummary = ReturnType<DataPlane['listenersSummary']>[number];
 
 interface Slot {
   index: number;
-  worker: Worker | null;
+  worker: WorkerHandle | null;
   started: boolean;
   restarts: number;
   /** Id of the newest apply this worker answered, and how. */
@@ -50,9 +54,6 @@ interface Slot {
   bound: boolean;
   pending: Map<number, (value: unknown) => void>;
 }
-
-/** The worker entry: worker.js beside this file (worker.ts when run from source with tsx). */
-const WORKER_URL = new URL(import.meta.url.endsWith('.ts') ? './worker.ts' : './worker.js', import.meta.url);
 
 export class WorkerPool {
   readonly #o: WorkerPoolOptions;
@@ -75,7 +76,7 @@ export class WorkerPool {
       const state = (s: Slot): string => this.#state(s);
       new Gauge({
         name: 'gatehouse_workers',
-        help: 'Data plane worker threads (--workers), by state: ready, not ready, starting, down',
+        help: 'Data plane workers (--workers), by state: ready, not ready, starting, down',
         labelNames: ['state'],
         registers: [opts.registry],
         collect() {
@@ -85,7 +86,7 @@ export class WorkerPool {
       });
       new Gauge({
         name: 'gatehouse_worker_restarts',
-        help: 'Times a data plane worker thread exited and was restarted, by worker',
+        help: 'Times a data plane worker exited and was restarted, by worker',
         labelNames: ['worker'],
         registers: [opts.registry],
         collect() {
@@ -95,22 +96,26 @@ export class WorkerPool {
     }
   }
 
-  /** Starts every worker thread and waits until each has loaded the data plane. */
+  get mode(): WorkerMode {
+    return this.#o.mode ?? 'processes';
+  }
+
+  /** Starts every worker and waits until each has loaded the data plane. */
   async start(): Promise<void> {
     acmeChallenges.onChange = () => this.#broadcast({ t: 'challenges', challenges: [...acmeChallenges] });
     await Promise.all(this.#slots.map((s) => this.#spawn(s)));
-    this.#log.info({ workers: this.#slots.length }, 'data plane worker threads started');
+    this.#log.info({ workers: this.#slots.length, mode: this.mode }, `data plane worker ${this.mode} started`);
   }
 
   #spawn(slot: Slot): Promise<void> {
-    const init: WorkerInit = { index: slot.index, logLevel: this.#o.logLevel, ...(this.#o.logOptions ? { logOptions: this.#o.logOptions } : {}), labels: this.#o.labels, namespace: this.#o.namespace, ...(this.#o.http1Engine ? { http1Engine: this.#o.http1Engine } : {}) };
-    const worker = new Worker(WORKER_URL, { workerData: init, name: `gatehouse-worker-${slot.index}` });
+    const init: WorkerInit = { index: slot.index, mode: this.mode, logLevel: this.#o.logLevel, ...(this.#o.logOptions ? { logOptions: this.#o.logOptions } : {}), labels: this.#o.labels, namespace: this.#o.namespace, ...(this.#o.http1Engine ? { http1Engine: this.#o.http1Engine } : {}) };
+    const worker = spawnWorker(init);
     slot.worker = worker;
     slot.started = false;
     slot.appliedId = 0;
     slot.bound = false;
     return new Promise<void>((resolveStarted, rejectStarted) => {
-      worker.on('message', (m: FromWorker) => {
+      worker.onMessage((m: FromWorker) => {
         if (m.t === 'started') {
           slot.started = true;
           resolveStarted();
@@ -122,8 +127,8 @@ export class WorkerPool {
         slot.pending.delete(m.id);
         done?.(m.value);
       });
-      worker.on('error', (err) => this.#log.error({ worker: slot.index, err }, 'data plane worker failed'));
-      worker.on('exit', (code) => {
+      worker.onError((err) => this.#log.error({ worker: slot.index, err }, 'data plane worker failed'));
+      worker.onExit((code) => {
         if (slot.worker !== worker) return;
         slot.worker = null;
         slot.started = false;
@@ -159,12 +164,12 @@ export class WorkerPool {
         clearTimeout(timer);
         resolve(v);
       });
-      w.postMessage(make(id));
+      w.send(make(id));
     });
   }
 
   #broadcast(m: ToWorker): void {
-    for (const s of this.#slots) if (s.worker && s.started) s.worker.postMessage(m);
+    for (const s of this.#slots) if (s.worker && s.started) s.worker.send(m);
   }
 
   #acme(snapshot: Snapshot): AcmeMaterial {
@@ -257,7 +262,8 @@ export class WorkerPool {
 
   /**
    * Prometheus text: the main thread's registry (process metrics, ACME, certificate expiry) and
-   * every worker's (Istio metrics, clusters) summed series by series.
+   * every worker's (Istio metrics, clusters; a worker process's own process metrics too) summed
+   * series by series (event loop lag: averaged, its max: the largest).
    */
   async prometheus(main: Registry): Promise<string> {
     const own = (await main.getMetricsAsJSON()).map((m) => ({ ...m, aggregator: m.aggregator === 'omit' ? 'first' : m.aggregator })) as MetricObjectWithValues<MetricValue<string>>[];
@@ -307,7 +313,7 @@ export class WorkerPool {
     const stats = (await this.#query('stats')) as Array<WorkerStats | undefined>;
     return this.#slots.map((s, i) => ({
       worker: s.index,
-      thread_id: s.worker?.threadId ?? null,
+      ...(s.worker?.ids ?? {}),
       state: this.#state(s),
       restarts: s.restarts,
       ...(stats[i] ?? {}),
@@ -322,11 +328,11 @@ export class WorkerPool {
       this.#slots.map(async (s) => {
         const w = s.worker;
         if (!w) return;
-        const exited = new Promise<void>((r) => (w.threadId === -1 ? r() : w.once('exit', () => r())));
+        const exited = new Promise<void>((r) => w.onExit(() => r()));
         await this.#call(s, (id) => ({ t: 'drain', id, ms: drainMs }), drainMs + 5_000);
         const t = setTimeout(() => {
           this.#log.warn({ worker: s.index }, 'data plane worker did not exit after draining; terminating it');
-          void w.terminate();
+          w.kill();
         }, 2_000);
         await exited;
         clearTimeout(t);

@@ -1,5 +1,5 @@
 // The Grafana dashboards of deploy/grafana against real data: Debian's Prometheus scrapes a running
-// gateway's admin /stats/prometheus every second (two worker threads, HTTP, HTTPS and TCP ports,
+// gateway's admin /stats/prometheus every second (two worker processes, HTTP, HTTPS and TCP ports,
 // the xDS port with a client that NACKs), the test drives a little traffic (200s, 404 NR, 503 UF,
 // a TCP connection), a configuration change and a rejected one, then runs every PromQL expression
 // of every panel through Prometheus's HTTP API, with Grafana's variables filled in. A query error

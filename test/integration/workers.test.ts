@@ -1,5 +1,7 @@
-// `--workers 2`: the data plane on two worker threads sharing the listener port (SO_REUSEPORT).
-// Both threads take connections, a config reload reaches both, the merged /stats/prometheus counts
+// `--workers 2`: the data plane on two workers sharing the listener port (SO_REUSEPORT): node:cluster
+// processes by default, worker threads with `--worker-mode threads` (where only worker 0 can serve
+// node:net ports; worker-processes.test.ts covers every listener kind on processes). Both workers
+// take connections, a config reload reaches both, the merged /stats/prometheus counts
 // every request exactly once, and SIGTERM drains (readiness 503, the request in flight finishes,
 // exit 0).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -44,7 +46,7 @@ afterAll(async () => {
 });
 
 describe('--workers 2', () => {
-  it('both worker threads take connections on the shared port, and the merged metrics count every request exactly once', async () => {
+  it('both worker processes take connections on the shared port, and the merged metrics count every request exactly once', async () => {
     const before = await workers();
     expect(before.map((w) => w.state)).toEqual(['ready', 'ready']);
     expect(await requestsTotal()).toBe(0);
@@ -89,24 +91,27 @@ describe('--workers 2', () => {
   });
 });
 
-describe('--workers 2 --http1-engine strict', () => {
+describe('--workers 2 --worker-mode threads --http1-engine strict', () => {
   let strictGw: GatewayProcess;
   let strictPort: number;
   beforeAll(async () => {
     strictPort = await freePort();
     strictGw = await startGateway({
       files: { 'gw.yaml': yamlDocs(gateway('gw', strictPort)), 'svc.yaml': yamlDocs(...service('app', { v1: v1.port })), 'vs.yaml': vsTo('v1') },
-      args: ['--workers', '2', '--http1-engine', 'strict'],
+      args: ['--workers', '2', '--worker-mode', 'threads', '--http1-engine', 'strict'],
     });
   });
   afterAll(async () => {
     await strictGw?.stop();
   });
 
-  it('the strict engine serves the port from worker 0 only (node:net listeners cannot share a port across threads)', async () => {
+  it('threads: the strict engine serves the port from worker 0 only (node:net listeners cannot share a port across threads)', async () => {
     const rs = await Promise.all(Array.from({ length: 20 }, () => http(strictPort, '/', { headers: { host: HOST } })));
     for (const r of rs) expect(r.status).toBe(200);
-    const rows = (await strictGw.admin('/workers')).json.workers as WorkerRow[];
+    const rows = (await strictGw.admin('/workers')).json.workers as Array<WorkerRow & { thread_id?: number; pid?: number }>;
+    // Threads of the gateway's own process.
+    for (const w of rows) expect(w.thread_id).toBeGreaterThan(0);
+    expect(rows.some((w) => w.pid !== undefined)).toBe(false);
     expect(rows.map((w) => [w.state, w.requests])).toEqual([
       ['ready', 20],
       ['ready', 0],
@@ -119,7 +124,7 @@ describe('--workers 2 --http1-engine strict', () => {
 });
 
 describe('--workers left out', () => {
-  it('defaults to one data-plane thread per core the process may use', async () => {
+  it('defaults to one data-plane worker per core the process may use', async () => {
     const echo = await startEcho('d');
     const p = await freePort();
     const cores = (await import('node:os')).availableParallelism();
@@ -131,7 +136,7 @@ describe('--workers left out', () => {
       const r = await http(p, '/', { headers: { host: HOST } });
       expect(r.status).toBe(200);
       const w = await g.admin('/workers');
-      // One core: everything on the main thread (no /workers); more: that many worker threads.
+      // One core: everything on the main thread (no /workers); more: that many worker processes.
       if (cores > 1) expect(w.json.workers.map((x: WorkerRow) => x.state)).toEqual(Array(cores).fill('ready'));
       else expect(w.status).toBe(404);
     } finally {

@@ -78,7 +78,13 @@ export function endWindow(w: Window): { wall: number; clientCpuPct: number } {
  */
 export function closeSample(sample: Sample, target: Target, sc: Scenario, cpuBefore: Map<number, number> | undefined, count: number): Sample {
   const pid = target.child?.pid;
-  if (pid !== undefined && cpuBefore && count > 0) sample.cpuUsPerReq = (cpuDelta(cpuBefore, cpuSnapshot(pid)) * 1e6) / count;
+  if (pid !== undefined && cpuBefore && count > 0) {
+    const after = cpuSnapshot(pid);
+    const total = cpuDelta(cpuBefore, after);
+    sample.cpuUsPerReq = (total * 1e6) / count;
+    // Several processes (the gateway's worker processes, nginx's master and workers): each one's share.
+    if (after.size > 1 && total > 0) sample.cpuSplit = [...after].map(([p, t]) => Math.round(((t - (cpuBefore.get(p) ?? 0)) / total) * 100));
+  }
   if (target.child && !alive(target.child)) throw new Error(`${target.child.name} died during ${sc.title}\n${tail(target.child.logFile)}`);
   return sample;
 }
