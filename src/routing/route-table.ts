@@ -14,6 +14,8 @@ export interface HeaderOps {
   /** [name, value] pairs appended. */
   add: ReadonlyArray<readonly [string, string]>;
   remove: readonly string[];
+  /** The names whose existing values go: `remove` and the names of `set` (compiled once). */
+  drop: ReadonlySet<string>;
 }
 
 export interface RetryConditions {
@@ -486,14 +488,18 @@ function compileHeaderOps(add: HeaderValueOption[] | undefined, remove: string[]
   const set: Array<[string, string]> = [];
   const append: Array<[string, string]> = [];
   for (const o of add ?? []) (o.append_action === 'OVERWRITE_IF_EXISTS_OR_ADD' ? set : append).push([o.header.key, o.header.value]);
-  return { set, add: append, remove: remove ?? [] };
+  return headerOps(set, append, remove ?? []);
+}
+
+/** Header edits with their `drop` set. */
+export function headerOps(set: ReadonlyArray<readonly [string, string]>, add: ReadonlyArray<readonly [string, string]>, remove: readonly string[]): HeaderOps {
+  return { set, add, remove, drop: new Set([...remove, ...set.map(([k]) => k)]) };
 }
 
 /** Applies header edits to a flat [name, value, ...] array in place order: remove, set, add. */
 export function applyHeaderOps(headers: string[], ops: HeaderOps): string[] {
   let out = headers;
-  const drop = new Set<string>(ops.remove);
-  for (const [k] of ops.set) drop.add(k);
+  const drop = ops.drop;
   if (drop.size > 0) {
     out = [];
     for (let i = 0; i < headers.length; i += 2) if (!drop.has(headers[i]!)) out.push(headers[i]!, headers[i + 1]!);

@@ -45,6 +45,21 @@ export class Cidr {
   }
 }
 
+/** Request addresses already parsed (read-only): most requests come from a few addresses. */
+const peers = new Map<string, Uint8Array | null>();
+const PEERS_MAX = 4096;
+
+/** ipBytes for the addresses of requests, through a bounded cache (the result is shared: read it only). */
+export function peerBytes(text: string): Uint8Array | null {
+  let b = peers.get(text);
+  if (b === undefined) {
+    if (peers.size >= PEERS_MAX) peers.clear();
+    b = ipBytes(text);
+    peers.set(text, b);
+  }
+  return b;
+}
+
 /** An IPv4 / IPv6 address as 16 bytes (IPv4 as ::ffff:a.b.c.d); null when it is not an address. */
 export function ipBytes(text: string): Uint8Array | null {
   let s = text;
@@ -165,15 +180,15 @@ class View {
     this.auth = auth;
   }
   get sourceIp(): Uint8Array | null {
-    if (this.#src === undefined) this.#src = ipBytes(this.req.sourceIp);
+    if (this.#src === undefined) this.#src = peerBytes(this.req.sourceIp);
     return this.#src;
   }
   get remoteIp(): Uint8Array | null {
-    if (this.#remote === undefined) this.#remote = ipBytes(this.req.remoteIp);
+    if (this.#remote === undefined) this.#remote = peerBytes(this.req.remoteIp);
     return this.#remote;
   }
   get destinationIp(): Uint8Array | null {
-    if (this.#dst === undefined) this.#dst = ipBytes(this.req.destinationIp);
+    if (this.#dst === undefined) this.#dst = peerBytes(this.req.destinationIp);
     return this.#dst;
   }
   header(name: string): string | undefined {

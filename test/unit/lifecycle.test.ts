@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { HTTP_FILTERS, type FilterChain } from '../../src/ingress/filters/chain.js';
 import { CONTINUE, respond, type FilterRequest, type HttpFilter } from '../../src/ingress/filters/filter.js';
 import { RetryState } from '../../src/ingress/retry-state.js';
-import { compileRetry, type CompiledCors } from '../../src/routing/route-table.js';
+import { compileRetry, headerOps, type CompiledCors } from '../../src/routing/route-table.js';
 import { CircuitBreaker } from '../../src/upstream/circuit-breaker.js';
 import { FakeUpstream, fakeCluster, fakeContext, head, route, start } from '../helpers/fake-lifecycle.js';
 
@@ -32,7 +32,7 @@ describe('filter chain', () => {
     const tracing: HttpFilter = {
       name: 'test.tracing',
       decode(req: FilterRequest) {
-        req.addResponseOps({ set: [['x-test-span', 'span-1']], add: [], remove: [] });
+        req.addResponseOps(headerOps([['x-test-span', 'span-1']], [], []));
         return CONTINUE;
       },
     };

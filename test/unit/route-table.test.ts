@@ -3,7 +3,7 @@ import { parseYamlText } from '../../src/config/load.js';
 import { DEFAULT_MESH_CONFIG } from '../../src/config/types.js';
 import { resolve } from '../../src/controlplane/resolve.js';
 import type { RequestHead } from '../../src/routing/request.js';
-import { applyHeaderOps, pickCluster, RouteTable, type ForwardAction } from '../../src/routing/route-table.js';
+import { applyHeaderOps, headerOps, pickCluster, RouteTable, type ForwardAction } from '../../src/routing/route-table.js';
 import { queryParam } from '../../src/routing/request.js';
 
 /** A route table from a VirtualService's `http:` block (indented by 2), bound to a `*` gateway. */
@@ -152,7 +152,7 @@ describe('weighted destinations and header edits', () => {
   });
 
   it('set replaces, add appends, remove drops (names are case-insensitive)', () => {
-    const out = applyHeaderOps(['x-a', '1', 'x-b', '2', 'x-c', '3'], { set: [['x-a', 'new']], add: [['x-b', 'more']], remove: ['x-c'] });
+    const out = applyHeaderOps(['x-a', '1', 'x-b', '2', 'x-c', '3'], headerOps([['x-a', 'new']], [['x-b', 'more']], ['x-c']));
     expect(out).toEqual(['x-b', '2', 'x-a', 'new', 'x-b', 'more']);
   });
 

@@ -3,6 +3,7 @@
 // response; other origins get no CORS headers. Unmatched preflights are forwarded or, with
 // `unmatchedPreflights: IGNORE`, answered without CORS headers.
 import { getHeader } from '../../routing/request.js';
+import { headerOps } from '../../routing/route-table.js';
 import { CONTINUE, respond, type FilterRequest, type FilterVerdict, type HttpFilter } from './filter.js';
 
 const EMPTY = Buffer.alloc(0);
@@ -24,7 +25,7 @@ export const corsFilter: HttpFilter = {
     if (allowed) {
       const set: Array<[string, string]> = [['access-control-allow-origin', origin]];
       for (let i = 0; i < cors.actual.length; i += 2) set.push([cors.actual[i]!, cors.actual[i + 1]!]);
-      req.addResponseOps({ set, add: [], remove: [] });
+      req.addResponseOps(headerOps(set, [], []));
     }
     return CONTINUE;
   },

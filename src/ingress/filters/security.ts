@@ -3,7 +3,7 @@
 // src/security; this hands the request over and applies the verdict: a denial is a local reply, an
 // allow may rewrite the upstream headers, add response headers (ext_authz) and re-select the route
 // with what JWT authentication established (Envoy's clear_route_cache: the JWT-claim re-route).
-import { firstMatch } from '../../routing/route-table.js';
+import { firstMatch, headerOps } from '../../routing/route-table.js';
 import { RBAC_DENIED_BODY, type Verdict } from '../../security/pipeline.js';
 import { securityRequest } from '../connection.js';
 import { CONTINUE, respond, type FilterRequest, type FilterVerdict, type HttpFilter } from './filter.js';
@@ -38,7 +38,7 @@ function apply(req: FilterRequest, v: Verdict): FilterVerdict {
     req.route = firstMatch(req.rerouteIn, head, r.metadata ?? undefined);
   }
   if (v.headers !== null) req.upstreamHeaders = v.headers;
-  if (v.responseHeaders !== null) req.addResponseOps({ set: [], add: pairs(v.responseHeaders), remove: [] });
+  if (v.responseHeaders !== null) req.addResponseOps(headerOps([], pairs(v.responseHeaders), []));
   return CONTINUE;
 }
 
