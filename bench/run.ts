@@ -22,10 +22,11 @@ import { extras } from './lib/extras/index.js';
 import { load, running, sanityCheck } from './lib/load/index.js';
 import { ensureDebianPackage, peakRssMiB, stopAll } from './lib/proc.js';
 import { report, reportHeader, roundLine, targetsReport, writeResults, type Row } from './lib/report.js';
+import { servesScenario, startBare } from './lib/targets/bare.js';
 import { directTarget } from './lib/targets/direct.js';
 import { startGateway } from './lib/targets/gateway.js';
 import { startNginx } from './lib/targets/nginx.js';
-import { TARGET_ORDER, type Figures, type Scenario, type Settings, type Target, type TargetName } from './lib/types.js';
+import { DEFAULT_TARGETS, TARGET_ORDER, type Figures, type Scenario, type Settings, type Target, type TargetName } from './lib/types.js';
 import { startTraceReceiver } from './lib/trace-receiver.js';
 import { serveUpstream, startUpstream, upstreamStats } from './lib/upstream.js';
 import { BIG_BODY, GRPC_PATH, POST_SIZE, SMALL_BODY, WS_MESSAGE } from './lib/wire.js';
@@ -73,7 +74,7 @@ function readSettings(): Settings {
     warmup: envNumber('BENCH_WARMUP', 1),
     connections: Math.max(1, Math.round(envNumber('BENCH_CONNECTIONS', 64))),
     scenarios,
-    targets: targetNames ? TARGET_ORDER.filter((t) => targetNames.includes(t)) : TARGET_ORDER,
+    targets: targetNames ? TARGET_ORDER.filter((t) => targetNames.includes(t)) : DEFAULT_TARGETS,
     gatewayCli: path.resolve(REPO, process.env['BENCH_GATEWAY_CLI'] ?? 'dist/cli.js'),
     gatewayArgs: envList('BENCH_GATEWAY_ARGS') ?? [],
     gatewayNodeArgs: envList('BENCH_GATEWAY_NODE_ARGS') ?? [],
@@ -124,6 +125,7 @@ async function main(): Promise<void> {
     for (const name of s.targets) {
       if (name === 'direct') targets.push(directTarget(up));
       else if (name === 'gateway') targets.push(await startGateway(s, tmp, up, cert));
+      else if (name === 'bare') targets.push(await startBare(tmp, up, s.readyTimeoutMs));
       else {
         const n = await startNginx(tmp, up, cert, notes, { routes: s.scenarios.some((sc) => sc.id === 'routes1k') ? ROUTES_COUNT : 0, workerConnections: 1024, name: 'nginx', workers: s.workers });
         if (n) {
@@ -132,7 +134,7 @@ async function main(): Promise<void> {
         }
       }
     }
-    for (const t of targets) for (const sc of s.scenarios) await sanityCheck(t, sc, notes);
+    for (const t of targets) for (const sc of s.scenarios) if (servesScenario(t, sc)) await sanityCheck(t, sc, notes);
 
     const header = reportHeader(s, targets, nginxVersion);
     process.stdout.write(header.join('\n') + '\n\n');
@@ -140,12 +142,13 @@ async function main(): Promise<void> {
     // Per scenario: a warm-up per target, then the rounds, interleaved direct → gateway → nginx.
     const rows: Row[] = [];
     for (const sc of s.scenarios) {
-      for (const t of targets) {
+      const serving = targets.filter((t) => servesScenario(t, sc));
+      for (const t of serving) {
         if (s.warmup > 0) await load(s, t, sc, s.warmup);
         rows.push({ scenario: sc, target: t.name, samples: [] });
       }
       for (let round = 1; round <= s.rounds; round++) {
-        for (const t of targets) {
+        for (const t of serving) {
           const sample = await load(s, t, sc, s.duration);
           const row = rows.find((r) => r.scenario === sc && r.target === t.name) as Row;
           row.samples.push(sample);
@@ -154,7 +157,7 @@ async function main(): Promise<void> {
           await sleep(200);
         }
       }
-      for (const t of targets) {
+      for (const t of serving) {
         const row = rows.find((r) => r.scenario === sc && r.target === t.name) as Row;
         if (t.child) row.peakRss = peakRssMiB(t.child.pid);
       }

@@ -131,13 +131,16 @@ export function report(s: Settings, rows: Row[], header: string[], notes: string
   );
   const by = (sc: Scenario, t: TargetName) => sum.find((x) => x.row.scenario === sc && x.row.target === t);
   if (s.targets.includes('gateway')) {
-    out.push('', '| scenario | gateway/direct req/s | gateway/nginx req/s | gateway/nginx CPU µs/req | gateway/nginx p99 |');
-    out.push('|---|---:|---:|---:|---:|');
+    // With BENCH_TARGETS naming `bare`: the gateway against PERFORMANCE.md's bare uWS + undici proxy.
+    const bare = s.targets.includes('bare');
+    out.push('', `| scenario | gateway/direct req/s | gateway/nginx req/s | gateway/nginx CPU µs/req | gateway/nginx p99 |${bare ? ' gateway/bare CPU µs/req |' : ''}`);
+    out.push(`|---|---:|---:|---:|---:|${bare ? '---:|' : ''}`);
     for (const sc of s.scenarios) {
       const g = by(sc, 'gateway');
       const d = by(sc, 'direct');
       const n = by(sc, 'nginx');
-      out.push(`| ${sc.title} | ${ratio(g?.rps, d?.rps)} | ${ratio(g?.rps, n?.rps)} | ${ratio(g?.cpu, n?.cpu)} | ${ratio(g?.p99, n?.p99)} |`);
+      const b = by(sc, 'bare');
+      out.push(`| ${sc.title} | ${ratio(g?.rps, d?.rps)} | ${ratio(g?.rps, n?.rps)} | ${ratio(g?.cpu, n?.cpu)} | ${ratio(g?.p99, n?.p99)} |${bare ? ` ${ratio(g?.cpu, b?.cpu)} |` : ''}`);
     }
   }
   if (notes.length) out.push('', ...notes.map((n) => `- ${n}`));

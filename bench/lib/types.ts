@@ -3,8 +3,10 @@
 import type { Child } from './proc.js';
 import { HOST } from './wire.js';
 
-export type TargetName = 'direct' | 'gateway' | 'nginx';
-export const TARGET_ORDER: TargetName[] = ['direct', 'gateway', 'nginx'];
+export type TargetName = 'direct' | 'gateway' | 'nginx' | 'bare';
+/** `bare` (PERFORMANCE.md's bare uWS + undici proxy) runs only when BENCH_TARGETS names it. */
+export const TARGET_ORDER: TargetName[] = ['direct', 'gateway', 'nginx', 'bare'];
+export const DEFAULT_TARGETS: TargetName[] = ['direct', 'gateway', 'nginx'];
 
 export interface Scenario {
   id: string;
