@@ -55,9 +55,9 @@ export interface RunOptions {
    * not choose one (`gatehouse.io/http1-engine`); default `uws`.
    */
   http1Engine?: Http1Engine | undefined;
-  /** The log level, passed on to worker threads. */
+  /** The log level, passed on to the workers. */
   logLevel?: string | undefined;
-  /** The log format, passed on to worker threads (theirs is no terminal to tell by). */
+  /** The log format, passed on to the workers (theirs is no terminal to tell by). */
   logOptions?: LoggerOptions | undefined;
   /** `--kubernetes`: configuration from the Kubernetes API too (beside any `--config` files). */
   kubernetes?: KubernetesOptions | undefined;
@@ -226,7 +226,7 @@ export class Gateway {
     }
   }
 
-  /** The data plane applies a snapshot: on this thread, or on every worker thread. */
+  /** The data plane applies a snapshot: on this thread, or on every worker. */
   async #apply(snapshot: Snapshot): Promise<ApplyResult> {
     if (this.#identity && !this.#identity.current && usesMeshCertificate(snapshot)) await (this.#identityStarted ?? this.#startIdentity());
     if (!this.#pool) return this.dataPlane.apply(snapshot);

@@ -142,7 +142,7 @@ export class AdminServer {
         return send(res, 200, ls.map((l) => `${l.name}::${l.address}::${l.protocol}::${l.route_config}::active_requests::${l.active_requests}`).join('\n') + (ls.length ? '\n' : ''));
       }
       case '/workers':
-        if (!s.workers) return send(res, 404, 'no worker threads (--workers 1)\n');
+        if (!s.workers) return send(res, 404, 'no data plane workers (--workers 1)\n');
         return send(res, 200, JSON.stringify({ workers: await s.workers() }, null, 2), 'application/json');
       case '/debug/syncz':
         return send(res, 200, JSON.stringify(s.syncz(), null, 2), 'application/json');

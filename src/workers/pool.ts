@@ -38,7 +38,7 @@ export interface WorkerPoolOptions {
   mesh: MeshIdentityProvider;
   /** `--http1-engine`: the default HTTP/1.1 engine of every worker's data plane. */
   http1Engine?: Http1Engine | undefined;
-  /** The main thread's registry: the worker threads' state and restarts are exported there. */
+  /** The main thread's registry: the workers' state and restarts are exported there. */
   registry?: Registry | undefined;
 }
 
