@@ -9,6 +9,7 @@
 // through this process; NODE_CLUSTER_SCHED_POLICY=rr selects Node's round-robin instead). uWS ports
 // are bound by each worker with SO_REUSEPORT, as between threads.
 import cluster, { type Worker as ClusterWorker } from 'node:cluster';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { WORKER_INIT_ENV, type FromWorker, type ToWorker, type WorkerInit } from './protocol.js';
 
@@ -53,7 +54,7 @@ function spawnProcess(init: WorkerInit): WorkerHandle {
     // Read by node:cluster before the first fork; the environment variable still wins.
     if (!process.env.NODE_CLUSTER_SCHED_POLICY) cluster.schedulingPolicy = cluster.SCHED_NONE;
     // `advanced`: the v8 structured clone, as postMessage (snapshots hold Maps and Uint8Arrays).
-    cluster.setupPrimary({ exec: WORKER_URL.pathname, args: [], serialization: 'advanced' });
+    cluster.setupPrimary({ exec: fileURLToPath(WORKER_URL), args: [], serialization: 'advanced' });
   }
   const w: ClusterWorker = cluster.fork({ [WORKER_INIT_ENV]: JSON.stringify(init) });
   return {
