@@ -163,7 +163,7 @@ async function run(args: string[]): Promise<number> {
     if (configPaths.length > 0) throw new UsageError('--config and --xds-address exclude each other');
     parseHostPort('xds-address', values['xds-address']);
   }
-  // Default: one data-plane thread per core the process may use (1: everything on the main thread).
+  // Default: one data-plane worker per core the process may use (1: everything on the main thread).
   const workers = values.workers === undefined ? os.availableParallelism() : Number(values.workers);
   if (!Number.isInteger(workers) || workers < 1) throw new UsageError('--workers must be a positive integer');
   // Processes (default) let every port kind use every worker; threads share one process.
