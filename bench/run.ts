@@ -20,8 +20,9 @@ import { envList, envNumber, REPO, sleep } from './lib/common.js';
 import { POLICY_HEADERS, POLICY_HOST, POLICY_PATH, ROUTES_COUNT, ROUTES_HEADER, routesHost } from './lib/configs.js';
 import { extras } from './lib/extras/index.js';
 import { load, running, sanityCheck } from './lib/load/index.js';
-import { ensureDebianPackage, peakRssMiB, stopAll } from './lib/proc.js';
+import { ensureDebianPackage, peakRssMiB, stopAll, stopChild } from './lib/proc.js';
 import { report, reportHeader, roundLine, targetsReport, writeResults, type Row } from './lib/report.js';
+import { scaling } from './lib/extras/scaling.js';
 import { servesScenario, startBare } from './lib/targets/bare.js';
 import { directTarget } from './lib/targets/direct.js';
 import { startGateway } from './lib/targets/gateway.js';
@@ -175,7 +176,13 @@ async function main(): Promise<void> {
     if (receiver) notes.push(`tracing: ${s.tracing!.percent}% sampled, ${receiver.spans} spans received by the Zipkin receiver (BENCH_TRACING).`);
     const figures: Figures = {};
     const extra = process.env['BENCH_EXTRA'] !== '0' ? await extras(s, targets, up, cert, tmp, notes, figures) : '';
-    const md = report(s, rows, header, notes) + (extra ? '\n' + extra : '') + (s.targets.includes('gateway') ? targetsReport(s, rows, figures) : '');
+    // BENCH_SCALING=1: the scenarios again on 1 and 2 workers of each kind (after the targets above are stopped).
+    let scaled = '';
+    if (process.env['BENCH_SCALING'] === '1') {
+      for (const t of targets) if (t.child) await stopChild(t.child);
+      scaled = (await scaling(s, up, cert, tmp, notes)).join('\n') + '\n';
+    }
+    const md = report(s, rows, header, notes) + (extra ? '\n' + extra : '') + scaled + (s.targets.includes('gateway') ? targetsReport(s, rows, figures) : '');
     process.stdout.write('\n' + md.split('\n').slice(header.length + 1).join('\n'));
     writeResults(s, rows, md);
     ok = true;

@@ -81,7 +81,7 @@ function targetsTable(s: Settings, sum: ReturnType<typeof summarize>, figures: F
   const sw = figures.swap;
   rows.push(sw ? `| 10,000-route config swap: longest time without a response | < 200 ms | ${fmt(sw.gapMs)} ms | ${verdict(sw.gapMs < 200)} |` : '| 10,000-route config swap stall | < 200 ms | – | not measured (BENCH_EXTRA=0) |');
   rows.push(sw ? `| 10,000-route config swap: p99 inside vs outside the swap | ≤ 2× | ${sw.p99Ratio.toFixed(2)}× | ${verdict(sw.p99Ratio <= 2)} |` : '| config swap p99 | ≤ 2× | – | not measured |');
-  rows.push(`| CPU per request, 2 workers vs 1 | unchanged | – | compare \`BENCH_WORKERS=2\` with this run${os.cpus().length <= 2 ? ' (this box has 2 cores: it cannot show scaling)' : ''} |`);
+  rows.push(`| CPU per request, 2 workers vs 1 | unchanged | – | \`BENCH_SCALING=1\` measures 1 and 2 workers (processes, threads) beside nginx's 1 and 2${os.cpus().length <= 2 ? ' (this box has 2 cores: read the × against nginx\'s and the CPU split)' : ''} |`);
   return ['', `### Targets (workers: ${s.workers})`, '', '| target | wanted | this run | verdict |', '|---|---|---|---|', ...rows];
 }
 
