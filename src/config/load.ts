@@ -1,7 +1,7 @@
 // Reads YAML files and folders into resources that remember their file and line.
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { LineCounter, parseAllDocuments, isCollection, isMap, isSeq, isScalar, isPair, visit, type Document, type Node } from 'yaml';
+import { LineCounter, parseAllDocuments, parseDocument, isCollection, isMap, isSeq, isScalar, isPair, visit, type Document, type Node } from 'yaml';
 import { readsKind, type FieldPath, type ObjectMeta, type Problem, type Resource, type SourceRef } from './types.js';
 
 export interface LoadResult {
@@ -139,14 +139,15 @@ function parseDocuments(text: string, file: string): { resources: Resource[]; pr
       continue;
     }
     const obj = value as Record<string, unknown>;
+    const handle = new DocHandle(doc, text);
     if (obj.kind === 'List' && Array.isArray(obj.items)) {
       obj.items.forEach((item, i) => {
-        const r = toResource(item, file, doc, lineAt, ['items', i], problems);
+        const r = toResource(item, file, handle, lineAt, ['items', i], problems);
         if (r) resources.push(r);
       });
       continue;
     }
-    const r = toResource(obj, file, doc, lineAt, [], problems);
+    const r = toResource(obj, file, handle, lineAt, [], problems);
     if (r) resources.push(r);
   }
   return { resources, problems, templateJunk };
@@ -167,10 +168,57 @@ function collectionKeyOffset(doc: Document): number | undefined {
   return at;
 }
 
+/**
+ * A document's syntax tree while the load that parsed it runs (validation asks for many lines
+ * then), afterwards only its text, parsed again when a line is asked for (a problem found on a
+ * later reload or translation: rare). A resource keeps its lineOf for as long as the configuration
+ * is current, and the tree weighs ~15x the text: for 1,000 small VirtualServices ~20 MB of heap.
+ */
+class DocHandle {
+  #doc: Document | null;
+  readonly #text: string;
+  /** Offset of the document's text in its file. */
+  readonly #at: number;
+  constructor(doc: Document, fileText: string) {
+    this.#doc = doc;
+    const [start, , end] = doc.range ?? [0, fileText.length, fileText.length];
+    this.#at = start;
+    // A copy, not a slice of the file's text (which V8 would keep whole for it).
+    this.#text = Buffer.from(fileText.slice(start, end)).toString();
+    held.push(this);
+    if (held.length === 1) setImmediate(releaseHeld);
+  }
+  release(): void {
+    this.#doc = null;
+  }
+  /** File offset of the node at `path`, or undefined if there is none. */
+  offsetOf(path: FieldPath): number | undefined {
+    if (this.#doc) return nodeAt(this.#doc, path)?.range?.[0];
+    let doc = reparsed.get(this);
+    if (!doc) {
+      doc = parseDocument(this.#text);
+      if (reparsed.size >= REPARSED_MAX) reparsed.delete(reparsed.keys().next().value!);
+      reparsed.set(this, doc);
+    }
+    const at = nodeAt(doc, path)?.range?.[0];
+    return at === undefined ? undefined : this.#at + at;
+  }
+}
+
+/** Trees of the load running now: released once the synchronous job that loads them has ended. */
+const held: DocHandle[] = [];
+function releaseHeld(): void {
+  for (const h of held.splice(0)) h.release();
+}
+
+/** Documents parsed again for their lines, the most recent few (a problem list often names one document many times). */
+const reparsed = new Map<DocHandle, Document>();
+const REPARSED_MAX = 16;
+
 function toResource(
   value: unknown,
   file: string,
-  doc: Document,
+  doc: DocHandle,
   lineAt: (offset: number) => number,
   base: FieldPath,
   problems: Problem[],
@@ -178,8 +226,8 @@ function toResource(
   const lineOf = (path: FieldPath): number => {
     const full = [...base, ...path];
     for (let n = full.length; n >= 0; n--) {
-      const node = nodeAt(doc, full.slice(0, n));
-      if (node?.range) return lineAt(node.range[0]);
+      const at = doc.offsetOf(full.slice(0, n));
+      if (at !== undefined) return lineAt(at);
     }
     return 1;
   };

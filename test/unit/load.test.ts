@@ -27,6 +27,23 @@ describe('parse: multi-document YAML with positions', () => {
     expect(resources[1]!.source.lineOf(['spec', 'hosts'])).toBe(17);
   });
 
+  it('lines stay right once the load has ended and the syntax trees are dropped (read again from the text)', async () => {
+    const text = `# comment\n${GW}---\napiVersion: networking.istio.io/v1\nkind: List\nitems:\n- apiVersion: networking.istio.io/v1\n  kind: VirtualService\n  metadata: {name: a}\n  spec:\n    hosts: [a.example.com]\n- apiVersion: networking.istio.io/v1\n  kind: VirtualService\n  metadata: {name: b}\n  spec:\n    hosts:\n    - b.example.com\n`;
+    const { resources } = parseYamlText(text, 'cfg.yaml');
+    const paths = [['spec', 'servers', 0, 'port'], ['spec', 'servers', 0, 'hosts'], ['spec', 'hosts'], ['spec', 'hosts', 0], ['spec', 'nothing', 'here'], []] as const;
+    const lines = (): number[][] => resources.map((r) => paths.map((p) => r.source.lineOf([...p])));
+    const during = lines();
+    // Each field's key line, else its nearest existing ancestor's (a List item's: the item's own lines).
+    expect(during).toEqual([
+      [8, 9, 6, 6, 6, 2],
+      [17, 17, 18, 18, 17, 14],
+      [22, 22, 23, 24, 22, 19],
+    ]);
+    // The trees are released after the job that parsed them (setImmediate): lines come from the text.
+    await new Promise((r) => setImmediate(r));
+    expect(lines()).toEqual(during);
+  });
+
   it('reports a YAML syntax error as <file>:<line>: yaml: <message>', () => {
     const { problems } = parseYamlText('apiVersion: v1\nkind: Secret\nmetadata:\n  name: [unclosed\n', 'bad.yaml');
     expect(problems.length).toBeGreaterThan(0);
