@@ -10,7 +10,7 @@ import type { CertPaths, Figures, Settings, Target } from '../types.js';
 import type { Upstream } from '../upstream.js';
 import { HOST } from '../wire.js';
 import { IDLE_BATCH, IDLE_CONNECTIONS, idleConnections } from './idle.js';
-import { STARTUP_RUNS, STARTUP_SETTLE_MS, startupRss } from './startup.js';
+import { STARTUP_EXTRA_VS, STARTUP_RUNS, STARTUP_SETTLE_MS, startupRss } from './startup.js';
 import { configSwap } from './swap.js';
 
 export async function extras(s: Settings, targets: Target[], up: Upstream, cert: CertPaths | undefined, tmp: string, notes: string[], figures: Figures): Promise<string> {
@@ -52,7 +52,7 @@ export async function extras(s: Settings, targets: Target[], up: Upstream, cert:
   if (gw) {
     lines.push('', '### Fresh gateway at idle', '', '| config | VmRSS MiB of each start | median MiB | median MB |', '|---|---|---:|---:|');
     await startupRss(s, tmp, lines, figures);
-    lines.push('', `\`node dist/cli.js run --config config/ --workers 1\` (its ports moved to free ones; admin and xDS on), ${STARTUP_RUNS} fresh starts, VmRSS ${STARTUP_SETTLE_MS / 1000} s after ready; the mesh root made beforehand (bench/lib/extras/startup.ts).`);
+    lines.push('', `\`node dist/cli.js run --config config/ --workers 1\` (its ports moved to free ones; admin and xDS on), ${STARTUP_RUNS} fresh starts of each config, VmRSS ${STARTUP_SETTLE_MS / 1000} s after ready; the mesh root made beforehand; the second row adds ${STARTUP_EXTRA_VS} VirtualServices bound to the bundled Gateway (bench/lib/extras/startup.ts).`);
     lines.push('', '### Config swap under load', '', '| swap | gateway "configuration applied" ms | write → applied seen, s |', '|---|---:|---:|');
     await configSwap(s, gw, lines, figures);
   }
