@@ -131,6 +131,14 @@ for (const workers of ['1', '2']) {
     let port: number;
     let logFile: string;
     const write = (docs: Obj[]): void => gw.writeFile('config.yaml', yamlDocs(gateway('gw', port), ...docs));
+    /** Waits up to 15 s for the new version to answer; if it does not, says what the clients and the gateway saw. */
+    const swapped = async (done: () => boolean, l: { statuses: Map<number, number>; errors: string[] }): Promise<void> => {
+      try {
+        await waitFor(done, 15_000);
+      } catch (e) {
+        throw new Error(`${(e as Error).message}; statuses ${JSON.stringify([...l.statuses])}, errors ${JSON.stringify(l.errors.slice(-5))}; gateway log:\n${gw.logs().slice(-4000)}`);
+      }
+    };
 
     beforeAll(async () => {
       logFile = join(logDir, `access-${workers}.log`);
@@ -153,7 +161,7 @@ for (const workers of ['1', '2']) {
       const before = l.names.map((n) => n.length);
       write(v2(logFile));
       // The swap happens once b's DNS answer arrived; then a little more load on the new version.
-      await waitFor(() => l.last() === 'b', 15_000);
+      await swapped(() => l.last() === 'b', l);
       await sleep(300);
       await l.stop();
       expect(l.errors).toEqual([]);
@@ -175,7 +183,7 @@ for (const workers of ['1', '2']) {
       const l = load(port, 'fresh.swap.test');
       await sleep(200);
       write(v3(logFile));
-      await waitFor(() => l.last() === 'c', 15_000);
+      await swapped(() => l.last() === 'c', l);
       await sleep(200);
       await l.stop();
       // Before the swap the host has no route (404 NR), after it every request reaches c.
