@@ -11,9 +11,8 @@
 //
 // One gateway process serves all four: Gateway `gw` holds the uws, h2c and h2 servers, Gateway
 // `gw-strict` the strict one; the suites' VirtualServices bind to both (ENGINE_GATEWAYS).
-import http2 from 'node:http2';
 import { expect, it } from 'vitest';
-import { freePorts, http, type GetOptions, type SimpleResponse } from './net.js';
+import { freePorts, h2Request, http, type GetOptions, type SimpleResponse } from './net.js';
 import { createCa, type CertFiles, type TestCa } from './openssl-ca.js';
 import type { Obj } from './yaml.js';
 
@@ -94,58 +93,8 @@ export class EngineSet {
 
   /** One request on a fresh HTTP/2 session (h2c prior knowledge, or h2 over TLS with the suite's CA). */
   #h2(name: EngineName, path: string, opts: GetOptions): Promise<SimpleResponse> {
-    const port = this.#ports[name];
-    const headers: http2.OutgoingHttpHeaders = { ':method': opts.method ?? 'GET', ':path': path };
-    for (const [k, v] of Object.entries(opts.headers ?? {})) {
-      if (k.toLowerCase() === 'host') headers[':authority'] = v as string;
-      else headers[k.toLowerCase()] = v;
-    }
-    const authority = (headers[':authority'] as string | undefined) ?? 'engines.test';
-    const servername = authority.replace(/:\d+$/, '');
-    return new Promise((resolve, reject) => {
-      const session =
-        name === 'h2'
-          ? http2.connect(`https://127.0.0.1:${port}`, { ca: this.#ca!.certPem, servername, checkServerIdentity: () => undefined })
-          : http2.connect(`http://127.0.0.1:${port}`);
-      const timer = setTimeout(() => {
-        session.destroy();
-        reject(new Error(`request ${path} timed out`));
-      }, opts.timeoutMs ?? 5000);
-      const fail = (err: Error): void => {
-        clearTimeout(timer);
-        session.destroy();
-        reject(err);
-      };
-      session.on('error', fail);
-      let stream: http2.ClientHttp2Stream;
-      try {
-        stream = session.request(headers, { endStream: opts.body === undefined });
-      } catch (err) {
-        return fail(err as Error);
-      }
-      stream.on('error', fail);
-      stream.on('response', (h) => {
-        const chunks: Buffer[] = [];
-        stream.on('data', (c: Buffer) => chunks.push(c));
-        stream.on('end', () => {
-          clearTimeout(timer);
-          const localPort = session.socket?.localPort ?? 0;
-          session.close();
-          const body = Buffer.concat(chunks);
-          const text = body.toString('utf8');
-          let json: unknown;
-          try {
-            json = text ? JSON.parse(text) : undefined;
-          } catch {
-            json = undefined;
-          }
-          const out: Record<string, string | string[] | undefined> = {};
-          for (const [k, v] of Object.entries(h)) if (!k.startsWith(':')) out[k] = v as string | string[];
-          resolve({ status: Number(h[':status']), headers: out, body, text, json, localPort });
-        });
-      });
-      if (opts.body !== undefined) stream.end(opts.body);
-    });
+    const { agent: _agent, ...rest } = opts;
+    return h2Request(this.#ports[name], path, { ...rest, ...(name === 'h2' ? { tls: { ca: this.#ca!.certPem } } : {}) });
   }
 }
 

@@ -1,6 +1,7 @@
 // Small network helpers shared by the integration tests. Everything stays on 127.0.0.1.
 import { createServer, connect, type Socket } from 'node:net';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import http2 from 'node:http2';
 
 /** A TCP port that was free a moment ago (bind to 0, read, close). */
 export function freePort(): Promise<number> {
@@ -74,23 +75,82 @@ export function http(port: number, path: string, opts: GetOptions = {}): Promise
         const localPort = res.socket?.localPort ?? 0;
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const body = Buffer.concat(chunks);
-          const text = body.toString('utf8');
-          let json: unknown;
-          try {
-            json = text ? JSON.parse(text) : undefined;
-          } catch {
-            json = undefined;
-          }
-          resolve({ status: res.statusCode ?? 0, headers: res.headers, body, text, json, localPort });
-        });
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, ...bodyOf(chunks), localPort }));
         res.on('error', reject);
       },
     );
     req.on('timeout', () => req.destroy(new Error(`request ${path} timed out`)));
     req.on('error', reject);
     req.end(opts.body);
+  });
+}
+
+/** A response body as bytes, text and (when it is JSON) parsed. */
+function bodyOf(chunks: Buffer[]): Pick<SimpleResponse, 'body' | 'text' | 'json'> {
+  const body = Buffer.concat(chunks);
+  const text = body.toString('utf8');
+  let json: unknown;
+  try {
+    json = text ? JSON.parse(text) : undefined;
+  } catch {
+    json = undefined;
+  }
+  return { body, text, json };
+}
+
+export interface H2Options extends Omit<GetOptions, 'agent'> {
+  /** h2 over TLS (ALPN) with these client options; without: h2c with prior knowledge. */
+  tls?: { ca: string; servername?: string; cert?: string; key?: string };
+}
+
+/**
+ * One request on a fresh HTTP/2 session, closed after the response. A `host` header becomes
+ * `:authority` (and the TLS server name, unless given). Resolves with the whole body and the
+ * protocol ALPN settled on (false for h2c).
+ */
+export function h2Request(port: number, path: string, opts: H2Options = {}): Promise<SimpleResponse & { alpn: string | false }> {
+  const headers: http2.OutgoingHttpHeaders = { ':method': opts.method ?? 'GET', ':path': path };
+  for (const [k, v] of Object.entries(opts.headers ?? {})) {
+    if (k.toLowerCase() === 'host') headers[':authority'] = v as string;
+    else headers[k.toLowerCase()] = v;
+  }
+  const authority = (headers[':authority'] as string | undefined) ?? 'engines.test';
+  const t = opts.tls;
+  return new Promise((resolve, reject) => {
+    const session = t
+      ? http2.connect(`https://127.0.0.1:${port}`, { ca: t.ca, servername: t.servername ?? authority.replace(/:\d+$/, ''), checkServerIdentity: () => undefined, ...(t.cert ? { cert: t.cert, key: t.key } : {}) })
+      : http2.connect(`http://127.0.0.1:${port}`);
+    const timer = setTimeout(() => {
+      session.destroy();
+      reject(new Error(`request ${path} timed out`));
+    }, opts.timeoutMs ?? 5000);
+    const fail = (err: Error): void => {
+      clearTimeout(timer);
+      session.destroy();
+      reject(err);
+    };
+    session.on('error', fail);
+    let stream: http2.ClientHttp2Stream;
+    try {
+      stream = session.request(headers, { endStream: opts.body === undefined });
+    } catch (err) {
+      return fail(err as Error);
+    }
+    stream.on('error', fail);
+    stream.on('response', (h) => {
+      const chunks: Buffer[] = [];
+      stream.on('data', (c: Buffer) => chunks.push(c));
+      stream.on('end', () => {
+        clearTimeout(timer);
+        const localPort = session.socket?.localPort ?? 0;
+        const alpn = session.alpnProtocol ?? false;
+        session.close();
+        const out: Record<string, string | string[] | undefined> = {};
+        for (const [k, v] of Object.entries(h)) if (!k.startsWith(':')) out[k] = v as string | string[];
+        resolve({ status: Number(h[':status']), headers: out, ...bodyOf(chunks), localPort, alpn });
+      });
+    });
+    if (opts.body !== undefined) stream.end(opts.body);
   });
 }
 

@@ -5,13 +5,12 @@
 // the listening socket the primary binds. A worker process that dies is restarted and takes its
 // share of every port again; the main process's death ends its workers.
 import { readFileSync } from 'node:fs';
-import http2 from 'node:http2';
 import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect, createServer as createTlsServer, type Server as TlsServer } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGateway, type GatewayProcess } from '../helpers/gateway.js';
 import { findSamples, parsePrometheus, sumSamples } from '../helpers/metrics.js';
-import { freePorts, http, rawExchange, rawStatus, sleep, waitFor } from '../helpers/net.js';
+import { freePorts, h2Request, http, rawExchange, rawStatus, sleep, waitFor } from '../helpers/net.js';
 import { createCa, type CertFiles, type TestCa } from '../helpers/openssl-ca.js';
 import { startEcho, type Echo } from '../helpers/upstream.js';
 import { fqdn, service, yamlDocs, type Obj } from '../helpers/yaml.js';
@@ -68,40 +67,14 @@ function config(): string {
 const workers = async (): Promise<WorkerRow[]> => (await gw.admin('/workers')).json.workers;
 
 /** One request on a fresh h2 session over TLS (ALPN h2), optionally with a client certificate. */
-function h2Get(port: number, cert?: CertFiles): Promise<{ status: number; alpn: string | false }> {
-  return new Promise((resolve, reject) => {
-    const session = http2.connect(`https://127.0.0.1:${port}`, { ca: ca.certPem, servername: 'server.test', ...(cert ? { cert: cert.certPem, key: cert.keyPem } : {}) });
-    session.on('error', reject);
-    const req = session.request({ ':path': '/', ':authority': HOST });
-    req.on('response', (h) => {
-      const alpn = session.alpnProtocol ?? false;
-      req.resume();
-      req.on('end', () => {
-        session.close();
-        resolve({ status: Number(h[':status']), alpn });
-      });
-    });
-    req.on('error', reject);
-    req.end();
-  });
+async function h2Get(port: number, cert?: CertFiles): Promise<{ status: number; alpn: string | false }> {
+  const r = await h2Request(port, '/', { headers: { host: HOST }, tls: { ca: ca.certPem, servername: 'server.test', ...(cert ? { cert: cert.certPem, key: cert.keyPem } : {}) } });
+  return { status: r.status, alpn: r.alpn };
 }
 
 /** One request on a fresh plaintext HTTP/2 connection (prior knowledge, as gRPC clients do). */
-function h2cGet(port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const session = http2.connect(`http://127.0.0.1:${port}`);
-    session.on('error', reject);
-    const req = session.request({ ':path': '/', ':authority': HOST });
-    req.on('response', (h) => {
-      req.resume();
-      req.on('end', () => {
-        session.close();
-        resolve(Number(h[':status']));
-      });
-    });
-    req.on('error', reject);
-    req.end();
-  });
+async function h2cGet(port: number): Promise<number> {
+  return (await h2Request(port, '/', { headers: { host: HOST } })).status;
 }
 
 /** A TCP round trip through the gateway: an HTTP request to the echo upstream, the status back. */
