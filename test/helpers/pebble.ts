@@ -25,7 +25,8 @@ export interface Pebble {
   stop(): Promise<void>;
 }
 
-function fetchText(url: string, ca: string): Promise<{ status: number; text: string }> {
+/** GET over HTTPS trusting `ca` (pebble's listener certificate): status and body text. */
+export function fetchText(url: string, ca: string): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
     const req = httpsGet(url, { ca, timeout: 2000 }, (res) => {
       let text = '';

@@ -13,6 +13,7 @@ import { connect, type ConnectionOptions, type PeerCertificate } from 'node:tls'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { removeDir, startGateway, type GatewayProcess } from '../helpers/gateway.js';
 import { freePorts, sleep, waitFor } from '../helpers/net.js';
+import { fetchText } from '../helpers/pebble.js';
 import { startEcho, type Echo } from '../helpers/upstream.js';
 import { service, yamlDocs, type Obj } from '../helpers/yaml.js';
 
@@ -24,19 +25,6 @@ let echo: Echo;
 let gw: GatewayProcess | undefined;
 let P: { dir: number; mgmt: number; tls01: number; http: number; https: number; https2: number; dead: number };
 let pebbleCert = '';
-
-function fetchText(url: string): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = httpsGet(url, { ca: pebbleCert, timeout: 2000 }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (text += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-    });
-    req.on('error', reject);
-    req.on('timeout', () => req.destroy(new Error('timeout')));
-  });
-}
 
 function handshake(port: number, servername: string, opts: ConnectionOptions = {}): Promise<PeerCertificate> {
   return new Promise((resolve, reject) => {
@@ -119,7 +107,7 @@ beforeAll(async () => {
   pebble = spawn('pebble', ['-config', 'pebble-config.json'], { cwd: work, env: { ...process.env, PEBBLE_VA_NOSLEEP: '1', PEBBLE_WFE_NONCEREJECT: '0' }, stdio: ['ignore', 'pipe', 'pipe'] });
   pebble.stdout!.on('data', (d: Buffer) => (pebbleLog += d.toString()));
   pebble.stderr!.on('data', (d: Buffer) => (pebbleLog += d.toString()));
-  await waitFor(async () => (await fetchText(`https://127.0.0.1:${P.dir}/dir`)).status === 200, 10_000, 100).catch((e: unknown) => {
+  await waitFor(async () => (await fetchText(`https://127.0.0.1:${P.dir}/dir`, pebbleCert)).status === 200, 10_000, 100).catch((e: unknown) => {
     throw new Error(`pebble did not start: ${(e as Error).message}\n${pebbleLog}`);
   });
   echo = await startEcho('acmeecho');
@@ -146,7 +134,7 @@ describe('ACME certificates (pebble)', () => {
     }, 15_000, 100);
     expect(issued.subjectaltname).toContain('DNS:localhost');
     // The chain verifies against pebble's root (a new one on every pebble start).
-    const root = (await fetchText(`https://127.0.0.1:${P.mgmt}/roots/0`)).text;
+    const root = (await fetchText(`https://127.0.0.1:${P.mgmt}/roots/0`, pebbleCert)).text;
     const verified = await handshake(P.https, 'localhost', { rejectUnauthorized: true, ca: root });
     expect(verified.serialNumber).toBe(issued.serialNumber);
     expect(gw!.logs()).toContain('no ACME certificate yet; serving a self-signed placeholder');
@@ -154,7 +142,7 @@ describe('ACME certificates (pebble)', () => {
   });
 
   it('routes HTTPS requests with the issued certificate', async () => {
-    const root = (await fetchText(`https://127.0.0.1:${P.mgmt}/roots/0`)).text;
+    const root = (await fetchText(`https://127.0.0.1:${P.mgmt}/roots/0`, pebbleCert)).text;
     const status = await new Promise<number>((resolve, reject) => {
       const req = httpsGet({ host: '127.0.0.1', port: P.https, servername: 'localhost', path: '/x', headers: { host: 'localhost' }, ca: root, agent: false }, (res) => {
         res.resume();
