@@ -132,6 +132,29 @@ export const POLICY_HOST = 'policy.bench.local';
 export const POLICY_PATH = '/policy/item';
 export const POLICY_HEADERS = { 'x-user': 'bench-user' } as const;
 
+/**
+ * A ServiceEntry `<name>.bench.svc.cluster.local` on `port` (`protocol`), its one endpoint the
+ * bench's upstream on 127.0.0.1:`upstreamPort`. Ends with a newline.
+ */
+export function localServiceEntry(name: string, port: number, protocol: 'HTTP' | 'GRPC', upstreamPort: number): string {
+  const portName = protocol.toLowerCase();
+  return `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: ${name}
+  namespace: bench
+spec:
+  hosts: [${name}.bench.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports:
+    - { number: ${port}, name: ${portName}, protocol: ${protocol} }
+  endpoints:
+    - address: 127.0.0.1
+      ports: { ${portName}: ${upstreamPort} }
+`;
+}
+
 /** The policy route's Istio resources; `gateways` = the Gateways its VirtualService binds to. */
 export function policyGatewayYaml(upstreamPort: number, gateways: string[]): string {
   return `---
@@ -163,21 +186,7 @@ spec:
       route:
         - destination: { host: policy-upstream.bench.svc.cluster.local, port: { number: 80 } }
 ---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: policy-upstream
-  namespace: bench
-spec:
-  hosts: [policy-upstream.bench.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports:
-    - { number: 80, name: http, protocol: HTTP }
-  endpoints:
-    - address: 127.0.0.1
-      ports: { http: ${upstreamPort} }
----
+${localServiceEntry('policy-upstream', 80, 'HTTP', upstreamPort)}---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata:

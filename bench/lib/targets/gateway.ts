@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { REPO } from '../common.js';
-import { policyGatewayYaml, ROUTES_COUNT, routesYaml } from '../configs.js';
+import { localServiceEntry, policyGatewayYaml, ROUTES_COUNT, routesYaml } from '../configs.js';
 import { freePorts, waitReady } from '../net.js';
 import { track } from '../proc.js';
 import type { CertPaths, Settings, Target } from '../types.js';
@@ -98,21 +98,7 @@ spec:
             host: grpc-upstream.bench.svc.cluster.local
             port: { number: 50051 }
 ---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: grpc-upstream
-  namespace: bench
-spec:
-  hosts: [grpc-upstream.bench.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports:
-    - { number: 50051, name: grpc, protocol: GRPC }
-  endpoints:
-    - address: 127.0.0.1
-      ports: { grpc: ${up.grpcPort} }
----
+${localServiceEntry('grpc-upstream', 50051, 'GRPC', up.grpcPort)}---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata:
@@ -127,21 +113,7 @@ spec:
             host: upstream.bench.svc.cluster.local
             port: { number: 80 }
 ---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata:
-  name: upstream
-  namespace: bench
-spec:
-  hosts: [upstream.bench.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports:
-    - { number: 80, name: http, protocol: HTTP }
-  endpoints:
-    - address: 127.0.0.1
-      ports: { http: ${up.port} }
-${policyGatewayYaml(up.port, ['bench-gateway', 'bench-gateway-strict'])}`;
+${localServiceEntry('upstream', 80, 'HTTP', up.port)}${policyGatewayYaml(up.port, ['bench-gateway', 'bench-gateway-strict'])}`;
 }
 
 /** Replaces the gateway's config file in one rename (the watcher ignores dot files). */
