@@ -2,7 +2,7 @@
 // node:http and node:http2 do not do by themselves for servers that are handed their connections
 // instead of listening, and for hostile HTTP/2 clients.
 import type http from 'node:http';
-import http2, { type Http2Session, type ServerHttp2Session } from 'node:http2';
+import http2, { type ServerHttp2Session } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { EdgeLimits } from './edge-limits.js';
 
@@ -58,8 +58,6 @@ export function unguardHttp1Server(server: http.Server): void {
   server.close();
 }
 
-const GUARD = Symbol('gatehouse.sessionGuard');
-
 /**
  * One HTTP/2 session's limits: its first stream within the headers timeout, closed after the idle
  * timeout without an open stream, a PING when it has been silent that long (nghttp2 may have
@@ -79,14 +77,9 @@ export class SessionGuard {
   constructor(session: ServerHttp2Session, limits: EdgeLimits) {
     this.#session = session;
     this.#limits = limits;
-    (session as ServerHttp2Session & { [GUARD]?: SessionGuard })[GUARD] = this;
     this.#idle = setTimeout(onSessionIdle, limits.requestHeadersTimeoutMs, this);
     session.setTimeout(limits.idleTimeoutMs, () => this.#silent());
     session.once('close', () => this.#closed());
-  }
-
-  static of(session: Http2Session | undefined): SessionGuard | undefined {
-    return (session as (Http2Session & { [GUARD]?: SessionGuard }) | undefined)?.[GUARD];
   }
 
   /** A stream opened (counted open until streamClosed). */

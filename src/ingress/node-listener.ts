@@ -120,11 +120,13 @@ export class NodeListener implements SinkOwner {
       settings: { maxHeaderListSize: 256 * 1024, enablePush: false, maxConcurrentStreams: limits.h2MaxConcurrentStreams },
       maxSessionMemory: 64,
     });
-    this.#h2.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => this.#deferStream(stream, headers, flags, rawHeaders));
     this.#h2.on('session', (session: ServerHttp2Session) => {
       this.#sessions.add(session);
       session.on('error', () => undefined);
-      new SessionGuard(session, limits);
+      const guard = new SessionGuard(session, limits);
+      // The session's own 'stream' event, not the server's: a stream may already be destroyed when
+      // node emits it (reset in the same read), and a destroyed stream no longer knows its session.
+      session.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]) => this.#deferStream(stream, guard, headers, flags, rawHeaders));
       session.once('close', () => this.#sessions.delete(session));
     });
     // llhttp strict (never insecureHTTPParser); a missing Host is answered by #serve (400, logged).
@@ -312,10 +314,9 @@ export class NodeListener implements SinkOwner {
    * check phase of the same loop turn), so that a stream reset in the same read (HTTP/2 rapid
    * reset) never starts or connects anything upstream.
    */
-  #deferStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]): void {
+  #deferStream(stream: ServerHttp2Stream, guard: SessionGuard, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]): void {
     if (this.#newStreams.length === 0) setImmediate(serveNewStreams, this);
-    // (Its session, while the stream still has one: a destroyed stream forgets it.)
-    this.#newStreams.push({ stream, guard: SessionGuard.of(stream.session), headers, flags, rawHeaders });
+    this.#newStreams.push({ stream, guard, headers, flags, rawHeaders });
   }
 
   /** The streams deferred by #deferStream, in order. */
@@ -325,17 +326,15 @@ export class NodeListener implements SinkOwner {
     for (const s of batch) this.#onStream(s.stream, s.guard, s.headers, s.flags, s.rawHeaders);
   }
 
-  #onStream(stream: ServerHttp2Stream, guard: SessionGuard | undefined, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]): void {
+  #onStream(stream: ServerHttp2Stream, guard: SessionGuard, headers: IncomingHttpHeaders, flags: number, rawHeaders: string[]): void {
     // Reset by the client in the read that opened it (rapid reset): nothing is started for it.
-    if (stream.destroyed || stream.closed) return void guard?.resetBeforeServed();
+    if (stream.destroyed || stream.closed) return void guard.resetBeforeServed();
     // The config version this request runs with, to its end.
     const ctx = this.ctx;
     const sink = new H2StreamSink(stream, this);
-    if (guard) {
-      const openedAt = performance.now();
-      guard.streamOpened();
-      stream.once('close', () => guard.streamClosed(sink.resetByClient, openedAt));
-    }
+    const openedAt = performance.now();
+    guard.streamOpened();
+    stream.once('close', () => guard.streamClosed(sink.resetByClient, openedAt));
     try {
       const session = stream.session;
       const socket = session?.socket;
@@ -528,7 +527,7 @@ export class NodeListener implements SinkOwner {
 
 interface NewStream {
   stream: ServerHttp2Stream;
-  guard: SessionGuard | undefined;
+  guard: SessionGuard;
   headers: IncomingHttpHeaders;
   flags: number;
   rawHeaders: string[];
