@@ -70,7 +70,14 @@ interface Load {
   stop(): Promise<void>;
 }
 
-/** `CLIENTS` keep-alive clients sending GETs in a loop (client 0 often slow: in flight across the swap). */
+/** How long the clients keep sending at most: longer than any swap may take (`swapped` waits 15 s). */
+const LOAD_MAX_MS = 30_000;
+
+/**
+ * `CLIENTS` keep-alive clients sending GETs in a loop until stopped (client 0 often slow: in flight
+ * across the swap). Bounded by time, not by count: a count runs out early on a fast machine, or
+ * before a swap that a loaded one makes slow.
+ */
 function load(port: number, host: string): Load {
   const statuses = new Map<number, number>();
   const names: string[][] = [];
@@ -78,13 +85,14 @@ function load(port: number, host: string): Load {
   let running = true;
   let last: string | undefined;
   const loops: Array<Promise<void>> = [];
+  const deadline = Date.now() + LOAD_MAX_MS;
   for (let c = 0; c < CLIENTS; c++) {
     const agent = new Agent({ keepAlive: true, maxSockets: 1 });
     const mine: string[] = [];
     names.push(mine);
     loops.push(
       (async () => {
-        for (let i = 0; running && i < 5_000; i++) {
+        for (let i = 0; running && Date.now() < deadline; i++) {
           try {
             const slow = c === 0 && i % 2 === 0;
             const r = await http(port, '/', { agent, headers: { host, ...(slow ? { 'x-test-delay': '150' } : {}) } });
