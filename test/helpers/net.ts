@@ -1,10 +1,54 @@
 // Small network helpers shared by the integration tests. Everything stays on 127.0.0.1.
+import { readFileSync } from 'node:fs';
 import { createServer, connect, type Socket } from 'node:net';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import http2 from 'node:http2';
 
-/** A TCP port that was free a moment ago (bind to 0, read, close). */
-export function freePort(): Promise<number> {
+/**
+ * Where freePort looks: below the kernel's ephemeral range (ip_local_port_range, 32768–60999 by
+ * default), which bind-to-0 and outgoing connections draw from. A port chosen there can be taken
+ * between the check and the gateway's bind by any connection the suite opens in the meantime; below
+ * it, only another freePort could, and each vitest worker (VITEST_POOL_ID) has its own slice.
+ */
+const PORT_SLICE = 1_000;
+const portCursor = ((): { next: number; end: number; start: number } | null => {
+  let low = 32_768;
+  try {
+    low = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+  } catch {
+    // not Linux: the default
+  }
+  const slices = Math.floor((low - 10_000) / PORT_SLICE);
+  if (!(slices >= 1)) return null; // an ephemeral range reaching down this far: bind to 0 instead
+  const pool = Number(process.env.VITEST_POOL_ID ?? process.pid);
+  const start = 10_000 + ((Number.isFinite(pool) ? pool : process.pid) % slices) * PORT_SLICE;
+  // A random point of the slice: the files a worker runs one after another start at different ports.
+  return { start, end: start + PORT_SLICE, next: start + Math.floor(Math.random() * PORT_SLICE) };
+})();
+
+/** Whether a listener could bind `port` on 127.0.0.1 now (it is closed again before this resolves). */
+function bindable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+}
+
+/** A TCP port that was free a moment ago and that no other freePort of the suite hands out meanwhile. */
+export async function freePort(): Promise<number> {
+  if (portCursor === null) return ephemeralPort();
+  for (let tries = 0; tries < PORT_SLICE; tries++) {
+    const port = portCursor.next;
+    portCursor.next = port + 1 >= portCursor.end ? portCursor.start : port + 1;
+    if (await bindable(port)) return port;
+  }
+  return ephemeralPort();
+}
+
+/** A port the kernel picks from its ephemeral range (bind to 0, read, close). */
+function ephemeralPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.unref();
