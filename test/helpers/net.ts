@@ -20,45 +20,36 @@ const portCursor = ((): { next: number; end: number; start: number } | null => {
   }
   const slices = Math.floor((low - 10_000) / PORT_SLICE);
   if (!(slices >= 1)) return null; // an ephemeral range reaching down this far: bind to 0 instead
-  const pool = Number(process.env.VITEST_POOL_ID ?? process.pid);
-  const start = 10_000 + ((Number.isFinite(pool) ? pool : process.pid) % slices) * PORT_SLICE;
+  const pool = Number(process.env.VITEST_POOL_ID) || process.pid;
+  const start = 10_000 + (pool % slices) * PORT_SLICE;
   // A random point of the slice: the files a worker runs one after another start at different ports.
   return { start, end: start + PORT_SLICE, next: start + Math.floor(Math.random() * PORT_SLICE) };
 })();
 
-/** Whether a listener could bind `port` on 127.0.0.1 now (it is closed again before this resolves). */
-function bindable(port: number): Promise<boolean> {
+/** Binds `port` on 127.0.0.1 (0: a port the kernel picks) and closes it again: the port, or null if it was taken. */
+function tryBind(port: number): Promise<number | null> {
   return new Promise((resolve) => {
     const srv = createServer();
     srv.unref();
-    srv.once('error', () => resolve(false));
-    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+    srv.once('error', () => resolve(null));
+    srv.listen(port, '127.0.0.1', () => {
+      const addr = srv.address();
+      const bound = typeof addr === 'object' && addr ? addr.port : null;
+      srv.close(() => resolve(bound));
+    });
   });
 }
 
 /** A TCP port that was free a moment ago and that no other freePort of the suite hands out meanwhile. */
 export async function freePort(): Promise<number> {
-  if (portCursor === null) return ephemeralPort();
-  for (let tries = 0; tries < PORT_SLICE; tries++) {
+  for (let tries = 0; portCursor !== null && tries < PORT_SLICE; tries++) {
     const port = portCursor.next;
     portCursor.next = port + 1 >= portCursor.end ? portCursor.start : port + 1;
-    if (await bindable(port)) return port;
+    if ((await tryBind(port)) !== null) return port;
   }
-  return ephemeralPort();
-}
-
-/** A port the kernel picks from its ephemeral range (bind to 0, read, close). */
-function ephemeralPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
+  const port = await tryBind(0);
+  if (port === null) throw new Error('freePort: cannot bind 127.0.0.1');
+  return port;
 }
 
 /** Several distinct free ports. */
